@@ -1,0 +1,52 @@
+//! Reading request bodies ourselves, so that every failure has our error shape and code
+//! (actix's extractors answer in their own words).
+
+use actix_web::HttpRequest;
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::web::{Bytes, Payload};
+use serde_json::{Map, Value};
+
+use crate::domain::DeviceId;
+use crate::error::ApiError;
+
+/// A JSON object body, read up to `limit` bytes.
+pub struct JsonBody(Map<String, Value>);
+
+impl JsonBody {
+    pub async fn read(req: &HttpRequest, payload: Payload, limit: usize) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        let bytes: Bytes = match payload.to_bytes_limited(limit).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return Err(ApiError::InvalidJson(format!("cannot read body: {e}"))),
+            Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
+        };
+        Self::parse(&bytes)
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(ApiError::InvalidJson("body must be a JSON object".into())),
+            Err(e) => Err(ApiError::InvalidJson(e.to_string())),
+        }
+    }
+
+    pub fn device_id(&self) -> Result<DeviceId, ApiError> {
+        match self.0.get("device_id") {
+            Some(Value::String(id)) => DeviceId::parse(id).map_err(ApiError::InvalidDeviceId),
+            Some(_) => Err(ApiError::InvalidDeviceId("device_id must be a string")),
+            None => Err(ApiError::InvalidDeviceId("device_id is required")),
+        }
+    }
+
+    pub fn str_field(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+}

@@ -1,0 +1,176 @@
+//! The CA on disk: `ca.crt` (the issuing CA first, then any chain up to a root) and
+//! `ca.key` (PEM: PKCS#8, SEC1 or PKCS#1; mode 0600).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use time::OffsetDateTime;
+use x509_parser::pem::Pem;
+
+use super::random_serial;
+use crate::fsutil;
+
+pub const CA_CERT_FILE: &str = "ca.crt";
+pub const CA_KEY_FILE: &str = "ca.key";
+const GENERATED_CA_DAYS: i64 = 3650;
+
+/// A CA read from disk, checked for use.
+pub struct CaFiles {
+    pub key: KeyPair,
+    /// DER of the issuing CA certificate.
+    pub cert_der: Vec<u8>,
+    /// The whole chain as PEM, as devices and brokers should be given it.
+    pub chain_pem: String,
+    pub not_after: OffsetDateTime,
+    pub subject: String,
+}
+
+pub fn cert_path(dir: &Path) -> PathBuf {
+    dir.join(CA_CERT_FILE)
+}
+
+pub fn key_path(dir: &Path) -> PathBuf {
+    dir.join(CA_KEY_FILE)
+}
+
+/// Loads the CA in `dir`, generating one first when neither file is there.
+pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<CaFiles> {
+    let (cert, key) = (cert_path(dir), key_path(dir));
+    match (cert.exists(), key.exists()) {
+        (true, true) => {}
+        (false, false) => {
+            if generate(dir, common_name, false)? {
+                tracing::info!(cert = %cert.display(), key = %key.display(), "generated a new CA");
+            }
+        }
+        (true, false) => bail!(
+            "{} exists but {} does not: restore the key, or move both away to generate a new CA",
+            cert.display(),
+            key.display()
+        ),
+        (false, true) => bail!(
+            "{} exists but {} does not: restore the certificate, or move both away to generate a new CA",
+            key.display(),
+            cert.display()
+        ),
+    }
+    load(dir)
+}
+
+/// Generates a CA into `dir`: ECDSA P-256, ten years, pathLen 0, keyCertSign + cRLSign.
+/// Without `force`, an existing CA is kept and `Ok(false)` returned.
+pub fn generate(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::from_secs(300);
+    params.not_after = now + time::Duration::days(GENERATED_CA_DAYS);
+    params.serial_number = Some(random_serial().0);
+    let cert = params.self_signed(&key)?;
+
+    let (cert_file, key_file) = (cert_path(dir), key_path(dir));
+    if force {
+        fsutil::replace(&key_file, key.serialize_pem().as_bytes(), 0o600)?;
+        fsutil::replace(&cert_file, cert.pem().as_bytes(), 0o644)?;
+        return Ok(true);
+    }
+    // The key decides the race between instances generating at once: the loser waits
+    // for the winner's certificate instead of writing its own.
+    if !fsutil::write_new(&key_file, key.serialize_pem().as_bytes(), 0o600)? {
+        wait_for(&cert_file)?;
+        return Ok(false);
+    }
+    fsutil::write_new(&cert_file, cert.pem().as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+fn wait_for(path: &Path) -> anyhow::Result<()> {
+    for _ in 0..50 {
+        if path.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{} did not appear", path.display())
+}
+
+fn load(dir: &Path) -> anyhow::Result<CaFiles> {
+    let (cert_file, key_file) = (cert_path(dir), key_path(dir));
+    let key_pem = fs::read_to_string(&key_file)
+        .with_context(|| format!("cannot read {}", key_file.display()))?;
+    let key = KeyPair::from_pem(&key_pem)
+        .with_context(|| format!("{} is not a usable private key", key_file.display()))?;
+    let mode = fs::metadata(&key_file)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %key_file.display(),
+            mode = format!("{mode:o}"),
+            "the CA key is readable by others; chmod 600 it"
+        );
+    }
+
+    let chain_text =
+        fs::read(&cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;
+    let mut chain = Vec::new();
+    for pem in Pem::iter_from_buffer(&chain_text) {
+        let pem = pem.with_context(|| format!("{} is not PEM", cert_file.display()))?;
+        if pem.label == "CERTIFICATE" {
+            chain.push(pem);
+        }
+    }
+    let Some(issuing) = chain.first() else {
+        bail!("{} holds no certificate", cert_file.display());
+    };
+    let cert = issuing
+        .parse_x509()
+        .with_context(|| format!("{} does not parse", cert_file.display()))?;
+    if !cert.is_ca() {
+        bail!(
+            "{} is not a CA certificate (basicConstraints CA:TRUE is missing)",
+            cert_file.display()
+        );
+    }
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        bail!(
+            "{} and {} do not belong together: the key does not match the certificate",
+            key_file.display(),
+            cert_file.display()
+        );
+    }
+    let not_after = cert.validity().not_after.to_datetime();
+    let now = OffsetDateTime::now_utc();
+    if not_after <= now {
+        bail!("the CA certificate {} has expired", cert_file.display());
+    }
+    if not_after - now < time::Duration::days(30) {
+        tracing::warn!(%not_after, "the CA certificate expires within 30 days");
+    }
+    let chain_pem = chain
+        .iter()
+        .map(|pem| {
+            pem::encode_config(
+                &pem::Pem::new("CERTIFICATE", pem.contents.clone()),
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            )
+        })
+        .collect::<String>();
+    Ok(CaFiles {
+        subject: cert.subject().to_string(),
+        not_after,
+        cert_der: issuing.contents.clone(),
+        chain_pem,
+        key,
+    })
+}

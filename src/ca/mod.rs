@@ -1,0 +1,124 @@
+//! The certificate authority: loading or creating it, checking CSRs, and issuing device
+//! certificates. The only module that knows rcgen and x509-parser.
+
+mod csr;
+pub mod files;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SerialNumber,
+};
+use time::OffsetDateTime;
+
+pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
+
+use crate::config::CaSettings;
+use crate::domain::DeviceId;
+
+/// Back-dating of notBefore, for devices whose clocks run a little behind.
+const BACKDATE: Duration = Duration::from_secs(300);
+
+pub struct CertificateAuthority {
+    issuer: Issuer<'static, KeyPair>,
+    chain_pem: String,
+    not_after: OffsetDateTime,
+    subject: String,
+    validity: time::Duration,
+    policy: KeyPolicy,
+}
+
+/// A certificate just issued.
+pub struct IssuedCertificate {
+    pub pem: String,
+    /// Upper-case hex, as `openssl x509 -serial` prints it.
+    pub serial_hex: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl CertificateAuthority {
+    /// Loads the CA from `settings.dir`, generating one on first start.
+    pub fn load_or_init(settings: &CaSettings) -> anyhow::Result<Self> {
+        let files = files::load_or_init(&settings.dir, &settings.common_name)?;
+        let issuer = Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key)?;
+        Ok(Self {
+            issuer,
+            chain_pem: files.chain_pem,
+            not_after: files.not_after,
+            subject: files.subject,
+            validity: time::Duration::days(settings.validity_days.into()),
+            policy: KeyPolicy {
+                allow_ecdsa: settings.allow_ecdsa,
+                allow_ed25519: settings.allow_ed25519,
+                allow_rsa: settings.allow_rsa,
+                rsa_min_bits: settings.rsa_min_bits,
+                rsa_max_bits: settings.rsa_max_bits,
+            },
+        })
+    }
+
+    /// `provisiond ca init`: writes a new CA into `dir`.
+    pub fn init(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
+        files::generate(dir, common_name, force)
+    }
+
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub fn policy(&self) -> &KeyPolicy {
+        &self.policy
+    }
+
+    /// Signs a certificate for `device` around `key`. Everything in it is decided here,
+    /// not copied from the request: subject, CA:FALSE, usages, validity, serial.
+    pub fn issue(
+        &self,
+        device: &DeviceId,
+        key: &DevicePublicKey,
+    ) -> Result<IssuedCertificate, rcgen::Error> {
+        let now = OffsetDateTime::now_utc();
+        let not_after = (now + self.validity).min(self.not_after);
+        let (serial, serial_hex) = random_serial();
+
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, device.as_str());
+        params.distinguished_name = name;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = match key.key_type() {
+            KeyType::Rsa(_) => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+            _ => vec![KeyUsagePurpose::DigitalSignature],
+        };
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = now - BACKDATE;
+        params.not_after = not_after;
+        params.serial_number = Some(serial);
+
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok(IssuedCertificate {
+            pem: cert.pem(),
+            serial_hex,
+            not_after,
+        })
+    }
+}
+
+/// A random positive 128-bit serial: the top bit is set so that every serial has
+/// exactly 128 bits (127 of them random), and DER keeps it positive with a zero byte.
+fn random_serial() -> (SerialNumber, String) {
+    let mut bytes = [0u8; 16];
+    crate::crypto::fill_random(&mut bytes);
+    bytes[0] |= 0x80;
+    (SerialNumber::from_slice(&bytes), hex::encode_upper(bytes))
+}

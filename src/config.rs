@@ -1,0 +1,511 @@
+//! Settings: defaults < `config.toml` < environment < command-line flags.
+//!
+//! The environment names are the original service's flat names (`PORT`, `REDIS_URL`, ...),
+//! mapped onto the nested keys of `config.toml` by [`ENV_KEYS`]. Every error names the key
+//! it is about, and the environment variable when that is where the value came from.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Environment variables and the configuration keys they set.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("HOST", "server.host"),
+    ("PORT", "server.port"),
+    ("WORKERS", "server.workers"),
+    ("BODY_LIMIT_BYTES", "server.body_limit_bytes"),
+    ("REDIS_ENABLED", "redis.enabled"),
+    ("REDIS_URL", "redis.url"),
+    ("REDIS_HOST", "redis.host"),
+    ("REDIS_PORT", "redis.port"),
+    ("REDIS_USERNAME", "redis.username"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("REDIS_PASSWORD_FILE", "redis.password_file"),
+    ("REDIS_DB", "redis.db"),
+    ("REDIS_TLS", "redis.tls"),
+    ("REDIS_KEY_PREFIX", "redis.key_prefix"),
+    ("REDIS_FALLBACK", "redis.fallback"),
+    ("PROVISIONING_TOKEN_TTL", "tokens.ttl_seconds"),
+    ("JWT_SECRET", "tokens.jwt_secret"),
+    ("JWT_SECRET_FILE", "tokens.jwt_secret_file"),
+    ("JWT_ISSUER", "tokens.issuer"),
+    ("JWT_AUDIENCE", "tokens.audience"),
+    ("ONBOARDING_MODE", "onboarding.mode"),
+    ("ENROLLMENT_KEYS", "onboarding.enrollment_keys"),
+    ("ENROLLMENT_KEYS_FILE", "onboarding.enrollment_keys_file"),
+    ("CERTS_DIR", "ca.dir"),
+    ("CERT_VALIDITY_DAYS", "ca.validity_days"),
+    ("MEMORY_SWEEP_INTERVAL", "memory.sweep_interval_seconds"),
+];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub redis: RedisSettings,
+    pub tokens: TokenSettings,
+    pub onboarding: OnboardingSettings,
+    pub ca: CaSettings,
+    pub memory: MemorySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Actix workers; 0 means one per available core.
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 3002,
+            workers: 0,
+            body_limit_bytes: 64 * 1024,
+            shutdown_timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackPolicy {
+    /// Issue into memory while Redis is away; keep reconnecting.
+    Memory,
+    /// No Redis, no service: 503 until it is back.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub enabled: bool,
+    /// `redis://` or `rediss://`; when set, host, port and tls come from it.
+    pub url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub db: Option<i64>,
+    pub tls: bool,
+    pub key_prefix: String,
+    pub fallback: FallbackPolicy,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+    /// How often the server pings Redis to notice loss and return.
+    pub health_check_interval_ms: u64,
+    /// How often pending tokens are counted for /health (SCAN, never KEYS).
+    pub count_interval_seconds: f64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            password_file: None,
+            db: None,
+            tls: false,
+            key_prefix: "mqtt-lite:".into(),
+            fallback: FallbackPolicy::Memory,
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 2000,
+            health_check_interval_ms: 1000,
+            count_interval_seconds: 15.0,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// The connection URL, without credentials (they are applied separately so
+    /// that they never end up in a string that might be logged).
+    pub fn url_without_credentials(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://{}:{}", self.host, self.port)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    pub ttl_seconds: u64,
+    pub jwt_secret: Option<Secret>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 300,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            issuer: "provisiond".into(),
+            audience: "provisiond".into(),
+        }
+    }
+}
+
+impl TokenSettings {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_seconds)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnboardingMode {
+    Open,
+    Key,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnboardingSettings {
+    pub mode: OnboardingMode,
+    /// Plain keys, or `sha256:<hex>` digests of keys.
+    pub enrollment_keys: KeyList,
+    pub enrollment_keys_file: Option<PathBuf>,
+}
+
+impl Default for OnboardingSettings {
+    fn default() -> Self {
+        Self {
+            mode: OnboardingMode::Key,
+            enrollment_keys: KeyList::default(),
+            enrollment_keys_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaSettings {
+    pub dir: PathBuf,
+    pub validity_days: u32,
+    /// Common name of a CA generated on first start.
+    pub common_name: String,
+    pub allow_rsa: bool,
+    pub allow_ecdsa: bool,
+    pub allow_ed25519: bool,
+    pub rsa_min_bits: usize,
+    pub rsa_max_bits: usize,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("certs"),
+            validity_days: 365,
+            common_name: "provisiond CA".into(),
+            allow_rsa: true,
+            allow_ecdsa: true,
+            allow_ed25519: true,
+            rsa_min_bits: 2048,
+            rsa_max_bits: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySettings {
+    pub sweep_interval_seconds: f64,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            sweep_interval_seconds: 60.0,
+        }
+    }
+}
+
+/// A secret string: never shown by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A list of secrets given either as a TOML array or as one comma-separated string
+/// (the form `ENROLLMENT_KEYS` takes).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KeyList(pub Vec<Secret>);
+
+impl fmt::Debug for KeyList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyList({} keys)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        let keys = match Form::deserialize(deserializer)? {
+            Form::One(joined) => joined.split(',').map(str::to_owned).collect(),
+            Form::Many(keys) => keys,
+        };
+        Ok(KeyList(
+            keys.into_iter()
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .map(Secret)
+                .collect(),
+        ))
+    }
+}
+
+/// A configuration error, naming the key (and variable) it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn key(key: &str, message: impl fmt::Display) -> Self {
+        match env_name_for(key) {
+            Some(var) => Self(format!("`{key}` (environment `{var}`): {message}")),
+            None => Self(format!("`{key}`: {message}")),
+        }
+    }
+}
+
+fn env_name_for(key: &str) -> Option<&'static str> {
+    ENV_KEYS
+        .iter()
+        .find(|(_, k)| *k == key)
+        .map(|(var, _)| *var)
+}
+
+/// Overrides given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl Settings {
+    /// Loads the layers. `config` is an explicit file (which must then exist); without it,
+    /// `config.toml` in the working directory is read when present.
+    pub fn load(config: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = match config {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => path.to_owned(),
+            None => PathBuf::from("config.toml"),
+        };
+        let figment = Figment::new()
+            .merge(Toml::file(&file))
+            .merge(LegacyEnv)
+            .merge(Serialized::default("server", overrides));
+        let settings: Settings = figment.extract_lossy().map_err(|e| {
+            let key = e.path.join(".");
+            let message = e.kind.to_string();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            if key.is_empty() {
+                ConfigError(format!("{message} ({source})"))
+            } else if source.contains("environment") {
+                ConfigError::key(&key, message)
+            } else {
+                ConfigError(format!("`{key}`: {message} (in {source})"))
+            }
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ttl = self.tokens.ttl_seconds;
+        if !(1..=86_400).contains(&ttl) {
+            return Err(ConfigError::key(
+                "tokens.ttl_seconds",
+                format!("{ttl} is out of range; use 1..=86400 seconds"),
+            ));
+        }
+        if self.ca.validity_days == 0 || self.ca.validity_days > 3650 {
+            return Err(ConfigError::key("ca.validity_days", "use 1..=3650 days"));
+        }
+        if self.server.body_limit_bytes < 20 * 1024 {
+            return Err(ConfigError::key(
+                "server.body_limit_bytes",
+                "must be at least 20480 so that a 16 KiB CSR fits",
+            ));
+        }
+        if self.ca.rsa_min_bits > self.ca.rsa_max_bits {
+            return Err(ConfigError::key(
+                "ca.rsa_min_bits",
+                "must not be larger than ca.rsa_max_bits",
+            ));
+        }
+        if self.redis.count_interval_seconds <= 0.0 {
+            return Err(ConfigError::key(
+                "redis.count_interval_seconds",
+                "must be positive",
+            ));
+        }
+        if self.memory.sweep_interval_seconds <= 0.0 {
+            return Err(ConfigError::key(
+                "memory.sweep_interval_seconds",
+                "must be positive",
+            ));
+        }
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::key(
+                "redis.key_prefix",
+                "must not contain braces: they are the hash tag around the device id",
+            ));
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::key(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads a secret given inline or as a file; the file wins when both are set.
+    pub fn read_secret(
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+        key: &str,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| Some(Secret(s.trim().to_owned())))
+                .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display()))),
+            None => Ok(inline.cloned()),
+        }
+    }
+}
+
+/// The original service's flat environment names, read as strings: figment's own `Env`
+/// provider would turn `REDIS_PASSWORD=12345` into a number and then refuse it as a string.
+/// Numbers and booleans are read from these strings by `extract_lossy`.
+struct LegacyEnv;
+
+impl Provider for LegacyEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment").interpolater(|_, path| {
+            let key = path.join(".");
+            env_name_for(&key).map(str::to_owned).unwrap_or(key)
+        })
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let mut root = Dict::new();
+        for (var, key) in ENV_KEYS {
+            let Ok(value) = std::env::var(var) else {
+                continue;
+            };
+            let (section, field) = key.split_once('.').expect("keys are section.field");
+            let entry = root
+                .entry(section.to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, dict) = entry {
+                dict.insert(field.to_owned(), Value::from(value));
+            }
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Settings, Box<figment::Error>> {
+        Figment::new()
+            .merge(Toml::string(toml))
+            .extract_lossy::<Settings>()
+            .map_err(Box::new)
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = parse("").unwrap();
+        assert_eq!(s.server.port, 3002);
+        assert_eq!(s.tokens.ttl_seconds, 300);
+        assert_eq!(s.redis.key_prefix, "mqtt-lite:");
+        assert_eq!(s.redis.fallback, FallbackPolicy::Memory);
+        assert_eq!(s.ca.validity_days, 365);
+    }
+
+    #[test]
+    fn enrollment_keys_accept_a_comma_separated_string_or_a_list() {
+        let s = parse("[onboarding]\nenrollment_keys = \"a, b,,c\"").unwrap();
+        assert_eq!(s.onboarding.enrollment_keys.0.len(), 3);
+        let s = parse("[onboarding]\nenrollment_keys = [\"a\", \"b\"]").unwrap();
+        assert_eq!(s.onboarding.enrollment_keys.0[1].expose(), "b");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse("[server]\nprot = 1").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = parse("[tokens]\njwt_secret = \"hunter2hunter2\"").unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn config_errors_name_the_environment_variable() {
+        let e = ConfigError::key("server.port", "bad");
+        assert!(e.to_string().contains("PORT"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The few primitives the server needs directly, all from aws-lc-rs: the same backend
+//! that signs certificates (rcgen), verifies CSRs (x509-parser) and signs tokens
+//! (jsonwebtoken), so there is one crypto library in the binary.
+
+pub fn fill_random(buf: &mut [u8]) {
+    aws_lc_rs::rand::fill(buf).expect("the system random source is available");
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// A fresh random secret, base64url, for generated JWT secrets and enrollment keys.
+pub fn random_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    fill_random(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

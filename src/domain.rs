@@ -1,0 +1,128 @@
+//! Values that are validated once, at the edge, and trusted everywhere after.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// A device identifier: 1..=128 characters of `[A-Za-z0-9._:-]`.
+///
+/// The alphabet keeps ids safe inside Redis hash tags (no braces), file names (no
+/// slashes) and log lines (no spaces or control characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(Box<str>);
+
+pub const DEVICE_ID_MAX_LEN: usize = 128;
+
+impl DeviceId {
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.is_empty() {
+            return Err("device_id must not be empty");
+        }
+        if value.len() > DEVICE_ID_MAX_LEN {
+            return Err("device_id must be at most 128 characters");
+        }
+        if !value.bytes().all(is_device_id_byte) {
+            return Err("device_id may contain only letters, digits and . _ : -");
+        }
+        Ok(Self(value.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_device_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for DeviceId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A token id: 128 random bits, written as 22 base64url characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Jti([u8; 16]);
+
+impl Jti {
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        crate::crypto::fill_random(&mut bytes);
+        Self(bytes)
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.len() != 22 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        let n = URL_SAFE_NO_PAD.decode_slice(value, &mut bytes).ok()?;
+        (n == 16).then_some(Self(bytes))
+    }
+
+    /// The first characters, enough to follow one token through the logs.
+    pub fn short(&self) -> String {
+        let mut s = self.to_string();
+        s.truncate(8);
+        s
+    }
+}
+
+impl fmt::Display for Jti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 22];
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut buf)
+            .expect("16 bytes encode to 22 characters");
+        f.write_str(std::str::from_utf8(&buf[..n]).expect("base64 is ASCII"))
+    }
+}
+
+impl fmt::Debug for Jti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Jti({}…)", self.short())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_follow_the_documented_alphabet() {
+        for ok in ["device-001", "a", "A.b_c:d-9", &"x".repeat(128)] {
+            assert!(DeviceId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(129),
+            "has space",
+            "{brace}",
+            "a/b",
+            "é",
+            "a\nb",
+            "a*b",
+        ] {
+            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn jti_round_trips_through_its_text_form() {
+        let jti = Jti::random();
+        let text = jti.to_string();
+        assert_eq!(text.len(), 22);
+        assert_eq!(Jti::parse(&text), Some(jti));
+        assert_eq!(Jti::parse("short"), None);
+        assert_eq!(Jti::parse(&"*".repeat(22)), None);
+    }
+}

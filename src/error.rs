@@ -1,0 +1,115 @@
+//! Every error a client can see, and its one mapping to a status and a JSON body:
+//! `{"success": false, "error": {"code": "...", "message": "..."}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_UNAVAILABLE: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON body: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidDeviceId(&'static str),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    TokenInvalid(&'static str),
+    #[error("provisioning token has expired; onboard again")]
+    TokenExpired,
+    #[error("the token was issued for another device")]
+    DeviceMismatch,
+    #[error("{0}")]
+    InvalidCsr(String),
+    #[error("the CSR's signature does not verify with its own public key")]
+    CsrSignatureInvalid,
+    #[error("{0}")]
+    CsrPolicy(String),
+    #[error("provisioning token was already used, replaced or revoked; onboard again")]
+    TokenUsed,
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("token storage is unavailable; retry shortly")]
+    StorageUnavailable,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidDeviceId(_) => "invalid_device_id",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::TokenInvalid(_) => "token_invalid",
+            ApiError::TokenExpired => "token_expired",
+            ApiError::DeviceMismatch => "device_mismatch",
+            ApiError::InvalidCsr(_) => "invalid_csr",
+            ApiError::CsrSignatureInvalid => "csr_signature_invalid",
+            ApiError::CsrPolicy(_) => "csr_policy_violation",
+            ApiError::TokenUsed => "token_used",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidDeviceId(_)
+            | ApiError::InvalidCsr(_)
+            | ApiError::CsrSignatureInvalid => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_)
+            | ApiError::TokenInvalid(_)
+            | ApiError::TokenExpired
+            | ApiError::TokenUsed => StatusCode::UNAUTHORIZED,
+            ApiError::DeviceMismatch => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::CsrPolicy(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            // The cause is logged by the request logger; the client gets no internals.
+            ApiError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::StorageUnavailable => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+            }
+            ApiError::Unauthorized(_)
+            | ApiError::TokenInvalid(_)
+            | ApiError::TokenExpired
+            | ApiError::TokenUsed => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            _ => {}
+        }
+        response.json(json!({
+            "success": false,
+            "error": { "code": self.code(), "message": message },
+        }))
+    }
+}

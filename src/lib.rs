@@ -1,0 +1,20 @@
+//! provisiond: an IoT device provisioning server.
+//!
+//! A device asks [`api`] for a single-use provisioning token ([`token`]), kept in a
+//! [`store`] (Redis, or memory by policy); it then trades the token and a CSR for a
+//! certificate signed by the [`ca`]. [`startup`] wires the parts from [`config`].
+
+pub mod api;
+pub mod auth;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod fsutil;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod timefmt;
+pub mod token;

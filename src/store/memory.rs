@@ -1,0 +1,217 @@
+//! Pending tokens in this process's memory: the store when Redis is off, and the
+//! fallback while it is away.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use super::{ConsumeOutcome, StorageMode, StoreError, StoreStats, TokenStore};
+use crate::domain::{DeviceId, Jti};
+
+/// Enough shards that a sweep or a count never holds up a request for long.
+const SHARDS: usize = 64;
+
+/// What [`MemoryStore::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    Consumed,
+    /// The device has a live token here, but another one: the presented one is dead.
+    Replaced,
+    /// No live token for the device here.
+    Absent,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    jti: Jti,
+    /// Milliseconds since the store's epoch; monotonic, so wall-clock jumps change nothing.
+    expires_ms: u64,
+}
+
+/// Sharded map from device to its one pending token.
+///
+/// A std `Mutex` is right here: nothing awaits while holding it, and each critical
+/// section is a hash lookup, so an async mutex would only add overhead.
+pub struct MemoryStore {
+    shards: Box<[Mutex<HashMap<DeviceId, Entry>>]>,
+    shard_hasher: RandomState,
+    epoch: Instant,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_hasher: RandomState::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Frees expired entries every `every` until the store is dropped. Expired entries
+    /// are already invisible before that; the sweep only returns their memory.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
+        let store: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                let freed = store.sweep();
+                if freed > 0 {
+                    tracing::debug!(freed, "memory store sweep");
+                }
+            }
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn shard(&self, device: &DeviceId) -> MutexGuard<'_, HashMap<DeviceId, Entry>> {
+        let index = self.shard_hasher.hash_one(device) as usize % SHARDS;
+        // A panic under the lock cannot leave a map half-updated (every update is one
+        // insert or remove), so a poisoned shard is still consistent.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn insert(&self, device: &DeviceId, jti: &Jti, ttl: Duration) {
+        let expires_ms = self.now_ms() + ttl.as_millis() as u64;
+        self.shard(device).insert(
+            device.clone(),
+            Entry {
+                jti: *jti,
+                expires_ms,
+            },
+        );
+    }
+
+    pub fn take(&self, device: &DeviceId, jti: &Jti) -> Take {
+        let now = self.now_ms();
+        let mut shard = self.shard(device);
+        match shard.get(device) {
+            Some(entry) if entry.expires_ms <= now => {
+                shard.remove(device);
+                Take::Absent
+            }
+            Some(entry) if entry.jti == *jti => {
+                shard.remove(device);
+                Take::Consumed
+            }
+            Some(_) => Take::Replaced,
+            None => Take::Absent,
+        }
+    }
+
+    pub fn remove(&self, device: &DeviceId) -> bool {
+        let now = self.now_ms();
+        self.shard(device)
+            .remove(device)
+            .is_some_and(|entry| entry.expires_ms > now)
+    }
+
+    /// When the device's pending token expires, if it has one.
+    pub fn expires_in(&self, device: &DeviceId) -> Option<Duration> {
+        let now = self.now_ms();
+        self.shard(device)
+            .get(device)
+            .filter(|entry| entry.expires_ms > now)
+            .map(|entry| Duration::from_millis(entry.expires_ms - now))
+    }
+
+    pub fn live_count(&self) -> u64 {
+        let now = self.now_ms();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                shard.values().filter(|e| e.expires_ms > now).count() as u64
+            })
+            .sum()
+    }
+
+    pub fn sweep(&self) -> usize {
+        let now = self.now_ms();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                let before = shard.len();
+                shard.retain(|_, e| e.expires_ms > now);
+                before - shard.len()
+            })
+            .sum()
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError> {
+        self.insert(device, jti, ttl);
+        Ok(())
+    }
+
+    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError> {
+        Ok(match self.take(device, jti) {
+            Take::Consumed => ConsumeOutcome::Consumed,
+            Take::Replaced | Take::Absent => ConsumeOutcome::NotFound,
+        })
+    }
+
+    async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        Ok(self.remove(device))
+    }
+
+    async fn stats(&self) -> StoreStats {
+        StoreStats {
+            mode: StorageMode::Memory,
+            redis: None,
+            memory_tokens: self.live_count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_entry_is_absent_before_any_sweep() {
+        let store = MemoryStore::new();
+        let device = DeviceId::parse("d").unwrap();
+        let jti = Jti::random();
+        store.insert(&device, &jti, Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(store.live_count(), 0);
+        assert_eq!(store.take(&device, &jti), Take::Absent);
+    }
+
+    #[test]
+    fn sweep_frees_only_expired_entries() {
+        let store = MemoryStore::new();
+        for i in 0..100 {
+            let ttl = if i % 2 == 0 { 10 } else { 60_000 };
+            store.insert(
+                &DeviceId::parse(&format!("d{i}")).unwrap(),
+                &Jti::random(),
+                Duration::from_millis(ttl),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(store.sweep(), 50);
+        assert_eq!(store.live_count(), 50);
+    }
+}

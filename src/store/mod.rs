@@ -1,0 +1,94 @@
+//! Where pending tokens live: [`RedisStore`], [`MemoryStore`], and the [`FallbackStore`]
+//! that serves from Redis and falls back to memory by the configured policy.
+//!
+//! Every store keeps the same contract: one pending token per device (issuing replaces
+//! it), a token is consumed at most once, and an expired token is absent at once.
+
+mod fallback;
+mod memory;
+mod redis;
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::domain::{DeviceId, Jti};
+
+pub use fallback::FallbackStore;
+pub use memory::MemoryStore;
+pub use redis::{RedisConfig, RedisStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeOutcome {
+    /// The token was pending and is now used up.
+    Consumed,
+    /// Never issued, already used, replaced, revoked or expired.
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store that holds (or may hold) the answer cannot be reached.
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Which store new tokens go to right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageMode {
+    Redis,
+    Memory,
+    /// Redis is required (fallback `none`) and cannot be reached.
+    Unavailable,
+}
+
+impl StorageMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageMode::Redis => "redis",
+            StorageMode::Memory => "memory",
+            StorageMode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Counts of pending tokens in Redis, taken by a background SCAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisCounts {
+    pub tokens: u64,
+    pub devices: u64,
+    pub counted_at: SystemTime,
+    pub took: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisStats {
+    pub connected: bool,
+    /// `None` until the first count has finished.
+    pub counts: Option<RedisCounts>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreStats {
+    pub mode: StorageMode,
+    /// `None` when Redis is switched off.
+    pub redis: Option<RedisStats>,
+    /// Live tokens held in memory (all of them when Redis is off; those issued during an
+    /// outage otherwise).
+    pub memory_tokens: u64,
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Makes `jti` the one pending token of `device` for `ttl`, replacing any other.
+    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Uses the token up if it is still pending. Exactly one of any number of concurrent
+    /// calls with the same token gets `Consumed`.
+    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError>;
+
+    /// Drops the device's pending token; `true` when there was one.
+    async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError>;
+
+    async fn stats(&self) -> StoreStats;
+}

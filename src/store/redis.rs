@@ -1,0 +1,438 @@
+//! Pending tokens in Redis, shared by every instance and kept across restarts.
+//!
+//! Layout (the braces are a cluster hash tag, so one device's keys share a slot):
+//!
+//! ```text
+//! <prefix>token:{<device_id>}:<jti>  -> {"deviceId": "...", "jti": "...", "expiresAt": <unix>}  EX ttl
+//! <prefix>device:{<device_id>}       -> <jti>                                               EX ttl
+//! ```
+//!
+//! Issue and consume are each one Lua script with every key declared. Redis expires the
+//! keys (EX); nothing here sweeps them. All requests share one multiplexed connection,
+//! which pipelines concurrent requests and reconnects by itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisError, Script};
+use tokio::task::JoinHandle;
+
+use super::{
+    ConsumeOutcome, RedisCounts, RedisStats, StorageMode, StoreError, StoreStats, TokenStore,
+};
+use crate::config::{RedisSettings, Secret, Settings};
+use crate::domain::{DeviceId, Jti};
+use crate::token::unix_now;
+
+/// Attempts at replacing a pending token before giving up: each lost race means another
+/// request re-onboarded the same device in between.
+const ISSUE_ATTEMPTS: usize = 8;
+const SCAN_BATCH: usize = 1000;
+/// A count may use at most this share of the time between counts, so that counting a
+/// million keys never becomes a steady load on Redis.
+const COUNT_DUTY_CYCLE: u32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Address, without credentials.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: Option<i64>,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub health_check_interval: Duration,
+    pub count_interval: Duration,
+}
+
+impl RedisConfig {
+    pub fn from_settings(redis: &RedisSettings) -> Result<Self, crate::config::ConfigError> {
+        let password = Settings::read_secret(
+            redis.password.as_ref(),
+            redis.password_file.as_deref(),
+            "redis.password_file",
+        )?;
+        Ok(Self {
+            url: redis.url_without_credentials(),
+            username: redis.username.clone(),
+            password,
+            db: redis.db,
+            key_prefix: redis.key_prefix.clone(),
+            connect_timeout: Duration::from_millis(redis.connect_timeout_ms),
+            response_timeout: Duration::from_millis(redis.response_timeout_ms),
+            health_check_interval: Duration::from_millis(redis.health_check_interval_ms),
+            count_interval: Duration::from_secs_f64(redis.count_interval_seconds),
+        })
+    }
+}
+
+/// Key names; the only place that knows the layout.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn device(&self, device: &DeviceId) -> String {
+        format!("{}device:{{{device}}}", self.prefix)
+    }
+
+    fn token(&self, device: &DeviceId, jti: &str) -> String {
+        format!("{}token:{{{device}}}:{jti}", self.prefix)
+    }
+
+    fn token_prefix(&self) -> String {
+        format!("{}token:", self.prefix)
+    }
+
+    fn device_prefix(&self) -> String {
+        format!("{}device:", self.prefix)
+    }
+
+    /// A SCAN pattern for every key of ours, the prefix's glob characters escaped.
+    fn scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 1);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pattern
+    }
+}
+
+pub struct RedisStore {
+    conn: RwLock<ConnectionManager>,
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    keys: Keys,
+    issue_script: Script,
+    consume_script: Script,
+    connected: AtomicBool,
+    counts: Mutex<Option<RedisCounts>>,
+    config: RedisConfig,
+}
+
+impl RedisStore {
+    /// Sets up the connection (lazily: a Redis that is down now does not stop start-up),
+    /// pings once to learn the state, and starts the health and count loops. The loops
+    /// end when the store is dropped.
+    pub async fn connect(
+        config: RedisConfig,
+    ) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), RedisError> {
+        let mut info = config.url.as_str().into_connection_info()?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &config.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &config.password {
+            settings = settings.set_password(password.expose());
+        }
+        if let Some(db) = config.db {
+            settings = settings.set_db(db);
+        }
+        info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)?;
+        // One quick retry per request at most: the health loop does the patient
+        // reconnecting, so a request never waits long on a Redis that is gone.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(100));
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())?;
+        let store = Arc::new(Self {
+            conn: RwLock::new(manager),
+            client,
+            manager_config,
+            keys: Keys {
+                prefix: config.key_prefix.clone(),
+            },
+            issue_script: Script::new(include_str!("issue.lua")),
+            consume_script: Script::new(include_str!("consume.lua")),
+            connected: AtomicBool::new(false),
+            counts: Mutex::new(None),
+            config,
+        });
+        match store.ping().await {
+            Ok(()) => {
+                store.set_connected(true, None);
+                store.count().await;
+            }
+            Err(e) => tracing::warn!(
+                url = %store.config.url,
+                error = %e,
+                "redis is not reachable at start-up; will keep trying"
+            ),
+        }
+        let tasks = vec![
+            tokio::spawn(health_loop(Arc::downgrade(&store))),
+            tokio::spawn(count_loop(Arc::downgrade(&store))),
+        ];
+        Ok((store, tasks))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_connected(&self, up: bool, error: Option<&RedisError>) {
+        if self.connected.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!(url = %self.config.url, "redis connection is up");
+            } else {
+                tracing::warn!(
+                    url = %self.config.url,
+                    error = error.map(tracing::field::display),
+                    "redis connection lost"
+                );
+            }
+        }
+    }
+
+    /// Maps a Redis error to the store's, noting a lost connection on the way.
+    fn fail(&self, e: RedisError) -> StoreError {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            self.set_connected(false, Some(&e));
+        }
+        StoreError::Unavailable(e.to_string())
+    }
+
+    async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn();
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    }
+
+    /// A fresh connection manager, for errors the manager does not recover from by
+    /// itself (it reconnects on I/O errors only, not, say, after a failed AUTH).
+    fn renew_connection(&self) {
+        match ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        ) {
+            Ok(manager) => *self.conn.write().unwrap_or_else(|p| p.into_inner()) = manager,
+            Err(e) => tracing::warn!(error = %e, "cannot renew the redis connection"),
+        }
+    }
+
+    fn record(device: &DeviceId, jti: &str, expires_at: u64) -> String {
+        serde_json::json!({ "deviceId": device.as_str(), "jti": jti, "expiresAt": expires_at })
+            .to_string()
+    }
+
+    async fn try_consume(&self, device: &DeviceId, jti: &str) -> Result<bool, StoreError> {
+        let consumed: i64 = self
+            .consume_script
+            .key(self.keys.device(device))
+            .key(self.keys.token(device, jti))
+            .arg(jti)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(consumed == 1)
+    }
+
+    /// The device's pending token and its remaining TTL, if it has one.
+    pub async fn pending(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Option<(String, Duration)>, StoreError> {
+        let (jti, ttl_ms): (Option<String>, i64) = redis::pipe()
+            .get(self.keys.device(device))
+            .pttl(self.keys.device(device))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(jti.map(|jti| (jti, Duration::from_millis(ttl_ms.max(0) as u64))))
+    }
+
+    /// Counts our keys with SCAN: incremental, so Redis keeps serving everyone else
+    /// between batches, however many keys there are.
+    async fn count(&self) -> Option<Duration> {
+        let started = Instant::now();
+        let pattern = self.keys.scan_pattern();
+        let (token_prefix, device_prefix) = (self.keys.token_prefix(), self.keys.device_prefix());
+        let mut conn = self.conn();
+        let (mut tokens, mut devices, mut cursor) = (0u64, 0u64, 0u64);
+        loop {
+            let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut conn)
+                .await;
+            let (next, keys) = match reply {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::debug!(error = %e, "counting keys failed");
+                    return None;
+                }
+            };
+            for key in keys {
+                if key.starts_with(&token_prefix) {
+                    tokens += 1;
+                } else if key.starts_with(&device_prefix) {
+                    devices += 1;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let took = started.elapsed();
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = Some(RedisCounts {
+            tokens,
+            devices,
+            counted_at: SystemTime::now(),
+            took,
+        });
+        Some(took)
+    }
+}
+
+async fn health_loop(store: Weak<RedisStore>) {
+    let mut failures = 0u32;
+    loop {
+        let Some(interval) = store.upgrade().map(|s| s.config.health_check_interval) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(store) = store.upgrade() else { return };
+        match store.ping().await {
+            Ok(()) => {
+                failures = 0;
+                store.set_connected(true, None);
+            }
+            Err(e) => {
+                failures += 1;
+                store.set_connected(false, Some(&e));
+                if !e.is_io_error() && failures.is_multiple_of(5) {
+                    store.renew_connection();
+                }
+            }
+        }
+    }
+}
+
+async fn count_loop(store: Weak<RedisStore>) {
+    let mut wait = Duration::ZERO;
+    loop {
+        let Some(interval) = store.upgrade().map(|s| s.config.count_interval) else {
+            return;
+        };
+        tokio::time::sleep(wait.max(interval)).await;
+        let Some(store) = store.upgrade() else { return };
+        if !store.is_connected() {
+            wait = Duration::ZERO;
+            continue;
+        }
+        wait = store
+            .count()
+            .await
+            .map_or(Duration::ZERO, |took| took * COUNT_DUTY_CYCLE);
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError> {
+        let jti = jti.to_string();
+        let ttl_secs = ttl.as_secs().max(1);
+        let record = Self::record(device, &jti, unix_now() + ttl_secs);
+        let (device_key, token_key) = (self.keys.device(device), self.keys.token(device, &jti));
+        // Most devices have no pending token: one round trip. Replacing one takes two.
+        let mut seen = String::new();
+        for _ in 0..ISSUE_ATTEMPTS {
+            let mut invocation = self.issue_script.key(&device_key);
+            invocation.key(&token_key);
+            if !seen.is_empty() {
+                invocation.key(self.keys.token(device, &seen));
+            }
+            let (issued, pending): (i64, String) = invocation
+                .arg(&jti)
+                .arg(ttl_secs)
+                .arg(&record)
+                .arg(&seen)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| self.fail(e))?;
+            if issued == 1 {
+                return Ok(());
+            }
+            seen = pending;
+        }
+        Err(StoreError::Unavailable(format!(
+            "device {device} is being onboarded by many requests at once"
+        )))
+    }
+
+    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError> {
+        Ok(if self.try_consume(device, &jti.to_string()).await? {
+            ConsumeOutcome::Consumed
+        } else {
+            ConsumeOutcome::NotFound
+        })
+    }
+
+    async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        for _ in 0..ISSUE_ATTEMPTS {
+            let Some((jti, _)) = self.pending(device).await? else {
+                return Ok(false);
+            };
+            if self.try_consume(device, &jti).await? {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "device {device} is being onboarded by many requests at once"
+        )))
+    }
+
+    async fn stats(&self) -> StoreStats {
+        StoreStats {
+            mode: StorageMode::Redis,
+            redis: Some(RedisStats {
+                connected: self.is_connected(),
+                counts: *self.counts.lock().unwrap_or_else(|p| p.into_inner()),
+            }),
+            memory_tokens: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let keys = Keys {
+            prefix: "mqtt-lite:".into(),
+        };
+        let device = DeviceId::parse("device-001").unwrap();
+        assert_eq!(keys.device(&device), "mqtt-lite:device:{device-001}");
+        assert_eq!(
+            keys.token(&device, "abc"),
+            "mqtt-lite:token:{device-001}:abc"
+        );
+        let glob = Keys {
+            prefix: "a*b[".into(),
+        };
+        assert_eq!(glob.scan_pattern(), "a\\*b\\[*");
+    }
+}

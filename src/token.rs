@@ -1,0 +1,168 @@
+//! Provisioning tokens: HS256 JWTs whose `jti` names the store entry that makes them live.
+//!
+//! The JWT is a cheap pre-check (signature, algorithm, expiry, issuer, audience); the
+//! token store decides whether a token is still unused.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+use crate::domain::{DeviceId, Jti};
+use crate::error::ApiError;
+
+/// Shortest JWT secret accepted: HS256 wants at least 256 bits of key.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    jti: String,
+    iat: u64,
+    exp: u64,
+    iss: String,
+    aud: String,
+}
+
+/// A freshly issued token.
+pub struct IssuedToken {
+    pub token: String,
+    pub jti: Jti,
+    pub issued_at: u64,
+    pub expires_at: u64,
+}
+
+/// What a valid JWT says; whether it is still unused is the store's to answer.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub subject: String,
+    pub jti: Jti,
+}
+
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    header: Header,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl TokenService {
+    pub fn new(secret: &Secret, issuer: &str, audience: &str, ttl: Duration) -> Self {
+        let key = secret.expose().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        // The store's TTL is exact; a leeway would only turn "expired" into "used".
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            header: Header::new(Algorithm::HS256),
+            validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(&self, device: &DeviceId) -> Result<IssuedToken, ApiError> {
+        let jti = Jti::random();
+        let issued_at = unix_now();
+        let expires_at = issued_at + self.ttl.as_secs();
+        let claims = Claims {
+            sub: device.to_string(),
+            jti: jti.to_string(),
+            iat: issued_at,
+            exp: expires_at,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
+            .map_err(|e| anyhow::anyhow!("JWT encoding failed: {e}"))?;
+        Ok(IssuedToken {
+            token,
+            jti,
+            issued_at,
+            expires_at,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+                ErrorKind::InvalidSignature => {
+                    ApiError::TokenInvalid("token signature does not verify")
+                }
+                ErrorKind::InvalidAlgorithm => {
+                    ApiError::TokenInvalid("token algorithm not accepted")
+                }
+                ErrorKind::InvalidIssuer => ApiError::TokenInvalid("token issuer not accepted"),
+                ErrorKind::InvalidAudience => ApiError::TokenInvalid("token audience not accepted"),
+                _ => ApiError::TokenInvalid("malformed provisioning token"),
+            })?;
+        let jti = Jti::parse(&data.claims.jti)
+            .ok_or(ApiError::TokenInvalid("malformed provisioning token"))?;
+        Ok(VerifiedToken {
+            subject: data.claims.sub,
+            jti,
+        })
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> TokenService {
+        TokenService::new(
+            &Secret::new("0123456789abcdef0123456789abcdef"),
+            "provisiond",
+            "provisiond",
+            Duration::from_secs(300),
+        )
+    }
+
+    #[test]
+    fn an_issued_token_verifies_and_names_its_device() {
+        let s = service();
+        let device = DeviceId::parse("device-1").unwrap();
+        let issued = s.issue(&device).unwrap();
+        let verified = s.verify(&issued.token).unwrap();
+        assert_eq!(verified.subject, "device-1");
+        assert_eq!(verified.jti, issued.jti);
+        assert_eq!(issued.expires_at - issued.issued_at, 300);
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_invalid() {
+        let other = TokenService::new(
+            &Secret::new("another-secret-another-secret-xx"),
+            "provisiond",
+            "provisiond",
+            Duration::from_secs(300),
+        );
+        let token = other.issue(&DeviceId::parse("d").unwrap()).unwrap().token;
+        assert!(matches!(
+            service().verify(&token),
+            Err(ApiError::TokenInvalid(_))
+        ));
+    }
+}
