@@ -85,12 +85,14 @@ pub async fn log_requests(
         path = %req.path(),
         device_id = Empty,
         jti = Empty,
+        serial = Empty,
+        key_type = Empty,
     );
     let probe = matches!(req.path(), "/health" | "/livez" | "/readyz");
     let started = Instant::now();
     let response = next.call(req).instrument(span.clone()).await?;
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let error = response
         .response()
         .error()

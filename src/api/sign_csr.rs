@@ -58,11 +58,8 @@ pub async fn sign_csr(
         .ca
         .issue(&device, &key)
         .map_err(|e| anyhow::anyhow!("signing failed after the token was consumed: {e}"))?;
-    tracing::info!(
-        serial = %cert.serial_hex,
-        key_type = %key.key_type(),
-        "certificate issued"
-    );
+    Span::current().record("serial", cert.serial_hex.as_str());
+    Span::current().record("key_type", tracing::field::display(key.key_type()));
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
         "certificate": cert.pem,

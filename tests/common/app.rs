@@ -1,0 +1,167 @@
+//! The real server, in-process on port 0, and a client for its API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use provisiond::config::{FallbackPolicy, OnboardingMode, Secret, Settings};
+use provisiond::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::redis::RedisServer;
+
+/// The JWT secret tests configure, so that they can forge tokens to test refusals.
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+/// Settings for a test server: loopback, port 0, open onboarding, fast health checks.
+pub fn test_settings(redis: Option<&RedisServer>, certs: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.server.host = "127.0.0.1".into();
+    s.server.port = 0;
+    s.server.workers = 2;
+    s.server.shutdown_timeout_seconds = 1;
+    s.ca.dir = certs.to_owned();
+    s.onboarding.mode = OnboardingMode::Open;
+    s.tokens.jwt_secret = Some(Secret::new(TEST_JWT_SECRET));
+    s.redis.fallback = FallbackPolicy::Memory;
+    s.redis.health_check_interval_ms = 100;
+    s.redis.connect_timeout_ms = 300;
+    s.redis.response_timeout_ms = 1000;
+    s.redis.count_interval_seconds = 0.2;
+    match redis {
+        Some(redis) => s.redis.url = Some(redis.url()),
+        None => s.redis.enabled = false,
+    }
+    s
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub certs: PathBuf,
+    handle: ServerHandle,
+    _certs_dir: Option<Arc<TempDir>>,
+}
+
+impl TestApp {
+    /// A server with its own temporary certs directory.
+    pub async fn spawn(redis: Option<&RedisServer>) -> Self {
+        Self::spawn_with(redis, |_| {}).await
+    }
+
+    pub async fn spawn_with(
+        redis: Option<&RedisServer>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut settings = test_settings(redis, dir.path());
+        adjust(&mut settings);
+        let mut app = Self::spawn_settings(settings).await;
+        app._certs_dir = Some(dir);
+        app
+    }
+
+    /// A server from exactly these settings (the caller owns the certs directory).
+    pub async fn spawn_settings(settings: Settings) -> Self {
+        let certs = settings.ca.dir.clone();
+        let app = Application::build(settings).await.expect("server builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            certs,
+            handle,
+            _certs_dir: None,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn onboard(&self, device_id: &str) -> Response {
+        self.client
+            .post(self.url("/api/v1/onboarding"))
+            .json(&json!({ "device_id": device_id }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Onboards and returns the token, insisting on success.
+    pub async fn token_for(&self, device_id: &str) -> String {
+        let response = self.onboard(device_id).await;
+        assert_eq!(response.status(), StatusCode::OK, "onboarding {device_id}");
+        let body: Value = response.json().await.unwrap();
+        body["provisioning_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn sign_csr(&self, token: &str, device_id: &str, csr: &str) -> Response {
+        self.client
+            .post(self.url("/api/v1/sign-csr"))
+            .bearer_auth(token)
+            .json(&json!({ "device_id": device_id, "csr": csr }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn health(&self) -> Value {
+        self.client
+            .get(self.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls /health until `ready` holds for it, or panics after `within`.
+    pub async fn wait_for_health(&self, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let health = self.health().await;
+            if ready(&health) {
+                return health;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health never reached the expected state: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The error code of an error response, checking its shape on the way.
+pub async fn error_code(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    assert_eq!(body["success"], false, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    (
+        status,
+        body["error"]["code"].as_str().expect("a code").to_owned(),
+    )
+}
+
+/// The JWT's `jti`, read from its payload (no verification: for checking the store).
+pub fn jti_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}

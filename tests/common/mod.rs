@@ -1,0 +1,9 @@
+//! Shared by every test binary; each uses only part of it.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod pki;
+pub mod redis;
+
+pub use app::{TestApp, error_code, jti_of};
+pub use redis::RedisServer;
