@@ -304,7 +304,7 @@ pub struct ConfigError(String);
 impl ConfigError {
     pub fn key(key: &str, message: impl fmt::Display) -> Self {
         match env_name_for(key) {
-            Some(var) => Self(format!("`{key}` (environment `{var}`): {message}")),
+            Some(var) => Self(format!("`{key}` (env {var}): {message}")),
             None => Self(format!("`{key}`: {message}")),
         }
     }
@@ -350,7 +350,10 @@ impl Settings {
             let source = e
                 .metadata
                 .as_ref()
-                .map(|m| m.name.to_string())
+                .map(|m| match &m.source {
+                    Some(source) => format!("{} {source}", m.name),
+                    None => m.name.to_string(),
+                })
                 .unwrap_or_default();
             if key.is_empty() {
                 ConfigError(format!("{message} ({source})"))
@@ -370,6 +373,14 @@ impl Settings {
             return Err(ConfigError::key(
                 "tokens.ttl_seconds",
                 format!("{ttl} is out of range; use 1..=86400 seconds"),
+            ));
+        }
+        if let Some(secret) = &self.tokens.jwt_secret
+            && secret.expose().len() < crate::token::MIN_SECRET_LEN
+        {
+            return Err(ConfigError::key(
+                "tokens.jwt_secret",
+                format!("must be at least {} bytes", crate::token::MIN_SECRET_LEN),
             ));
         }
         if self.ca.validity_days == 0 || self.ca.validity_days > 3650 {

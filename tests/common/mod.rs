@@ -1,5 +1,5 @@
 //! Shared by every test binary; each uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod app;
 pub mod pki;

@@ -1,0 +1,209 @@
+//! The `provisiond` binary itself: its logs, its configuration errors, `ca init`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pki::openssl_csr;
+use common::redis::free_port;
+use common::{RedisServer, jti_of};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+
+/// The binary in a scratch directory (so the repository's config.toml is not read).
+fn provisiond(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("the binary runs")
+}
+
+fn stop(mut child: Child) -> Output {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "provisiond did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_run_logs_no_token_key_or_secret() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = provisiond(dir.path())
+        .env("RUST_LOG", "trace")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", redis.url())
+        .env("ONBOARDING_MODE", "key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/livez")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "provisiond did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let certs = dir.path().join("certs");
+    let enrollment_key = std::fs::read_to_string(certs.join("enrollment.key")).unwrap();
+    let enrollment_key = enrollment_key.trim();
+    let jwt_secret = std::fs::read_to_string(certs.join("jwt.secret")).unwrap();
+    let ca_key = std::fs::read_to_string(certs.join("ca.key")).unwrap();
+
+    let mut tokens = Vec::new();
+    for device in ["log-1", "log-2", "log-3"] {
+        let body: Value = client
+            .post(format!("{base}/api/v1/onboarding"))
+            .bearer_auth(enrollment_key)
+            .json(&json!({ "device_id": device }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(body["provisioning_token"].as_str().unwrap().to_owned());
+    }
+    let csr = openssl_csr("p256", "log-1", &[]);
+    let sign = |token: &str, device: &str| {
+        client
+            .post(format!("{base}/api/v1/sign-csr"))
+            .bearer_auth(token.to_owned())
+            .json(&json!({ "device_id": device, "csr": csr.csr_pem }))
+            .send()
+    };
+    assert_eq!(sign(&tokens[0], "log-1").await.unwrap().status(), 200);
+    assert_eq!(sign(&tokens[0], "log-1").await.unwrap().status(), 401);
+    assert_eq!(sign(&tokens[1], "log-1").await.unwrap().status(), 403);
+    assert_eq!(sign("not-a-token", "log-2").await.unwrap().status(), 401);
+    let wrong_key = client
+        .post(format!("{base}/api/v1/onboarding"))
+        .bearer_auth("a-wrong-enrollment-key-of-decent-length")
+        .json(&json!({ "device_id": "log-4" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_key.status(), 401);
+
+    let output = stop(child);
+    assert!(output.status.success(), "SIGTERM is a clean exit");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(log.contains("request done"), "requests are logged:\n{log}");
+    assert!(log.contains("log-1") && log.contains("token_used"));
+    for token in &tokens {
+        assert!(!log.contains(token.as_str()), "a full token is in the log");
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !log.contains(signature),
+            "a token's signature is in the log"
+        );
+        assert!(!log.contains(&jti_of(token)), "a full jti is in the log");
+    }
+    assert!(
+        !log.contains(enrollment_key),
+        "the enrollment key is in the log"
+    );
+    assert!(
+        !log.contains("a-wrong-enrollment-key"),
+        "a presented key is in the log"
+    );
+    assert!(
+        !log.contains(jwt_secret.trim()),
+        "the JWT secret is in the log"
+    );
+    for line in ca_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "the CA key is in the log");
+    }
+    assert!(
+        log.contains("enrollment.key"),
+        "where the key is, is said once"
+    );
+}
+
+#[test]
+fn a_configuration_error_stops_start_up_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("PORT", "not-a-port"),
+        ("REDIS_FALLBACK", "sometimes"),
+        ("PROVISIONING_TOKEN_TTL", "0"),
+        ("JWT_SECRET", "short"),
+        ("REDIS_URL", "http://example"),
+    ] {
+        let output = run(provisiond(dir.path()).env(var, value));
+        assert!(!output.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(var), "{var}: {stderr}");
+        assert!(last.starts_with("provisiond: "), "{stderr}");
+    }
+
+    std::fs::write(dir.path().join("config.toml"), "[server]\nprot = 3002\n").unwrap();
+    let output = run(&mut provisiond(dir.path()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("prot"), "{stderr}");
+
+    let output = run(provisiond(dir.path()).args(["--config", "missing.toml"]));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn ca_init_writes_a_ca_and_refuses_to_overwrite_it_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("pki");
+    let init = |force: bool| {
+        let mut command = provisiond(dir.path());
+        command.env("CERTS_DIR", &certs).args(["ca", "init"]);
+        if force {
+            command.arg("--force");
+        }
+        run(&mut command)
+    };
+    assert!(init(false).status.success());
+    let first = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    let refused = init(false);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(certs.join("ca.crt")).unwrap(),
+        first
+    );
+    assert!(init(true).status.success());
+    assert_ne!(
+        std::fs::read_to_string(certs.join("ca.crt")).unwrap(),
+        first
+    );
+    let text = common::pki::openssl_x509(
+        &std::fs::read_to_string(certs.join("ca.crt")).unwrap(),
+        &["-text"],
+    );
+    assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
+}

@@ -1,0 +1,145 @@
+//! One contract, two stores: the same checks run against MemoryStore and RedisStore,
+//! so the two cannot drift apart.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::RedisServer;
+use provisiond::domain::{DeviceId, Jti};
+use provisiond::store::{ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, TokenStore};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn device(name: &str) -> DeviceId {
+    DeviceId::parse(name).unwrap()
+}
+
+async fn contract(store: Arc<dyn TokenStore>) {
+    use ConsumeOutcome::{Consumed, NotFound};
+
+    // Issue, then consume once.
+    let (a, jti) = (device("c-a"), Jti::random());
+    store.issue(&a, &jti, TTL).await.unwrap();
+    assert_eq!(store.consume(&a, &jti).await.unwrap(), Consumed);
+    assert_eq!(store.consume(&a, &jti).await.unwrap(), NotFound);
+
+    // Never issued; issued to another device.
+    let b = device("c-b");
+    assert_eq!(store.consume(&b, &Jti::random()).await.unwrap(), NotFound);
+    let for_b = Jti::random();
+    store.issue(&b, &for_b, TTL).await.unwrap();
+    assert_eq!(store.consume(&a, &for_b).await.unwrap(), NotFound);
+
+    // Replacement: the old token dies at once.
+    let (old, new) = (Jti::random(), Jti::random());
+    let c = device("c-c");
+    store.issue(&c, &old, TTL).await.unwrap();
+    store.issue(&c, &new, TTL).await.unwrap();
+    assert_eq!(store.consume(&c, &old).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&c, &new).await.unwrap(), Consumed);
+
+    // Revocation.
+    let d = device("c-d");
+    let jti = Jti::random();
+    store.issue(&d, &jti, TTL).await.unwrap();
+    assert!(store.revoke_device(&d).await.unwrap());
+    assert!(!store.revoke_device(&d).await.unwrap());
+    assert_eq!(store.consume(&d, &jti).await.unwrap(), NotFound);
+
+    // Expiry: absent as soon as the TTL is up.
+    let e = device("c-e");
+    let jti = Jti::random();
+    store.issue(&e, &jti, Duration::from_secs(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.consume(&e, &jti).await.unwrap(), NotFound);
+
+    // Concurrency: of many consumers of one token, exactly one wins.
+    let f = device("c-f");
+    let jti = Jti::random();
+    store.issue(&f, &jti, TTL).await.unwrap();
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (store, f) = (store.clone(), f.clone());
+        racers.spawn(async move { store.consume(&f, &jti).await.unwrap() });
+    }
+    let outcomes = racers.join_all().await;
+    assert_eq!(outcomes.iter().filter(|o| **o == Consumed).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_keeps_the_contract() {
+    contract(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_the_contract() {
+    let redis = RedisServer::start();
+    let config = RedisConfig {
+        url: redis.url(),
+        username: None,
+        password: None,
+        db: None,
+        key_prefix: "contract:".into(),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(1),
+        health_check_interval: Duration::from_millis(200),
+        count_interval: Duration::from_secs(60),
+    };
+    let (store, _tasks) = RedisStore::connect(config).await.unwrap();
+    contract(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_counts_without_keys_and_respects_its_prefix() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    // Someone else's keys in the same database are not counted.
+    let _: () = redis::cmd("SET")
+        .arg("other:token:{x}:y")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let config = RedisConfig {
+        url: redis.url(),
+        username: None,
+        password: None,
+        db: None,
+        key_prefix: "mine:".into(),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(1),
+        health_check_interval: Duration::from_millis(200),
+        count_interval: Duration::from_millis(100),
+    };
+    let (store, _tasks) = RedisStore::connect(config).await.unwrap();
+    for i in 0..2500 {
+        store
+            .issue(&device(&format!("n-{i}")), &Jti::random(), TTL)
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = store.stats().await;
+        let counts = stats.redis.unwrap().counts;
+        if let Some(c) = counts
+            && c.tokens == 2500
+        {
+            assert_eq!(c.devices, 2500);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "count never reached 2500: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And no KEYS was ever sent: Redis's own command statistics say so.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!stats.contains("cmdstat_keys:"), "{stats}");
+    assert!(stats.contains("cmdstat_scan:"), "{stats}");
+}
