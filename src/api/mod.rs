@@ -59,7 +59,8 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
-        .route(web::get().to(handler))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
         .default_service(web::to(method_not_allowed))
 }
 
