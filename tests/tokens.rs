@@ -145,7 +145,7 @@ async fn concurrent_re_onboarding_leaves_exactly_one_live_token() {
     let redis = RedisServer::start();
     let app = Arc::new(TestApp::spawn(Some(&redis)).await);
     let mut requests = tokio::task::JoinSet::new();
-    for _ in 0..16 {
+    for _ in 0..32 {
         let app = app.clone();
         requests.spawn(async move { app.token_for("storm-1").await });
     }
@@ -153,6 +153,11 @@ async fn concurrent_re_onboarding_leaves_exactly_one_live_token() {
     let mut conn = redis.connection();
     let keys: Vec<String> = conn.keys("mqtt-lite:token:{storm-1}:*").unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(
+        app.health().await["memory"]["tokenCount"],
+        0,
+        "contention in Redis is not a reason to issue into memory"
+    );
     let csr = quick_csr("storm-1");
     let mut signed = 0;
     for token in &tokens {

@@ -2,7 +2,7 @@
 //!
 //! With `fallback = "memory"`, tokens are issued into memory while Redis is off or
 //! unreachable, and consume looks in memory, then in Redis. A token that may sit in an
-//! unreachable Redis is answered `Unavailable` (503), never `NotFound` (401): the device
+//! unreachable Redis is answered `Unreachable` (503), never `NotFound` (401): the device
 //! should retry, not onboard again. With `fallback = "none"`, Redis is required.
 //!
 //! Memory entries are only ever made while Redis cannot be used, so a device's entry in
@@ -68,7 +68,7 @@ impl FallbackStore {
             Some(redis) if redis.is_connected() => {
                 Ok(redis.pending(device).await?.map(|(_, ttl)| ttl))
             }
-            Some(_) => Err(StoreError::Unavailable("redis is unreachable".into())),
+            Some(_) => Err(unreachable()),
         }
     }
 }
@@ -82,12 +82,14 @@ impl TokenStore for FallbackStore {
                     self.memory.remove(device);
                     return Ok(());
                 }
-                Err(e) if !self.memory_allowed() => return Err(e),
-                Err(e) => tracing::warn!(%device, error = %e, "issuing into memory instead"),
+                Err(e @ StoreError::Unreachable(_)) if self.memory_allowed() => {
+                    tracing::warn!(%device, error = %e, "issuing into memory instead");
+                }
+                Err(e) => return Err(e),
             }
         }
         if !self.memory_allowed() {
-            return Err(StoreError::Unavailable("redis is unreachable".into()));
+            return Err(unreachable());
         }
         self.memory.insert(device, jti, ttl);
         Ok(())
@@ -102,7 +104,7 @@ impl TokenStore for FallbackStore {
         match &self.redis {
             None => Ok(ConsumeOutcome::NotFound),
             Some(redis) if redis.is_connected() => redis.consume(device, jti).await,
-            Some(_) => Err(StoreError::Unavailable("redis is unreachable".into())),
+            Some(_) => Err(unreachable()),
         }
     }
 
@@ -113,7 +115,7 @@ impl TokenStore for FallbackStore {
             Some(redis) if redis.is_connected() => {
                 Ok(redis.revoke_device(device).await? || in_memory)
             }
-            Some(_) => Err(StoreError::Unavailable("redis is unreachable".into())),
+            Some(_) => Err(unreachable()),
         }
     }
 
@@ -128,4 +130,8 @@ impl TokenStore for FallbackStore {
             memory_tokens: self.memory.live_count(),
         }
     }
+}
+
+fn unreachable() -> StoreError {
+    StoreError::Unreachable("redis is unreachable".into())
 }

@@ -28,9 +28,15 @@ pub enum ConsumeOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store that holds (or may hold) the answer cannot be reached.
-    #[error("token store unavailable: {0}")]
-    Unavailable(String),
+    /// The store that holds (or may hold) the answer cannot be reached. Only this error
+    /// lets the fallback policy turn to memory.
+    #[error("token store unreachable: {0}")]
+    Unreachable(String),
+    /// The store answered, but not with a result: an error reply, or a device being
+    /// re-onboarded by too many requests at once. Memory must not step in here: Redis is
+    /// up, and a token issued beside it would be a second live token for the device.
+    #[error("token store failed: {0}")]
+    Failed(String),
 }
 
 /// Which store new tokens go to right now.

@@ -27,9 +27,10 @@ use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::token::unix_now;
 
-/// Attempts at replacing a pending token before giving up: each lost race means another
-/// request re-onboarded the same device in between.
-const ISSUE_ATTEMPTS: usize = 8;
+/// Attempts at replacing a pending token before giving up. Each lost race means another
+/// request re-onboarded the same device in between and won, so with N requests for one
+/// device in flight, none needs more than N attempts.
+const ISSUE_ATTEMPTS: usize = 32;
 const SCAN_BATCH: usize = 1000;
 /// A count may use at most this share of the time between counts, so that counting a
 /// million keys never becomes a steady load on Redis.
@@ -206,8 +207,10 @@ impl RedisStore {
     fn fail(&self, e: RedisError) -> StoreError {
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
             self.set_connected(false, Some(&e));
+            StoreError::Unreachable(e.to_string())
+        } else {
+            StoreError::Failed(e.to_string())
         }
-        StoreError::Unavailable(e.to_string())
     }
 
     async fn ping(&self) -> Result<(), RedisError> {
@@ -376,7 +379,7 @@ impl TokenStore for RedisStore {
             }
             seen = pending;
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Failed(format!(
             "device {device} is being onboarded by many requests at once"
         )))
     }
@@ -398,7 +401,7 @@ impl TokenStore for RedisStore {
                 return Ok(true);
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Failed(format!(
             "device {device} is being onboarded by many requests at once"
         )))
     }
