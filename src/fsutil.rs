@@ -12,6 +12,28 @@ use std::path::Path;
 /// another instance starting at the same moment sees either nothing or the whole file,
 /// and exactly one of the two writers wins.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<bool> {
+    with_temp(path, contents, mode, |temp| {
+        match fs::hard_link(temp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Writes `contents` to `path` with `mode`, replacing what is there (atomically).
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    with_temp(path, contents, mode, |temp| fs::rename(temp, path))
+}
+
+/// Writes the whole file under a hidden temporary name beside `path`, hands it to
+/// `publish`, and removes whatever is left of it.
+fn with_temp<T>(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    publish: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
@@ -31,29 +53,10 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<bool> {
             .open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
-        match fs::hard_link(&temp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
+        publish(&temp)
     })();
     let _ = fs::remove_file(&temp);
     result
-}
-
-/// Writes `contents` to `path` with `mode`, replacing what is there (atomically).
-pub fn replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let mut suffix = [0u8; 8];
-    crate::crypto::fill_random(&mut suffix);
-    let temp = path.with_extension(format!("{}.tmp", hex::encode(suffix)));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    fs::rename(&temp, path)
 }
 
 /// Reads a secret kept in a file: the first line, trimmed.

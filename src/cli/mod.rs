@@ -1,0 +1,166 @@
+//! Command-line interface: the server (`serve`, the default), the CA (`ca init`), and
+//! the fleet side (`enroll`, `bulk`, `bench`).
+
+pub mod bench;
+pub mod bulk;
+pub mod enroll;
+mod files;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::ClientError;
+use crate::config::Overrides;
+use crate::device::VerifyError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provisiond",
+    version,
+    about = "IoT device provisioning server and fleet client"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serve options, for when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the provisioning server (the default).
+    Serve(ServeArgs),
+    /// Manage the certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Enroll one device: make its key, get its certificate, write both.
+    Enroll(enroll::EnrollArgs),
+    /// Enroll many devices at once, resumably.
+    Bulk(bulk::BulkArgs),
+    /// Measure a server: the full flow at a fixed concurrency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Configuration file [default: ./config.toml when present]
+    #[arg(long, env = "CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Address to listen on (overrides HOST and server.host)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on (overrides PORT and server.port)
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new CA (ECDSA P-256, 10 years) in the certs directory.
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Replace an existing CA. Certificates it issued will no longer verify.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Where the fleet commands find the server and the enrollment key.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the provisioning server
+    #[arg(
+        long,
+        env = "PROVISIOND_SERVER",
+        default_value = "http://127.0.0.1:3002"
+    )]
+    pub server: String,
+    /// Enrollment key for servers in `key` onboarding mode
+    #[arg(long, env = "PROVISIOND_ENROLLMENT_KEY", hide_env_values = true)]
+    pub enrollment_key: Option<String>,
+}
+
+/// Exit codes of the fleet commands (also listed in their `--help`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Some devices failed (bulk), or an unexpected error.
+    pub const FAILED: u8 = 1;
+    /// The server refused a request (a 4xx: bad key, bad id, policy).
+    pub const REFUSED: u8 = 3;
+    /// The server could not serve (5xx, 429 after retries) or could not be reached.
+    pub const UNAVAILABLE: u8 = 4;
+    /// A local file problem: would overwrite without --force, cannot read or write.
+    pub const LOCAL_IO: u8 = 5;
+    /// The certificate returned does not verify against the CA and the key.
+    pub const NOT_VERIFIED: u8 = 6;
+    /// Stopped by Ctrl-C.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+pub const EXIT_CODES_HELP: &str = "Exit codes:
+  0    done
+  1    some devices failed (bulk), or an unexpected error
+  2    bad command line
+  3    the server refused a request (its error code and message are printed)
+  4    the server could not serve, or could not be reached
+  5    a local file problem (existing files without --force, cannot write)
+  6    the returned certificate does not verify against the CA and the key
+  130  interrupted (Ctrl-C)";
+
+/// A failed fleet command, carrying its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("server refused: {0}")]
+    Refused(ClientError),
+    #[error("server unavailable: {0}")]
+    Unavailable(ClientError),
+    #[error("{0:#}")]
+    LocalIo(anyhow::Error),
+    #[error("certificate check failed: {0}")]
+    NotVerified(#[from] VerifyError),
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Refused { .. } => CliError::Refused(e),
+            _ => CliError::Unavailable(e),
+        }
+    }
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Refused(_) => exit::REFUSED,
+            CliError::Unavailable(_) => exit::UNAVAILABLE,
+            CliError::LocalIo(_) => exit::LOCAL_IO,
+            CliError::NotVerified(_) => exit::NOT_VERIFIED,
+            CliError::Failed(_) => exit::FAILED,
+            CliError::Interrupted => exit::INTERRUPTED,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A typed client for the provisioning API, used by the fleet commands and the tests.
+
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What went wrong with a call, sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the request (4xx other than 429): fix the request, do not retry.
+    #[error("{status} {code}: {message}")]
+    Refused {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The server is busy or cannot serve now (429, 5xx): retry later.
+    #[error("{status} {code}: {message}")]
+    Unavailable {
+        status: StatusCode,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No answer: connection refused, reset, timed out.
+    #[error("network error: {0}")]
+    Network(#[from] reqwest::Error),
+}
+
+impl ClientError {
+    /// The server's error code, or `network_error`.
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Refused { code, .. } | ClientError::Unavailable { code, .. } => code,
+            ClientError::Network(_) => "network_error",
+        }
+    }
+
+    /// Worth retrying as is: the server asked for patience (429 or 503).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Unavailable { status, .. }
+            if *status == StatusCode::TOO_MANY_REQUESTS || *status == StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Onboarded {
+    pub provisioning_token: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Signed {
+    pub certificate: String,
+    pub ca_certificate: String,
+    pub serial_number: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl ApiClient {
+    /// A client for the server at `base` (`http://host:port`), keeping up to
+    /// `connections` connections open for reuse.
+    pub fn new(base: &str, connections: usize) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn onboard(
+        &self,
+        device_id: &str,
+        enrollment_key: Option<&str>,
+    ) -> Result<Onboarded, ClientError> {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/onboarding", self.base))
+            .json(&json!({ "device_id": device_id }));
+        if let Some(key) = enrollment_key {
+            request = request.bearer_auth(key);
+        }
+        Ok(answer(request.send().await?).await?.json().await?)
+    }
+
+    pub async fn sign_csr(
+        &self,
+        token: &str,
+        device_id: &str,
+        csr_pem: &str,
+    ) -> Result<Signed, ClientError> {
+        let request = self
+            .http
+            .post(format!("{}/api/v1/sign-csr", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "device_id": device_id, "csr": csr_pem }));
+        Ok(answer(request.send().await?).await?.json().await?)
+    }
+
+    pub async fn ca(&self) -> Result<String, ClientError> {
+        let request = self.http.get(format!("{}/api/v1/ca", self.base));
+        Ok(answer(request.send().await?).await?.text().await?)
+    }
+
+    pub async fn health(&self) -> Result<Value, ClientError> {
+        let request = self.http.get(format!("{}/health", self.base));
+        Ok(answer(request.send().await?).await?.json().await?)
+    }
+
+    /// cfssl's sign endpoint, for benchmarking against it with the same client.
+    pub async fn cfssl_sign(&self, csr_pem: &str) -> Result<(), ClientError> {
+        let request = self
+            .http
+            .post(format!("{}/api/v1/cfssl/sign", self.base))
+            .json(&json!({ "certificate_request": csr_pem }));
+        let body: Value = answer(request.send().await?).await?.json().await?;
+        if body["success"] == true && body["result"]["certificate"].is_string() {
+            Ok(())
+        } else {
+            Err(ClientError::Refused {
+                status: StatusCode::OK,
+                code: "cfssl_error".into(),
+                message: body["errors"].to_string(),
+            })
+        }
+    }
+}
+
+/// Passes a success through; turns anything else into a [`ClientError`], reading the
+/// server's `{"error": {"code", "message"}}` when there is one.
+async fn answer(response: Response) -> Result<Response, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or(status.canonical_reason().unwrap_or("error"))
+        .to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        Err(ClientError::Refused {
+            status,
+            code,
+            message,
+        })
+    } else {
+        Err(ClientError::Unavailable {
+            status,
+            code,
+            message,
+            retry_after,
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! The device side: a key made locally (it never leaves the device), its CSR, and the
+//! check that what the server sent back is a certificate for that key from the CA.
+
+use std::fmt;
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
+use x509_parser::pem::Pem;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    P256,
+    P384,
+    Ed25519,
+    Rsa2048,
+}
+
+impl KeyKind {
+    fn algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            KeyKind::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyKind::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyKind::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyKind::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::P256 => "p256",
+            KeyKind::P384 => "p384",
+            KeyKind::Ed25519 => "ed25519",
+            KeyKind::Rsa2048 => "rsa2048",
+        })
+    }
+}
+
+pub struct DeviceKey(KeyPair);
+
+impl DeviceKey {
+    pub fn generate(kind: KeyKind) -> Result<Self, rcgen::Error> {
+        KeyPair::generate_for(kind.algorithm()).map(Self)
+    }
+
+    /// A PKCS#10 request for this key; with a common name when given.
+    pub fn csr_pem(&self, common_name: Option<&str>) -> Result<String, rcgen::Error> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.serialize_request(&self.0)?.pem()
+    }
+
+    /// The private key, PKCS#8 PEM.
+    pub fn private_key_pem(&self) -> String {
+        self.0.serialize_pem()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the certificate does not parse: {0}")]
+    Unreadable(String),
+    #[error("the certificate is for {found:?}, not {expected:?}")]
+    WrongSubject { expected: String, found: String },
+    #[error("the certificate is not for this device's key")]
+    WrongKey,
+    #[error("the certificate is not valid now")]
+    NotValidNow,
+    #[error("the certificate is not signed by the CA")]
+    NotSignedByCa,
+}
+
+/// Checks that `cert_pem` names `device_id`, carries `key`, is valid now, and is signed
+/// by the first certificate of `ca_pem` (the issuing CA).
+pub fn verify_issued(
+    cert_pem: &str,
+    ca_pem: &str,
+    key: &DeviceKey,
+    device_id: &str,
+) -> Result<(), VerifyError> {
+    let unreadable = |e: &dyn fmt::Display| VerifyError::Unreadable(e.to_string());
+    let (_, leaf_pem) =
+        x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| unreadable(&e))?;
+    let leaf = leaf_pem.parse_x509().map_err(|e| unreadable(&e))?;
+    let found = leaf
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default();
+    if found != device_id {
+        return Err(VerifyError::WrongSubject {
+            expected: device_id.to_owned(),
+            found: found.to_owned(),
+        });
+    }
+    if leaf.public_key().subject_public_key.data.as_ref() != key.0.public_key_raw() {
+        return Err(VerifyError::WrongKey);
+    }
+    if !leaf.validity().is_valid() {
+        return Err(VerifyError::NotValidNow);
+    }
+    let issuing = Pem::iter_from_buffer(ca_pem.as_bytes())
+        .next()
+        .ok_or_else(|| VerifyError::Unreadable("no CA certificate".into()))?
+        .map_err(|e| unreadable(&e))?;
+    let ca = issuing.parse_x509().map_err(|e| unreadable(&e))?;
+    leaf.verify_signature(Some(ca.public_key()))
+        .map_err(|_| VerifyError::NotSignedByCa)
+}
