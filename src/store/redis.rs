@@ -8,11 +8,16 @@
 //! ```
 //!
 //! Issue and consume are each one Lua script with every key declared. Redis expires the
-//! keys (EX); nothing here sweeps them. All requests share one multiplexed connection,
-//! which pipelines concurrent requests and reconnects by itself.
+//! keys (EX); nothing here sweeps them.
+//!
+//! Each thread that talks to Redis (each actix worker, and the thread running the health
+//! and count loops) has its own multiplexed connection, driven on that thread: requests
+//! on one worker pipeline together, and no request waits for another thread to be
+//! scheduled to read its reply. The connections reconnect by themselves.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -108,8 +113,23 @@ impl Keys {
     }
 }
 
+/// This thread's connections, one per store (a process has one store; tests have many).
+struct LocalConnection {
+    store: u64,
+    generation: u64,
+    conn: ConnectionManager,
+}
+
+thread_local! {
+    static LOCAL_CONNECTIONS: RefCell<Vec<LocalConnection>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
 pub struct RedisStore {
-    conn: RwLock<ConnectionManager>,
+    id: u64,
+    /// Bumped to make every thread open a fresh connection.
+    generation: AtomicU64,
     client: redis::Client,
     manager_config: ConnectionManagerConfig,
     keys: Keys,
@@ -148,10 +168,9 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(100));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())?;
         let store = Arc::new(Self {
-            conn: RwLock::new(manager),
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             client,
             manager_config,
             keys: Keys {
@@ -164,10 +183,7 @@ impl RedisStore {
             config,
         });
         match store.ping().await {
-            Ok(()) => {
-                store.set_connected(true, None);
-                store.count().await;
-            }
+            Ok(()) => store.set_connected(true, None),
             Err(e) => tracing::warn!(
                 url = %store.config.url,
                 error = %e,
@@ -185,13 +201,37 @@ impl RedisStore {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// This thread's connection (made lazily: it connects on first use).
     fn conn(&self) -> ConnectionManager {
-        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let generation = self.generation.load(Ordering::Relaxed);
+        LOCAL_CONNECTIONS.with_borrow_mut(|local| {
+            if let Some(c) = local
+                .iter()
+                .find(|c| c.store == self.id && c.generation == generation)
+            {
+                return c.conn.clone();
+            }
+            local.retain(|c| c.store != self.id);
+            let conn = ConnectionManager::new_lazy_with_config(
+                self.client.clone(),
+                self.manager_config.clone(),
+            )
+            .expect("a lazy connection manager needs only a tokio runtime");
+            local.push(LocalConnection {
+                store: self.id,
+                generation,
+                conn: conn.clone(),
+            });
+            conn
+        })
     }
 
     fn set_connected(&self, up: bool, error: Option<&RedisError>) {
         if self.connected.swap(up, Ordering::Relaxed) != up {
             if up {
+                // The workers' connections may still hold the failure from before; the
+                // first request on each would fail again. Give every thread a new one.
+                self.renew_connections();
                 tracing::info!(url = %self.config.url, "redis connection is up");
             } else {
                 tracing::warn!(
@@ -218,16 +258,10 @@ impl RedisStore {
         redis::cmd("PING").query_async::<()>(&mut conn).await
     }
 
-    /// A fresh connection manager, for errors the manager does not recover from by
-    /// itself (it reconnects on I/O errors only, not, say, after a failed AUTH).
-    fn renew_connection(&self) {
-        match ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            self.manager_config.clone(),
-        ) {
-            Ok(manager) => *self.conn.write().unwrap_or_else(|p| p.into_inner()) = manager,
-            Err(e) => tracing::warn!(error = %e, "cannot renew the redis connection"),
-        }
+    /// Fresh connections everywhere, for errors the connection manager does not recover
+    /// from by itself (it reconnects on I/O errors only, not, say, after a failed AUTH).
+    fn renew_connections(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(device: &DeviceId, jti: &str, expires_at: u64) -> String {
@@ -325,7 +359,7 @@ async fn health_loop(store: Weak<RedisStore>) {
                 failures += 1;
                 store.set_connected(false, Some(&e));
                 if !e.is_io_error() && failures.is_multiple_of(5) {
-                    store.renew_connection();
+                    store.renew_connections();
                 }
             }
         }
@@ -333,12 +367,17 @@ async fn health_loop(store: Weak<RedisStore>) {
 }
 
 async fn count_loop(store: Weak<RedisStore>) {
+    // The first count starts at once; then at most every interval.
     let mut wait = Duration::ZERO;
+    let mut first = true;
     loop {
         let Some(interval) = store.upgrade().map(|s| s.config.count_interval) else {
             return;
         };
-        tokio::time::sleep(wait.max(interval)).await;
+        if !first {
+            tokio::time::sleep(wait.max(interval)).await;
+        }
+        first = false;
         let Some(store) = store.upgrade() else { return };
         if !store.is_connected() {
             wait = Duration::ZERO;
