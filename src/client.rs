@@ -131,24 +131,6 @@ impl ApiClient {
         let request = self.http.get(format!("{}/health", self.base));
         Ok(answer(request.send().await?).await?.json().await?)
     }
-
-    /// cfssl's sign endpoint, for benchmarking against it with the same client.
-    pub async fn cfssl_sign(&self, csr_pem: &str) -> Result<(), ClientError> {
-        let request = self
-            .http
-            .post(format!("{}/api/v1/cfssl/sign", self.base))
-            .json(&json!({ "certificate_request": csr_pem }));
-        let body: Value = answer(request.send().await?).await?.json().await?;
-        if body["success"] == true && body["result"]["certificate"].is_string() {
-            Ok(())
-        } else {
-            Err(ClientError::Refused {
-                status: StatusCode::OK,
-                code: "cfssl_error".into(),
-                message: body["errors"].to_string(),
-            })
-        }
-    }
 }
 
 /// Passes a success through; turns anything else into a [`ClientError`], reading the

@@ -4,15 +4,26 @@
 //! so the client's own crypto is not measured. Each flow uses a fresh device id. The
 //! CSRs carry no CN (the server names the certificate after the device), so a pool of
 //! them serves any number of devices.
+//!
+//! The load generator usually shares the machine with the server, so it is made as cheap
+//! as a client can be: one keep-alive HTTP/1.1 connection per concurrency slot (no pool,
+//! no locks), request bodies built from pre-escaped parts, and responses parsed only as
+//! far as needed (the token; an error's code).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
 
 use super::{CliError, ServerArgs};
 use crate::client::{ApiClient, ClientError};
@@ -32,6 +43,8 @@ pub enum Scenario {
     SignCsr,
     /// cfssl's /api/v1/cfssl/sign at --server, for comparison.
     Cfssl,
+    /// GET /health, as a monitoring system would.
+    Health,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -93,12 +106,12 @@ impl Recorder {
         }
     }
 
-    fn record<T>(&mut self, started: Instant, outcome: &Result<T, ClientError>) {
+    fn record<T>(&mut self, started: Instant, outcome: &Result<T, String>) {
         let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         self.latencies.saturating_record(micros);
         match outcome {
             Ok(_) => self.ok += 1,
-            Err(e) => *self.errors.entry(e.code().to_owned()).or_default() += 1,
+            Err(code) => *self.errors.entry(code.clone()).or_default() += 1,
         }
     }
 
@@ -136,9 +149,10 @@ impl Recorders {
 
 /// Everything prepared before the clock starts.
 struct Plan {
-    client: ApiClient,
+    target: Target,
     enrollment_key: Option<String>,
     scenario: Scenario,
+    /// The pool's CSRs, each already a JSON string literal.
     csrs: Vec<String>,
     run_id: String,
     /// Pre-taken tokens, for `sign-csr`.
@@ -153,69 +167,218 @@ impl Plan {
         format!("bench-{}-{n}", self.run_id)
     }
 
+    fn sign_body(&self, device: &str, n: usize) -> Bytes {
+        let csr = &self.csrs[n % self.csrs.len()];
+        Bytes::from(format!(r#"{{"device_id":"{device}","csr":{csr}}}"#))
+    }
+
     /// One unit of work (a flow, or one request), recorded; `false` when there is no more.
-    async fn step(&self, recorders: &mut Recorders) -> bool {
+    async fn step(&self, conn: &mut Connection, recorders: &mut Recorders) -> bool {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         if n >= self.limit || self.deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
-        let csr = &self.csrs[n % self.csrs.len()];
         match self.scenario {
+            // The outcome is in the recorders already.
             Scenario::Onboarding => {
-                self.onboard(&self.device(n), recorders).await;
+                let _ = self.onboard(conn, &self.device(n), recorders).await;
             }
             Scenario::SignCsr => {
                 let (device, token) = &self.tokens[n];
-                let started = Instant::now();
-                let outcome = self.client.sign_csr(token, device, csr).await;
-                recorders.get("sign-csr").record(started, &outcome);
+                let _ = self.sign(conn, device, token, n, recorders).await;
             }
             Scenario::Flow => {
                 let device = self.device(n);
                 let started = Instant::now();
-                let outcome = match self.onboard(&device, recorders).await {
-                    Some(token) => {
-                        let signing = Instant::now();
-                        let outcome = self.client.sign_csr(&token, &device, csr).await;
-                        recorders.get("sign-csr").record(signing, &outcome);
-                        outcome.map(drop)
-                    }
-                    None => Err(ClientError::Refused {
-                        status: reqwest::StatusCode::UNAUTHORIZED,
-                        code: "onboarding_failed".into(),
-                        message: String::new(),
-                    }),
+                let outcome = match self.onboard(conn, &device, recorders).await {
+                    Ok(token) => self.sign(conn, &device, &token, n, recorders).await,
+                    Err(_) => Err("onboarding_failed".to_owned()),
                 };
                 recorders.get("flow").record(started, &outcome);
             }
             Scenario::Cfssl => {
+                let csr = &self.csrs[n % self.csrs.len()];
+                let body = Bytes::from(format!(r#"{{"certificate_request":{csr}}}"#));
                 let started = Instant::now();
-                let outcome = self.client.cfssl_sign(csr).await;
+                let outcome = conn.post(&self.target, "/api/v1/cfssl/sign", None, body).await;
                 recorders.get("cfssl-sign").record(started, &outcome);
+            }
+            Scenario::Health => {
+                let started = Instant::now();
+                let outcome = conn.send(&self.target, Method::GET, "/health", None, Bytes::new()).await;
+                recorders.get("health").record(started, &outcome);
             }
         }
         true
     }
 
-    async fn onboard(&self, device: &str, recorders: &mut Recorders) -> Option<String> {
+    async fn onboard(
+        &self,
+        conn: &mut Connection,
+        device: &str,
+        recorders: &mut Recorders,
+    ) -> Result<String, String> {
+        #[derive(Deserialize)]
+        struct Onboarded<'a> {
+            #[serde(borrow)]
+            provisioning_token: &'a str,
+        }
+        let body = Bytes::from(format!(r#"{{"device_id":"{device}"}}"#));
         let started = Instant::now();
-        let outcome = self
-            .client
-            .onboard(device, self.enrollment_key.as_deref())
-            .await;
+        let outcome = conn
+            .post(&self.target, "/api/v1/onboarding", self.enrollment_key.as_deref(), body)
+            .await
+            .and_then(|body| {
+                serde_json::from_slice::<Onboarded>(&body)
+                    .map(|o| o.provisioning_token.to_owned())
+                    .map_err(|_| "bad_response".to_owned())
+            });
         recorders.get("onboarding").record(started, &outcome);
-        outcome.ok().map(|o| o.provisioning_token)
+        outcome
+    }
+
+    async fn sign(
+        &self,
+        conn: &mut Connection,
+        device: &str,
+        token: &str,
+        n: usize,
+        recorders: &mut Recorders,
+    ) -> Result<(), String> {
+        let body = self.sign_body(device, n);
+        let started = Instant::now();
+        let outcome = conn
+            .post(&self.target, "/api/v1/sign-csr", Some(token), body)
+            .await
+            .map(drop);
+        recorders.get("sign-csr").record(started, &outcome);
+        outcome
+    }
+}
+
+/// Where the requests go: a plain-HTTP `host:port`.
+struct Target {
+    authority: String,
+}
+
+impl Target {
+    fn parse(server: &str) -> Result<Self, CliError> {
+        let uri: Uri = server
+            .parse()
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("--server {server}: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "bench drives plain http:// servers; --server is {server}"
+            )));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| CliError::Failed(anyhow::anyhow!("--server {server} has no host")))?;
+        Ok(Self {
+            authority: authority.to_string(),
+        })
+    }
+}
+
+/// One keep-alive connection, reopened after a failure.
+struct Connection {
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    async fn open(target: &Target) -> std::io::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(&target.authority).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// POSTs JSON; the response body on a 2xx, the error code otherwise.
+    async fn post(
+        &mut self,
+        target: &Target,
+        path: &str,
+        bearer: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes, String> {
+        self.send(target, Method::POST, path, bearer, body).await
+    }
+
+    async fn send(
+        &mut self,
+        target: &Target,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes, String> {
+        let result = self.try_send(target, method, path, bearer, body).await;
+        if matches!(&result, Err(code) if code == "network_error") {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn try_send(
+        &mut self,
+        target: &Target,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes, String> {
+        let network = |_| "network_error".to_owned();
+        if self.sender.is_none() {
+            self.sender = Some(Self::open(target).await.map_err(network)?);
+        }
+        let sender = self.sender.as_mut().expect("just opened");
+        sender.ready().await.map_err(|_| "network_error".to_owned())?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, &target.authority)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(token) = bearer {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(body))
+            .expect("the request is well formed");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|_| "network_error".to_owned())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| "network_error".to_owned())?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+        Err(code)
     }
 }
 
 pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
-    let client = ApiClient::new(&args.server.server, args.concurrency.into())
-        .map_err(|e| CliError::Failed(e.into()))?;
+    let target = Target::parse(&args.server.server)?;
     let pool = args.devices.clamp(1, CSR_POOL);
     let csrs = tokio::task::spawn_blocking(move || {
         (0..pool)
-            .map(|_| DeviceKey::generate(KeyKind::P256)?.csr_pem(None))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|_| {
+                let pem = DeviceKey::generate(KeyKind::P256)?.csr_pem(None)?;
+                Ok(serde_json::to_string(&pem).expect("a string serializes"))
+            })
+            .collect::<Result<Vec<_>, rcgen::Error>>()
     })
     .await
     .expect("CSR generation does not panic")
@@ -224,7 +387,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     crate::crypto::fill_random(&mut run_id);
 
     let mut plan = Plan {
-        client,
+        target,
         enrollment_key: args.server.enrollment_key.clone(),
         scenario: args.scenario,
         csrs,
@@ -239,20 +402,37 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         next: AtomicUsize::new(0),
     };
     if args.scenario == Scenario::SignCsr {
-        plan.tokens = take_tokens(&plan, args.devices, args.concurrency.into()).await?;
+        let client = ApiClient::new(&args.server.server, args.concurrency.into())
+            .map_err(|e| CliError::Failed(e.into()))?;
+        // Tokens are taken at a good clip whatever the concurrency under test.
+        let takers = usize::from(args.concurrency).max(64);
+        plan.tokens = take_tokens(&plan, &client, args.devices, takers).await?;
     }
-    plan.deadline = args
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    // Connections are opened before the clock starts too.
+    let mut connections = Vec::with_capacity(args.concurrency.into());
+    for _ in 0..args.concurrency {
+        let sender = Connection::open(&plan.target)
+            .await
+            .map_err(|e| CliError::Unavailable(ClientError::Unavailable {
+                status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+                code: "network_error".into(),
+                message: format!("cannot connect to {}: {e}", args.server.server),
+                retry_after: None,
+            }))?;
+        connections.push(Connection {
+            sender: Some(sender),
+        });
+    }
+    plan.deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
 
     let plan = Arc::new(plan);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
+    for mut conn in connections {
         let plan = plan.clone();
         workers.spawn(async move {
             let mut recorders = Recorders::default();
-            while plan.step(&mut recorders).await {}
+            while plan.step(&mut conn, &mut recorders).await {}
             recorders
         });
     }
@@ -279,6 +459,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
 /// Onboards `count` devices before the clock starts, for the sign-csr scenario.
 async fn take_tokens(
     plan: &Plan,
+    client: &ApiClient,
     count: usize,
     concurrency: usize,
 ) -> Result<Vec<(String, String)>, CliError> {
@@ -286,7 +467,7 @@ async fn take_tokens(
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, key) = (plan.client.clone(), plan.enrollment_key.clone());
+        let (client, key) = (client.clone(), plan.enrollment_key.clone());
         let (devices, next) = (devices.clone(), next.clone());
         workers.spawn(async move {
             let mut taken = Vec::new();
