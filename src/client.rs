@@ -26,7 +26,7 @@ pub enum ClientError {
         retry_after: Option<Duration>,
     },
     /// No answer: connection refused, reset, timed out.
-    #[error("network error: {0}")]
+    #[error("network error: {}", with_causes(.0))]
     Network(#[from] reqwest::Error),
 }
 
@@ -131,6 +131,19 @@ impl ApiClient {
         let request = self.http.get(format!("{}/health", self.base));
         Ok(answer(request.send().await?).await?.json().await?)
     }
+}
+
+/// An error and its causes on one line: reqwest's own text leaves out the reason
+/// ("connection refused") that the operator needs.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Passes a success through; turns anything else into a [`ClientError`], reading the

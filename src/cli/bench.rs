@@ -200,12 +200,16 @@ impl Plan {
                 let csr = &self.csrs[n % self.csrs.len()];
                 let body = Bytes::from(format!(r#"{{"certificate_request":{csr}}}"#));
                 let started = Instant::now();
-                let outcome = conn.post(&self.target, "/api/v1/cfssl/sign", None, body).await;
+                let outcome = conn
+                    .post(&self.target, "/api/v1/cfssl/sign", None, body)
+                    .await;
                 recorders.get("cfssl-sign").record(started, &outcome);
             }
             Scenario::Health => {
                 let started = Instant::now();
-                let outcome = conn.send(&self.target, Method::GET, "/health", None, Bytes::new()).await;
+                let outcome = conn
+                    .send(&self.target, Method::GET, "/health", None, Bytes::new())
+                    .await;
                 recorders.get("health").record(started, &outcome);
             }
         }
@@ -226,7 +230,12 @@ impl Plan {
         let body = Bytes::from(format!(r#"{{"device_id":"{device}"}}"#));
         let started = Instant::now();
         let outcome = conn
-            .post(&self.target, "/api/v1/onboarding", self.enrollment_key.as_deref(), body)
+            .post(
+                &self.target,
+                "/api/v1/onboarding",
+                self.enrollment_key.as_deref(),
+                body,
+            )
             .await
             .and_then(|body| {
                 serde_json::from_slice::<Onboarded>(&body)
@@ -335,7 +344,10 @@ impl Connection {
             self.sender = Some(Self::open(target).await.map_err(network)?);
         }
         let sender = self.sender.as_mut().expect("just opened");
-        sender.ready().await.map_err(|_| "network_error".to_owned())?;
+        sender
+            .ready()
+            .await
+            .map_err(|_| "network_error".to_owned())?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -411,19 +423,21 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     // Connections are opened before the clock starts too.
     let mut connections = Vec::with_capacity(args.concurrency.into());
     for _ in 0..args.concurrency {
-        let sender = Connection::open(&plan.target)
-            .await
-            .map_err(|e| CliError::Unavailable(ClientError::Unavailable {
+        let sender = Connection::open(&plan.target).await.map_err(|e| {
+            CliError::Unavailable(ClientError::Unavailable {
                 status: hyper::StatusCode::SERVICE_UNAVAILABLE,
                 code: "network_error".into(),
                 message: format!("cannot connect to {}: {e}", args.server.server),
                 retry_after: None,
-            }))?;
+            })
+        })?;
         connections.push(Connection {
             sender: Some(sender),
         });
     }
-    plan.deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    plan.deadline = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
 
     let plan = Arc::new(plan);
     let started = Instant::now();

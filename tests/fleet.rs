@@ -1,0 +1,388 @@
+//! The fleet commands (`enroll`, `bulk`, `bench`), run as the real binary against a
+//! real server.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use common::pki::openssl_verify;
+use common::{RedisServer, TestApp};
+use provisiond::config::{KeyList, OnboardingMode, Secret};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+
+async fn provisiond(args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("PROVISIOND_ENROLLMENT_KEY")
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_writes_a_verified_key_and_certificate_and_will_not_overwrite_them() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), |s| {
+        s.onboarding.mode = OnboardingMode::Key;
+        s.onboarding.enrollment_keys = KeyList(vec![Secret::new("fleet-key")]);
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    let enroll = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "enroll",
+            "--server",
+            &app.address,
+            "--device-id",
+            "edge-7",
+            "--enrollment-key",
+            "fleet-key",
+            "--out",
+            out_dir,
+        ];
+        args.extend_from_slice(extra);
+        async move { provisiond(&args).await }
+    };
+
+    let first = enroll(&[]).await;
+    assert!(first.status.success(), "{}", text(&first));
+    let key = out.path().join("edge-7.key");
+    let cert = std::fs::read_to_string(out.path().join("edge-7.crt")).unwrap();
+    let ca = std::fs::read_to_string(out.path().join("ca.crt")).unwrap();
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    openssl_verify(&ca, &cert);
+    // The key on disk is the one in the certificate.
+    let pubkey = |args: &[&str], file: &Path| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .arg(file)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        pubkey(&["pkey", "-pubout", "-in"], &key),
+        pubkey(
+            &["x509", "-noout", "-pubkey", "-in"],
+            &out.path().join("edge-7.crt")
+        )
+    );
+
+    let again = enroll(&[]).await;
+    assert_eq!(again.status.code(), Some(5), "{}", text(&again));
+    assert!(text(&again).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("edge-7.crt")).unwrap(),
+        cert
+    );
+
+    let forced = enroll(&["--force", "--key-type", "ed25519"]).await;
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_ne!(
+        std::fs::read_to_string(out.path().join("edge-7.crt")).unwrap(),
+        cert
+    );
+
+    // Distinct exit codes: a refusal (3), an unreachable server (4).
+    let refused = provisiond(&[
+        "enroll",
+        "--server",
+        &app.address,
+        "--device-id",
+        "edge-8",
+        "--out",
+        out_dir,
+    ])
+    .await;
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("unauthorized"),
+        "the server's code is shown"
+    );
+    let port = common::redis::free_port().to_string();
+    let unreachable = provisiond(&[
+        "enroll",
+        "--server",
+        &format!("http://127.0.0.1:{port}"),
+        "--device-id",
+        "edge-9",
+        "--out",
+        out_dir,
+    ])
+    .await;
+    assert_eq!(unreachable.status.code(), Some(4), "{}", text(&unreachable));
+    assert!(!out.path().join("edge-8.key").exists() && !out.path().join("edge-9.key").exists());
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_enrolls_two_hundred_devices_and_a_rerun_skips_them_all() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Some(&redis)).await;
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "bulk",
+        "--server",
+        &app.address,
+        "--count",
+        "200",
+        "--prefix",
+        "unit-",
+        "--concurrency",
+        "16",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    let run = provisiond(&args).await;
+    assert!(run.status.success(), "{}", text(&run));
+    let s = summary(out.path());
+    assert_eq!(
+        (s["done"].as_u64(), s["failed"].as_u64()),
+        (Some(200), Some(0)),
+        "{s}"
+    );
+    let certs = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "crt")
+        })
+        .count();
+    assert_eq!(certs, 201, "200 device certificates and ca.crt");
+    let ca = std::fs::read_to_string(out.path().join("ca.crt")).unwrap();
+    for id in ["unit-000001", "unit-000100", "unit-000200"] {
+        openssl_verify(
+            &ca,
+            &std::fs::read_to_string(out.path().join(format!("{id}.crt"))).unwrap(),
+        );
+    }
+
+    let rerun = provisiond(&args).await;
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let s = summary(out.path());
+    assert_eq!(
+        (s["done"].as_u64(), s["skipped"].as_u64()),
+        (Some(0), Some(200)),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_reads_a_csv_and_records_failures_by_code() {
+    let app = TestApp::spawn(None).await;
+    let out = tempfile::tempdir().unwrap();
+    let csv = out.path().join("devices.csv");
+    std::fs::write(&csv, "model,device_id\nx,csv-1\ny,csv-2\nz,not valid\n").unwrap();
+    let run = provisiond(&[
+        "bulk",
+        "--server",
+        &app.address,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "failures make exit code 1: {}",
+        text(&run)
+    );
+    let s = summary(out.path());
+    assert_eq!(s["done"], 2);
+    assert_eq!(s["failed_by_code"]["invalid_device_id"], 1);
+    assert_eq!(s["failures"][0]["device_id"], "not valid");
+}
+
+/// A front that answers 429 (Retry-After: 1) to the first `refusals` requests, then
+/// passes requests through to `backend`.
+async fn reluctant_front(backend: String, refusals: usize) -> (String, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let client = reqwest::Client::new();
+    let server = HttpServer::new(move || {
+        let (counter, client, backend) = (counter.clone(), client.clone(), backend.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (counter, client, backend) = (counter.clone(), client.clone(), backend.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < refusals {
+                    return HttpResponse::TooManyRequests()
+                        .insert_header(("retry-after", "1"))
+                        .json(serde_json::json!({"success": false,
+                            "error": {"code": "rate_limited", "message": "slow down"}}));
+                }
+                let mut forward = client
+                    .post(format!("{backend}{}", req.path()))
+                    .body(body.to_vec())
+                    .header("content-type", "application/json");
+                if let Some(auth) = req.headers().get("authorization") {
+                    forward = forward.header("authorization", auth.to_str().unwrap());
+                }
+                let answer = forward.send().await.unwrap();
+                let status = answer.status().as_u16();
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                    .content_type("application/json")
+                    .body(answer.bytes().await.unwrap())
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = format!("http://{}", server.addrs()[0]);
+    tokio::spawn(server.run());
+    (address, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_retries_a_server_that_answers_429_for_a_while() {
+    let app = TestApp::spawn(None).await;
+    let (front, seen) = reluctant_front(app.address.clone(), 24).await;
+    let out = tempfile::tempdir().unwrap();
+    let run = provisiond(&[
+        "bulk",
+        "--server",
+        &front,
+        "--count",
+        "20",
+        "--prefix",
+        "busy-",
+        "--concurrency",
+        "8",
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    assert!(run.status.success(), "{}", text(&run));
+    let s = summary(out.path());
+    assert_eq!(s["done"], 20, "{s}");
+    assert!(s["retries"].as_u64().unwrap() >= 24, "{s}");
+    assert!(seen.load(Ordering::SeqCst) >= 24 + 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_throughput_as_json() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Some(&redis)).await;
+    let run = provisiond(&[
+        "bench",
+        "--server",
+        &app.address,
+        "--duration",
+        "2",
+        "--concurrency",
+        "8",
+        "--json",
+    ])
+    .await;
+    assert!(run.status.success(), "{}", text(&run));
+    let report: Value = serde_json::from_slice(&run.stdout).expect("one JSON object");
+    assert_eq!(report["scenario"], "flow");
+    for endpoint in ["onboarding", "sign-csr", "flow"] {
+        let r = &report["results"][endpoint];
+        assert!(r["ok"].as_u64().unwrap() > 0, "{endpoint}: {r}");
+        assert!(r["per_second"].as_f64().unwrap() > 0.0);
+        assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+        assert_eq!(r["errors"], serde_json::json!({}), "{endpoint}: {r}");
+        assert_eq!(r["requests"], r["ok"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_bulk_cleanly_and_a_rerun_finishes_the_job() {
+    let app = TestApp::spawn(None).await;
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "bulk",
+        "--server",
+        &app.address,
+        "--count",
+        "3000",
+        "--prefix",
+        "int-",
+        "--concurrency",
+        "4",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    let child = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it get going, then interrupt it as Ctrl-C would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(out.path()).unwrap().count() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bulk made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+
+    let s = summary(out.path());
+    assert_eq!(s["interrupted"], true, "{s}");
+    let done = s["done"].as_u64().unwrap();
+    assert!(done > 0 && done < 3000, "{s}");
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "no half-written file"
+    );
+    for cert in names
+        .iter()
+        .filter(|n| n.starts_with("int-") && n.ends_with(".crt"))
+    {
+        let key = cert.replace(".crt", ".key");
+        assert!(names.contains(&key), "{cert} has its key");
+    }
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.ends_with(".crt") && n.starts_with("int-"))
+            .count() as u64,
+        done
+    );
+
+    let rerun = provisiond(&args).await;
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let s = summary(out.path());
+    assert_eq!(s["skipped"].as_u64().unwrap(), done);
+    assert_eq!(s["done"].as_u64().unwrap(), 3000 - done);
+}
