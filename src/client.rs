@@ -53,6 +53,46 @@ impl ClientError {
     }
 }
 
+/// How a client proves it may onboard.
+#[derive(Clone, Default)]
+pub enum Credential {
+    /// The server is in `open` mode.
+    #[default]
+    None,
+    /// An enrollment key (`key` mode).
+    EnrollmentKey(String),
+    /// The device's own derived key (`derived` mode): each request is signed with it.
+    DeviceKey([u8; 32]),
+}
+
+impl Credential {
+    pub fn enrollment_key(key: Option<String>) -> Self {
+        key.map_or(Self::None, Self::EnrollmentKey)
+    }
+
+    fn authorization(&self, device_id: &str) -> Option<String> {
+        match self {
+            Credential::None => None,
+            Credential::EnrollmentKey(key) => Some(format!("Bearer {key}")),
+            Credential::DeviceKey(key) => Some(crate::auth::derived::authorization(
+                key,
+                device_id,
+                crate::token::unix_now(),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::None => "Credential::None",
+            Credential::EnrollmentKey(_) => "Credential::EnrollmentKey([redacted])",
+            Credential::DeviceKey(_) => "Credential::DeviceKey([redacted])",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Onboarded {
     pub provisioning_token: String,
@@ -77,12 +117,27 @@ impl ApiClient {
     /// A client for the server at `base` (`http://host:port`), keeping up to
     /// `connections` connections open for reuse.
     pub fn new(base: &str, connections: usize) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        Self::with_roots(base, connections, &[])
+    }
+
+    /// A client that also trusts these CA certificates (PEM) for HTTPS, for servers
+    /// whose certificate comes from their own provisioning CA.
+    pub fn with_roots(
+        base: &str,
+        connections: usize,
+        roots_pem: &[u8],
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()?;
+            .timeout(Duration::from_secs(30));
+        if !roots_pem.is_empty() {
+            for root in reqwest::Certificate::from_pem_bundle(roots_pem)? {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -96,14 +151,14 @@ impl ApiClient {
     pub async fn onboard(
         &self,
         device_id: &str,
-        enrollment_key: Option<&str>,
+        credential: &Credential,
     ) -> Result<Onboarded, ClientError> {
         let mut request = self
             .http
             .post(format!("{}/api/v1/onboarding", self.base))
             .json(&json!({ "device_id": device_id }));
-        if let Some(key) = enrollment_key {
-            request = request.bearer_auth(key);
+        if let Some(authorization) = credential.authorization(device_id) {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
         Ok(answer(request.send().await?).await?.json().await?)
     }

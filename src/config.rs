@@ -41,6 +41,27 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("CERTS_DIR", "ca.dir"),
     ("CERT_VALIDITY_DAYS", "ca.validity_days"),
     ("MEMORY_SWEEP_INTERVAL", "memory.sweep_interval_seconds"),
+    ("TRUSTED_PROXIES", "server.trusted_proxies"),
+    ("TLS_CERT_FILE", "server.tls.cert"),
+    ("TLS_KEY_FILE", "server.tls.key"),
+    ("ONBOARDING_GROUP_SECRET", "onboarding.group_secret"),
+    (
+        "ONBOARDING_GROUP_SECRET_FILE",
+        "onboarding.group_secret_file",
+    ),
+    ("DEVICE_ID_PATTERN", "onboarding.device_id_pattern"),
+    ("DEVICE_ALLOWLIST_FILE", "onboarding.device_allowlist_file"),
+    (
+        "RATE_LIMIT_PER_IP_PER_MINUTE",
+        "rate_limit.per_ip_per_minute",
+    ),
+    (
+        "RATE_LIMIT_PER_DEVICE_PER_MINUTE",
+        "rate_limit.per_device_per_minute",
+    ),
+    ("ADMIN_KEYS", "admin.keys"),
+    ("ADMIN_KEYS_FILE", "admin.keys_file"),
+    ("LOG_FORMAT", "log.format"),
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,6 +73,9 @@ pub struct Settings {
     pub onboarding: OnboardingSettings,
     pub ca: CaSettings,
     pub memory: MemorySettings,
+    pub rate_limit: RateLimitSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +87,14 @@ pub struct ServerSettings {
     pub workers: usize,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_seconds: u64,
+    /// How long a client may take to send a request's head.
+    pub request_head_timeout_ms: u64,
+    /// How long a client may take to send a request's body.
+    pub body_timeout_ms: u64,
+    pub keep_alive_seconds: u64,
+    /// Proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed.
+    pub trusted_proxies: List,
+    pub tls: TlsSettings,
 }
 
 impl Default for ServerSettings {
@@ -73,8 +105,63 @@ impl Default for ServerSettings {
             workers: 0,
             body_limit_bytes: 64 * 1024,
             shutdown_timeout_seconds: 10,
+            request_head_timeout_ms: 5000,
+            body_timeout_ms: 10_000,
+            keep_alive_seconds: 75,
+            trusted_proxies: List::default(),
+            tls: TlsSettings::default(),
         }
     }
+}
+
+/// HTTPS on the API port: both files, or neither.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests to onboarding and sign-csr per client address per minute; 0 turns it off.
+    pub per_ip_per_minute: u32,
+    /// Requests to onboarding and sign-csr per device id per minute; 0 turns it off.
+    pub per_device_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_ip_per_minute: 120_000,
+            per_device_per_minute: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Keys for the admin endpoints (plain, or `sha256:<hex>`); none disables them.
+    pub keys: KeyList,
+    pub keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -178,6 +265,8 @@ impl TokenSettings {
 pub enum OnboardingMode {
     Open,
     Key,
+    /// Per-device keys derived from a group secret; devices sign each request.
+    Derived,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +276,15 @@ pub struct OnboardingSettings {
     /// Plain keys, or `sha256:<hex>` digests of keys.
     pub enrollment_keys: KeyList,
     pub enrollment_keys_file: Option<PathBuf>,
+    /// The secret device keys are derived from (`derived` mode), at least 32 bytes.
+    pub group_secret: Option<Secret>,
+    pub group_secret_file: Option<PathBuf>,
+    /// How far a device's clock may be from ours (`derived` mode).
+    pub clock_skew_seconds: u64,
+    /// Only device ids matching this regular expression (whole id) may onboard.
+    pub device_id_pattern: Option<String>,
+    /// Only device ids listed in this file (one per line) may onboard.
+    pub device_allowlist_file: Option<PathBuf>,
 }
 
 impl Default for OnboardingSettings {
@@ -195,6 +293,11 @@ impl Default for OnboardingSettings {
             mode: OnboardingMode::Key,
             enrollment_keys: KeyList::default(),
             enrollment_keys_file: None,
+            group_secret: None,
+            group_secret_file: None,
+            clock_skew_seconds: 300,
+            device_id_pattern: None,
+            device_allowlist_file: None,
         }
     }
 }
@@ -293,6 +396,17 @@ impl<'de> Deserialize<'de> for KeyList {
                 .map(Secret)
                 .collect(),
         ))
+    }
+}
+
+/// Plain strings given either as a TOML array or as one comma-separated string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct List(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let keys = KeyList::deserialize(deserializer)?;
+        Ok(List(keys.0.into_iter().map(|s| s.0).collect()))
     }
 }
 
@@ -416,6 +530,12 @@ impl Settings {
                 "must not contain braces: they are the hash tag around the device id",
             ));
         }
+        if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
+            return Err(ConfigError::key(
+                "server.tls.cert",
+                "set both server.tls.cert and server.tls.key, or neither",
+            ));
+        }
         if let Some(url) = &self.redis.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -461,13 +581,19 @@ impl Provider for LegacyEnv {
             let Ok(value) = std::env::var(var) else {
                 continue;
             };
-            let (section, field) = key.split_once('.').expect("keys are section.field");
-            let entry = root
-                .entry(section.to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
-            if let Value::Dict(_, dict) = entry {
-                dict.insert(field.to_owned(), Value::from(value));
+            let mut path: Vec<&str> = key.split('.').collect();
+            let field = path.pop().expect("keys are section.field");
+            let mut dict = &mut root;
+            for section in path {
+                let entry = dict
+                    .entry(section.to_owned())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                let Value::Dict(_, inner) = entry else {
+                    unreachable!("sections are dictionaries")
+                };
+                dict = inner;
             }
+            dict.insert(field.to_owned(), Value::from(value));
         }
         Ok(Profile::Default.collect(root))
     }

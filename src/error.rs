@@ -23,6 +23,12 @@ pub enum ApiError {
     TokenExpired,
     #[error("the token was issued for another device")]
     DeviceMismatch,
+    #[error("this device id may not onboard here")]
+    DeviceNotAllowed,
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     InvalidCsr(String),
     #[error("the CSR's signature does not verify with its own public key")]
@@ -53,6 +59,9 @@ impl ApiError {
             ApiError::TokenInvalid(_) => "token_invalid",
             ApiError::TokenExpired => "token_expired",
             ApiError::DeviceMismatch => "device_mismatch",
+            ApiError::DeviceNotAllowed => "device_not_allowed",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::InvalidCsr(_) => "invalid_csr",
             ApiError::CsrSignatureInvalid => "csr_signature_invalid",
             ApiError::CsrPolicy(_) => "csr_policy_violation",
@@ -77,7 +86,9 @@ impl ResponseError for ApiError {
             | ApiError::TokenInvalid(_)
             | ApiError::TokenExpired
             | ApiError::TokenUsed => StatusCode::UNAUTHORIZED,
-            ApiError::DeviceMismatch => StatusCode::FORBIDDEN,
+            ApiError::DeviceMismatch | ApiError::DeviceNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +108,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::StorageUnavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+            }
+            ApiError::RateLimited(seconds) => {
+                response.insert_header((header::RETRY_AFTER, *seconds));
             }
             ApiError::Unauthorized(_)
             | ApiError::TokenInvalid(_)

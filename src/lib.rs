@@ -2,9 +2,13 @@
 //!
 //! A device asks [`api`] for a single-use provisioning token ([`token`]), kept in a
 //! [`store`] (Redis, or memory by policy); it then trades the token and a CSR for a
-//! certificate signed by the [`ca`]. [`startup`] wires the parts from [`config`].
+//! certificate signed by the [`ca`]. [`auth`] decides who may onboard, [`ratelimit`]
+//! how often; [`metrics`] and [`audit`] say what happened. [`startup`] wires the parts
+//! from [`config`]. The fleet side ([`cli`], [`client`], [`device`]) lives in the same
+//! crate.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod ca;
 pub mod cli;
@@ -15,6 +19,9 @@ pub mod device;
 pub mod domain;
 pub mod error;
 pub mod fsutil;
+pub mod metrics;
+pub mod net;
+pub mod ratelimit;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

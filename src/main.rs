@@ -1,25 +1,45 @@
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use provisiond::auth::derived;
 use provisiond::ca::CertificateAuthority;
-use provisiond::cli::{CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, enroll};
+use provisiond::cli::{CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, enroll, exit};
 use provisiond::config::{Overrides, Settings};
+use provisiond::domain::DeviceId;
 use provisiond::startup::Application;
-use provisiond::telemetry;
+use provisiond::{fsutil, telemetry};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
     let result = match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Ca(CaCommand::Init { config, force })) => {
-            ca_init(config.config.as_deref(), force)
+        Some(command) => {
+            telemetry::init(telemetry::format_from_env());
+            match command {
+                Command::Ca(CaCommand::Init { config, force }) => {
+                    ca_init(config.config.as_deref(), force)
+                }
+                Command::Ca(CaCommand::ServerCert {
+                    config,
+                    dns,
+                    ip,
+                    days,
+                    cert_out,
+                    key_out,
+                }) => server_cert(config.config.as_deref(), &dns, &ip, days, cert_out, key_out),
+                Command::DeriveKey { config, device_id } => {
+                    derive_key(config.config.as_deref(), &device_id)
+                }
+                Command::Enroll(args) => return fleet(enroll(&args).await),
+                Command::Bulk(args) => return fleet(bulk(&args).await),
+                Command::Bench(args) => return fleet(bench(&args).await),
+                Command::Serve(_) => unreachable!("handled above"),
+            }
         }
-        Some(Command::Enroll(args)) => return fleet(enroll(&args).await),
-        Some(Command::Bulk(args)) => return fleet(bulk(&args).await),
-        Some(Command::Bench(args)) => return fleet(bench(&args).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +62,7 @@ fn fleet(result: Result<u8, CliError>) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.config.as_deref(), &args.overrides())?;
+    telemetry::init(settings.log.format);
     Application::build(settings)
         .await?
         .run_until_stopped()
@@ -49,7 +70,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ca_init(config: Option<&std::path::Path>, force: bool) -> anyhow::Result<()> {
+fn ca_init(config: Option<&Path>, force: bool) -> anyhow::Result<()> {
     let settings = Settings::load(config, &Overrides::default())?;
     let dir = &settings.ca.dir;
     if CertificateAuthority::init(dir, &settings.ca.common_name, force)? {
@@ -63,6 +84,49 @@ fn ca_init(config: Option<&std::path::Path>, force: bool) -> anyhow::Result<()> 
     }
 }
 
+fn server_cert(
+    config: Option<&Path>,
+    dns: &[String],
+    ips: &[IpAddr],
+    days: u32,
+    cert_out: Option<PathBuf>,
+    key_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = Settings::load(config, &Overrides::default())?;
+    let ca = CertificateAuthority::load_or_init(&settings.ca)?;
+    let (chain, key) = ca.issue_server_certificate(dns, ips, days)?;
+    let cert_out = cert_out.unwrap_or_else(|| settings.ca.dir.join("server.crt"));
+    let key_out = key_out.unwrap_or_else(|| settings.ca.dir.join("server.key"));
+    fsutil::replace(&key_out, key.as_bytes(), 0o600)?;
+    fsutil::replace(&cert_out, chain.as_bytes(), 0o644)?;
+    println!("certificate: {}", cert_out.display());
+    println!("key:         {}", key_out.display());
+    println!(
+        "serve with TLS_CERT_FILE={} TLS_KEY_FILE={} (or [server.tls] cert/key)",
+        cert_out.display(),
+        key_out.display()
+    );
+    Ok(())
+}
+
+fn derive_key(config: Option<&Path>, device_id: &str) -> anyhow::Result<()> {
+    let device = DeviceId::parse(device_id).map_err(|e| anyhow::anyhow!("--device-id: {e}"))?;
+    let settings = Settings::load(config, &Overrides::default())?;
+    let secret = Settings::read_secret(
+        settings.onboarding.group_secret.as_ref(),
+        settings.onboarding.group_secret_file.as_deref(),
+        "onboarding.group_secret",
+    )?
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "no group secret: set ONBOARDING_GROUP_SECRET or onboarding.group_secret_file"
+        )
+    })?;
+    let key = derived::device_key(secret.expose().as_bytes(), device.as_str());
+    println!("{}", derived::encode_key(&key));
+    Ok(())
+}
+
 async fn enroll(args: &enroll::EnrollArgs) -> Result<u8, CliError> {
     let enrolled = enroll::run(args).await?;
     println!("key:         {}", enrolled.key.display());
@@ -72,7 +136,7 @@ async fn enroll(args: &enroll::EnrollArgs) -> Result<u8, CliError> {
         "serial {} expires {}",
         enrolled.serial_number, enrolled.expires_at
     );
-    Ok(provisiond::cli::exit::OK)
+    Ok(exit::OK)
 }
 
 async fn bulk(args: &bulk::BulkArgs) -> Result<u8, CliError> {
@@ -91,5 +155,5 @@ async fn bench(args: &bench::BenchArgs) -> Result<u8, CliError> {
     } else {
         bench::print_table(&report);
     }
-    Ok(provisiond::cli::exit::OK)
+    Ok(exit::OK)
 }

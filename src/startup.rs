@@ -8,17 +8,25 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::auth::OnboardingAuth;
+use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
-use crate::config::{ConfigError, FallbackPolicy, Settings};
+use crate::config::{ConfigError, FallbackPolicy, Secret, Settings, TlsSettings};
 use crate::fsutil;
+use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
+use crate::ratelimit::RateLimits;
 use crate::store::{FallbackStore, MemoryStore, RedisConfig, RedisStore};
 use crate::token::{MIN_SECRET_LEN, TokenService};
 
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
+
+/// How often idle rate-limit entries are forgotten.
+const RATE_LIMIT_CLEANUP: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
@@ -51,22 +59,43 @@ impl Application {
             settings.tokens.ttl(),
         );
         let onboarding = OnboardingAuth::from_settings(&settings.onboarding, certs_dir)?;
+        let policy = DevicePolicy::from_settings(&settings.onboarding)?;
+        let admin = KeyDigests::load(
+            &settings.admin.keys,
+            settings.admin.keys_file.as_deref(),
+            "admin.keys",
+        )?;
+        let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)?;
+        let tls = tls_config(&settings.server.tls)?;
+        let metrics = Arc::new(Metrics::new());
+        let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
         let memory = Arc::new(MemoryStore::new());
-        let mut tasks = vec![memory.spawn_sweeper(Duration::from_secs_f64(
-            settings.memory.sweep_interval_seconds,
-        ))];
+        let mut tasks = vec![
+            memory.spawn_sweeper(
+                Duration::from_secs_f64(settings.memory.sweep_interval_seconds),
+                metrics.clone(),
+            ),
+            tokio::spawn(forget_idle_limits(Arc::downgrade(&limits))),
+        ];
         let redis = if settings.redis.enabled {
-            let (redis, redis_tasks) =
-                RedisStore::connect(RedisConfig::from_settings(&settings.redis)?)
-                    .await
-                    .map_err(|e| ConfigError::key("redis.url", e))?;
+            let (redis, redis_tasks) = RedisStore::connect(
+                RedisConfig::from_settings(&settings.redis)?,
+                metrics.clone(),
+            )
+            .await
+            .map_err(|e| ConfigError::key("redis.url", e))?;
             tasks.extend(redis_tasks);
             Some(redis)
         } else {
             None
         };
-        let store = Arc::new(FallbackStore::new(redis, memory, settings.redis.fallback));
+        let store = Arc::new(FallbackStore::new(
+            redis,
+            memory,
+            settings.redis.fallback,
+            metrics.clone(),
+        ));
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -77,10 +106,10 @@ impl Application {
             })?;
         let address = listener.local_addr()?;
 
-        if onboarding.is_open() {
+        if matches!(onboarding, OnboardingAuth::Open) {
             tracing::warn!(
                 "ONBOARDING IS OPEN: anyone who can reach this server can get a device \
-                 certificate. Set onboarding.mode = \"key\" (ONBOARDING_MODE=key) for production."
+                 certificate. Set onboarding.mode = \"key\" or \"derived\" for production."
             );
         }
         if settings.redis.enabled && settings.redis.fallback == FallbackPolicy::Memory {
@@ -90,7 +119,9 @@ impl Application {
         }
         tracing::info!(
             %address,
+            tls = tls.is_some(),
             storage = store.mode().as_str(),
+            onboarding = onboarding.mode(),
             ca = ca.subject(),
             token_ttl_seconds = settings.tokens.ttl_seconds,
             "provisiond listening"
@@ -101,8 +132,14 @@ impl Application {
             tokens,
             ca,
             onboarding,
+            policy,
+            admin,
+            limits,
+            proxies,
+            metrics,
             started: Instant::now(),
             body_limit: settings.server.body_limit_bytes,
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -116,7 +153,15 @@ impl Application {
         })
         .workers(workers)
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)
-        .listen(listener)?
+        .client_request_timeout(Duration::from_millis(
+            settings.server.request_head_timeout_ms,
+        ))
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds));
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        }
         .run();
 
         Ok(Self {
@@ -135,15 +180,60 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until SIGTERM or SIGINT (or a stop through the handle): then stops
+    /// accepting, lets requests in flight finish for up to
+    /// `server.shutdown_timeout_seconds`, and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let _background = self.background;
         self.server.await
     }
 }
 
+async fn forget_idle_limits(limits: std::sync::Weak<RateLimits>) {
+    loop {
+        tokio::time::sleep(RATE_LIMIT_CLEANUP).await;
+        let Some(limits) = limits.upgrade() else {
+            return;
+        };
+        limits.forget_idle();
+    }
+}
+
+/// The rustls configuration for `server.tls`, if it is set.
+fn tls_config(tls: &TlsSettings) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::key("server.tls.cert", format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(ConfigError::key(
+            "server.tls.cert",
+            format!("{} holds no certificate", cert.display()),
+        )
+        .into());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            ConfigError::key(
+                "server.tls.key",
+                format!("does not fit the certificate: {e}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(config))
+}
+
 /// The configured secret, or the one kept in `<certs>/jwt.secret` (made on first start),
 /// so that a restart, or another instance sharing `certs/`, accepts the same tokens.
-fn jwt_secret(settings: &Settings) -> Result<crate::config::Secret, ConfigError> {
+fn jwt_secret(settings: &Settings) -> Result<Secret, ConfigError> {
     let configured = Settings::read_secret(
         settings.tokens.jwt_secret.as_ref(),
         settings.tokens.jwt_secret_file.as_deref(),
@@ -160,7 +250,7 @@ fn jwt_secret(settings: &Settings) -> Result<crate::config::Secret, ConfigError>
             if created {
                 tracing::info!(path = %path.display(), "generated a JWT secret");
             }
-            crate::config::Secret::new(secret)
+            Secret::new(secret)
         }
     };
     if secret.expose().len() < MIN_SECRET_LEN {

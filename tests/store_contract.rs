@@ -87,7 +87,9 @@ async fn the_redis_store_keeps_the_contract() {
         health_check_interval: Duration::from_millis(200),
         count_interval: Duration::from_secs(60),
     };
-    let (store, _tasks) = RedisStore::connect(config).await.unwrap();
+    let (store, _tasks) = RedisStore::connect(config, Default::default())
+        .await
+        .unwrap();
     contract(store).await;
 }
 
@@ -112,7 +114,9 @@ async fn the_redis_store_counts_without_keys_and_respects_its_prefix() {
         health_check_interval: Duration::from_millis(200),
         count_interval: Duration::from_millis(100),
     };
-    let (store, _tasks) = RedisStore::connect(config).await.unwrap();
+    let (store, _tasks) = RedisStore::connect(config, Default::default())
+        .await
+        .unwrap();
     for i in 0..2500 {
         store
             .issue(&device(&format!("n-{i}")), &Jti::random(), TTL)

@@ -13,7 +13,14 @@ use crate::error::ApiError;
 pub struct JsonBody(Map<String, Value>);
 
 impl JsonBody {
-    pub async fn read(req: &HttpRequest, payload: Payload, limit: usize) -> Result<Self, ApiError> {
+    /// Reads the body, refusing more than `limit` bytes (413) or a body still arriving
+    /// after `timeout` (408): a slow client must not hold a worker's attention forever.
+    pub async fn read(
+        req: &HttpRequest,
+        payload: Payload,
+        limit: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Self, ApiError> {
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -22,10 +29,12 @@ impl JsonBody {
         if declared.is_some_and(|len| len > limit) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let bytes: Bytes = match payload.to_bytes_limited(limit).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => return Err(ApiError::InvalidJson(format!("cannot read body: {e}"))),
-            Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
+        let read = tokio::time::timeout(timeout, payload.to_bytes_limited(limit));
+        let bytes: Bytes = match read.await {
+            Err(_) => return Err(ApiError::RequestTimeout),
+            Ok(Ok(Ok(bytes))) => bytes,
+            Ok(Ok(Err(e))) => return Err(ApiError::InvalidJson(format!("cannot read body: {e}"))),
+            Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(limit)),
         };
         Self::parse(&bytes)
     }

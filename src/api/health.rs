@@ -1,13 +1,56 @@
-//! Probes for operators: `/health` (state and counts), `/livez` and `/readyz`.
+//! Probes for operators: `/health` (state and counts), `/livez`, `/readyz`, `/metrics`.
 
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, web};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::AppState;
 use crate::error::RETRY_AFTER_UNAVAILABLE;
 use crate::store::{StorageMode, TokenStore};
 use crate::timefmt::rfc3339;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, `degraded` (Redis enabled but unreachable; memory serves) or `unavailable`.
+    pub status: &'static str,
+    /// Where new tokens go now: `redis`, `memory` or `unavailable`.
+    pub storage: &'static str,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub redis: RedisHealth,
+    pub memory: MemoryHealth,
+    /// The onboarding mode: `open`, `key` or `derived`.
+    pub onboarding: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisHealth {
+    pub enabled: bool,
+    pub connected: bool,
+    /// Pending `token:` keys as of `countedAt`; null until counted.
+    pub token_count: Option<u64>,
+    /// Pending `device:` keys as of `countedAt`; null until counted.
+    pub device_count: Option<u64>,
+    pub counted_at: Option<String>,
+    /// How long the last count took, in milliseconds.
+    pub count_millis: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryHealth {
+    /// Live tokens held in this instance's memory.
+    pub token_count: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Probe {
+    pub status: &'static str,
+    /// Where new tokens go now (`/readyz` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<&'static str>,
+}
 
 /// Never touches Redis: the counts come from the store's background SCAN, so this
 /// answers in microseconds whatever the number of pending tokens.
@@ -21,31 +64,35 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let redis = match &stats.redis {
         Some(redis) => {
             let counts = redis.counts.as_ref();
-            json!({
-                "enabled": true,
-                "connected": redis.connected,
-                "tokenCount": counts.map(|c| c.tokens),
-                "deviceCount": counts.map(|c| c.devices),
-                "countedAt": counts.map(|c| rfc3339(c.counted_at.into())),
-                "countMillis": counts.map(|c| c.took.as_millis() as u64),
-            })
+            RedisHealth {
+                enabled: true,
+                connected: redis.connected,
+                token_count: counts.map(|c| c.tokens),
+                device_count: counts.map(|c| c.devices),
+                counted_at: counts.map(|c| rfc3339(c.counted_at.into())),
+                count_millis: counts.map(|c| c.took.as_millis() as u64),
+            }
         }
-        None => json!({
-            "enabled": false,
-            "connected": false,
-            "tokenCount": Value::Null,
-            "deviceCount": Value::Null,
-        }),
+        None => RedisHealth {
+            enabled: false,
+            connected: false,
+            token_count: None,
+            device_count: None,
+            counted_at: None,
+            count_millis: None,
+        },
     };
-    let body = json!({
-        "status": status,
-        "storage": stats.mode.as_str(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "redis": redis,
-        "memory": { "tokenCount": stats.memory_tokens },
-        "onboarding": if state.onboarding.is_open() { "open" } else { "key" },
-    });
+    let body = Health {
+        status,
+        storage: stats.mode.as_str(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        redis,
+        memory: MemoryHealth {
+            token_count: stats.memory_tokens,
+        },
+        onboarding: state.onboarding.mode(),
+    };
     if stats.mode == StorageMode::Unavailable {
         HttpResponse::ServiceUnavailable()
             .insert_header((RETRY_AFTER, RETRY_AFTER_UNAVAILABLE))
@@ -56,7 +103,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn livez() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Probe {
+        status: "ok",
+        storage: None,
+    })
 }
 
 /// Ready when some store can take tokens under the configured policy.
@@ -64,7 +114,24 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.mode() {
         StorageMode::Unavailable => HttpResponse::ServiceUnavailable()
             .insert_header((RETRY_AFTER, RETRY_AFTER_UNAVAILABLE))
-            .json(json!({ "status": "unavailable", "storage": "unavailable" })),
-        mode => HttpResponse::Ok().json(json!({ "status": "ready", "storage": mode.as_str() })),
+            .json(Probe {
+                status: "unavailable",
+                storage: Some("unavailable"),
+            }),
+        mode => HttpResponse::Ok().json(Probe {
+            status: "ready",
+            storage: Some(mode.as_str()),
+        }),
     }
+}
+
+/// Prometheus metrics, OpenMetrics text.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mode = state.store.mode();
+    state.metrics.set_storage_mode(mode.as_str());
+    let connected = state.store.stats().await.redis.is_some_and(|r| r.connected);
+    state.metrics.redis_connected.set(i64::from(connected));
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
 }

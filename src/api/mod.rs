@@ -1,24 +1,31 @@
 //! The HTTP API: the whole URL map, the shared state, and the request logger.
 
+mod admin;
 mod body;
 mod ca;
 mod health;
 mod onboarding;
+pub mod openapi;
 mod sign_csr;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::auth::OnboardingAuth;
+use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
+use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::metrics::{Metrics, RouteLabels, ScopeLabel};
+use crate::net::TrustedProxies;
+use crate::ratelimit::RateLimits;
 use crate::store::FallbackStore;
 use crate::token::TokenService;
 
@@ -27,17 +34,72 @@ pub struct AppState {
     pub tokens: TokenService,
     pub ca: CertificateAuthority,
     pub onboarding: OnboardingAuth,
+    pub policy: DevicePolicy,
+    pub admin: KeyDigests,
+    pub limits: Arc<RateLimits>,
+    pub proxies: TrustedProxies,
+    pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub body_limit: usize,
+    pub body_timeout: Duration,
 }
+
+impl AppState {
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.proxies.client_ip(req)
+    }
+
+    fn limit_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match ip {
+            Some(ip) => self.counted(self.limits.check_ip(ip), "ip"),
+            None => Ok(()),
+        }
+    }
+
+    fn limit_device(&self, device: &DeviceId) -> Result<(), ApiError> {
+        self.counted(self.limits.check_device(device), "device")
+    }
+
+    fn counted(&self, check: Result<(), ApiError>, scope: &'static str) -> Result<(), ApiError> {
+        if check.is_err() {
+            self.metrics
+                .rate_limited
+                .get_or_create(&ScopeLabel { scope })
+                .inc();
+        }
+        check
+    }
+}
+
+/// Every route, as the OpenAPI document must list it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/v1/onboarding"),
+    ("post", "/api/v1/sign-csr"),
+    ("get", "/api/v1/ca"),
+    ("get", "/api/v1/devices/{device_id}"),
+    ("delete", "/api/v1/devices/{device_id}/token"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/health"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/api/v1/onboarding", onboarding::onboarding))
         .service(post("/api/v1/sign-csr", sign_csr::sign_csr))
         .service(get("/api/v1/ca", ca::ca_certificate))
+        .service(get("/api/v1/devices/{device_id}", admin::device_status))
+        .service(
+            web::resource("/api/v1/devices/{device_id}/token")
+                .route(web::delete().to(admin::revoke_token))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(get("/api/v1/openapi.json", openapi::document))
         .service(get("/health", health::health))
         .service(get("/livez", health::livez))
         .service(get("/readyz", health::readyz))
+        .service(get("/metrics", health::metrics))
         .default_service(web::to(|| async { ApiError::NotFound.into_response() }));
 }
 
@@ -75,7 +137,8 @@ impl ApiError {
 }
 
 /// One log line per request, carrying the device id and a short token id that the
-/// handlers record on the request's span. Probes log at debug level only.
+/// handlers record on the request's span, and the request's latency in the metrics.
+/// Probes log at debug level only.
 pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -89,11 +152,29 @@ pub async fn log_requests(
         serial = Empty,
         key_type = Empty,
     );
-    let probe = matches!(req.path(), "/health" | "/livez" | "/readyz");
+    let probe = matches!(req.path(), "/health" | "/livez" | "/readyz" | "/metrics");
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let started = Instant::now();
     let response = next.call(req).instrument(span.clone()).await?;
+    let took = started.elapsed();
     let status = response.status().as_u16();
-    let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    if let Some(metrics) = metrics {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        metrics
+            .http_request_duration
+            .get_or_create(&RouteLabels {
+                route,
+                method: response.request().method().to_string(),
+                status,
+            })
+            .observe(took.as_secs_f64());
+    }
+    let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
     let error = response
         .response()
         .error()

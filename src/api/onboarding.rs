@@ -1,24 +1,54 @@
 //! `POST /api/v1/onboarding`: a single-use provisioning token for a device.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
 use tracing::Span;
 
 use super::AppState;
 use super::body::JsonBody;
+use crate::audit;
+use crate::auth::{OnboardingAuth, authorization};
 use crate::error::ApiError;
 use crate::store::{StoreError, TokenStore};
 use crate::timefmt::rfc3339_now;
+use crate::token::unix_now;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OnboardingResponse {
+    pub success: bool,
+    /// The JWT to send to sign-csr as `Authorization: Bearer <token>`; single use.
+    pub provisioning_token: String,
+    /// Seconds the token stays valid.
+    pub expires_in: u64,
+    pub timestamp: String,
+}
 
 pub async fn onboarding(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.onboarding.check(&req)?;
-    let body = JsonBody::read(&req, payload, state.body_limit).await?;
+    let client = state.client_ip(&req);
+    state.limit_ip(client)?;
+    state.onboarding.check_key(&req)?;
+    let body = JsonBody::read(&req, payload, state.body_limit, state.body_timeout).await?;
     let device = body.device_id()?;
     Span::current().record("device_id", device.as_str());
+    state.limit_device(&device)?;
+    if let OnboardingAuth::Derived(keys) = &state.onboarding {
+        let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
+        let fresh = state
+            .store
+            .first_use(&device, ts, keys.replay_window())
+            .await
+            .map_err(storage_error)?;
+        if !fresh {
+            return Err(ApiError::Unauthorized(
+                "this device signature was already used; sign a new timestamp",
+            ));
+        }
+    }
+    state.policy.check(&device)?;
 
     let issued = state.tokens.issue(&device)?;
     Span::current().record("jti", issued.jti.short());
@@ -27,13 +57,15 @@ pub async fn onboarding(
         .issue(&device, &issued.jti, state.tokens.ttl())
         .await
         .map_err(storage_error)?;
+    state.metrics.tokens_issued.inc();
+    audit::token_issued(&device, &issued.jti, client);
 
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "provisioning_token": issued.token,
-        "expires_in": issued.expires_at - issued.issued_at,
-        "timestamp": rfc3339_now(),
-    })))
+    Ok(HttpResponse::Ok().json(OnboardingResponse {
+        success: true,
+        provisioning_token: issued.token,
+        expires_in: issued.expires_at - issued.issued_at,
+        timestamp: rfc3339_now(),
+    }))
 }
 
 pub fn storage_error(e: StoreError) -> ApiError {

@@ -3,35 +3,79 @@
 //! The checks run in the order of the design, so that nothing a client gets wrong
 //! burns its token: only a request that would be signed consumes it.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
+use std::net::IpAddr;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde::Serialize;
 use tracing::Span;
 
 use super::AppState;
 use super::body::JsonBody;
 use super::onboarding::storage_error;
+use crate::audit;
 use crate::auth::bearer;
 use crate::ca::check_csr;
 use crate::error::ApiError;
+use crate::metrics::{KeyTypeLabel, ReasonLabel};
 use crate::store::{ConsumeOutcome, TokenStore};
 use crate::timefmt::{rfc3339, rfc3339_now};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignCsrResponse {
+    pub success: bool,
+    /// The device certificate, PEM.
+    pub certificate: String,
+    /// The CA chain, PEM, issuing CA first.
+    pub ca_certificate: String,
+    /// Upper-case hex.
+    pub serial_number: String,
+    pub expires_at: String,
+    pub timestamp: String,
+}
 
 pub async fn sign_csr(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let client = state.client_ip(&req);
+    let mut device_seen = None;
+    let result = sign(&req, payload, &state, client, &mut device_seen).await;
+    if let Err(e) = &result
+        && e.status_code().is_client_error()
+    {
+        state
+            .metrics
+            .tokens_rejected
+            .get_or_create(&ReasonLabel { reason: e.code() })
+            .inc();
+        audit::token_rejected(device_seen.as_deref(), e.code(), client);
+    }
+    result
+}
+
+async fn sign(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    client: Option<IpAddr>,
+    device_seen: &mut Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.limit_ip(client)?;
+
     // 1. A valid JWT.
-    let token = bearer(&req).ok_or(ApiError::TokenInvalid(
+    let token = bearer(req).ok_or(ApiError::TokenInvalid(
         "an `Authorization: Bearer <provisioning token>` header is required",
     ))?;
     let claims = state.tokens.verify(token)?;
     Span::current().record("jti", claims.jti.short());
 
     // 2. Issued for this device.
-    let body = JsonBody::read(&req, payload, state.body_limit).await?;
+    let body = JsonBody::read(req, payload, state.body_limit, state.body_timeout).await?;
     let device = body.device_id()?;
     Span::current().record("device_id", device.as_str());
+    *device_seen = Some(device.to_string());
+    state.limit_device(&device)?;
     if claims.subject != device.as_str() {
         return Err(ApiError::DeviceMismatch);
     }
@@ -52,20 +96,35 @@ pub async fn sign_csr(
         ConsumeOutcome::Consumed => {}
         ConsumeOutcome::NotFound => return Err(ApiError::TokenUsed),
     }
+    state.metrics.tokens_consumed.inc();
+    audit::token_consumed(&device, &claims.jti, client);
 
     // 6. Sign.
     let cert = state
         .ca
         .issue(&device, &key)
         .map_err(|e| anyhow::anyhow!("signing failed after the token was consumed: {e}"))?;
+    let key_type = key.key_type().to_string();
     Span::current().record("serial", cert.serial_hex.as_str());
-    Span::current().record("key_type", tracing::field::display(key.key_type()));
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "certificate": cert.pem,
-        "ca_certificate": state.ca.chain_pem(),
-        "serial_number": cert.serial_hex,
-        "expires_at": rfc3339(cert.not_after),
-        "timestamp": rfc3339_now(),
-    })))
+    Span::current().record("key_type", key_type.as_str());
+    audit::certificate_issued(
+        &device,
+        &cert.serial_hex,
+        &key_type,
+        &cert.fingerprint_sha256,
+        client,
+    );
+    state
+        .metrics
+        .certificates_issued
+        .get_or_create(&KeyTypeLabel { key_type })
+        .inc();
+    Ok(HttpResponse::Ok().json(SignCsrResponse {
+        success: true,
+        certificate: cert.pem,
+        ca_certificate: state.ca.chain_pem().to_owned(),
+        serial_number: cert.serial_hex,
+        expires_at: rfc3339(cert.not_after),
+        timestamp: rfc3339_now(),
+    }))
 }

@@ -36,6 +36,9 @@ pub struct IssuedCertificate {
     /// Upper-case hex, as `openssl x509 -serial` prints it.
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
+    /// SHA-256 of the DER, lower-case hex (as `openssl x509 -fingerprint -sha256`,
+    /// without colons).
+    pub fingerprint_sha256: String,
 }
 
 impl CertificateAuthority {
@@ -110,7 +113,53 @@ impl CertificateAuthority {
             pem: cert.pem(),
             serial_hex,
             not_after,
+            fingerprint_sha256: hex::encode(crate::crypto::sha256(cert.der())),
         })
+    }
+}
+
+impl CertificateAuthority {
+    /// A TLS server certificate for the API itself, from this CA: a new P-256 key,
+    /// serverAuth, the names given as SANs. Answers (chain PEM, leaf first; key PEM).
+    pub fn issue_server_certificate(
+        &self,
+        dns: &[String],
+        ips: &[std::net::IpAddr],
+        days: u32,
+    ) -> Result<(String, String), rcgen::Error> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        let cn = dns
+            .first()
+            .cloned()
+            .or_else(|| ips.first().map(|ip| ip.to_string()))
+            .unwrap_or_default();
+        name.push(DnType::CommonName, cn);
+        params.distinguished_name = name;
+        for host in dns {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::DnsName(host.clone().try_into()?));
+        }
+        for ip in ips {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = (now + time::Duration::days(days.into())).min(self.not_after);
+        params.serial_number = Some(random_serial().0);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.chain_pem),
+            key.serialize_pem(),
+        ))
     }
 }
 

@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use super::{CliError, ServerArgs};
-use crate::client::{ApiClient, ClientError};
+use crate::client::{ApiClient, ClientError, Credential};
 use crate::device::{DeviceKey, KeyKind};
 
 /// Distinct keys and CSRs prepared; flows beyond this reuse them with new device ids.
@@ -414,8 +414,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         next: AtomicUsize::new(0),
     };
     if args.scenario == Scenario::SignCsr {
-        let client = ApiClient::new(&args.server.server, args.concurrency.into())
-            .map_err(|e| CliError::Failed(e.into()))?;
+        let client = args.server.client(args.concurrency.into())?;
         // Tokens are taken at a good clip whatever the concurrency under test.
         let takers = usize::from(args.concurrency).max(64);
         plan.tokens = take_tokens(&plan, &client, args.devices, takers).await?;
@@ -481,7 +480,8 @@ async fn take_tokens(
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, key) = (client.clone(), plan.enrollment_key.clone());
+        let client = client.clone();
+        let credential = Credential::enrollment_key(plan.enrollment_key.clone());
         let (devices, next) = (devices.clone(), next.clone());
         workers.spawn(async move {
             let mut taken = Vec::new();
@@ -491,7 +491,7 @@ async fn take_tokens(
                     return Ok::<_, ClientError>(taken);
                 };
                 let token = client
-                    .onboard(device, key.as_deref())
+                    .onboard(device, &credential)
                     .await?
                     .provisioning_token;
                 taken.push((n, token));

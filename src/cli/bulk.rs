@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::files::DeviceFiles;
 use super::{CliError, EXIT_CODES_HELP, ServerArgs};
-use crate::client::{ApiClient, ClientError};
+use crate::client::{ApiClient, ClientError, Credential};
 use crate::device::{DeviceKey, KeyKind, verify_issued};
 use crate::domain::DeviceId;
 use crate::fsutil;
@@ -101,12 +101,12 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
             .with_context(|| format!("cannot create {}", args.out.display()))
             .map_err(CliError::LocalIo)?,
     );
-    let client = ApiClient::new(&args.server.server, args.concurrency.into())
-        .map_err(|e| CliError::Failed(e.into()))?;
+    let client = args.server.client(args.concurrency.into())?;
     let job = Arc::new(Job {
         client,
         files: files.clone(),
-        enrollment_key: args.server.enrollment_key.clone(),
+        credential: Credential::enrollment_key(args.server.enrollment_key.clone()),
+        pinned_ca: args.server.pinned_ca()?,
         key_type: args.key_type,
         max_attempts: args.max_attempts.max(1),
         retries: AtomicU64::new(0),
@@ -240,7 +240,8 @@ fn device_list(args: &BulkArgs) -> anyhow::Result<Vec<String>> {
 struct Job {
     client: ApiClient,
     files: Arc<DeviceFiles>,
-    enrollment_key: Option<String>,
+    credential: Credential,
+    pinned_ca: Option<String>,
     key_type: KeyKind,
     max_attempts: u32,
     retries: AtomicU64,
@@ -260,7 +261,7 @@ impl Job {
             .csr_pem(Some(id))
             .map_err(|e| ("key_generation".to_owned(), e.to_string()))?;
         let onboarded = self
-            .patiently(|| self.client.onboard(id, self.enrollment_key.as_deref()))
+            .patiently(|| self.client.onboard(id, &self.credential))
             .await?;
         let signed = self
             .patiently(|| {
@@ -268,7 +269,8 @@ impl Job {
                     .sign_csr(&onboarded.provisioning_token, id, &csr)
             })
             .await?;
-        verify_issued(&signed.certificate, &signed.ca_certificate, &key, id)
+        let trusted = self.pinned_ca.as_deref().unwrap_or(&signed.ca_certificate);
+        verify_issued(&signed.certificate, trusted, &key, id)
             .map_err(|e| ("certificate_not_verified".to_owned(), e.to_string()))?;
         self.files
             .write(

@@ -7,7 +7,8 @@ use clap::Args;
 
 use super::files::DeviceFiles;
 use super::{CliError, EXIT_CODES_HELP, ServerArgs};
-use crate::client::{ApiClient, Signed};
+use crate::auth::derived;
+use crate::client::{Credential, Signed};
 use crate::device::{DeviceKey, KeyKind, verify_issued};
 
 #[derive(Debug, Clone, Args)]
@@ -24,9 +25,14 @@ pub struct EnrollArgs {
     /// Directory for <id>.key, <id>.crt and ca.crt
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
-    /// Trust only this CA (PEM) when checking the certificate, not the one the server sends
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
+    /// The device's own key (base64url), for servers in `derived` onboarding mode
+    #[arg(
+        long,
+        env = "PROVISIOND_DEVICE_KEY",
+        hide_env_values = true,
+        conflicts_with = "enrollment_key"
+    )]
+    pub device_key: Option<String>,
     /// Overwrite existing files
     #[arg(long)]
     pub force: bool,
@@ -53,16 +59,16 @@ pub async fn run(args: &EnrollArgs) -> Result<Enrolled, CliError> {
             existing[0].display()
         )));
     }
-    let pinned_ca = match &args.ca_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))
-                .map_err(CliError::LocalIo)?,
-        ),
-        None => None,
+    let pinned_ca = args.server.pinned_ca()?;
+    let credential = match &args.device_key {
+        Some(key) => Credential::DeviceKey(derived::decode_key(key).ok_or_else(|| {
+            CliError::Failed(anyhow::anyhow!(
+                "--device-key is not a base64url 32-byte key"
+            ))
+        })?),
+        None => Credential::enrollment_key(args.server.enrollment_key.clone()),
     };
-
-    let client = ApiClient::new(&args.server.server, 1).map_err(|e| CliError::Failed(e.into()))?;
+    let client = args.server.client(1)?;
     // Refuse a CA change before spending a token on it.
     if files.ca_path().exists() && !args.force && files.ca_differs(&client.ca().await?) {
         return Err(CliError::LocalIo(anyhow::anyhow!(
@@ -75,9 +81,7 @@ pub async fn run(args: &EnrollArgs) -> Result<Enrolled, CliError> {
     let csr = key
         .csr_pem(Some(&args.device_id))
         .map_err(|e| CliError::Failed(e.into()))?;
-    let onboarded = client
-        .onboard(&args.device_id, args.server.enrollment_key.as_deref())
-        .await?;
+    let onboarded = client.onboard(&args.device_id, &credential).await?;
     let signed: Signed = client
         .sign_csr(&onboarded.provisioning_token, &args.device_id, &csr)
         .await?;

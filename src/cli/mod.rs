@@ -42,6 +42,14 @@ pub enum Command {
     Bulk(bulk::BulkArgs),
     /// Measure a server: the full flow at a fixed concurrency.
     Bench(bench::BenchArgs),
+    /// Print a device's key for the factory line (`derived` onboarding).
+    DeriveKey {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The device's id
+        #[arg(long)]
+        device_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,6 +90,26 @@ pub enum CaCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Issue a TLS server certificate from the local CA (for server.tls).
+    ServerCert {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// DNS name(s) the server answers to (the first is also the CN)
+        #[arg(long = "dns", required_unless_present = "ip")]
+        dns: Vec<String>,
+        /// IP address(es) the server answers to
+        #[arg(long = "ip")]
+        ip: Vec<std::net::IpAddr>,
+        /// Days of validity
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+        /// Where to write the certificate chain [default: <certs>/server.crt]
+        #[arg(long)]
+        cert_out: Option<PathBuf>,
+        /// Where to write the key [default: <certs>/server.key]
+        #[arg(long)]
+        key_out: Option<PathBuf>,
+    },
 }
 
 /// Where the fleet commands find the server and the enrollment key.
@@ -97,6 +125,31 @@ pub struct ServerArgs {
     /// Enrollment key for servers in `key` onboarding mode
     #[arg(long, env = "PROVISIOND_ENROLLMENT_KEY", hide_env_values = true)]
     pub enrollment_key: Option<String>,
+    /// CA certificate(s), PEM, to trust: for HTTPS to the server, and as the only CA a
+    /// device certificate may chain to (instead of the one the server sends)
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The pinned CA, if any.
+    pub fn pinned_ca(&self) -> Result<Option<String>, CliError> {
+        self.ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|e| {
+                    CliError::LocalIo(anyhow::anyhow!("cannot read {}: {e}", path.display()))
+                })
+            })
+            .transpose()
+    }
+
+    /// A client for the server, trusting the pinned CA for HTTPS too.
+    pub fn client(&self, connections: usize) -> Result<crate::client::ApiClient, CliError> {
+        let roots = self.pinned_ca()?.unwrap_or_default();
+        crate::client::ApiClient::with_roots(&self.server, connections, roots.as_bytes())
+            .map_err(|e| CliError::Failed(e.into()))
+    }
 }
 
 /// Exit codes of the fleet commands (also listed in their `--help`).

@@ -10,7 +10,7 @@
 //! until it is used or expires. Issuing into Redis drops the device's memory entry.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -20,11 +20,13 @@ use super::{
 };
 use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
+use crate::metrics::Metrics;
 
 pub struct FallbackStore {
     redis: Option<Arc<RedisStore>>,
     memory: Arc<MemoryStore>,
     policy: FallbackPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl FallbackStore {
@@ -32,12 +34,32 @@ impl FallbackStore {
         redis: Option<Arc<RedisStore>>,
         memory: Arc<MemoryStore>,
         policy: FallbackPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             redis,
             memory,
             policy,
+            metrics,
         }
+    }
+
+    /// Runs a Redis operation, timing it.
+    async fn timed<T>(&self, operation: &'static str, op: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let answer = op.await;
+        self.metrics
+            .observe_store("redis", operation, started.elapsed());
+        answer
+    }
+
+    /// Runs a memory operation, timing it.
+    fn timed_memory<T>(&self, operation: &'static str, op: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let answer = op();
+        self.metrics
+            .observe_store("memory", operation, started.elapsed());
+        answer
     }
 
     /// Redis, when it is switched on and was reachable at the last look.
@@ -77,7 +99,7 @@ impl FallbackStore {
 impl TokenStore for FallbackStore {
     async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError> {
         if let Some(redis) = self.live_redis() {
-            match redis.issue(device, jti, ttl).await {
+            match self.timed("issue", redis.issue(device, jti, ttl)).await {
                 Ok(()) => {
                     self.memory.remove(device);
                     return Ok(());
@@ -91,19 +113,21 @@ impl TokenStore for FallbackStore {
         if !self.memory_allowed() {
             return Err(unreachable());
         }
-        self.memory.insert(device, jti, ttl);
+        self.timed_memory("issue", || self.memory.insert(device, jti, ttl));
         Ok(())
     }
 
     async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError> {
-        match self.memory.take(device, jti) {
+        match self.timed_memory("consume", || self.memory.take(device, jti)) {
             Take::Consumed => return Ok(ConsumeOutcome::Consumed),
             Take::Replaced => return Ok(ConsumeOutcome::NotFound),
             Take::Absent => {}
         }
         match &self.redis {
             None => Ok(ConsumeOutcome::NotFound),
-            Some(redis) if redis.is_connected() => redis.consume(device, jti).await,
+            Some(redis) if redis.is_connected() => {
+                self.timed("consume", redis.consume(device, jti)).await
+            }
             Some(_) => Err(unreachable()),
         }
     }
@@ -117,6 +141,24 @@ impl TokenStore for FallbackStore {
             }
             Some(_) => Err(unreachable()),
         }
+    }
+
+    async fn first_use(
+        &self,
+        device: &DeviceId,
+        nonce: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        if let Some(redis) = self.live_redis() {
+            match redis.first_use(device, nonce, ttl).await {
+                Err(StoreError::Unreachable(_)) if self.memory_allowed() => {}
+                answer => return answer,
+            }
+        }
+        if !self.memory_allowed() {
+            return Err(unreachable());
+        }
+        Ok(self.memory.remember(device, nonce, ttl))
     }
 
     async fn stats(&self) -> StoreStats {

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::{ConsumeOutcome, StorageMode, StoreError, StoreStats, TokenStore};
 use crate::domain::{DeviceId, Jti};
+use crate::metrics::Metrics;
 
 /// Enough shards that a sweep or a count never holds up a request for long.
 const SHARDS: usize = 64;
@@ -32,12 +33,19 @@ struct Entry {
     expires_ms: u64,
 }
 
+#[derive(Default)]
+struct Shard {
+    tokens: HashMap<DeviceId, Entry>,
+    /// (device, nonce) -> expiry in ms, for [`TokenStore::first_use`].
+    nonces: HashMap<(DeviceId, u64), u64>,
+}
+
 /// Sharded map from device to its one pending token.
 ///
 /// A std `Mutex` is right here: nothing awaits while holding it, and each critical
 /// section is a hash lookup, so an async mutex would only add overhead.
 pub struct MemoryStore {
-    shards: Box<[Mutex<HashMap<DeviceId, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     shard_hasher: RandomState,
     epoch: Instant,
 }
@@ -51,7 +59,7 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_hasher: RandomState::new(),
             epoch: Instant::now(),
         }
@@ -59,7 +67,11 @@ impl MemoryStore {
 
     /// Frees expired entries every `every` until the store is dropped. Expired entries
     /// are already invisible before that; the sweep only returns their memory.
-    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        every: Duration,
+        metrics: Arc<Metrics>,
+    ) -> JoinHandle<()> {
         let store: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -68,6 +80,8 @@ impl MemoryStore {
                 tick.tick().await;
                 let Some(store) = store.upgrade() else { return };
                 let freed = store.sweep();
+                metrics.memory_sweeps.inc();
+                metrics.memory_swept_entries.inc_by(freed as u64);
                 if freed > 0 {
                     tracing::debug!(freed, "memory store sweep");
                 }
@@ -79,7 +93,7 @@ impl MemoryStore {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn shard(&self, device: &DeviceId) -> MutexGuard<'_, HashMap<DeviceId, Entry>> {
+    fn shard(&self, device: &DeviceId) -> MutexGuard<'_, Shard> {
         let index = self.shard_hasher.hash_one(device) as usize % SHARDS;
         // A panic under the lock cannot leave a map half-updated (every update is one
         // insert or remove), so a poisoned shard is still consistent.
@@ -90,7 +104,7 @@ impl MemoryStore {
 
     pub fn insert(&self, device: &DeviceId, jti: &Jti, ttl: Duration) {
         let expires_ms = self.now_ms() + ttl.as_millis() as u64;
-        self.shard(device).insert(
+        self.shard(device).tokens.insert(
             device.clone(),
             Entry {
                 jti: *jti,
@@ -101,14 +115,14 @@ impl MemoryStore {
 
     pub fn take(&self, device: &DeviceId, jti: &Jti) -> Take {
         let now = self.now_ms();
-        let mut shard = self.shard(device);
-        match shard.get(device) {
+        let tokens = &mut self.shard(device).tokens;
+        match tokens.get(device) {
             Some(entry) if entry.expires_ms <= now => {
-                shard.remove(device);
+                tokens.remove(device);
                 Take::Absent
             }
             Some(entry) if entry.jti == *jti => {
-                shard.remove(device);
+                tokens.remove(device);
                 Take::Consumed
             }
             Some(_) => Take::Replaced,
@@ -119,6 +133,7 @@ impl MemoryStore {
     pub fn remove(&self, device: &DeviceId) -> bool {
         let now = self.now_ms();
         self.shard(device)
+            .tokens
             .remove(device)
             .is_some_and(|entry| entry.expires_ms > now)
     }
@@ -127,9 +142,22 @@ impl MemoryStore {
     pub fn expires_in(&self, device: &DeviceId) -> Option<Duration> {
         let now = self.now_ms();
         self.shard(device)
+            .tokens
             .get(device)
             .filter(|entry| entry.expires_ms > now)
             .map(|entry| Duration::from_millis(entry.expires_ms - now))
+    }
+
+    pub fn remember(&self, device: &DeviceId, nonce: u64, ttl: Duration) -> bool {
+        let now = self.now_ms();
+        let nonces = &mut self.shard(device).nonces;
+        match nonces.get(&(device.clone(), nonce)) {
+            Some(expires_ms) if *expires_ms > now => false,
+            _ => {
+                nonces.insert((device.clone(), nonce), now + ttl.as_millis() as u64);
+                true
+            }
+        }
     }
 
     pub fn live_count(&self) -> u64 {
@@ -138,7 +166,7 @@ impl MemoryStore {
             .iter()
             .map(|shard| {
                 let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                shard.values().filter(|e| e.expires_ms > now).count() as u64
+                shard.tokens.values().filter(|e| e.expires_ms > now).count() as u64
             })
             .sum()
     }
@@ -149,9 +177,10 @@ impl MemoryStore {
             .iter()
             .map(|shard| {
                 let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                let before = shard.len();
-                shard.retain(|_, e| e.expires_ms > now);
-                before - shard.len()
+                shard.nonces.retain(|_, expires_ms| *expires_ms > now);
+                let before = shard.tokens.len();
+                shard.tokens.retain(|_, e| e.expires_ms > now);
+                before - shard.tokens.len()
             })
             .sum()
     }
@@ -173,6 +202,15 @@ impl TokenStore for MemoryStore {
 
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
         Ok(self.remove(device))
+    }
+
+    async fn first_use(
+        &self,
+        device: &DeviceId,
+        nonce: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.remember(device, nonce, ttl))
     }
 
     async fn stats(&self) -> StoreStats {

@@ -96,5 +96,14 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Drops the device's pending token; `true` when there was one.
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError>;
 
+    /// Remembers `nonce` for `device` during `ttl`: `true` the first time, `false` for a
+    /// replay. Used to accept each signed onboarding request once.
+    async fn first_use(
+        &self,
+        device: &DeviceId,
+        nonce: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
     async fn stats(&self) -> StoreStats;
 }

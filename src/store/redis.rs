@@ -30,6 +30,7 @@ use super::{
 };
 use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
+use crate::metrics::Metrics;
 use crate::token::unix_now;
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
@@ -91,6 +92,10 @@ impl Keys {
         format!("{}token:{{{device}}}:{jti}", self.prefix)
     }
 
+    fn nonce(&self, device: &DeviceId, nonce: u64) -> String {
+        format!("{}nonce:{{{device}}}:{nonce}", self.prefix)
+    }
+
     fn token_prefix(&self) -> String {
         format!("{}token:", self.prefix)
     }
@@ -136,8 +141,11 @@ pub struct RedisStore {
     issue_script: Script,
     consume_script: Script,
     connected: AtomicBool,
+    /// Whether Redis was ever up: the first connection is not a switch back from memory.
+    ever_connected: AtomicBool,
     counts: Mutex<Option<RedisCounts>>,
     config: RedisConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl RedisStore {
@@ -146,6 +154,7 @@ impl RedisStore {
     /// end when the store is dropped.
     pub async fn connect(
         config: RedisConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), RedisError> {
         let mut info = config.url.as_str().into_connection_info()?;
         let mut settings = info.redis_settings().clone();
@@ -179,8 +188,10 @@ impl RedisStore {
             issue_script: Script::new(include_str!("issue.lua")),
             consume_script: Script::new(include_str!("consume.lua")),
             connected: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
             counts: Mutex::new(None),
             config,
+            metrics,
         });
         match store.ping().await {
             Ok(()) => store.set_connected(true, None),
@@ -228,6 +239,9 @@ impl RedisStore {
 
     fn set_connected(&self, up: bool, error: Option<&RedisError>) {
         if self.connected.swap(up, Ordering::Relaxed) != up {
+            if self.ever_connected.swap(true, Ordering::Relaxed) {
+                self.metrics.storage_fallback_switches.inc();
+            }
             if up {
                 // The workers' connections may still hold the failure from before; the
                 // first request on each would fail again. Give every thread a new one.
@@ -443,6 +457,24 @@ impl TokenStore for RedisStore {
         Err(StoreError::Failed(format!(
             "device {device} is being onboarded by many requests at once"
         )))
+    }
+
+    async fn first_use(
+        &self,
+        device: &DeviceId,
+        nonce: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.nonce(device, nonce))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(set.is_some())
     }
 
     async fn stats(&self) -> StoreStats {

@@ -31,6 +31,9 @@ pub fn test_settings(redis: Option<&RedisServer>, certs: &Path) -> Settings {
     s.redis.connect_timeout_ms = 300;
     s.redis.response_timeout_ms = 1000;
     s.redis.count_interval_seconds = 0.2;
+    // Tests that want rate limits turn them on.
+    s.rate_limit.per_ip_per_minute = 0;
+    s.rate_limit.per_device_per_minute = 0;
     match redis {
         Some(redis) => s.redis.url = Some(redis.url()),
         None => s.redis.enabled = false,

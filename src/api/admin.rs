@@ -1,0 +1,93 @@
+//! Admin endpoints, behind `Authorization: Bearer <admin key>` (`ADMIN_KEYS`): see whether
+//! a device has a pending token, and revoke it.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::AppState;
+use super::onboarding::storage_error;
+use crate::audit;
+use crate::domain::DeviceId;
+use crate::error::ApiError;
+use crate::store::TokenStore;
+use crate::timefmt::rfc3339;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceStatus {
+    pub success: bool,
+    pub device_id: String,
+    /// Whether a provisioning token is pending for the device.
+    pub pending: bool,
+    /// Seconds until the pending token expires.
+    pub expires_in: Option<u64>,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    pub success: bool,
+    pub device_id: String,
+    /// Whether there was a pending token to revoke.
+    pub revoked: bool,
+}
+
+fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    if state.admin.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "the admin API is off: no admin key is configured (ADMIN_KEYS)",
+        ));
+    }
+    if state.admin.accepts(req) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("an admin key is required"))
+    }
+}
+
+fn device(path: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)
+}
+
+pub async fn device_status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let device = device(&path)?;
+    let left = state
+        .store
+        .pending_for(&device)
+        .await
+        .map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(DeviceStatus {
+        success: true,
+        device_id: device.to_string(),
+        pending: left.is_some(),
+        expires_in: left.map(|d| d.as_secs()),
+        expires_at: left.map(|d| rfc3339(time::OffsetDateTime::now_utc() + d)),
+    }))
+}
+
+pub async fn revoke_token(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let device = device(&path)?;
+    let revoked = state
+        .store
+        .revoke_device(&device)
+        .await
+        .map_err(storage_error)?;
+    if revoked {
+        state.metrics.tokens_revoked.inc();
+    }
+    audit::token_revoked(&device, revoked, state.client_ip(&req));
+    Ok(HttpResponse::Ok().json(Revoked {
+        success: true,
+        device_id: device.to_string(),
+        revoked,
+    }))
+}

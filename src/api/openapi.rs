@@ -1,0 +1,205 @@
+//! The OpenAPI 3 document served at `/api/v1/openapi.json`. The operations below are
+//! descriptions only (the handlers live in their own modules); a test keeps this list
+//! equal to [`super::ROUTES`], and CI runs schemathesis against a live server with it.
+
+#![allow(dead_code)]
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::admin::{DeviceStatus, Revoked};
+use super::health::{Health, MemoryHealth, Probe, RedisHealth};
+use super::onboarding::OnboardingResponse;
+use super::sign_csr::SignCsrResponse;
+
+#[derive(Serialize, ToSchema)]
+pub struct OnboardingRequest {
+    /// 1..=128 characters of `[A-Za-z0-9._:-]`.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub device_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignCsrRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub device_id: String,
+    /// PKCS#10 request, PEM, at most 16 KiB.
+    #[schema(max_length = 16384)]
+    pub csr: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_json`, `invalid_device_id`, `unauthorized`,
+    /// `token_invalid`, `token_expired`, `token_used`, `device_mismatch`,
+    /// `device_not_allowed`, `invalid_csr`, `csr_signature_invalid`,
+    /// `csr_policy_violation`, `payload_too_large`, `request_timeout`, `rate_limited`,
+    /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "provisiond",
+        description = "IoT device provisioning: single-use tokens, CSRs signed by a local CA."
+    ),
+    paths(
+        onboarding,
+        sign_csr,
+        ca,
+        device_status,
+        revoke_token,
+        openapi_json,
+        health,
+        livez,
+        readyz,
+        metrics
+    ),
+    components(schemas(
+        OnboardingRequest,
+        OnboardingResponse,
+        SignCsrRequest,
+        SignCsrResponse,
+        ErrorBody,
+        ErrorDetail,
+        Health,
+        RedisHealth,
+        MemoryHealth,
+        Probe,
+        DeviceStatus,
+        Revoked
+    )),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "sign-csr: the provisioning token. onboarding in `key` mode: an \
+                         enrollment key. Admin endpoints: an admin key.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Get a single-use provisioning token for a device.
+///
+/// Authorised by the server's onboarding mode: `open` (no header), `key`
+/// (`Authorization: Bearer <enrollment key>`) or `derived`
+/// (`Authorization: Device ts=<unix seconds>,sig=<base64url HMAC>`).
+#[utoipa::path(post, path = "/api/v1/onboarding", request_body = OnboardingRequest,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A token", body = OnboardingResponse),
+        (status = 400, description = "invalid_json, invalid_device_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "device_not_allowed", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = 503, description = "storage_unavailable", body = ErrorBody),
+    ))]
+fn onboarding() {}
+
+/// Trade a provisioning token and a CSR for a device certificate.
+#[utoipa::path(post, path = "/api/v1/sign-csr", request_body = SignCsrRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The certificate", body = SignCsrResponse),
+        (status = 400, description = "invalid_json, invalid_device_id, invalid_csr, csr_signature_invalid", body = ErrorBody),
+        (status = 401, description = "token_invalid, token_expired, token_used", body = ErrorBody),
+        (status = 403, description = "device_mismatch", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 422, description = "csr_policy_violation", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = 503, description = "storage_unavailable", body = ErrorBody),
+    ))]
+fn sign_csr() {}
+
+/// The CA chain, PEM, issuing CA first.
+#[utoipa::path(get, path = "/api/v1/ca",
+    responses((status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file")))]
+fn ca() {}
+
+/// Whether a device has a pending token (admin).
+#[utoipa::path(get, path = "/api/v1/devices/{device_id}",
+    params(("device_id" = String, Path, description = "The device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The device's state", body = DeviceStatus),
+        (status = 400, description = "invalid_device_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 503, description = "storage_unavailable", body = ErrorBody),
+    ))]
+fn device_status() {}
+
+/// Revoke a device's pending token (admin).
+#[utoipa::path(delete, path = "/api/v1/devices/{device_id}/token",
+    params(("device_id" = String, Path, description = "The device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoked, or nothing was pending", body = Revoked),
+        (status = 400, description = "invalid_device_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 503, description = "storage_unavailable", body = ErrorBody),
+    ))]
+fn revoke_token() {}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json",
+    responses((status = 200, description = "OpenAPI 3", body = Object)))]
+fn openapi_json() {}
+
+/// State and counts, for operators.
+#[utoipa::path(get, path = "/health",
+    responses(
+        (status = 200, description = "ok or degraded", body = Health),
+        (status = 503, description = "unavailable: Redis is required and unreachable", body = Health),
+    ))]
+fn health() {}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/livez", responses((status = 200, description = "Alive", body = Probe)))]
+fn livez() {}
+
+/// A store can take tokens under the configured policy.
+#[utoipa::path(get, path = "/readyz",
+    responses(
+        (status = 200, description = "Ready", body = Probe),
+        (status = 503, description = "No store can serve", body = Probe),
+    ))]
+fn readyz() {}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Metrics", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
+fn metrics() {}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

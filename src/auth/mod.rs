@@ -1,0 +1,238 @@
+//! Who may do what: onboarding (`open`, `key`, `derived`), which device ids may onboard,
+//! and the admin endpoints.
+//!
+//! Keys are kept only as SHA-256 digests and compared in constant time, so neither the
+//! memory of the process nor the timing of a refusal tells anything about a key.
+
+pub mod derived;
+mod policy;
+
+use std::path::Path;
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use subtle::ConstantTimeEq;
+
+pub use derived::DerivedKeys;
+pub use policy::DevicePolicy;
+
+use crate::config::{ConfigError, KeyList, OnboardingMode, OnboardingSettings, Settings};
+use crate::crypto::sha256;
+use crate::error::ApiError;
+use crate::fsutil;
+
+pub const ENROLLMENT_KEY_FILE: &str = "enrollment.key";
+
+/// A set of accepted keys, held as digests.
+pub struct KeyDigests(Vec<[u8; 32]>);
+
+impl KeyDigests {
+    /// Keys from a list (plain, or `sha256:<hex>`) and a file (one per line, `#`
+    /// comments); `config_key` names the setting in errors.
+    pub fn load(
+        list: &KeyList,
+        file: Option<&Path>,
+        config_key: &str,
+    ) -> Result<Self, ConfigError> {
+        let mut digests = Vec::new();
+        for key in &list.0 {
+            digests.push(digest_of(key.expose(), config_key)?);
+        }
+        if let Some(text) = Settings::read_secret(None, file, config_key)? {
+            for line in text.expose().lines().map(str::trim) {
+                if !line.is_empty() && !line.starts_with('#') {
+                    digests.push(digest_of(line, config_key)?);
+                }
+            }
+        }
+        Ok(Self(digests))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the request's bearer credential is one of the keys.
+    pub fn accepts(&self, req: &HttpRequest) -> bool {
+        let Some(presented) = bearer(req) else {
+            return false;
+        };
+        let presented = sha256(presented.as_bytes());
+        // Look at every key, so the time taken does not say which one matched.
+        let matched = self
+            .0
+            .iter()
+            .fold(subtle::Choice::from(0), |any, d| any | d.ct_eq(&presented));
+        bool::from(matched)
+    }
+}
+
+pub enum OnboardingAuth {
+    Open,
+    Keys(KeyDigests),
+    /// Boxed: an HMAC key is large, and the other variants are small.
+    Derived(Box<DerivedKeys>),
+}
+
+impl OnboardingAuth {
+    /// Builds the check from configuration. In `key` mode with no key configured, one is
+    /// generated into `<certs_dir>/enrollment.key` (mode 0600) on first start, and its
+    /// location (never the key) is printed that once.
+    pub fn from_settings(
+        settings: &OnboardingSettings,
+        certs_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        match settings.mode {
+            OnboardingMode::Open => Ok(Self::Open),
+            OnboardingMode::Key => {
+                let mut keys = KeyDigests::load(
+                    &settings.enrollment_keys,
+                    settings.enrollment_keys_file.as_deref(),
+                    "onboarding.enrollment_keys",
+                )?;
+                if keys.is_empty() {
+                    keys.0
+                        .push(sha256(generated_enrollment_key(certs_dir)?.as_bytes()));
+                }
+                Ok(Self::Keys(keys))
+            }
+            OnboardingMode::Derived => {
+                let secret = Settings::read_secret(
+                    settings.group_secret.as_ref(),
+                    settings.group_secret_file.as_deref(),
+                    "onboarding.group_secret",
+                )?
+                .ok_or_else(|| {
+                    ConfigError::key(
+                        "onboarding.group_secret",
+                        "`derived` mode needs a group secret",
+                    )
+                })?;
+                if secret.expose().len() < 32 {
+                    return Err(ConfigError::key(
+                        "onboarding.group_secret",
+                        "must be at least 32 bytes",
+                    ));
+                }
+                Ok(Self::Derived(Box::new(DerivedKeys::new(
+                    &secret,
+                    settings.clock_skew_seconds,
+                ))))
+            }
+        }
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Keys(_) => "key",
+            Self::Derived(_) => "derived",
+        }
+    }
+
+    /// The check that needs no body: the enrollment key of `key` mode.
+    pub fn check_key(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        match self {
+            Self::Keys(keys) if !keys.accepts(req) => Err(if bearer(req).is_some() {
+                ApiError::Unauthorized("enrollment key not accepted")
+            } else {
+                ApiError::Unauthorized("an enrollment key is required")
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn generated_enrollment_key(certs_dir: &Path) -> Result<String, ConfigError> {
+    let path = certs_dir.join(ENROLLMENT_KEY_FILE);
+    let (key, created) = fsutil::read_or_create_secret(&path, crate::crypto::random_secret)
+        .map_err(|e| {
+            ConfigError::key(
+                "onboarding.enrollment_keys",
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+    if created {
+        tracing::warn!(
+            path = %path.display(),
+            "generated an enrollment key (mode 0600); fleet scripts send it as \
+             `Authorization: Bearer <key>` to /api/v1/onboarding"
+        );
+    }
+    Ok(key)
+}
+
+/// A key as configured: plain, or already hashed as `sha256:<64 hex digits>`.
+fn digest_of(key: &str, config_key: &str) -> Result<[u8; 32], ConfigError> {
+    match key.strip_prefix("sha256:") {
+        Some(hex_digest) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex_digest, &mut digest)
+                .map_err(|_| ConfigError::key(config_key, "a sha256: entry needs 64 hex digits"))?;
+            Ok(digest)
+        }
+        None => Ok(sha256(key.as_bytes())),
+    }
+}
+
+/// The raw `Authorization` header, when it is text.
+pub fn authorization(req: &HttpRequest) -> Option<&str> {
+    req.headers().get(AUTHORIZATION)?.to_str().ok()
+}
+
+/// The credential of an `Authorization: Bearer <credential>` header.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    let (scheme, credential) = authorization(req)?.trim().split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use actix_web::test::TestRequest;
+
+    fn keys(list: &[&str]) -> OnboardingAuth {
+        let settings = OnboardingSettings {
+            mode: OnboardingMode::Key,
+            enrollment_keys: KeyList(list.iter().map(|k| Secret::new(*k)).collect()),
+            ..OnboardingSettings::default()
+        };
+        OnboardingAuth::from_settings(&settings, Path::new("/nonexistent")).unwrap()
+    }
+
+    #[test]
+    fn a_configured_key_or_its_digest_is_accepted() {
+        let digest = format!("sha256:{}", hex::encode(sha256(b"second")));
+        let auth = keys(&["first", &digest]);
+        for key in ["first", "second"] {
+            let req = TestRequest::default()
+                .insert_header((AUTHORIZATION, format!("Bearer {key}")))
+                .to_http_request();
+            assert!(auth.check_key(&req).is_ok(), "{key}");
+        }
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, "Bearer third"))
+            .to_http_request();
+        assert!(auth.check_key(&req).is_err());
+        assert!(
+            auth.check_key(&TestRequest::default().to_http_request())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bearer_needs_the_scheme_and_a_credential() {
+        let with = |v: &str| {
+            TestRequest::default()
+                .insert_header((AUTHORIZATION, v))
+                .to_http_request()
+        };
+        assert_eq!(bearer(&with("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&with("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(&with("Basic abc")), None);
+        assert_eq!(bearer(&with("Bearer ")), None);
+        assert_eq!(bearer(&with("abc")), None);
+    }
+}

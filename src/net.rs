@@ -1,0 +1,104 @@
+//! Who the client is: the peer address, or, behind trusted proxies, the address they
+//! report in X-Forwarded-For.
+
+use std::net::IpAddr;
+
+use actix_web::HttpRequest;
+use ipnet::IpNet;
+
+use crate::config::{ConfigError, List};
+
+#[derive(Debug, Default, Clone)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Addresses (`10.0.0.7`) or blocks (`10.0.0.0/8`).
+    pub fn parse(list: &List) -> Result<Self, ConfigError> {
+        list.0
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::key(
+                            "server.trusted_proxies",
+                            format!("{entry:?} is not an address or CIDR block"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address. X-Forwarded-For is read only when the peer is a trusted
+    /// proxy, from the right (the entry the nearest proxy added) to the left, and the
+    /// first address that is not itself a trusted proxy is the client.
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let peer = req.peer_addr()?.ip().to_canonical();
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !self.trusts(**ip))
+            .or(forwarded.first())
+            .copied()
+            .or(Some(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn proxies(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::parse(&List(list.iter().map(|s| s.to_string()).collect())).unwrap()
+    }
+
+    fn request(peer: &str, xff: Option<&str>) -> HttpRequest {
+        let mut req = TestRequest::default().peer_addr(format!("{peer}:4000").parse().unwrap());
+        if let Some(xff) = xff {
+            req = req.insert_header(("x-forwarded-for", xff));
+        }
+        req.to_http_request()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let p = proxies(&["10.0.0.0/8", "192.168.1.1"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            p.client_ip(&request("203.0.113.9", Some("1.2.3.4"))),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            p.client_ip(&request("10.1.2.3", Some("1.2.3.4"))),
+            Some(ip("1.2.3.4"))
+        );
+        // A client cannot hide behind an address it made up: the rightmost untrusted wins.
+        assert_eq!(
+            p.client_ip(&request("10.1.2.3", Some("6.6.6.6, 1.2.3.4, 192.168.1.1"))),
+            Some(ip("1.2.3.4"))
+        );
+        assert_eq!(
+            p.client_ip(&request("10.1.2.3", None)),
+            Some(ip("10.1.2.3"))
+        );
+        assert!(TrustedProxies::parse(&List(vec!["nope".into()])).is_err());
+    }
+}
