@@ -33,8 +33,10 @@ USER provisiond
 # JWT_SECRET and mount the same CA) across instances behind one load balancer.
 VOLUME ["/var/lib/provisiond/certs"]
 EXPOSE 3002
-# /health answers 503 only when no store can serve (Redis required and gone).
+# /health answers 503 only when no store can serve (Redis required and gone). With TLS
+# on (TLS_CERT_FILE), the same port speaks HTTPS: the second form covers it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:3002/health >/dev/null || exit 1
+    CMD curl -fsS http://127.0.0.1:3002/health >/dev/null \
+     || curl -fsSk https://127.0.0.1:3002/health >/dev/null || exit 1
 ENTRYPOINT ["provisiond"]
 CMD ["serve"]

@@ -101,6 +101,8 @@ class Server:
             "CERTS_DIR": os.path.join(workdir, "certs"),
             "ONBOARDING_MODE": "open",
             "RUST_LOG": "info",
+            # One load generator on one address would trip the per-address limit.
+            "RATE_LIMIT_PER_IP_PER_MINUTE": "0",
         }
         if redis:
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}"

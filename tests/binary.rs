@@ -207,3 +207,191 @@ fn ca_init_writes_a_ca_and_refuses_to_overwrite_it_without_force() {
     );
     assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
 }
+
+/// Starts the binary on a free port with `env`, waits until it answers.
+async fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let port = free_port();
+    let mut command = provisiond(dir);
+    command
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("REDIS_ENABLED", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/livez")).await.is_err() {
+        assert!(Instant::now() < deadline, "provisiond did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits_cleanly() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(dir.path(), &[("ONBOARDING_MODE", "open")]).await;
+    let address = base.trim_start_matches("http://").to_owned();
+
+    // A request whose body is still arriving when the signal comes.
+    let body = br#"{"device_id":"late-1"}"#;
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        slow,
+        "POST /api/v1/onboarding HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    slow.write_all(&body[..5]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // No new connections are taken while it drains.
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "still accepting after SIGTERM"
+    );
+
+    slow.write_all(&body[5..]).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = slow.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("provisioning_token"));
+    drop(slow);
+
+    let output = stop_waiting(child);
+    assert!(
+        output.status.success(),
+        "exit 0 after SIGTERM: {:?}",
+        output.status
+    );
+}
+
+/// Waits for an already signalled process to exit.
+fn stop_waiting(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "provisiond did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(
+        dir.path(),
+        &[
+            ("ONBOARDING_MODE", "key"),
+            ("ENROLLMENT_KEYS", "audit-enrollment-key"),
+            ("ADMIN_KEYS", "audit-admin-key"),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let onboard = |device: &'static str| {
+        client
+            .post(format!("{base}/api/v1/onboarding"))
+            .bearer_auth("audit-enrollment-key")
+            .json(&json!({ "device_id": device }))
+            .send()
+    };
+    let token = onboard("audit-1")
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["provisioning_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let csr = openssl_csr("p256", "audit-1", &[]);
+    let signed: Value = client
+        .post(format!("{base}/api/v1/sign-csr"))
+        .bearer_auth(&token)
+        .json(&json!({ "device_id": "audit-1", "csr": csr.csr_pem }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let replay = client
+        .post(format!("{base}/api/v1/sign-csr"))
+        .bearer_auth(&token)
+        .json(&json!({ "device_id": "audit-1", "csr": csr.csr_pem }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401);
+    onboard("audit-2").await.unwrap();
+    let revoked = client
+        .delete(format!("{base}/api/v1/devices/audit-2/token"))
+        .bearer_auth("audit-admin-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+
+    let output = stop(child);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let audit: Vec<&Value> = lines.iter().filter(|l| l["target"] == "audit").collect();
+    let event = |name: &str| {
+        audit
+            .iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event in {audit:?}"))
+    };
+    for name in ["token_issued", "token_consumed"] {
+        let e = event(name);
+        assert_eq!(e["device_id"], "audit-1");
+        assert_eq!(e["client_ip"], "127.0.0.1");
+        assert_eq!(e["jti"].as_str().unwrap().len(), 8);
+    }
+    let rejected = event("token_rejected");
+    assert_eq!(
+        (&rejected["reason"], &rejected["device_id"]),
+        (&json!("token_used"), &json!("audit-1"))
+    );
+    let revoked = event("token_revoked");
+    assert_eq!(
+        (&revoked["device_id"], &revoked["had_token"]),
+        (&json!("audit-2"), &json!(true))
+    );
+    let issued = event("certificate_issued");
+    assert_eq!(issued["serial"], signed["serial_number"]);
+    assert_eq!(issued["key_type"], "ecdsa-p256");
+    assert_eq!(issued["client_ip"], "127.0.0.1");
+    let fingerprint = common::pki::openssl_x509(
+        signed["certificate"].as_str().unwrap(),
+        &["-fingerprint", "-sha256"],
+    );
+    let fingerprint = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(issued["fingerprint_sha256"], fingerprint.as_str());
+
+    for secret in [token.as_str(), "audit-enrollment-key", "audit-admin-key"] {
+        assert!(!log.contains(secret), "a secret is in the log");
+    }
+}

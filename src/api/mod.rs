@@ -93,7 +93,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/devices/{device_id}/token")
                 .route(web::delete().to(admin::revoke_token))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(method_not_allowed("DELETE")),
         )
         .service(get("/api/v1/openapi.json", openapi::document))
         .service(get("/health", health::health))
@@ -111,7 +111,7 @@ where
 {
     web::resource(path)
         .route(web::post().to(handler))
-        .default_service(web::to(method_not_allowed))
+        .default_service(method_not_allowed("POST"))
 }
 
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -123,11 +123,19 @@ where
     web::resource(path)
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
-        .default_service(web::to(method_not_allowed))
+        .default_service(method_not_allowed("GET, HEAD"))
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    ApiError::MethodNotAllowed.into_response()
+/// 405, with the `Allow` header RFC 9110 asks for.
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = ApiError::MethodNotAllowed.into_response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    })
 }
 
 impl ApiError {

@@ -1,0 +1,576 @@
+//! The front door: derived onboarding, the device-id policy, rate limits, the admin API,
+//! TLS, timeouts, metrics and the OpenAPI document, each from real requests.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::pki::quick_csr;
+use common::{RedisServer, TestApp, error_code};
+use provisiond::auth::derived;
+use provisiond::config::{KeyList, List, OnboardingMode, Secret};
+use provisiond::token::unix_now;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const GROUP_SECRET: &str = "factory-group-secret-factory-group-secret";
+
+async fn onboard_with(app: &TestApp, device: &str, authorization: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/onboarding"))
+        .header("authorization", authorization)
+        .json(&json!({ "device_id": device }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn derived_mode_accepts_a_device_signing_with_its_own_key_and_nothing_else() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), |s| {
+        s.onboarding.mode = OnboardingMode::Derived;
+        s.onboarding.group_secret = Some(Secret::new(GROUP_SECRET));
+    })
+    .await;
+    let key = derived::device_key(GROUP_SECRET.as_bytes(), "dev-d1");
+    let now = unix_now();
+
+    let ok = onboard_with(&app, "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    // The same signature again is a replay.
+    let replay = onboard_with(&app, "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
+    assert_eq!(
+        error_code(replay).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    // A new timestamp is fine.
+    let again = onboard_with(
+        &app,
+        "dev-d1",
+        &derived::authorization(&key, "dev-d1", now + 1),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::OK);
+
+    let other_group = derived::device_key(b"some-other-group-secret-of-enough-length", "dev-d1");
+    let another_device = derived::device_key(GROUP_SECRET.as_bytes(), "dev-d2");
+    for (device, header) in [
+        (
+            "dev-d1",
+            derived::authorization(&other_group, "dev-d1", now + 2),
+        ),
+        (
+            "dev-d1",
+            derived::authorization(&another_device, "dev-d1", now + 3),
+        ),
+        ("dev-d1", derived::authorization(&key, "dev-d1", now - 301)),
+        ("dev-d1", derived::authorization(&key, "dev-d1", now + 301)),
+        ("dev-d1", "Device ts=1,sig=!!".to_owned()),
+        ("dev-d1", format!("Bearer {GROUP_SECRET}")),
+    ] {
+        let refused = onboard_with(&app, device, &header).await;
+        assert_eq!(
+            error_code(refused).await,
+            (StatusCode::UNAUTHORIZED, "unauthorized".into()),
+            "{header}"
+        );
+    }
+    let missing = app.onboard("dev-d1").await;
+    assert_eq!(error_code(missing).await.1, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_key_and_enroll_with_a_device_key_work_together() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.onboarding.mode = OnboardingMode::Derived;
+        s.onboarding.group_secret = Some(Secret::new(GROUP_SECRET));
+    })
+    .await;
+    let bin = env!("CARGO_BIN_EXE_provisiond");
+    let scratch = tempfile::tempdir().unwrap();
+    let derive = tokio::process::Command::new(bin)
+        .args(["derive-key", "--device-id", "factory-9"])
+        .env("ONBOARDING_GROUP_SECRET", GROUP_SECRET)
+        .current_dir(scratch.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        derive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&derive.stderr)
+    );
+    let key = String::from_utf8(derive.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        derived::decode_key(&key),
+        Some(derived::device_key(GROUP_SECRET.as_bytes(), "factory-9"))
+    );
+
+    let out = scratch.path().join("out");
+    let enroll = tokio::process::Command::new(bin)
+        .args([
+            "enroll",
+            "--server",
+            &app.address,
+            "--device-id",
+            "factory-9",
+            "--out",
+        ])
+        .arg(&out)
+        .env("PROVISIOND_DEVICE_KEY", &key)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        enroll.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enroll.stderr)
+    );
+    assert!(out.join("factory-9.crt").exists());
+
+    // The key of another device does not enroll this one.
+    let wrong = derived::encode_key(&derived::device_key(GROUP_SECRET.as_bytes(), "factory-10"));
+    let refused = tokio::process::Command::new(bin)
+        .args([
+            "enroll",
+            "--server",
+            &app.address,
+            "--device-id",
+            "factory-9",
+            "--force",
+            "--out",
+        ])
+        .arg(&out)
+        .env("PROVISIOND_DEVICE_KEY", &wrong)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(3));
+}
+
+#[tokio::test]
+async fn devices_outside_the_policy_are_refused_with_device_not_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowlist = dir.path().join("allow.txt");
+    std::fs::write(
+        &allowlist,
+        "# factory batch 7\nsensor-001\nsensor-002\nother-1\n",
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(None, |s| {
+        s.onboarding.device_id_pattern = Some("sensor-[0-9]{3}".into());
+        s.onboarding.device_allowlist_file = Some(allowlist.clone());
+    })
+    .await;
+    assert_eq!(app.onboard("sensor-001").await.status(), StatusCode::OK);
+    for outsider in ["sensor-003", "other-1", "xsensor-001", "sensor-0011"] {
+        let refused = app.onboard(outsider).await;
+        assert_eq!(
+            error_code(refused).await,
+            (StatusCode::FORBIDDEN, "device_not_allowed".into()),
+            "{outsider}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_burst_past_the_device_limit_gets_429_with_retry_after() {
+    let app = TestApp::spawn_with(None, |s| s.rate_limit.per_device_per_minute = 3).await;
+    for _ in 0..3 {
+        assert_eq!(app.onboard("chatty-1").await.status(), StatusCode::OK);
+    }
+    let limited = app.onboard("chatty-1").await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        error_code(limited).await,
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited".into())
+    );
+    // Other devices are not held back.
+    assert_eq!(app.onboard("quiet-1").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_address_limit_believes_forwarded_for_only_from_trusted_proxies() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.rate_limit.per_ip_per_minute = 2;
+        s.server.trusted_proxies = List(vec!["127.0.0.1".into()]);
+    })
+    .await;
+    let from = |ip: &'static str, device: &'static str| {
+        app.client
+            .post(app.url("/api/v1/onboarding"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "device_id": device }))
+            .send()
+    };
+    assert_eq!(
+        from("198.51.100.1", "p-1").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        from("198.51.100.1", "p-2").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        from("198.51.100.1", "p-3").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Behind the same proxy, another client has its own allowance.
+    assert_eq!(
+        from("198.51.100.2", "p-4").await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Without the proxy trusted, the header is ignored: the peer is the client.
+    let untrusting = TestApp::spawn_with(None, |s| s.rate_limit.per_ip_per_minute = 2).await;
+    for (ip, expected) in [("1.1.1.1", 200), ("2.2.2.2", 200), ("3.3.3.3", 429)] {
+        let response = untrusting
+            .client
+            .post(untrusting.url("/api/v1/onboarding"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "device_id": format!("u-{ip}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{ip}");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_can_see_and_revoke_a_pending_token() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), |s| {
+        s.admin.keys = KeyList(vec![Secret::new("admin-key-1")]);
+    })
+    .await;
+    let token = app.token_for("revoke-me").await;
+    let admin = |method: reqwest::Method, path: &str, key: Option<&str>| {
+        let mut request = app.client.request(method, app.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+
+    let status: Value = admin(
+        reqwest::Method::GET,
+        "/api/v1/devices/revoke-me",
+        Some("admin-key-1"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(status["pending"], true, "{status}");
+    let left = status["expires_in"].as_u64().unwrap();
+    assert!((295..=300).contains(&left), "{left}");
+
+    for key in [None, Some("wrong")] {
+        let refused = admin(
+            reqwest::Method::DELETE,
+            "/api/v1/devices/revoke-me/token",
+            key,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            error_code(refused).await,
+            (StatusCode::UNAUTHORIZED, "unauthorized".into())
+        );
+    }
+    let revoked: Value = admin(
+        reqwest::Method::DELETE,
+        "/api/v1/devices/revoke-me/token",
+        Some("admin-key-1"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(revoked["revoked"], true);
+
+    let csr = quick_csr("revoke-me");
+    let dead = app.sign_csr(&token, "revoke-me", &csr).await;
+    assert_eq!(
+        error_code(dead).await,
+        (StatusCode::UNAUTHORIZED, "token_used".into())
+    );
+    let status: Value = admin(
+        reqwest::Method::GET,
+        "/api/v1/devices/revoke-me",
+        Some("admin-key-1"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(status["pending"], false);
+    let again: Value = admin(
+        reqwest::Method::DELETE,
+        "/api/v1/devices/revoke-me/token",
+        Some("admin-key-1"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(again["revoked"], false);
+    let bad_id = admin(
+        reqwest::Method::GET,
+        "/api/v1/devices/bad%20id",
+        Some("admin-key-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_code(bad_id).await.1, "invalid_device_id");
+}
+
+#[tokio::test]
+async fn without_admin_keys_the_admin_api_is_off() {
+    let app = TestApp::spawn(None).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/devices/x"))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await.1, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_with_a_server_certificate_from_the_local_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let made = tokio::process::Command::new(env!("CARGO_BIN_EXE_provisiond"))
+        .args([
+            "ca",
+            "server-cert",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+        ])
+        .env("CERTS_DIR", certs.path())
+        .current_dir(certs.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut settings = common::app::test_settings(None, certs.path());
+    settings.server.tls.cert = Some(certs.path().join("server.crt"));
+    settings.server.tls.key = Some(certs.path().join("server.key"));
+    let app = TestApp::spawn_settings(settings).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    for host in ["localhost", "127.0.0.1"] {
+        let health = client
+            .get(format!("https://{host}:{port}/livez"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::OK, "{host}");
+    }
+    let onboarded = client
+        .post(format!("https://localhost:{port}/api/v1/onboarding"))
+        .json(&json!({ "device_id": "tls-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(onboarded.status(), StatusCode::OK);
+
+    // A client that does not trust the CA is turned away by its own TLS check.
+    assert!(
+        reqwest::get(format!("https://localhost:{port}/livez"))
+            .await
+            .is_err()
+    );
+    // Plain HTTP to the TLS port fails cleanly, and the server goes on serving.
+    let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    let health = client
+        .get(format!("https://localhost:{port}/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let app = TestApp::spawn_with(None, |s| s.server.body_timeout_ms = 300).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut slow = std::net::TcpStream::connect(address).unwrap();
+        slow.write_all(
+            b"POST /api/v1/onboarding HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"device_id\":",
+        )
+        .unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = slow.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_move_with_the_traffic() {
+    let app = TestApp::spawn(None).await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let token = app.token_for("m-1").await;
+    app.token_for("m-2").await;
+    let csr = quick_csr("m-1");
+    assert_eq!(
+        app.sign_csr(&token, "m-1", &csr).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.sign_csr(&token, "m-1", &csr).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.sign_csr("junk", "m-1", &csr).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let text = scrape().await;
+    assert_eq!(metric(&text, "provisiond_tokens_issued_total "), 2.0);
+    assert_eq!(metric(&text, "provisiond_tokens_consumed_total "), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "provisiond_tokens_rejected_total{reason=\"token_used\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "provisiond_tokens_rejected_total{reason=\"token_invalid\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "provisiond_certificates_issued_total{key_type=\"ecdsa-p256\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "provisiond_http_request_duration_seconds_count{route=\"/api/v1/onboarding\",method=\"POST\",status=\"200\"}"
+        ),
+        2.0
+    );
+    assert!(
+        metric(
+            &text,
+            "provisiond_store_operation_duration_seconds_count{store=\"memory\",operation=\"consume\"}"
+        ) >= 2.0
+    );
+    assert_eq!(
+        metric(&text, "provisiond_storage_mode{mode=\"memory\"}"),
+        1.0
+    );
+    assert_eq!(metric(&text, "provisiond_redis_connected "), 0.0);
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let app = TestApp::spawn(None).await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| matches!(k.as_str(), "get" | "post" | "put" | "delete" | "patch"))
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = provisiond::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+    // And each is really there: a request to it is not a 404 or 405.
+    for (method, path) in &served {
+        let url = app.url(&path.replace("{device_id}", "probe-1"));
+        let response = app
+            .client
+            .request(method.to_uppercase().parse().unwrap(), url)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            ![StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED].contains(&response.status()),
+            "{method} {path}: {}",
+            response.status()
+        );
+    }
+}
