@@ -245,60 +245,54 @@ async fn the_address_limit_believes_forwarded_for_only_from_trusted_proxies() {
     }
 }
 
+/// An admin call: its status and JSON body.
+async fn admin(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn an_admin_can_see_and_revoke_a_pending_token() {
+    use reqwest::Method;
     let redis = RedisServer::start();
     let app = TestApp::spawn_with(Some(&redis), |s| {
         s.admin.keys = KeyList(vec![Secret::new("admin-key-1")]);
     })
     .await;
     let token = app.token_for("revoke-me").await;
-    let admin = |method: reqwest::Method, path: &str, key: Option<&str>| {
-        let mut request = app.client.request(method, app.url(path));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        request.send()
-    };
-
-    let status: Value = admin(
-        reqwest::Method::GET,
+    let (status_path, token_path) = (
         "/api/v1/devices/revoke-me",
-        Some("admin-key-1"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(status["pending"], true, "{status}");
+        "/api/v1/devices/revoke-me/token",
+    );
+    let key = Some("admin-key-1");
+
+    let (code, status) = admin(&app, Method::GET, status_path, key).await;
+    assert_eq!(
+        (code, &status["pending"]),
+        (StatusCode::OK, &json!(true)),
+        "{status}"
+    );
     let left = status["expires_in"].as_u64().unwrap();
     assert!((295..=300).contains(&left), "{left}");
 
-    for key in [None, Some("wrong")] {
-        let refused = admin(
-            reqwest::Method::DELETE,
-            "/api/v1/devices/revoke-me/token",
-            key,
-        )
-        .await
-        .unwrap();
+    for wrong in [None, Some("wrong")] {
+        let (code, body) = admin(&app, Method::DELETE, token_path, wrong).await;
         assert_eq!(
-            error_code(refused).await,
-            (StatusCode::UNAUTHORIZED, "unauthorized".into())
+            (code, &body["error"]["code"]),
+            (StatusCode::UNAUTHORIZED, &json!("unauthorized"))
         );
     }
-    let revoked: Value = admin(
-        reqwest::Method::DELETE,
-        "/api/v1/devices/revoke-me/token",
-        Some("admin-key-1"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(revoked["revoked"], true);
+    let (code, revoked) = admin(&app, Method::DELETE, token_path, key).await;
+    assert_eq!((code, &revoked["revoked"]), (StatusCode::OK, &json!(true)));
 
     let csr = quick_csr("revoke-me");
     let dead = app.sign_csr(&token, "revoke-me", &csr).await;
@@ -306,36 +300,19 @@ async fn an_admin_can_see_and_revoke_a_pending_token() {
         error_code(dead).await,
         (StatusCode::UNAUTHORIZED, "token_used".into())
     );
-    let status: Value = admin(
-        reqwest::Method::GET,
-        "/api/v1/devices/revoke-me",
-        Some("admin-key-1"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(status["pending"], false);
-    let again: Value = admin(
-        reqwest::Method::DELETE,
-        "/api/v1/devices/revoke-me/token",
-        Some("admin-key-1"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(again["revoked"], false);
-    let bad_id = admin(
-        reqwest::Method::GET,
-        "/api/v1/devices/bad%20id",
-        Some("admin-key-1"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(error_code(bad_id).await.1, "invalid_device_id");
+    assert_eq!(
+        admin(&app, Method::GET, status_path, key).await.1["pending"],
+        false
+    );
+    assert_eq!(
+        admin(&app, Method::DELETE, token_path, key).await.1["revoked"],
+        false
+    );
+    let (code, bad) = admin(&app, Method::GET, "/api/v1/devices/bad%20id", key).await;
+    assert_eq!(
+        (code, &bad["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_device_id"))
+    );
 }
 
 #[tokio::test]

@@ -17,27 +17,11 @@ async fn pending_tokens_and_the_ca_survive_a_restart() {
 
     let first = TestApp::spawn_settings(settings.clone()).await;
     let token = first.token_for("survivor-1").await;
-    let ca_before = first
-        .client
-        .get(first.url("/api/v1/ca"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ca_before = first.ca_pem().await;
     first.stop().await;
 
     let second = TestApp::spawn_settings(settings).await;
-    let ca_after = second
-        .client
-        .get(second.url("/api/v1/ca"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ca_after = second.ca_pem().await;
     assert_eq!(ca_before, ca_after, "the CA was kept");
 
     let csr = openssl_csr("p256", "survivor-1", &[]);

@@ -31,20 +31,20 @@ pub struct Revoked {
     pub revoked: bool,
 }
 
-fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+/// The device an admin request is about, once the caller is known to be an admin.
+fn authorized_device(
+    state: &AppState,
+    req: &HttpRequest,
+    path: &str,
+) -> Result<DeviceId, ApiError> {
     if state.admin.is_empty() {
         return Err(ApiError::Unauthorized(
             "the admin API is off: no admin key is configured (ADMIN_KEYS)",
         ));
     }
-    if state.admin.accepts(req) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("an admin key is required"))
+    if !state.admin.accepts(req) {
+        return Err(ApiError::Unauthorized("an admin key is required"));
     }
-}
-
-fn device(path: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)
 }
 
@@ -53,8 +53,7 @@ pub async fn device_status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let device = device(&path)?;
+    let device = authorized_device(&state, &req, &path)?;
     let left = state
         .store
         .pending_for(&device)
@@ -74,8 +73,7 @@ pub async fn revoke_token(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let device = device(&path)?;
+    let device = authorized_device(&state, &req, &path)?;
     let revoked = state
         .store
         .revoke_device(&device)

@@ -129,7 +129,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mode = state.store.mode();
     state.metrics.set_storage_mode(mode.as_str());
-    let connected = state.store.stats().await.redis.is_some_and(|r| r.connected);
+    let connected = state.store.redis_connected().unwrap_or(false);
     state.metrics.redis_connected.set(i64::from(connected));
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -80,6 +80,11 @@ impl FallbackStore {
         }
     }
 
+    /// `None` when Redis is off; else whether it answered at the last look.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.redis.as_ref().map(|r| r.is_connected())
+    }
+
     /// Whether the device has a pending token, and for how long yet.
     pub async fn pending_for(&self, device: &DeviceId) -> Result<Option<Duration>, StoreError> {
         if let Some(left) = self.memory.expires_in(device) {

@@ -118,6 +118,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The CA chain the server serves.
+    pub async fn ca_pem(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/api/v1/ca"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     pub async fn health(&self) -> Value {
         self.client
             .get(self.url("/health"))
