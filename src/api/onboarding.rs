@@ -34,7 +34,6 @@ pub async fn onboarding(
     let body = JsonBody::read(&req, payload, state.body_limit, state.body_timeout).await?;
     let device = body.device_id()?;
     Span::current().record("device_id", device.as_str());
-    state.limit_device(&device)?;
     if let OnboardingAuth::Derived(keys) = &state.onboarding {
         let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
         let fresh = state
@@ -49,6 +48,8 @@ pub async fn onboarding(
         }
     }
     state.policy.check(&device)?;
+    // Only after authentication: otherwise anyone could use up a device's allowance.
+    state.limit_device(&device)?;
 
     let issued = state.tokens.issue(&device)?;
     Span::current().record("jti", issued.jti.short());

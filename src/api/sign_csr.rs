@@ -75,10 +75,11 @@ async fn sign(
     let device = body.device_id()?;
     Span::current().record("device_id", device.as_str());
     *device_seen = Some(device.to_string());
-    state.limit_device(&device)?;
     if claims.subject != device.as_str() {
         return Err(ApiError::DeviceMismatch);
     }
+    // Counted against the device the token was issued for, never another one.
+    state.limit_device(&device)?;
 
     // 3 and 4. A CSR that parses, proves possession of its key, and meets the policy.
     let csr = body
