@@ -27,45 +27,31 @@ fn run(command: &mut Command) -> Output {
     command.output().expect("the binary runs")
 }
 
-fn stop(mut child: Child) -> Output {
+fn stop(child: Child) -> Output {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "provisiond did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    stop_waiting(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_run_logs_no_token_key_or_secret() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = provisiond(dir.path())
-        .env("RUST_LOG", "trace")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("REDIS_URL", redis.url())
-        .env("ONBOARDING_MODE", "key")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let url = redis.url();
+    let (child, base) = start(
+        dir.path(),
+        &[
+            ("RUST_LOG", "trace"),
+            ("REDIS_ENABLED", "true"),
+            ("REDIS_URL", &url),
+            ("ONBOARDING_MODE", "key"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{base}/livez")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "provisiond did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let certs = dir.path().join("certs");
     let enrollment_key = std::fs::read_to_string(certs.join("enrollment.key")).unwrap();
@@ -208,7 +194,8 @@ fn ca_init_writes_a_ca_and_refuses_to_overwrite_it_without_force() {
     assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
 }
 
-/// Starts the binary on a free port with `env`, waits until it answers.
+/// Starts the binary on a free port, without Redis unless `env` says otherwise, and
+/// waits until it answers.
 async fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let port = free_port();
     let mut command = provisiond(dir);

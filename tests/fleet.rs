@@ -15,23 +15,10 @@ use common::{RedisServer, TestApp};
 use provisiond::config::{KeyList, OnboardingMode, Secret};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+use common::bin::{BIN, text};
 
 async fn provisiond(args: &[&str]) -> Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PROVISIOND_ENROLLMENT_KEY")
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    common::bin::run(args, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use common::bin::{run, text};
 use common::pki::quick_csr;
 use common::{RedisServer, TestApp, error_code};
 use provisiond::auth::derived;
@@ -90,20 +91,13 @@ async fn derive_key_and_enroll_with_a_device_key_work_together() {
         s.onboarding.group_secret = Some(Secret::new(GROUP_SECRET));
     })
     .await;
-    let bin = env!("CARGO_BIN_EXE_provisiond");
     let scratch = tempfile::tempdir().unwrap();
-    let derive = tokio::process::Command::new(bin)
-        .args(["derive-key", "--device-id", "factory-9"])
-        .env("ONBOARDING_GROUP_SECRET", GROUP_SECRET)
-        .current_dir(scratch.path())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        derive.status.success(),
-        "{}",
-        String::from_utf8_lossy(&derive.stderr)
-    );
+    let derive = run(
+        &["derive-key", "--device-id", "factory-9"],
+        &[("ONBOARDING_GROUP_SECRET", GROUP_SECRET)],
+    )
+    .await;
+    assert!(derive.status.success(), "{}", text(&derive));
     let key = String::from_utf8(derive.stdout).unwrap().trim().to_owned();
     assert_eq!(
         derived::decode_key(&key),
@@ -111,45 +105,28 @@ async fn derive_key_and_enroll_with_a_device_key_work_together() {
     );
 
     let out = scratch.path().join("out");
-    let enroll = tokio::process::Command::new(bin)
-        .args([
+    let out = out.to_str().unwrap();
+    let enroll = |key: String, extra: &'static [&'static str]| {
+        let mut args = vec![
             "enroll",
             "--server",
             &app.address,
             "--device-id",
             "factory-9",
             "--out",
-        ])
-        .arg(&out)
-        .env("PROVISIOND_DEVICE_KEY", &key)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        enroll.status.success(),
-        "{}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
-    assert!(out.join("factory-9.crt").exists());
+            out,
+        ];
+        args.extend_from_slice(extra);
+        async move { run(&args, &[("PROVISIOND_DEVICE_KEY", &key)]).await }
+    };
+    let enrolled = enroll(key, &[]).await;
+    assert!(enrolled.status.success(), "{}", text(&enrolled));
+    assert!(scratch.path().join("out/factory-9.crt").exists());
 
     // The key of another device does not enroll this one.
     let wrong = derived::encode_key(&derived::device_key(GROUP_SECRET.as_bytes(), "factory-10"));
-    let refused = tokio::process::Command::new(bin)
-        .args([
-            "enroll",
-            "--server",
-            &app.address,
-            "--device-id",
-            "factory-9",
-            "--force",
-            "--out",
-        ])
-        .arg(&out)
-        .env("PROVISIOND_DEVICE_KEY", &wrong)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(3));
+    let refused = enroll(wrong, &["--force"]).await;
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
 }
 
 #[tokio::test]
@@ -331,25 +308,20 @@ async fn without_admin_keys_the_admin_api_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_with_a_server_certificate_from_the_local_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let made = tokio::process::Command::new(env!("CARGO_BIN_EXE_provisiond"))
-        .args([
+    let certs_dir = certs.path().to_str().unwrap();
+    let made = run(
+        &[
             "ca",
             "server-cert",
             "--dns",
             "localhost",
             "--ip",
             "127.0.0.1",
-        ])
-        .env("CERTS_DIR", certs.path())
-        .current_dir(certs.path())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        ],
+        &[("CERTS_DIR", certs_dir)],
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made));
     let mut settings = common::app::test_settings(None, certs.path());
     settings.server.tls.cert = Some(certs.path().join("server.crt"));
     settings.server.tls.key = Some(certs.path().join("server.key"));
@@ -508,15 +480,7 @@ async fn metrics_move_with_the_traffic() {
 #[tokio::test]
 async fn the_openapi_document_lists_exactly_the_routes_served() {
     let app = TestApp::spawn(None).await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get_json("/api/v1/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()

@@ -201,7 +201,7 @@ impl Plan {
                 let body = Bytes::from(format!(r#"{{"certificate_request":{csr}}}"#));
                 let started = Instant::now();
                 let outcome = conn
-                    .post(&self.target, "/api/v1/cfssl/sign", None, body)
+                    .send(&self.target, Method::POST, "/api/v1/cfssl/sign", None, body)
                     .await;
                 recorders.get("cfssl-sign").record(started, &outcome);
             }
@@ -230,8 +230,9 @@ impl Plan {
         let body = Bytes::from(format!(r#"{{"device_id":"{device}"}}"#));
         let started = Instant::now();
         let outcome = conn
-            .post(
+            .send(
                 &self.target,
+                Method::POST,
                 "/api/v1/onboarding",
                 self.enrollment_key.as_deref(),
                 body,
@@ -257,7 +258,13 @@ impl Plan {
         let body = self.sign_body(device, n);
         let started = Instant::now();
         let outcome = conn
-            .post(&self.target, "/api/v1/sign-csr", Some(token), body)
+            .send(
+                &self.target,
+                Method::POST,
+                "/api/v1/sign-csr",
+                Some(token),
+                body,
+            )
             .await
             .map(drop);
         recorders.get("sign-csr").record(started, &outcome);
@@ -305,17 +312,7 @@ impl Connection {
         Ok(sender)
     }
 
-    /// POSTs JSON; the response body on a 2xx, the error code otherwise.
-    async fn post(
-        &mut self,
-        target: &Target,
-        path: &str,
-        bearer: Option<&str>,
-        body: Bytes,
-    ) -> Result<Bytes, String> {
-        self.send(target, Method::POST, path, bearer, body).await
-    }
-
+    /// The response body on a 2xx, the error code otherwise.
     async fn send(
         &mut self,
         target: &Target,

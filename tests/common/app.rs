@@ -130,15 +130,20 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
-    pub async fn health(&self) -> Value {
+    /// GET a JSON document.
+    pub async fn get_json(&self, path: &str) -> Value {
         self.client
-            .get(self.url("/health"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    pub async fn health(&self) -> Value {
+        self.get_json("/health").await
     }
 
     /// Polls /health until `ready` holds for it, or panics after `within`.
