@@ -45,6 +45,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("token storage is unavailable; retry shortly")]
     StorageUnavailable,
+    #[error("token storage lost recent writes; this request can be served in {0} s")]
+    StorageRecovering(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -69,7 +71,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => {
+                "storage_unavailable"
+            }
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -93,7 +97,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::CsrPolicy(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +114,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::StorageUnavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
+            }
+            ApiError::StorageRecovering(seconds) => {
+                response.insert_header((header::RETRY_AFTER, *seconds));
             }
             ApiError::RateLimited(seconds) => {
                 response.insert_header((header::RETRY_AFTER, *seconds));

@@ -16,15 +16,82 @@ pub struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyTypeLabel {
-    pub key_type: String,
+    pub key_type: &'static str,
 }
 
+/// Every label value here comes from a fixed set, never from what a client sent: a
+/// made-up method or path would otherwise add a series per request. `route` is the
+/// matched route pattern or `unmatched`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
-    pub method: String,
+    pub route: &'static str,
+    pub method: &'static str,
     pub status: u16,
 }
+
+/// The methods the API serves; anything else is `OTHER`.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// The route patterns the API serves (from [`crate::api::ROUTES`]); anything else is
+/// `unmatched`.
+pub fn route_label(pattern: Option<&str>) -> &'static str {
+    pattern
+        .and_then(|p| crate::api::ROUTES.iter().find(|(_, r)| *r == p))
+        .map_or("unmatched", |(_, r)| r)
+}
+
+/// Key types as counted: RSA by the sizes fleets use, so that a device choosing an odd
+/// modulus length cannot add series.
+pub fn key_type_label(key_type: crate::ca::KeyType) -> &'static str {
+    use crate::ca::KeyType;
+    match key_type {
+        KeyType::EcdsaP256 => "ecdsa-p256",
+        KeyType::EcdsaP384 => "ecdsa-p384",
+        KeyType::Ed25519 => "ed25519",
+        KeyType::Rsa(2048) => "rsa-2048",
+        KeyType::Rsa(3072) => "rsa-3072",
+        KeyType::Rsa(4096) => "rsa-4096",
+        KeyType::Rsa(_) => "rsa-other",
+    }
+}
+
+const KEY_TYPE_LABELS: &[&str] = &[
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "ed25519",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+    "rsa-other",
+];
+
+/// The codes sign-csr refuses with, so that each series exists from the start.
+const REJECTION_REASONS: &[&str] = &[
+    "token_invalid",
+    "token_expired",
+    "token_used",
+    "device_mismatch",
+    "invalid_json",
+    "invalid_device_id",
+    "invalid_csr",
+    "csr_signature_invalid",
+    "csr_policy_violation",
+    "rate_limited",
+    "payload_too_large",
+    "request_timeout",
+    "unsupported_media_type",
+];
+
+/// Scopes of [`Metrics::rate_limited`].
+pub const RATE_LIMIT_SCOPES: &[&str] = &["ip", "device", "admin"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreOpLabels {
@@ -61,6 +128,9 @@ pub struct Metrics {
     pub redis_connected: Gauge,
     /// Redis lost or regained: each is a switch between Redis and the fallback.
     pub storage_fallback_switches: Counter,
+    /// Times Redis was found to have lost writes (restart without `appendfsync always`,
+    /// failover, data gone back).
+    pub redis_lost_writes: Counter,
     pub memory_sweeps: Counter,
     pub memory_swept_entries: Counter,
     pub rate_limited: Family<ScopeLabel, Counter>,
@@ -86,6 +156,7 @@ impl Metrics {
             storage_mode: Family::default(),
             redis_connected: Gauge::default(),
             storage_fallback_switches: Counter::default(),
+            redis_lost_writes: Counter::default(),
             memory_sweeps: Counter::default(),
             memory_swept_entries: Counter::default(),
             rate_limited: Family::default(),
@@ -143,6 +214,11 @@ impl Metrics {
             m.storage_fallback_switches.clone(),
         );
         registry.register(
+            "redis_lost_writes",
+            "Times Redis was found to have lost writes; tokens from before were refused",
+            m.redis_lost_writes.clone(),
+        );
+        registry.register(
             "memory_sweeps",
             "Sweeps of the memory store",
             m.memory_sweeps.clone(),
@@ -154,9 +230,22 @@ impl Metrics {
         );
         registry.register(
             "rate_limited",
-            "Requests refused by a rate limit, by scope (ip or device)",
+            "Requests refused by a rate limit, by scope (ip, device, or admin for failed \
+             admin authentication)",
             m.rate_limited.clone(),
         );
+        // Every documented series exists from the start, at zero, so that rates and
+        // alerts work before the first event.
+        for &scope in RATE_LIMIT_SCOPES {
+            m.rate_limited.get_or_create(&ScopeLabel { scope }).inc_by(0);
+        }
+        for &reason in REJECTION_REASONS {
+            m.tokens_rejected.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        for &key_type in KEY_TYPE_LABELS {
+            m.certificates_issued.get_or_create(&KeyTypeLabel { key_type }).inc_by(0);
+        }
+        m.set_storage_mode("unavailable");
         Self {
             registry,
             ..metrics

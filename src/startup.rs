@@ -96,6 +96,11 @@ impl Application {
             settings.redis.fallback,
             metrics.clone(),
         ));
+        if settings.redis.enabled {
+            tasks.push(store.spawn_reconciler(Duration::from_millis(
+                settings.redis.health_check_interval_ms,
+            )));
+        }
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {

@@ -16,14 +16,23 @@ use crate::error::ApiError;
 /// Shortest JWT secret accepted: HS256 wants at least 256 bits of key.
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// How far the clocks of instances sharing a secret may disagree: a token's `iat` and
+/// `nbf` may be this far in the future. (`exp` has no leeway: the store's TTL is exact.)
+pub const CLOCK_LEEWAY_SECS: u64 = 5;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     jti: String,
     iat: u64,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
     iss: String,
     aud: String,
+    /// The store epoch the token was issued in ([`crate::store::TokenStore::epoch`]).
+    #[serde(default)]
+    ep: u64,
 }
 
 /// A freshly issued token.
@@ -39,6 +48,8 @@ pub struct IssuedToken {
 pub struct VerifiedToken {
     pub subject: String,
     pub jti: Jti,
+    /// The store epoch it was issued in.
+    pub epoch: u64,
 }
 
 pub struct TokenService {
@@ -60,6 +71,8 @@ impl TokenService {
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         // The store's TTL is exact; a leeway would only turn "expired" into "used".
         validation.leeway = 0;
+        // `nbf` and `iat` are checked below, with the leeway clocks need.
+        validation.validate_nbf = false;
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
@@ -75,8 +88,10 @@ impl TokenService {
         self.ttl
     }
 
-    pub fn issue(&self, device: &DeviceId) -> Result<IssuedToken, ApiError> {
-        let jti = Jti::random();
+    /// Signs the token for `jti`, already pending in the store; `epoch` is the store's
+    /// epoch read after the token was stored, so that a loss of writes before its first
+    /// possible use is never missed.
+    pub fn issue(&self, device: &DeviceId, jti: Jti, epoch: u64) -> Result<IssuedToken, ApiError> {
         let issued_at = unix_now();
         let expires_at = issued_at + self.ttl.as_secs();
         let claims = Claims {
@@ -84,8 +99,10 @@ impl TokenService {
             jti: jti.to_string(),
             iat: issued_at,
             exp: expires_at,
+            nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            ep: epoch,
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| anyhow::anyhow!("JWT encoding failed: {e}"))?;
@@ -111,11 +128,17 @@ impl TokenService {
                 ErrorKind::InvalidAudience => ApiError::TokenInvalid("token audience not accepted"),
                 _ => ApiError::TokenInvalid("malformed provisioning token"),
             })?;
-        let jti = Jti::parse(&data.claims.jti)
-            .ok_or(ApiError::TokenInvalid("malformed provisioning token"))?;
+        let claims = data.claims;
+        let latest = unix_now() + CLOCK_LEEWAY_SECS;
+        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(ApiError::TokenInvalid("token is not valid yet"));
+        }
+        let jti =
+            Jti::parse(&claims.jti).ok_or(ApiError::TokenInvalid("malformed provisioning token"))?;
         Ok(VerifiedToken {
-            subject: data.claims.sub,
+            subject: claims.sub,
             jti,
+            epoch: claims.ep,
         })
     }
 }
@@ -144,10 +167,11 @@ mod tests {
     fn an_issued_token_verifies_and_names_its_device() {
         let s = service();
         let device = DeviceId::parse("device-1").unwrap();
-        let issued = s.issue(&device).unwrap();
+        let issued = s.issue(&device, Jti::random(), 7).unwrap();
         let verified = s.verify(&issued.token).unwrap();
         assert_eq!(verified.subject, "device-1");
         assert_eq!(verified.jti, issued.jti);
+        assert_eq!(verified.epoch, 7);
         assert_eq!(issued.expires_at - issued.issued_at, 300);
     }
 
@@ -159,7 +183,10 @@ mod tests {
             "provisiond",
             Duration::from_secs(300),
         );
-        let token = other.issue(&DeviceId::parse("d").unwrap()).unwrap().token;
+        let token = other
+            .issue(&DeviceId::parse("d").unwrap(), Jti::random(), 0)
+            .unwrap()
+            .token;
         assert!(matches!(
             service().verify(&token),
             Err(ApiError::TokenInvalid(_))

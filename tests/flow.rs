@@ -56,8 +56,8 @@ async fn a_device_is_provisioned_end_to_end_against_redis() {
     assert_eq!(signed["success"], true);
     verify_externally(&signed);
 
-    // Consumed: both keys are gone, and the token cannot be used again.
-    let left: Vec<String> = conn.keys("mqtt-lite:*").unwrap();
+    // Consumed: both keys of the device are gone, and the token cannot be used again.
+    let left: Vec<String> = conn.keys("mqtt-lite:*{device-001}*").unwrap();
     assert!(left.is_empty(), "keys left behind: {left:?}");
     let replay = app.sign_csr(token, "device-001", &csr.csr_pem).await;
     assert_eq!(

@@ -22,23 +22,23 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Issue, then consume once.
     let (a, jti) = (device("c-a"), Jti::random());
     store.issue(&a, &jti, TTL).await.unwrap();
-    assert_eq!(store.consume(&a, &jti).await.unwrap(), Consumed);
-    assert_eq!(store.consume(&a, &jti).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&a, &jti, store.epoch()).await.unwrap(), Consumed);
+    assert_eq!(store.consume(&a, &jti, store.epoch()).await.unwrap(), NotFound);
 
     // Never issued; issued to another device.
     let b = device("c-b");
-    assert_eq!(store.consume(&b, &Jti::random()).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&b, &Jti::random(), store.epoch()).await.unwrap(), NotFound);
     let for_b = Jti::random();
     store.issue(&b, &for_b, TTL).await.unwrap();
-    assert_eq!(store.consume(&a, &for_b).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&a, &for_b, store.epoch()).await.unwrap(), NotFound);
 
     // Replacement: the old token dies at once.
     let (old, new) = (Jti::random(), Jti::random());
     let c = device("c-c");
     store.issue(&c, &old, TTL).await.unwrap();
     store.issue(&c, &new, TTL).await.unwrap();
-    assert_eq!(store.consume(&c, &old).await.unwrap(), NotFound);
-    assert_eq!(store.consume(&c, &new).await.unwrap(), Consumed);
+    assert_eq!(store.consume(&c, &old, store.epoch()).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&c, &new, store.epoch()).await.unwrap(), Consumed);
 
     // Revocation.
     let d = device("c-d");
@@ -46,14 +46,14 @@ async fn contract(store: Arc<dyn TokenStore>) {
     store.issue(&d, &jti, TTL).await.unwrap();
     assert!(store.revoke_device(&d).await.unwrap());
     assert!(!store.revoke_device(&d).await.unwrap());
-    assert_eq!(store.consume(&d, &jti).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&d, &jti, store.epoch()).await.unwrap(), NotFound);
 
     // Expiry: absent as soon as the TTL is up.
     let e = device("c-e");
     let jti = Jti::random();
     store.issue(&e, &jti, Duration::from_secs(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(store.consume(&e, &jti).await.unwrap(), NotFound);
+    assert_eq!(store.consume(&e, &jti, store.epoch()).await.unwrap(), NotFound);
 
     // Concurrency: of many consumers of one token, exactly one wins.
     let f = device("c-f");
@@ -62,7 +62,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let (store, f) = (store.clone(), f.clone());
-        racers.spawn(async move { store.consume(&f, &jti).await.unwrap() });
+        racers.spawn(async move { store.consume(&f, &jti, store.epoch()).await.unwrap() });
     }
     let outcomes = racers.join_all().await;
     assert_eq!(outcomes.iter().filter(|o| **o == Consumed).count(), 1);

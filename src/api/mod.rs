@@ -23,7 +23,7 @@ use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, RouteLabels, ScopeLabel};
+use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label, route_label};
 use crate::net::TrustedProxies;
 use crate::ratelimit::RateLimits;
 use crate::store::FallbackStore;
@@ -169,15 +169,12 @@ pub async fn log_requests(
     let took = started.elapsed();
     let status = response.status().as_u16();
     if let Some(metrics) = metrics {
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let request = response.request();
         metrics
             .http_request_duration
             .get_or_create(&RouteLabels {
-                route,
-                method: response.request().method().to_string(),
+                route: route_label(request.match_pattern().as_deref()),
+                method: method_label(request.method()),
                 status,
             })
             .observe(took.as_secs_f64());

@@ -8,6 +8,7 @@ use super::AppState;
 use super::body::JsonBody;
 use crate::audit;
 use crate::auth::{OnboardingAuth, authorization};
+use crate::domain::Jti;
 use crate::error::ApiError;
 use crate::store::{StoreError, TokenStore};
 use crate::timefmt::rfc3339_now;
@@ -38,7 +39,7 @@ pub async fn onboarding(
         let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
         let fresh = state
             .store
-            .first_use(&device, ts, keys.replay_window())
+            .first_use(&device, ts, keys.clock_skew())
             .await
             .map_err(storage_error)?;
         if !fresh {
@@ -51,13 +52,14 @@ pub async fn onboarding(
     // Only after authentication: otherwise anyone could use up a device's allowance.
     state.limit_device(&device)?;
 
-    let issued = state.tokens.issue(&device)?;
-    Span::current().record("jti", issued.jti.short());
+    let jti = Jti::random();
+    Span::current().record("jti", jti.short());
     state
         .store
-        .issue(&device, &issued.jti, state.tokens.ttl())
+        .issue(&device, &jti, state.tokens.ttl())
         .await
         .map_err(storage_error)?;
+    let issued = state.tokens.issue(&device, jti, state.store.epoch())?;
     state.metrics.tokens_issued.inc();
     audit::token_issued(&device, &issued.jti, client);
 
@@ -71,5 +73,8 @@ pub async fn onboarding(
 
 pub fn storage_error(e: StoreError) -> ApiError {
     tracing::warn!(error = %e, "token store unavailable");
-    ApiError::StorageUnavailable
+    match e {
+        StoreError::Unsure { retry_after } => ApiError::StorageRecovering(retry_after),
+        _ => ApiError::StorageUnavailable,
+    }
 }

@@ -16,7 +16,7 @@ use crate::audit;
 use crate::auth::bearer;
 use crate::ca::check_csr;
 use crate::error::ApiError;
-use crate::metrics::{KeyTypeLabel, ReasonLabel};
+use crate::metrics::{KeyTypeLabel, ReasonLabel, key_type_label};
 use crate::store::{ConsumeOutcome, TokenStore};
 use crate::timefmt::{rfc3339, rfc3339_now};
 
@@ -90,7 +90,7 @@ async fn sign(
     // 5. Consume the token: one request wins, on any instance.
     match state
         .store
-        .consume(&device, &claims.jti)
+        .consume(&device, &claims.jti, claims.epoch)
         .await
         .map_err(storage_error)?
     {
@@ -118,7 +118,9 @@ async fn sign(
     state
         .metrics
         .certificates_issued
-        .get_or_create(&KeyTypeLabel { key_type })
+        .get_or_create(&KeyTypeLabel {
+            key_type: key_type_label(key.key_type()),
+        })
         .inc();
     Ok(HttpResponse::Ok().json(SignCsrResponse {
         success: true,

@@ -67,9 +67,9 @@ impl DerivedKeys {
         }
     }
 
-    /// How long a (device, ts) must be remembered to refuse its replay.
-    pub fn replay_window(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(2 * self.clock_skew + 1)
+    /// How far a signed timestamp may be from the server's clock.
+    pub fn clock_skew(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.clock_skew)
     }
 
     /// Verifies `header` for `device_id` at `now`; answers the signed timestamp, which

@@ -5,14 +5,25 @@
 //! unreachable Redis is answered `Unreachable` (503), never `NotFound` (401): the device
 //! should retry, not onboard again. With `fallback = "none"`, Redis is required.
 //!
-//! Memory entries are only ever made while Redis cannot be used, so a device's entry in
-//! memory is newer than anything Redis holds for it, and is the authority for that device
-//! until it is used or expires. Issuing into Redis drops the device's memory entry.
+//! Single use across the switches rests on three rules:
+//!
+//! 1. Memory entries are only made while Redis cannot be used, so a device's entry in
+//!    memory is newer than anything Redis holds for it: it is the authority for that
+//!    device until it is used or expires.
+//! 2. A device issued into memory is marked *stale in Redis*: whatever Redis still holds
+//!    for it was replaced (or is this very token, if Redis applied a write whose answer
+//!    never came). Redis is not asked about a stale device; its keys there are deleted
+//!    as soon as Redis is back, and the mark goes once they are. Issuing the device into
+//!    Redis again clears it too (the issue script replaces what Redis held).
+//! 3. Derived-mode proofs are remembered only where every instance sees them: in Redis
+//!    when it is enabled (503 while it is away), in memory only when Redis is off.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::task::JoinHandle;
 
 use super::memory::Take;
 use super::{
@@ -27,6 +38,57 @@ pub struct FallbackStore {
     memory: Arc<MemoryStore>,
     policy: FallbackPolicy,
     metrics: Arc<Metrics>,
+    stale: StaleInRedis,
+}
+
+/// Devices whose Redis keys may hold a token that memory has since replaced, each with
+/// the number of the marking, so that clearing an old marking keeps a newer one.
+#[derive(Default)]
+struct StaleInRedis {
+    /// A std `Mutex`: nothing awaits under it.
+    devices: Mutex<HashMap<DeviceId, u64>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl StaleInRedis {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark(&self, device: &DeviceId) {
+        let n = self
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(device.clone(), n);
+    }
+
+    fn contains(&self, device: &DeviceId) -> bool {
+        self.lock().contains_key(device)
+    }
+
+    fn is_marked(&self, device: &DeviceId, n: u64) -> bool {
+        self.lock().get(device) == Some(&n)
+    }
+
+    /// Clears the marking `n` of `device`, unless the device was marked again since.
+    fn clear(&self, device: &DeviceId, n: u64) {
+        let mut devices = self.lock();
+        if devices.get(device) == Some(&n) {
+            devices.remove(device);
+        }
+    }
+
+    fn clear_all_of(&self, device: &DeviceId) {
+        self.lock().remove(device);
+    }
+
+    fn snapshot(&self) -> Vec<(DeviceId, u64)> {
+        self.lock().iter().map(|(d, n)| (d.clone(), *n)).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 impl FallbackStore {
@@ -41,7 +103,52 @@ impl FallbackStore {
             memory,
             policy,
             metrics,
+            stale: StaleInRedis::default(),
         }
+    }
+
+    /// Deletes the Redis keys of stale devices whenever Redis is reachable, every
+    /// `every`, until the store is dropped.
+    pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
+        let store: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(store) = store.upgrade() else { return };
+                store.reconcile().await;
+            }
+        })
+    }
+
+    /// One pass over the stale devices; stops at the first sign that Redis is away.
+    pub async fn reconcile(&self) -> usize {
+        let Some(redis) = self.live_redis() else {
+            return 0;
+        };
+        let mut cleared = 0;
+        for (device, n) in self.stale.snapshot() {
+            // Issuing the device into Redis since the snapshot cleared it already.
+            if !self.stale.is_marked(&device, n) {
+                continue;
+            }
+            match redis.revoke_device(&device).await {
+                Ok(_) => {
+                    self.stale.clear(&device, n);
+                    cleared += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(%device, error = %e, "reconciling with redis paused");
+                    break;
+                }
+            }
+        }
+        if cleared > 0 {
+            tracing::info!(
+                devices = cleared,
+                "deleted tokens from redis that memory replaced during the outage"
+            );
+        }
+        cleared
     }
 
     /// Runs a Redis operation, timing it.
@@ -85,10 +192,23 @@ impl FallbackStore {
         self.redis.as_ref().map(|r| r.is_connected())
     }
 
+    /// When Redis was last seen to have lost writes (unix seconds), if ever.
+    pub fn redis_lost_writes_at(&self) -> Option<u64> {
+        self.redis.as_ref().and_then(|r| r.lost_writes_at())
+    }
+
+    /// Devices whose replaced tokens still wait to be deleted from Redis.
+    pub fn stale_in_redis(&self) -> usize {
+        self.stale.len()
+    }
+
     /// Whether the device has a pending token, and for how long yet.
     pub async fn pending_for(&self, device: &DeviceId) -> Result<Option<Duration>, StoreError> {
         if let Some(left) = self.memory.expires_in(device) {
             return Ok(Some(left));
+        }
+        if self.stale.contains(device) {
+            return Ok(None);
         }
         match &self.redis {
             None => Ok(None),
@@ -106,7 +226,9 @@ impl TokenStore for FallbackStore {
         if let Some(redis) = self.live_redis() {
             match self.timed("issue", redis.issue(device, jti, ttl)).await {
                 Ok(()) => {
+                    // Redis holds the one pending token now: nothing else is live.
                     self.memory.remove(device);
+                    self.stale.clear_all_of(device);
                     return Ok(());
                 }
                 Err(e @ StoreError::Unreachable(_)) if self.memory_allowed() => {
@@ -118,20 +240,33 @@ impl TokenStore for FallbackStore {
         if !self.memory_allowed() {
             return Err(unreachable());
         }
+        if self.redis.is_some() {
+            self.stale.mark(device);
+        }
         self.timed_memory("issue", || self.memory.insert(device, jti, ttl));
         Ok(())
     }
 
-    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError> {
+    async fn consume(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        epoch: u64,
+    ) -> Result<ConsumeOutcome, StoreError> {
         match self.timed_memory("consume", || self.memory.take(device, jti)) {
             Take::Consumed => return Ok(ConsumeOutcome::Consumed),
             Take::Replaced => return Ok(ConsumeOutcome::NotFound),
             Take::Absent => {}
         }
+        // Memory replaced whatever Redis holds for this device (rule 2).
+        if self.stale.contains(device) {
+            return Ok(ConsumeOutcome::NotFound);
+        }
         match &self.redis {
             None => Ok(ConsumeOutcome::NotFound),
             Some(redis) if redis.is_connected() => {
-                self.timed("consume", redis.consume(device, jti)).await
+                self.timed("consume", redis.consume(device, jti, epoch))
+                    .await
             }
             Some(_) => Err(unreachable()),
         }
@@ -142,7 +277,9 @@ impl TokenStore for FallbackStore {
         match &self.redis {
             None => Ok(in_memory),
             Some(redis) if redis.is_connected() => {
-                Ok(redis.revoke_device(device).await? || in_memory)
+                let in_redis = redis.revoke_device(device).await?;
+                self.stale.clear_all_of(device);
+                Ok(in_redis || in_memory)
             }
             Some(_) => Err(unreachable()),
         }
@@ -151,19 +288,20 @@ impl TokenStore for FallbackStore {
     async fn first_use(
         &self,
         device: &DeviceId,
-        nonce: u64,
-        ttl: Duration,
+        ts: u64,
+        skew: Duration,
     ) -> Result<bool, StoreError> {
-        if let Some(redis) = self.live_redis() {
-            match redis.first_use(device, nonce, ttl).await {
-                Err(StoreError::Unreachable(_)) if self.memory_allowed() => {}
-                answer => return answer,
-            }
+        // Rule 3: a proof seen only by this instance's memory could be replayed to
+        // another instance, or to this one once Redis is back.
+        match &self.redis {
+            None => self.memory.first_use(device, ts, skew).await,
+            Some(redis) if redis.is_connected() => redis.first_use(device, ts, skew).await,
+            Some(_) => Err(unreachable()),
         }
-        if !self.memory_allowed() {
-            return Err(unreachable());
-        }
-        Ok(self.memory.remember(device, nonce, ttl))
+    }
+
+    fn epoch(&self) -> u64 {
+        self.redis.as_ref().map_or(0, |r| r.epoch())
     }
 
     async fn stats(&self) -> StoreStats {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
-use super::{ConsumeOutcome, StorageMode, StoreError, StoreStats, TokenStore};
+use super::{ConsumeOutcome, StorageMode, StoreError, StoreStats, TokenStore, replay_window};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
 
@@ -193,7 +193,12 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
-    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError> {
+    async fn consume(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        _epoch: u64,
+    ) -> Result<ConsumeOutcome, StoreError> {
         Ok(match self.take(device, jti) {
             Take::Consumed => ConsumeOutcome::Consumed,
             Take::Replaced | Take::Absent => ConsumeOutcome::NotFound,
@@ -207,10 +212,10 @@ impl TokenStore for MemoryStore {
     async fn first_use(
         &self,
         device: &DeviceId,
-        nonce: u64,
-        ttl: Duration,
+        ts: u64,
+        skew: Duration,
     ) -> Result<bool, StoreError> {
-        Ok(self.remember(device, nonce, ttl))
+        Ok(self.remember(device, ts, replay_window(skew)))
     }
 
     async fn stats(&self) -> StoreStats {

@@ -5,6 +5,7 @@
 //! it), a token is consumed at most once, and an expired token is absent at once.
 
 mod fallback;
+mod incarnation;
 mod memory;
 mod redis;
 
@@ -37,6 +38,16 @@ pub enum StoreError {
     /// up, and a token issued beside it would be a second live token for the device.
     #[error("token store failed: {0}")]
     Failed(String),
+    /// Redis lost writes a while ago, and whether this request was already served before
+    /// that cannot be told until `retry_after` seconds have passed.
+    #[error("token store lost recent writes; retry in {retry_after} s")]
+    Unsure { retry_after: u64 },
+}
+
+/// How long a signed timestamp must be remembered: it is accepted within `skew` of the
+/// server's clock on either side.
+pub fn replay_window(skew: Duration) -> Duration {
+    skew * 2 + Duration::from_secs(1)
 }
 
 /// Which store new tokens go to right now.
@@ -90,20 +101,34 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError>;
 
     /// Uses the token up if it is still pending. Exactly one of any number of concurrent
-    /// calls with the same token gets `Consumed`.
-    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError>;
+    /// calls with the same token gets `Consumed`. `epoch` is the store epoch the token
+    /// was issued in ([`TokenStore::epoch`]): a store that lost writes since refuses
+    /// it, since it cannot know whether the token was used.
+    async fn consume(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        epoch: u64,
+    ) -> Result<ConsumeOutcome, StoreError>;
 
     /// Drops the device's pending token; `true` when there was one.
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError>;
 
-    /// Remembers `nonce` for `device` during `ttl`: `true` the first time, `false` for a
-    /// replay. Used to accept each signed onboarding request once.
+    /// Remembers the signed timestamp `ts` of `device`, which is accepted within `skew`
+    /// of the server's clock: `true` the first time, `false` for a replay. Used to accept
+    /// each signed onboarding request once.
     async fn first_use(
         &self,
         device: &DeviceId,
-        nonce: u64,
-        ttl: Duration,
+        ts: u64,
+        skew: Duration,
     ) -> Result<bool, StoreError>;
 
     async fn stats(&self) -> StoreStats;
+
+    /// The epoch a token issued now belongs to. It moves when the store notices it lost
+    /// writes, so that [`TokenStore::consume`] can refuse tokens from before.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }

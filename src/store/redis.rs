@@ -13,7 +13,12 @@
 //! Each thread that talks to Redis (each actix worker, and the thread running the health
 //! and count loops) has its own multiplexed connection, driven on that thread: requests
 //! on one worker pipeline together, and no request waits for another thread to be
-//! scheduled to read its reply. The connections reconnect by themselves.
+//! scheduled to read its reply.
+//!
+//! Connections never reconnect by themselves: a connection that fails is dropped, and a
+//! new one is opened only to the Redis process that the health loop has checked for lost
+//! writes (see [`super::incarnation`]). A Redis that restarted from an old dump is thus
+//! never used before the server knows which tokens it may have forgotten were used.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,17 +26,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, RedisError, Script};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, InfoDict, IntoConnectionInfo, RedisError, Script};
 use tokio::task::JoinHandle;
 
+use super::incarnation::{self, Probe, Watch};
 use super::{
     ConsumeOutcome, RedisCounts, RedisStats, StorageMode, StoreError, StoreStats, TokenStore,
+    replay_window,
 };
 use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::token::unix_now;
+use crate::token::{CLOCK_LEEWAY_SECS, unix_now};
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
 /// request re-onboarded the same device in between and won, so with N requests for one
@@ -41,10 +48,12 @@ const SCAN_BATCH: usize = 1000;
 /// A count may use at most this share of the time between counts, so that counting a
 /// million keys never becomes a steady load on Redis.
 const COUNT_DUTY_CYCLE: u32 = 10;
+/// How long an instance's marker outlives the instance.
+const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Address, without credentials.
+    /// Address, without credentials: safe to log.
     pub url: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
@@ -96,6 +105,22 @@ impl Keys {
         format!("{}nonce:{{{device}}}:{nonce}", self.prefix)
     }
 
+    /// One instance's counter, bumped at every health check.
+    fn marker(&self, instance: &str) -> String {
+        format!("{}marker:{instance}", self.prefix)
+    }
+
+    /// The Redis `run_id` some instance last checked for lost writes.
+    fn incarnation(&self) -> String {
+        format!("{}incarnation", self.prefix)
+    }
+
+    /// The epoch (bumped at each loss of writes any instance noticed) and the moment of
+    /// the latest loss.
+    fn lost_writes(&self) -> String {
+        format!("{}lost-writes", self.prefix)
+    }
+
     fn token_prefix(&self) -> String {
         format!("{}token:", self.prefix)
     }
@@ -122,7 +147,7 @@ impl Keys {
 struct LocalConnection {
     store: u64,
     generation: u64,
-    conn: ConnectionManager,
+    conn: MultiplexedConnection,
 }
 
 thread_local! {
@@ -136,10 +161,22 @@ pub struct RedisStore {
     /// Bumped to make every thread open a fresh connection.
     generation: AtomicU64,
     client: redis::Client,
-    manager_config: ConnectionManagerConfig,
+    connection_config: AsyncConnectionConfig,
     keys: Keys,
     issue_script: Script,
     consume_script: Script,
+    raise_script: Script,
+    /// Names this instance's marker key.
+    instance: String,
+    /// The `run_id` of the Redis process the health loop checked: the only one request
+    /// connections may be opened to.
+    verified_run_id: Mutex<Option<String>>,
+    /// Bumped at every loss of writes: tokens carry the epoch they were issued in, and
+    /// Redis is not asked about tokens of an older one (it may have lost their use).
+    epoch: AtomicU64,
+    /// When writes were last lost (unix seconds; 0: never): signed onboarding requests
+    /// that may have been accepted before then are not accepted until they are too old.
+    lost_writes_at: AtomicU64,
     connected: AtomicBool,
     /// Whether Redis was ever up: the first connection is not a switch back from memory.
     ever_connected: AtomicBool,
@@ -149,9 +186,9 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Sets up the connection (lazily: a Redis that is down now does not stop start-up),
-    /// pings once to learn the state, and starts the health and count loops. The loops
-    /// end when the store is dropped.
+    /// Sets up the client, checks Redis once (a Redis that is down now does not stop
+    /// start-up), and starts the health and count loops. The loops end when the store is
+    /// dropped.
     pub async fn connect(
         config: RedisConfig,
         metrics: Arc<Metrics>,
@@ -169,40 +206,44 @@ impl RedisStore {
         }
         info = info.set_redis_settings(settings);
         let client = redis::Client::open(info)?;
-        // One quick retry per request at most: the health loop does the patient
-        // reconnecting, so a request never waits long on a Redis that is gone.
-        let manager_config = ConnectionManagerConfig::new()
+        // No retries inside a request: the health loop does the patient reconnecting, so
+        // a request never waits long on a Redis that is gone.
+        let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(100));
+            .set_response_timeout(Some(config.response_timeout));
+        let mut instance = [0u8; 8];
+        crate::crypto::fill_random(&mut instance);
         let store = Arc::new(Self {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
             client,
-            manager_config,
+            connection_config,
             keys: Keys {
                 prefix: config.key_prefix.clone(),
             },
             issue_script: Script::new(include_str!("issue.lua")),
             consume_script: Script::new(include_str!("consume.lua")),
+            raise_script: Script::new(include_str!("raise.lua")),
+            instance: hex::encode(instance),
+            verified_run_id: Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            lost_writes_at: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
             counts: Mutex::new(None),
             config,
             metrics,
         });
-        match store.ping().await {
-            Ok(()) => store.set_connected(true, None),
-            Err(e) => tracing::warn!(
+        let mut health = HealthCheck::default();
+        if let Err(e) = health.run(&store).await {
+            tracing::warn!(
                 url = %store.config.url,
                 error = %e,
                 "redis is not reachable at start-up; will keep trying"
-            ),
+            );
         }
         let tasks = vec![
-            tokio::spawn(health_loop(Arc::downgrade(&store))),
+            tokio::spawn(health_loop(Arc::downgrade(&store), health)),
             tokio::spawn(count_loop(Arc::downgrade(&store))),
         ];
         Ok((store, tasks))
@@ -212,33 +253,114 @@ impl RedisStore {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// This thread's connection (made lazily: it connects on first use).
-    fn conn(&self) -> ConnectionManager {
-        let generation = self.generation.load(Ordering::Relaxed);
-        LOCAL_CONNECTIONS.with_borrow_mut(|local| {
-            if let Some(c) = local
+    /// When Redis was last seen to have lost writes (unix seconds), if ever.
+    pub fn lost_writes_at(&self) -> Option<u64> {
+        Some(self.lost_writes_at.load(Ordering::SeqCst)).filter(|&t| t > 0)
+    }
+
+    fn learn(&self, epoch: u64, at: u64) {
+        self.epoch.fetch_max(epoch, Ordering::SeqCst);
+        self.lost_writes_at.fetch_max(at, Ordering::SeqCst);
+    }
+
+    async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.connection_config)
+            .await
+    }
+
+    /// This thread's connection, opened on first use, and only to the Redis process the
+    /// health loop has checked.
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let cached = LOCAL_CONNECTIONS.with_borrow(|local| {
+            local
                 .iter()
                 .find(|c| c.store == self.id && c.generation == generation)
-            {
-                return c.conn.clone();
-            }
+                .map(|c| c.conn.clone())
+        });
+        if let Some(conn) = cached {
+            return Ok(conn);
+        }
+        let Some(verified) = self.verified_run_id() else {
+            return Err(StoreError::Unreachable("redis has not been checked yet".into()));
+        };
+        if !self.is_connected() {
+            return Err(StoreError::Unreachable("redis is unreachable".into()));
+        }
+        let mut conn = self.open().await.map_err(|e| self.fail(e))?;
+        let info: InfoDict = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if incarnation::run_id(&info).as_deref() != Some(verified.as_str()) {
+            // Restarted, or another server answers: the health loop checks it first.
+            self.set_connected(false, None);
+            return Err(StoreError::Unreachable(
+                "redis restarted; checking it for lost writes before use".into(),
+            ));
+        }
+        LOCAL_CONNECTIONS.with_borrow_mut(|local| {
             local.retain(|c| c.store != self.id);
-            let conn = ConnectionManager::new_lazy_with_config(
-                self.client.clone(),
-                self.manager_config.clone(),
-            )
-            .expect("a lazy connection manager needs only a tokio runtime");
             local.push(LocalConnection {
                 store: self.id,
                 generation,
                 conn: conn.clone(),
             });
-            conn
-        })
+        });
+        Ok(conn)
+    }
+
+    fn verified_run_id(&self) -> Option<String> {
+        self.verified_run_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts a new epoch, here and, for every other instance, in Redis. A first contact
+    /// (no instance has seen this Redis, and neither has this one) is a Redis that is new
+    /// or lost everything: its epoch moves too, but no signed request waits for it.
+    async fn record_loss(
+        &self,
+        conn: &mut MultiplexedConnection,
+        shared_epoch: u64,
+        reason: &str,
+        first_contact: bool,
+    ) -> Result<(), RedisError> {
+        let epoch = self.epoch().max(shared_epoch) + 1;
+        let at = if first_contact { 0 } else { unix_now() };
+        let (epoch, at): (u64, u64) = self
+            .raise_script
+            .key(self.keys.lost_writes())
+            .arg(epoch)
+            .arg(at)
+            .invoke_async(conn)
+            .await?;
+        self.learn(epoch, at);
+        if first_contact {
+            tracing::info!(
+                url = %self.config.url,
+                epoch,
+                "first look at this redis: tokens issued before now are not accepted from it"
+            );
+        } else {
+            self.metrics.redis_lost_writes.inc();
+            tracing::warn!(
+                url = %self.config.url,
+                reason,
+                epoch,
+                "redis may have lost writes: tokens issued before now are refused (devices \
+                 onboard again); signed onboarding requests from before now wait until they \
+                 are too old to replay"
+            );
+        }
+        Ok(())
     }
 
     fn set_connected(&self, up: bool, error: Option<&RedisError>) {
-        if self.connected.swap(up, Ordering::Relaxed) != up {
+        if self.connected.swap(up, Ordering::SeqCst) != up {
             if self.ever_connected.swap(true, Ordering::Relaxed) {
                 self.metrics.storage_fallback_switches.inc();
             }
@@ -259,7 +381,11 @@ impl RedisStore {
 
     /// Maps a Redis error to the store's, noting a lost connection on the way.
     fn fail(&self, e: RedisError) -> StoreError {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+        {
             self.set_connected(false, Some(&e));
             StoreError::Unreachable(e.to_string())
         } else {
@@ -267,15 +393,10 @@ impl RedisStore {
         }
     }
 
-    async fn ping(&self) -> Result<(), RedisError> {
-        let mut conn = self.conn();
-        redis::cmd("PING").query_async::<()>(&mut conn).await
-    }
-
-    /// Fresh connections everywhere, for errors the connection manager does not recover
-    /// from by itself (it reconnects on I/O errors only, not, say, after a failed AUTH).
+    /// Fresh connections everywhere: the old ones may be broken, or lead to a Redis
+    /// process that is not the one checked.
     fn renew_connections(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn record(device: &DeviceId, jti: &str, expires_at: u64) -> String {
@@ -289,7 +410,7 @@ impl RedisStore {
             .key(self.keys.device(device))
             .key(self.keys.token(device, jti))
             .arg(jti)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(consumed == 1)
@@ -303,7 +424,7 @@ impl RedisStore {
         let (jti, ttl_ms): (Option<String>, i64) = redis::pipe()
             .get(self.keys.device(device))
             .pttl(self.keys.device(device))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(jti.map(|jti| (jti, Duration::from_millis(ttl_ms.max(0) as u64))))
@@ -315,7 +436,7 @@ impl RedisStore {
         let started = Instant::now();
         let pattern = self.keys.scan_pattern();
         let (token_prefix, device_prefix) = (self.keys.token_prefix(), self.keys.device_prefix());
-        let mut conn = self.conn();
+        let mut conn = self.conn().await.ok()?;
         let (mut tokens, mut devices, mut cursor) = (0u64, 0u64, 0u64);
         loop {
             let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
@@ -356,27 +477,100 @@ impl RedisStore {
     }
 }
 
-async fn health_loop(store: Weak<RedisStore>) {
-    let mut failures = 0u32;
+/// The health loop's own connection and what it saw at its last check.
+#[derive(Default)]
+struct HealthCheck {
+    conn: Option<MultiplexedConnection>,
+    watch: Watch,
+}
+
+impl HealthCheck {
+    /// Checks Redis for lost writes, then lets requests use it. A failure marks it
+    /// unreachable.
+    async fn run(&mut self, store: &RedisStore) -> Result<(), RedisError> {
+        let result = self.check(store).await;
+        match &result {
+            Ok(()) => store.set_connected(true, None),
+            Err(e) => {
+                self.conn = None;
+                store.set_connected(false, Some(e));
+            }
+        }
+        result
+    }
+
+    async fn check(&mut self, store: &RedisStore) -> Result<(), RedisError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(store.open().await?),
+        };
+        let keys = &store.keys;
+        let marker = keys.marker(&store.instance);
+        let (info, marker_value, (), recorded_run_id, (shared_epoch, shared_at)): (
+            InfoDict,
+            u64,
+            (),
+            Option<String>,
+            (Option<u64>, Option<u64>),
+        ) = redis::pipe()
+            .cmd("INFO")
+            .arg("server")
+            .incr(&marker, 1)
+            .expire(&marker, MARKER_TTL_SECS as i64)
+            .get(keys.incarnation())
+            .cmd("HMGET")
+            .arg(keys.lost_writes())
+            .arg("epoch")
+            .arg("at")
+            .query_async(conn)
+            .await?;
+        let probe = Probe {
+            run_id: incarnation::run_id(&info).unwrap_or_default(),
+            marker: marker_value,
+            recorded_run_id,
+        };
+        store.learn(shared_epoch.unwrap_or(0), shared_at.unwrap_or(0));
+        let durable = if probe.is_new_incarnation() {
+            incarnation::is_durable(conn).await?
+        } else {
+            false
+        };
+        if let Some(reason) = self.watch.assess(&probe, durable) {
+            let first_contact = self.watch.run_id.is_none() && probe.recorded_run_id.is_none();
+            store
+                .record_loss(conn, shared_epoch.unwrap_or(0), reason, first_contact)
+                .await?;
+        }
+        if probe.is_new_incarnation() {
+            // Only after the loss is recorded, so that another instance that sees the
+            // new incarnation also sees the loss.
+            redis::cmd("SET")
+                .arg(keys.incarnation())
+                .arg(&probe.run_id)
+                .query_async::<()>(conn)
+                .await?;
+        }
+        let changed = self.watch.run_id.as_deref() != Some(probe.run_id.as_str());
+        self.watch.remember(&probe);
+        if changed {
+            *store
+                .verified_run_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(probe.run_id);
+            store.renew_connections();
+        }
+        Ok(())
+    }
+}
+
+async fn health_loop(store: Weak<RedisStore>, mut health: HealthCheck) {
     loop {
         let Some(interval) = store.upgrade().map(|s| s.config.health_check_interval) else {
             return;
         };
         tokio::time::sleep(interval).await;
         let Some(store) = store.upgrade() else { return };
-        match store.ping().await {
-            Ok(()) => {
-                failures = 0;
-                store.set_connected(true, None);
-            }
-            Err(e) => {
-                failures += 1;
-                store.set_connected(false, Some(&e));
-                if !e.is_io_error() && failures.is_multiple_of(5) {
-                    store.renew_connections();
-                }
-            }
-        }
+        let _ = health.run(&store).await;
     }
 }
 
@@ -424,7 +618,7 @@ impl TokenStore for RedisStore {
                 .arg(ttl_secs)
                 .arg(&record)
                 .arg(&seen)
-                .invoke_async(&mut self.conn())
+                .invoke_async(&mut self.conn().await?)
                 .await
                 .map_err(|e| self.fail(e))?;
             if issued == 1 {
@@ -437,7 +631,17 @@ impl TokenStore for RedisStore {
         )))
     }
 
-    async fn consume(&self, device: &DeviceId, jti: &Jti) -> Result<ConsumeOutcome, StoreError> {
+    async fn consume(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        epoch: u64,
+    ) -> Result<ConsumeOutcome, StoreError> {
+        // Connect first: the connection is what guarantees the loss check has run.
+        self.conn().await?;
+        if epoch < self.epoch() {
+            return Ok(ConsumeOutcome::NotFound);
+        }
         Ok(if self.try_consume(device, &jti.to_string()).await? {
             ConsumeOutcome::Consumed
         } else {
@@ -462,19 +666,34 @@ impl TokenStore for RedisStore {
     async fn first_use(
         &self,
         device: &DeviceId,
-        nonce: u64,
-        ttl: Duration,
+        ts: u64,
+        skew: Duration,
     ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        // A proof for `ts` is accepted until ts + skew; one that may have been accepted
+        // before the loss cannot be told from one that was not. Wait until it is too old.
+        if let Some(lost) = self.lost_writes_at() {
+            let unsure_until = lost + CLOCK_LEEWAY_SECS + skew.as_secs();
+            if ts <= unsure_until {
+                return Err(StoreError::Unsure {
+                    retry_after: unsure_until + 1 - unix_now().min(unsure_until),
+                });
+            }
+        }
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.nonce(device, nonce))
+            .arg(self.keys.nonce(device, ts))
             .arg(1)
             .arg("NX")
             .arg("EX")
-            .arg(ttl.as_secs().max(1))
-            .query_async(&mut self.conn())
+            .arg(replay_window(skew).as_secs())
+            .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(set.is_some())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     async fn stats(&self) -> StoreStats {
