@@ -14,3 +14,8 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 pub fn rfc3339_now() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }
+
+/// Unix seconds, as RFC 3339.
+pub fn unix_rfc3339(secs: u64) -> String {
+    rfc3339(OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}

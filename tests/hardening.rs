@@ -18,16 +18,6 @@ use serde_json::{Value, json};
 
 const GROUP_SECRET: &str = "factory-group-secret-factory-group-secret";
 
-async fn onboard_with(app: &TestApp, device: &str, authorization: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/onboarding"))
-        .header("authorization", authorization)
-        .json(&json!({ "device_id": device }))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn derived_mode_accepts_a_device_signing_with_its_own_key_and_nothing_else() {
     let redis = RedisServer::start();
@@ -39,18 +29,17 @@ async fn derived_mode_accepts_a_device_signing_with_its_own_key_and_nothing_else
     let key = derived::device_key(GROUP_SECRET.as_bytes(), "dev-d1");
     let now = unix_now();
 
-    let ok = onboard_with(&app, "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
+    let ok = app.onboard_with( "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
     assert_eq!(ok.status(), StatusCode::OK);
 
     // The same signature again is a replay.
-    let replay = onboard_with(&app, "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
+    let replay = app.onboard_with( "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
     assert_eq!(
         error_code(replay).await,
         (StatusCode::UNAUTHORIZED, "unauthorized".into())
     );
     // A new timestamp is fine.
-    let again = onboard_with(
-        &app,
+    let again = app.onboard_with(
         "dev-d1",
         &derived::authorization(&key, "dev-d1", now + 1),
     )
@@ -73,7 +62,7 @@ async fn derived_mode_accepts_a_device_signing_with_its_own_key_and_nothing_else
         ("dev-d1", "Device ts=1,sig=!!".to_owned()),
         ("dev-d1", format!("Bearer {GROUP_SECRET}")),
     ] {
-        let refused = onboard_with(&app, device, &header).await;
+        let refused = app.onboard_with( device, &header).await;
         assert_eq!(
             error_code(refused).await,
             (StatusCode::UNAUTHORIZED, "unauthorized".into()),

@@ -78,14 +78,13 @@ async fn a_memory_token_issued_during_an_outage_outranks_an_older_one_in_redis()
     let app = TestApp::spawn(Some(&redis)).await;
     // Pause rather than kill, so Redis keeps the older token through the outage.
     let older = app.token_for("flip-1").await;
-    let pid = redis_pid(&redis);
-    signal(&pid, "STOP");
+    redis.pause();
     let cut = app
         .wait_for_health(WITHIN, |h| h["status"] == "degraded")
         .await;
     assert_eq!(cut["storage"], "memory");
     let newer = app.token_for("flip-1").await;
-    signal(&pid, "CONT");
+    redis.resume();
     app.wait_for_health(WITHIN, |h| h["status"] == "ok").await;
 
     let csr = quick_csr("flip-1");
@@ -158,22 +157,4 @@ async fn a_server_started_without_redis_serves_from_memory_and_moves_to_redis_wh
         app.sign_csr(&token, "early-1", &csr).await.status(),
         StatusCode::OK
     );
-}
-
-fn redis_pid(redis: &RedisServer) -> String {
-    let mut conn = redis.connection();
-    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-fn signal(pid: &str, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }

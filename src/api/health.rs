@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::error::RETRY_AFTER_UNAVAILABLE;
 use crate::store::{StorageMode, TokenStore};
-use crate::timefmt::rfc3339;
+use crate::timefmt::{rfc3339, unix_rfc3339};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -35,6 +35,12 @@ pub struct RedisHealth {
     pub counted_at: Option<String>,
     /// How long the last count took, in milliseconds.
     pub count_millis: Option<u64>,
+    /// The store epoch: it moves each time Redis is found to have lost writes, and
+    /// tokens from an earlier epoch are refused.
+    pub epoch: u64,
+    /// When Redis was last found to have lost writes (restart without
+    /// `appendfsync always`, failover); null if never.
+    pub lost_writes_at: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -42,6 +48,9 @@ pub struct RedisHealth {
 pub struct MemoryHealth {
     /// Live tokens held in this instance's memory.
     pub token_count: u64,
+    /// Devices re-onboarded into memory during an outage whose older tokens still wait
+    /// to be deleted from Redis (they are refused meanwhile).
+    pub stale_in_redis: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -71,6 +80,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 device_count: counts.map(|c| c.devices),
                 counted_at: counts.map(|c| rfc3339(c.counted_at.into())),
                 count_millis: counts.map(|c| c.took.as_millis() as u64),
+                epoch: state.store.epoch(),
+                lost_writes_at: state.store.redis_lost_writes_at().map(unix_rfc3339),
             }
         }
         None => RedisHealth {
@@ -80,6 +91,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             device_count: None,
             counted_at: None,
             count_millis: None,
+            epoch: 0,
+            lost_writes_at: None,
         },
     };
     let body = Health {
@@ -90,6 +103,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         redis,
         memory: MemoryHealth {
             token_count: stats.memory_tokens,
+            stale_in_redis: state.store.stale_in_redis() as u64,
         },
         onboarding: state.onboarding.mode(),
     };

@@ -100,6 +100,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Onboards with this `Authorization` header (a key, or a derived-mode signature).
+    pub async fn onboard_with(&self, device_id: &str, authorization: &str) -> Response {
+        self.client
+            .post(self.url("/api/v1/onboarding"))
+            .header("authorization", authorization)
+            .json(&json!({ "device_id": device_id }))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Onboards and returns the token, insisting on success.
     pub async fn token_for(&self, device_id: &str) -> String {
         let response = self.onboard(device_id).await;

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod bin;
 pub mod pki;
+pub mod proxy;
 pub mod redis;
 
 pub use app::{TestApp, error_code, jti_of};

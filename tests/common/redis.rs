@@ -10,15 +10,27 @@ use tempfile::TempDir;
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
+/// No persistence: a restart comes back empty, or from a dump the test made with SAVE.
+pub const NOT_PERSISTENT: &[&str] = &["--save", "", "--appendonly", "no"];
+/// Every write on disk before Redis answers it.
+pub const FSYNC_ALWAYS: &[&str] = &["--save", "", "--appendonly", "yes", "--appendfsync", "always"];
+
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(NOT_PERSISTENT)
+    }
+
+    /// A server with these extra arguments (persistence, replication), kept on restarts.
+    pub fn start_with(args: &[&str]) -> Self {
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("temp dir for redis"),
+                args: args.iter().map(|a| a.to_string()).collect(),
                 child: None,
             };
             if server.launch() {
@@ -32,7 +44,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -82,10 +94,39 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: it keeps nothing on disk).
+    /// Starts it again on the same port and directory: empty without persistence, from
+    /// its AOF or a dump the test made with SAVE otherwise.
     pub fn restart(&mut self) {
         self.stop();
         assert!(self.launch(), "redis-server did not come back on its port");
+    }
+
+    /// SIGSTOP: the process stays, its connections hang, it answers nothing.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Runs one command on this server.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut self.connection()).expect("redis command")
     }
 
     pub fn connection(&self) -> redis::Connection {
