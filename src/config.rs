@@ -59,6 +59,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "RATE_LIMIT_PER_DEVICE_PER_MINUTE",
         "rate_limit.per_device_per_minute",
     ),
+    (
+        "ADMIN_AUTH_FAILURES_PER_MINUTE",
+        "rate_limit.admin_failures_per_minute",
+    ),
     ("ADMIN_KEYS", "admin.keys"),
     ("ADMIN_KEYS_FILE", "admin.keys_file"),
     ("LOG_FORMAT", "log.format"),
@@ -131,6 +135,9 @@ pub struct RateLimitSettings {
     pub per_ip_per_minute: u32,
     /// Requests to onboarding and sign-csr per device id per minute; 0 turns it off.
     pub per_device_per_minute: u32,
+    /// Failed admin authentications per client address per minute; past it the address
+    /// is refused for a while. 0 turns it off.
+    pub admin_failures_per_minute: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -138,6 +145,7 @@ impl Default for RateLimitSettings {
         Self {
             per_ip_per_minute: 120_000,
             per_device_per_minute: 60,
+            admin_failures_per_minute: 10,
         }
     }
 }
@@ -219,16 +227,39 @@ impl Default for RedisSettings {
 }
 
 impl RedisSettings {
-    /// The connection URL, without credentials (they are applied separately so
-    /// that they never end up in a string that might be logged).
-    pub fn url_without_credentials(&self) -> String {
-        match &self.url {
+    /// The URL to connect to, which may carry credentials: never log it.
+    pub fn connection_url(&self) -> Secret {
+        Secret(match &self.url {
             Some(url) => url.clone(),
             None => {
                 let scheme = if self.tls { "rediss" } else { "redis" };
                 format!("{scheme}://{}:{}", self.host, self.port)
             }
+        })
+    }
+
+    /// The URL as logs and `/health` may show it: no user name, no password.
+    pub fn display_url(&self) -> String {
+        redact_url(self.connection_url().expose())
+    }
+}
+
+/// A URL without its userinfo (`redis://user:secret@host` becomes `redis://host`).
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
         }
+        // Not a URL: show nothing of it that could be a secret.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{host}")
+            }
+            None => "(unparseable URL)".to_owned(),
+        },
     }
 }
 
@@ -554,9 +585,10 @@ impl Settings {
         key: &str,
     ) -> Result<Option<Secret>, ConfigError> {
         match file {
-            Some(path) => std::fs::read_to_string(path)
+            Some(path) => crate::fsutil::check_private(path)
+                .and_then(|()| std::fs::read_to_string(path))
                 .map(|s| Some(Secret(s.trim().to_owned())))
-                .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display()))),
+                .map_err(|e| ConfigError::key(key, format!("cannot use {}: {e}", path.display()))),
             None => Ok(inline.cloned()),
         }
     }
@@ -638,6 +670,30 @@ mod tests {
     fn secrets_do_not_show_in_debug_output() {
         let s = parse("[tokens]\njwt_secret = \"hunter2hunter2\"").unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        for (url, shown) in [
+            (
+                "redis://default:secret@127.0.0.1:6379/0",
+                "redis://127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://:secret@redis.example:6380",
+                "rediss://redis.example:6380",
+            ),
+            ("redis://user@host", "redis://host"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://us:er:p@ss@wo@rd@[::1]:1", "redis://[::1]:1"),
+        ] {
+            let redacted = redact_url(url);
+            assert!(
+                !redacted.contains("secret") && !redacted.contains("ss@"),
+                "{redacted}"
+            );
+            assert_eq!(redacted, shown);
+        }
     }
 
     #[test]

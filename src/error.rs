@@ -9,6 +9,38 @@ use serde_json::json;
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 2;
 
+/// Which rate limit a request ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// Requests from one client address.
+    Ip,
+    /// Requests for one device id.
+    Device,
+    /// Failed admin authentications from one client address.
+    Admin,
+}
+
+impl LimitScope {
+    /// The label of `provisiond_rate_limited_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Ip => "ip",
+            LimitScope::Device => "device",
+            LimitScope::Admin => "admin",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            LimitScope::Ip => "too many requests from this address (per-address limit)",
+            LimitScope::Device => "too many requests for this device (per-device limit)",
+            LimitScope::Admin => {
+                "too many failed admin authentications from this address (admin limit)"
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("malformed JSON body: {0}")]
@@ -25,8 +57,8 @@ pub enum ApiError {
     DeviceMismatch,
     #[error("this device id may not onboard here")]
     DeviceNotAllowed,
-    #[error("too many requests; retry after {0} s")]
-    RateLimited(u64),
+    #[error("{}; retry after {retry_after} s", scope.describe())]
+    RateLimited { scope: LimitScope, retry_after: u64 },
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     #[error("{0}")]
@@ -39,6 +71,8 @@ pub enum ApiError {
     TokenUsed,
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the body must be JSON, sent as `Content-Type: application/json`")]
+    UnsupportedMediaType,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -62,18 +96,17 @@ impl ApiError {
             ApiError::TokenExpired => "token_expired",
             ApiError::DeviceMismatch => "device_mismatch",
             ApiError::DeviceNotAllowed => "device_not_allowed",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::InvalidCsr(_) => "invalid_csr",
             ApiError::CsrSignatureInvalid => "csr_signature_invalid",
             ApiError::CsrPolicy(_) => "csr_policy_violation",
             ApiError::TokenUsed => "token_used",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => {
-                "storage_unavailable"
-            }
+            ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -91,11 +124,12 @@ impl ResponseError for ApiError {
             | ApiError::TokenExpired
             | ApiError::TokenUsed => StatusCode::UNAUTHORIZED,
             ApiError::DeviceMismatch | ApiError::DeviceNotAllowed => StatusCode::FORBIDDEN,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CsrPolicy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -118,8 +152,8 @@ impl ResponseError for ApiError {
             ApiError::StorageRecovering(seconds) => {
                 response.insert_header((header::RETRY_AFTER, *seconds));
             }
-            ApiError::RateLimited(seconds) => {
-                response.insert_header((header::RETRY_AFTER, *seconds));
+            ApiError::RateLimited { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, *retry_after));
             }
             ApiError::Unauthorized(_)
             | ApiError::TokenInvalid(_)

@@ -2,7 +2,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Writes `contents` to `path` with `mode` unless the file already exists; `Ok(false)`
@@ -59,8 +59,55 @@ fn with_temp<T>(
     result
 }
 
-/// Reads a secret kept in a file: the first line, trimmed.
+/// Creates `dir` (and its parents) when missing, private to its owner (0700).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Refuses a secret file that group or others may read or write: whoever can read it
+/// holds the secret, whoever can write it chooses it. The message names the fix.
+pub fn check_private(path: &Path) -> io::Result<()> {
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is open to group or others (mode {mode:04o}); a secret must be private to \
+                 its owner: run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a directory of secrets that group or others may write: they could replace the
+/// CA or the secrets in it.
+pub fn check_not_shared_writable(dir: &Path) -> io::Result<()> {
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} can be written by group or others (mode {mode:04o}), who could replace \
+                 the CA or its secrets: run `chmod go-w {}`",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a secret kept in a file: the first line, trimmed. The file must be private
+/// ([`check_private`]).
 pub fn read_secret(path: &Path) -> io::Result<String> {
+    check_private(path)?;
     let text = fs::read_to_string(path)?;
     let secret = text.lines().next().unwrap_or("").trim().to_owned();
     if secret.is_empty() {
@@ -90,7 +137,6 @@ pub fn read_or_create_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn write_new_never_overwrites_and_sets_the_mode() {
@@ -117,5 +163,22 @@ mod tests {
         let (again, created) = read_or_create_secret(&path, || "other".into()).unwrap();
         assert!(!created);
         assert_eq!(first, again);
+    }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt.secret");
+        fs::write(&path, "secret-secret-secret-secret-secret\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_secret(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600") && err.contains("0644"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_secret(&path).is_ok());
     }
 }

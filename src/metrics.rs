@@ -237,13 +237,19 @@ impl Metrics {
         // Every documented series exists from the start, at zero, so that rates and
         // alerts work before the first event.
         for &scope in RATE_LIMIT_SCOPES {
-            m.rate_limited.get_or_create(&ScopeLabel { scope }).inc_by(0);
+            m.rate_limited
+                .get_or_create(&ScopeLabel { scope })
+                .inc_by(0);
         }
         for &reason in REJECTION_REASONS {
-            m.tokens_rejected.get_or_create(&ReasonLabel { reason }).inc_by(0);
+            m.tokens_rejected
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(0);
         }
         for &key_type in KEY_TYPE_LABELS {
-            m.certificates_issued.get_or_create(&KeyTypeLabel { key_type }).inc_by(0);
+            m.certificates_issued
+                .get_or_create(&KeyTypeLabel { key_type })
+                .inc_by(0);
         }
         m.set_storage_mode("unavailable");
         Self {

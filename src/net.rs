@@ -36,29 +36,52 @@ impl TrustedProxies {
     }
 
     /// The client's address. X-Forwarded-For is read only when the peer is a trusted
-    /// proxy, from the right (the entry the nearest proxy added) to the left, and the
-    /// first address that is not itself a trusted proxy is the client.
+    /// proxy, from the right (the entry the nearest proxy added) to the left: trusted
+    /// proxies are passed over, and the first address that is not one is the client.
+    /// Ports are stripped (`1.2.3.4:5678`, `[2001:db8::1]:443`). An entry that is no
+    /// address at all (`unknown`, garbage) ends the walk: nothing to its left can be
+    /// believed, so the last trusted hop stands for the client.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip().to_canonical();
         if !self.trusts(peer) {
             return Some(peer);
         }
-        let forwarded: Vec<IpAddr> = req
+        let entries: Vec<&str> = req
             .headers()
             .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or(""))
             .flat_map(|v| v.split(','))
-            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
             .collect();
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !self.trusts(**ip))
-            .or(forwarded.first())
-            .copied()
-            .or(Some(peer))
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            let Some(ip) = parse_forwarded(entry) else {
+                break;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        Some(client)
     }
+}
+
+/// One X-Forwarded-For entry: an address, with or without a port.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let ip = if let Ok(ip) = entry.parse::<IpAddr>() {
+        ip
+    } else if let Ok(socket) = entry.parse::<std::net::SocketAddr>() {
+        socket.ip()
+    } else {
+        // `[2001:db8::1]` without a port.
+        entry
+            .strip_prefix('[')
+            .and_then(|e| e.strip_suffix(']'))?
+            .parse::<IpAddr>()
+            .ok()?
+    };
+    Some(ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -100,5 +123,28 @@ mod tests {
             Some(ip("10.1.2.3"))
         );
         assert!(TrustedProxies::parse(&List(vec!["nope".into()])).is_err());
+    }
+
+    #[test]
+    fn ports_are_stripped_and_garbage_stops_the_walk() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let cases = [
+            ("6.6.6.6, 1.2.3.4:5678", "1.2.3.4"),
+            ("6.6.6.6, [2001:db8::1]:443", "2001:db8::1"),
+            ("6.6.6.6, [2001:db8::2]", "2001:db8::2"),
+            // The spoofed leftmost entry is never reached past something unreadable.
+            ("6.6.6.6, unknown", "10.1.2.3"),
+            ("6.6.6.6, 1.2.3.4:x", "10.1.2.3"),
+            ("6.6.6.6, garbage, 10.9.9.9", "10.9.9.9"),
+            ("6.6.6.6, 1.2.3.4, 10.9.9.9:80", "1.2.3.4"),
+        ];
+        for (xff, client) in cases {
+            assert_eq!(
+                p.client_ip(&request("10.1.2.3", Some(xff))),
+                ip(client),
+                "{xff}"
+            );
+        }
     }
 }

@@ -48,9 +48,10 @@ impl Drop for BackgroundTasks {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let certs_dir = &settings.ca.dir;
-        std::fs::create_dir_all(certs_dir).with_context(|| {
+        fsutil::create_private_dir(certs_dir).with_context(|| {
             format!("cannot create the certs directory {}", certs_dir.display())
         })?;
+        fsutil::check_not_shared_writable(certs_dir).map_err(|e| ConfigError::key("ca.dir", e))?;
         let ca = CertificateAuthority::load_or_init(&settings.ca).context("loading the CA")?;
         let tokens = TokenService::new(
             &jwt_secret(&settings)?,
@@ -219,6 +220,7 @@ fn tls_config(tls: &TlsSettings) -> anyhow::Result<Option<rustls::ServerConfig>>
         )
         .into());
     }
+    fsutil::check_private(key).map_err(|e| ConfigError::key("server.tls.key", e))?;
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

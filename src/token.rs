@@ -133,8 +133,8 @@ impl TokenService {
         if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
             return Err(ApiError::TokenInvalid("token is not valid yet"));
         }
-        let jti =
-            Jti::parse(&claims.jti).ok_or(ApiError::TokenInvalid("malformed provisioning token"))?;
+        let jti = Jti::parse(&claims.jti)
+            .ok_or(ApiError::TokenInvalid("malformed provisioning token"))?;
         Ok(VerifiedToken {
             subject: claims.sub,
             jti,

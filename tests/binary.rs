@@ -281,8 +281,11 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
         dir.path(),
         &[
             ("ONBOARDING_MODE", "key"),
-            ("ENROLLMENT_KEYS", "audit-enrollment-key"),
-            ("ADMIN_KEYS", "audit-admin-key"),
+            (
+                "ENROLLMENT_KEYS",
+                "audit-enrollment-key-audit-enrollment-key",
+            ),
+            ("ADMIN_KEYS", "audit-admin-key-audit-admin-key-audit-admin"),
             ("LOG_FORMAT", "json"),
         ],
     )
@@ -291,7 +294,7 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
     let onboard = |device: &'static str| {
         client
             .post(format!("{base}/api/v1/onboarding"))
-            .bearer_auth("audit-enrollment-key")
+            .bearer_auth("audit-enrollment-key-audit-enrollment-key")
             .json(&json!({ "device_id": device }))
             .send()
     };
@@ -326,7 +329,7 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
     onboard("audit-2").await.unwrap();
     let revoked = client
         .delete(format!("{base}/api/v1/devices/audit-2/token"))
-        .bearer_auth("audit-admin-key")
+        .bearer_auth("audit-admin-key-audit-admin-key-audit-admin")
         .send()
         .await
         .unwrap();
@@ -378,7 +381,11 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
         .to_lowercase();
     assert_eq!(issued["fingerprint_sha256"], fingerprint.as_str());
 
-    for secret in [token.as_str(), "audit-enrollment-key", "audit-admin-key"] {
+    for secret in [
+        token.as_str(),
+        "audit-enrollment-key-audit-enrollment-key",
+        "audit-admin-key-audit-admin-key-audit-admin",
+    ] {
         assert!(!log.contains(secret), "a secret is in the log");
     }
 }

@@ -90,7 +90,8 @@ async fn bad_onboarding_requests_get_400_with_a_code() {
 async fn key_mode_refuses_onboarding_without_the_enrollment_key() {
     let app = TestApp::spawn_with(None, |s| {
         s.onboarding.mode = OnboardingMode::Key;
-        s.onboarding.enrollment_keys = KeyList(vec![Secret::new("fleet-key-1")]);
+        s.onboarding.enrollment_keys =
+            KeyList(vec![Secret::new("fleet-key-1-fleet-key-1-fleet-key-1-xx")]);
     })
     .await;
     let body = r#"{"device_id": "keyed-1"}"#;
@@ -109,7 +110,7 @@ async fn key_mode_refuses_onboarding_without_the_enrollment_key() {
     let ok = app
         .client
         .post(app.url("/api/v1/onboarding"))
-        .bearer_auth("fleet-key-1")
+        .bearer_auth("fleet-key-1-fleet-key-1-fleet-key-1-xx")
         .json(&json!({ "device_id": "keyed-1" }))
         .send()
         .await

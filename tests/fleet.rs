@@ -26,7 +26,8 @@ async fn enroll_writes_a_verified_key_and_certificate_and_will_not_overwrite_the
     let redis = RedisServer::start();
     let app = TestApp::spawn_with(Some(&redis), |s| {
         s.onboarding.mode = OnboardingMode::Key;
-        s.onboarding.enrollment_keys = KeyList(vec![Secret::new("fleet-key")]);
+        s.onboarding.enrollment_keys =
+            KeyList(vec![Secret::new("fleet-key-fleet-key-fleet-key-fleet-key")]);
     })
     .await;
     let out = tempfile::tempdir().unwrap();
@@ -39,7 +40,7 @@ async fn enroll_writes_a_verified_key_and_certificate_and_will_not_overwrite_the
             "--device-id",
             "edge-7",
             "--enrollment-key",
-            "fleet-key",
+            "fleet-key-fleet-key-fleet-key-fleet-key",
             "--out",
             out_dir,
         ];

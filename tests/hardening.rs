@@ -29,21 +29,23 @@ async fn derived_mode_accepts_a_device_signing_with_its_own_key_and_nothing_else
     let key = derived::device_key(GROUP_SECRET.as_bytes(), "dev-d1");
     let now = unix_now();
 
-    let ok = app.onboard_with( "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
+    let ok = app
+        .onboard_with("dev-d1", &derived::authorization(&key, "dev-d1", now))
+        .await;
     assert_eq!(ok.status(), StatusCode::OK);
 
     // The same signature again is a replay.
-    let replay = app.onboard_with( "dev-d1", &derived::authorization(&key, "dev-d1", now)).await;
+    let replay = app
+        .onboard_with("dev-d1", &derived::authorization(&key, "dev-d1", now))
+        .await;
     assert_eq!(
         error_code(replay).await,
         (StatusCode::UNAUTHORIZED, "unauthorized".into())
     );
     // A new timestamp is fine.
-    let again = app.onboard_with(
-        "dev-d1",
-        &derived::authorization(&key, "dev-d1", now + 1),
-    )
-    .await;
+    let again = app
+        .onboard_with("dev-d1", &derived::authorization(&key, "dev-d1", now + 1))
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
 
     let other_group = derived::device_key(b"some-other-group-secret-of-enough-length", "dev-d1");
@@ -62,7 +64,7 @@ async fn derived_mode_accepts_a_device_signing_with_its_own_key_and_nothing_else
         ("dev-d1", "Device ts=1,sig=!!".to_owned()),
         ("dev-d1", format!("Bearer {GROUP_SECRET}")),
     ] {
-        let refused = app.onboard_with( device, &header).await;
+        let refused = app.onboard_with(device, &header).await;
         assert_eq!(
             error_code(refused).await,
             (StatusCode::UNAUTHORIZED, "unauthorized".into()),
@@ -231,7 +233,7 @@ async fn an_admin_can_see_and_revoke_a_pending_token() {
     use reqwest::Method;
     let redis = RedisServer::start();
     let app = TestApp::spawn_with(Some(&redis), |s| {
-        s.admin.keys = KeyList(vec![Secret::new("admin-key-1")]);
+        s.admin.keys = KeyList(vec![Secret::new("admin-key-1-admin-key-1-admin-key-1-xx")]);
     })
     .await;
     let token = app.token_for("revoke-me").await;
@@ -239,7 +241,7 @@ async fn an_admin_can_see_and_revoke_a_pending_token() {
         "/api/v1/devices/revoke-me",
         "/api/v1/devices/revoke-me/token",
     );
-    let key = Some("admin-key-1");
+    let key = Some("admin-key-1-admin-key-1-admin-key-1-xx");
 
     let (code, status) = admin(&app, Method::GET, status_path, key).await;
     assert_eq!(

@@ -191,8 +191,7 @@ async fn a_consume_lost_with_a_redis_restart_from_a_dump_does_not_give_a_second_
     let text = metrics.text().await.unwrap();
     assert!(
         text.lines()
-            .any(|l| l.starts_with("provisiond_redis_lost_writes_total ")
-                && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("provisiond_redis_lost_writes_total ") && !l.ends_with(" 0")),
         "{text}"
     );
 }
@@ -226,10 +225,17 @@ async fn with_appendfsync_always_a_restart_loses_nothing_and_refuses_nothing() {
     let health = loop {
         let response = app.sign_csr(&pending, "aof-2", &quick_csr("aof-2")).await;
         if response.status() != StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(response.status(), StatusCode::OK, "the pending token survived");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "the pending token survived"
+            );
             break app.health().await;
         }
-        assert!(std::time::Instant::now() < deadline, "redis never came back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never came back"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(health["redis"]["epoch"], epoch, "no loss was declared");
@@ -267,7 +273,12 @@ async fn after_a_loss_derived_proofs_from_before_wait_until_they_are_too_old() {
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     let fresh = proof("lost-sig", unix_now());
     let response = app.onboard_with("lost-sig", &fresh).await;
-    assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{:?}",
+        response.text().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +294,10 @@ async fn a_replica_promoted_before_it_copied_a_consume_does_not_give_a_second_ce
         .cmd::<String>(&["INFO", "replication"])
         .contains("master_link_status:up")
     {
-        assert!(std::time::Instant::now() < deadline, "the replica never synced");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let front = SwitchableFront::start(primary.port()).await;
@@ -311,7 +325,10 @@ async fn a_replica_promoted_before_it_copied_a_consume_does_not_give_a_second_ce
 
     loss_noticed(&app, &epoch).await;
     let stale: Option<String> = replica.cmd(&["GET", "mqtt-lite:device:{failover-1}"]);
-    assert!(stale.is_some(), "the promoted replica still holds the token as pending");
+    assert!(
+        stale.is_some(),
+        "the promoted replica still holds the token as pending"
+    );
     assert_eq!(sign(&app, &token, "failover-1").await, used());
     let fresh = app.token_for("failover-1").await;
     assert_eq!(sign(&app, &fresh, "failover-1").await, ok());

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
+use provisiond::config::Secret;
 use provisiond::domain::{DeviceId, Jti};
 use provisiond::store::{ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, TokenStore};
 
@@ -22,23 +23,44 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Issue, then consume once.
     let (a, jti) = (device("c-a"), Jti::random());
     store.issue(&a, &jti, TTL).await.unwrap();
-    assert_eq!(store.consume(&a, &jti, store.epoch()).await.unwrap(), Consumed);
-    assert_eq!(store.consume(&a, &jti, store.epoch()).await.unwrap(), NotFound);
+    assert_eq!(
+        store.consume(&a, &jti, store.epoch()).await.unwrap(),
+        Consumed
+    );
+    assert_eq!(
+        store.consume(&a, &jti, store.epoch()).await.unwrap(),
+        NotFound
+    );
 
     // Never issued; issued to another device.
     let b = device("c-b");
-    assert_eq!(store.consume(&b, &Jti::random(), store.epoch()).await.unwrap(), NotFound);
+    assert_eq!(
+        store
+            .consume(&b, &Jti::random(), store.epoch())
+            .await
+            .unwrap(),
+        NotFound
+    );
     let for_b = Jti::random();
     store.issue(&b, &for_b, TTL).await.unwrap();
-    assert_eq!(store.consume(&a, &for_b, store.epoch()).await.unwrap(), NotFound);
+    assert_eq!(
+        store.consume(&a, &for_b, store.epoch()).await.unwrap(),
+        NotFound
+    );
 
     // Replacement: the old token dies at once.
     let (old, new) = (Jti::random(), Jti::random());
     let c = device("c-c");
     store.issue(&c, &old, TTL).await.unwrap();
     store.issue(&c, &new, TTL).await.unwrap();
-    assert_eq!(store.consume(&c, &old, store.epoch()).await.unwrap(), NotFound);
-    assert_eq!(store.consume(&c, &new, store.epoch()).await.unwrap(), Consumed);
+    assert_eq!(
+        store.consume(&c, &old, store.epoch()).await.unwrap(),
+        NotFound
+    );
+    assert_eq!(
+        store.consume(&c, &new, store.epoch()).await.unwrap(),
+        Consumed
+    );
 
     // Revocation.
     let d = device("c-d");
@@ -46,14 +68,20 @@ async fn contract(store: Arc<dyn TokenStore>) {
     store.issue(&d, &jti, TTL).await.unwrap();
     assert!(store.revoke_device(&d).await.unwrap());
     assert!(!store.revoke_device(&d).await.unwrap());
-    assert_eq!(store.consume(&d, &jti, store.epoch()).await.unwrap(), NotFound);
+    assert_eq!(
+        store.consume(&d, &jti, store.epoch()).await.unwrap(),
+        NotFound
+    );
 
     // Expiry: absent as soon as the TTL is up.
     let e = device("c-e");
     let jti = Jti::random();
     store.issue(&e, &jti, Duration::from_secs(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(store.consume(&e, &jti, store.epoch()).await.unwrap(), NotFound);
+    assert_eq!(
+        store.consume(&e, &jti, store.epoch()).await.unwrap(),
+        NotFound
+    );
 
     // Concurrency: of many consumers of one token, exactly one wins.
     let f = device("c-f");
@@ -68,6 +96,21 @@ async fn contract(store: Arc<dyn TokenStore>) {
     assert_eq!(outcomes.iter().filter(|o| **o == Consumed).count(), 1);
 }
 
+fn config(redis: &RedisServer, key_prefix: &str, count_interval: Duration) -> RedisConfig {
+    RedisConfig {
+        url: Secret::new(redis.url()),
+        display_url: redis.url(),
+        username: None,
+        password: None,
+        db: None,
+        key_prefix: key_prefix.into(),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(1),
+        health_check_interval: Duration::from_millis(200),
+        count_interval,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_store_keeps_the_contract() {
     contract(Arc::new(MemoryStore::new())).await;
@@ -76,17 +119,7 @@ async fn the_memory_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_store_keeps_the_contract() {
     let redis = RedisServer::start();
-    let config = RedisConfig {
-        url: redis.url(),
-        username: None,
-        password: None,
-        db: None,
-        key_prefix: "contract:".into(),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(1),
-        health_check_interval: Duration::from_millis(200),
-        count_interval: Duration::from_secs(60),
-    };
+    let config = config(&redis, "contract:", Duration::from_secs(60));
     let (store, _tasks) = RedisStore::connect(config, Default::default())
         .await
         .unwrap();
@@ -103,17 +136,7 @@ async fn the_redis_store_counts_without_keys_and_respects_its_prefix() {
         .arg(1)
         .query(&mut conn)
         .unwrap();
-    let config = RedisConfig {
-        url: redis.url(),
-        username: None,
-        password: None,
-        db: None,
-        key_prefix: "mine:".into(),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(1),
-        health_check_interval: Duration::from_millis(200),
-        count_interval: Duration::from_millis(100),
-    };
+    let config = config(&redis, "mine:", Duration::from_millis(100));
     let (store, _tasks) = RedisStore::connect(config, Default::default())
         .await
         .unwrap();

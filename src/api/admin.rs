@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
-use super::onboarding::storage_error;
+use super::onboarding::{no_store, storage_error};
 use crate::audit;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -37,14 +37,7 @@ fn authorized_device(
     req: &HttpRequest,
     path: &str,
 ) -> Result<DeviceId, ApiError> {
-    if state.admin.is_empty() {
-        return Err(ApiError::Unauthorized(
-            "the admin API is off: no admin key is configured (ADMIN_KEYS)",
-        ));
-    }
-    if !state.admin.accepts(req) {
-        return Err(ApiError::Unauthorized("an admin key is required"));
-    }
+    state.authorize_admin(req)?;
     DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)
 }
 
@@ -59,7 +52,7 @@ pub async fn device_status(
         .pending_for(&device)
         .await
         .map_err(storage_error)?;
-    Ok(HttpResponse::Ok().json(DeviceStatus {
+    Ok(no_store(HttpResponse::Ok()).json(DeviceStatus {
         success: true,
         device_id: device.to_string(),
         pending: left.is_some(),
@@ -83,7 +76,7 @@ pub async fn revoke_token(
         state.metrics.tokens_revoked.inc();
     }
     audit::token_revoked(&device, revoked, state.client_ip(&req));
-    Ok(HttpResponse::Ok().json(Revoked {
+    Ok(no_store(HttpResponse::Ok()).json(Revoked {
         success: true,
         device_id: device.to_string(),
         revoked,

@@ -2,7 +2,7 @@
 //! (actix's extractors answer in their own words).
 
 use actix_web::HttpRequest;
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::{Bytes, Payload};
 use serde_json::{Map, Value};
 
@@ -12,15 +12,34 @@ use crate::error::ApiError;
 /// A JSON object body, read up to `limit` bytes.
 pub struct JsonBody(Map<String, Value>);
 
+/// A body read in full, not yet parsed.
+pub struct RawBody {
+    bytes: Bytes,
+    /// Whether it was sent as `application/json`.
+    json: bool,
+}
+
+impl RawBody {
+    /// The JSON object it holds: 415 for any other content type, 400 for bad JSON.
+    pub fn json(&self) -> Result<JsonBody, ApiError> {
+        if !self.json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        JsonBody::parse(&self.bytes)
+    }
+}
+
 impl JsonBody {
-    /// Reads the body, refusing more than `limit` bytes (413) or a body still arriving
-    /// after `timeout` (408): a slow client must not hold a worker's attention forever.
-    pub async fn read(
+    /// Reads the whole body, refusing more than `limit` bytes (413) or a body still
+    /// arriving after `timeout` (408): a slow client must not hold a worker's attention
+    /// forever. The body is read before any other check, so that a refusal leaves the
+    /// connection clean for the client's next request (keep-alive).
+    pub async fn read_raw(
         req: &HttpRequest,
         payload: Payload,
         limit: usize,
         timeout: std::time::Duration,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<RawBody, ApiError> {
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -36,7 +55,13 @@ impl JsonBody {
             Ok(Ok(Err(e))) => return Err(ApiError::InvalidJson(format!("cannot read body: {e}"))),
             Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(limit)),
         };
-        Self::parse(&bytes)
+        let json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+        Ok(RawBody { bytes, json })
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {

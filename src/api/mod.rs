@@ -19,7 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
+use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth, bearer};
 use crate::ca::CertificateAuthority;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -51,20 +51,47 @@ impl AppState {
 
     fn limit_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match ip {
-            Some(ip) => self.counted(self.limits.check_ip(ip), "ip"),
+            Some(ip) => self.counted(self.limits.check_ip(ip)),
             None => Ok(()),
         }
     }
 
     fn limit_device(&self, device: &DeviceId) -> Result<(), ApiError> {
-        self.counted(self.limits.check_device(device), "device")
+        self.counted(self.limits.check_device(device))
     }
 
-    fn counted(&self, check: Result<(), ApiError>, scope: &'static str) -> Result<(), ApiError> {
-        if check.is_err() {
+    /// Lets an admin request through when its key is accepted. Failures are counted per
+    /// address, and an address past the limit is refused before its key is looked at.
+    fn authorize_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        if self.admin.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "the admin API is off: no admin key is configured (ADMIN_KEYS)",
+            ));
+        }
+        let ip = self.client_ip(req);
+        if let Some(ip) = ip {
+            self.counted(self.limits.check_admin(ip))?;
+        }
+        if self.admin.accepts(req) {
+            return Ok(());
+        }
+        if let Some(ip) = ip {
+            self.counted(self.limits.admin_failed(ip))?;
+        }
+        Err(ApiError::Unauthorized(if bearer(req).is_some() {
+            "admin key not accepted"
+        } else {
+            "an admin key is required: `Authorization: Bearer <admin key>`"
+        }))
+    }
+
+    fn counted(&self, check: Result<(), ApiError>) -> Result<(), ApiError> {
+        if let Err(ApiError::RateLimited { scope, .. }) = &check {
             self.metrics
                 .rate_limited
-                .get_or_create(&ScopeLabel { scope })
+                .get_or_create(&ScopeLabel {
+                    scope: scope.as_str(),
+                })
                 .inc();
         }
         check

@@ -1,6 +1,7 @@
 //! `POST /api/v1/onboarding`: a single-use provisioning token for a device.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use serde::Serialize;
 use tracing::Span;
 
@@ -29,10 +30,11 @@ pub async fn onboarding(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
     let client = state.client_ip(&req);
     state.limit_ip(client)?;
     state.onboarding.check_key(&req)?;
-    let body = JsonBody::read(&req, payload, state.body_limit, state.body_timeout).await?;
+    let body = raw.json()?;
     let device = body.device_id()?;
     Span::current().record("device_id", device.as_str());
     if let OnboardingAuth::Derived(keys) = &state.onboarding {
@@ -63,12 +65,18 @@ pub async fn onboarding(
     state.metrics.tokens_issued.inc();
     audit::token_issued(&device, &issued.jti, client);
 
-    Ok(HttpResponse::Ok().json(OnboardingResponse {
+    Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
         success: true,
         provisioning_token: issued.token,
         expires_in: issued.expires_at - issued.issued_at,
         timestamp: rfc3339_now(),
     }))
+}
+
+/// A response that carries a token or a certificate: no cache may keep it.
+pub fn no_store(mut response: HttpResponseBuilder) -> HttpResponseBuilder {
+    response.insert_header((CACHE_CONTROL, "no-store"));
+    response
 }
 
 pub fn storage_error(e: StoreError) -> ApiError {

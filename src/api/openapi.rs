@@ -42,7 +42,8 @@ pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_json`, `invalid_device_id`, `unauthorized`,
     /// `token_invalid`, `token_expired`, `token_used`, `device_mismatch`,
     /// `device_not_allowed`, `invalid_csr`, `csr_signature_invalid`,
-    /// `csr_policy_violation`, `payload_too_large`, `request_timeout`, `rate_limited`,
+    /// `csr_policy_violation`, `payload_too_large`, `unsupported_media_type`,
+    /// `request_timeout`, `rate_limited`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
@@ -118,6 +119,7 @@ impl Modify for Security {
         (status = 403, description = "device_not_allowed", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
@@ -133,6 +135,7 @@ fn onboarding() {}
         (status = 403, description = "device_mismatch", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
         (status = 422, description = "csr_policy_violation", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
         (status = 503, description = "storage_unavailable", body = ErrorBody),
@@ -152,6 +155,7 @@ fn ca() {}
         (status = 200, description = "The device's state", body = DeviceStatus),
         (status = 400, description = "invalid_device_id", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
 fn device_status() {}
@@ -164,6 +168,7 @@ fn device_status() {}
         (status = 200, description = "Revoked, or nothing was pending", body = Revoked),
         (status = 400, description = "invalid_device_id", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
 fn revoke_token() {}

@@ -11,7 +11,7 @@ use tracing::Span;
 
 use super::AppState;
 use super::body::JsonBody;
-use super::onboarding::storage_error;
+use super::onboarding::{no_store, storage_error};
 use crate::audit;
 use crate::auth::bearer;
 use crate::ca::check_csr;
@@ -61,6 +61,7 @@ async fn sign(
     client: Option<IpAddr>,
     device_seen: &mut Option<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
     state.limit_ip(client)?;
 
     // 1. A valid JWT.
@@ -71,7 +72,7 @@ async fn sign(
     Span::current().record("jti", claims.jti.short());
 
     // 2. Issued for this device.
-    let body = JsonBody::read(req, payload, state.body_limit, state.body_timeout).await?;
+    let body = raw.json()?;
     let device = body.device_id()?;
     Span::current().record("device_id", device.as_str());
     *device_seen = Some(device.to_string());
@@ -122,7 +123,7 @@ async fn sign(
             key_type: key_type_label(key.key_type()),
         })
         .inc();
-    Ok(HttpResponse::Ok().json(SignCsrResponse {
+    Ok(no_store(HttpResponse::Ok()).json(SignCsrResponse {
         success: true,
         certificate: cert.pem,
         ca_certificate: state.ca.chain_pem().to_owned(),

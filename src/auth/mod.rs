@@ -162,7 +162,12 @@ fn generated_enrollment_key(certs_dir: &Path) -> Result<String, ConfigError> {
     Ok(key)
 }
 
-/// A key as configured: plain, or already hashed as `sha256:<64 hex digits>`.
+/// Shortest plain key accepted: 32 bytes, so that even a key of letters only has well
+/// over 128 bits of entropy when it is random.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// A key as configured: plain (at least [`MIN_KEY_LEN`] bytes), or already hashed as
+/// `sha256:<64 hex digits>` (whose key the server cannot measure).
 fn digest_of(key: &str, config_key: &str) -> Result<[u8; 32], ConfigError> {
     match key.strip_prefix("sha256:") {
         Some(hex_digest) => {
@@ -171,6 +176,14 @@ fn digest_of(key: &str, config_key: &str) -> Result<[u8; 32], ConfigError> {
                 .map_err(|_| ConfigError::key(config_key, "a sha256: entry needs 64 hex digits"))?;
             Ok(digest)
         }
+        None if key.len() < MIN_KEY_LEN => Err(ConfigError::key(
+            config_key,
+            format!(
+                "a key of {} bytes is too short to resist guessing; each key needs at least \
+                 {MIN_KEY_LEN} bytes (make one with `openssl rand -base64 32`)",
+                key.len()
+            ),
+        )),
         None => Ok(sha256(key.as_bytes())),
     }
 }
@@ -204,21 +217,40 @@ mod tests {
 
     #[test]
     fn a_configured_key_or_its_digest_is_accepted() {
-        let digest = format!("sha256:{}", hex::encode(sha256(b"second")));
-        let auth = keys(&["first", &digest]);
-        for key in ["first", "second"] {
+        const FIRST: &str = "first-key-first-key-first-key-first";
+        const SECOND: &str = "second-key-second-key-second-key-2";
+        let digest = format!("sha256:{}", hex::encode(sha256(SECOND.as_bytes())));
+        let auth = keys(&[FIRST, &digest]);
+        for key in [FIRST, SECOND] {
             let req = TestRequest::default()
                 .insert_header((AUTHORIZATION, format!("Bearer {key}")))
                 .to_http_request();
             assert!(auth.check_key(&req).is_ok(), "{key}");
         }
         let req = TestRequest::default()
-            .insert_header((AUTHORIZATION, "Bearer third"))
+            .insert_header((AUTHORIZATION, "Bearer third-key-third-key-third-key-3"))
             .to_http_request();
         assert!(auth.check_key(&req).is_err());
         assert!(
             auth.check_key(&TestRequest::default().to_http_request())
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_short_key_is_refused_at_start_up() {
+        let settings = OnboardingSettings {
+            mode: OnboardingMode::Key,
+            enrollment_keys: KeyList(vec![Secret::new("a")]),
+            ..OnboardingSettings::default()
+        };
+        let err = OnboardingAuth::from_settings(&settings, Path::new("/nonexistent"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("onboarding.enrollment_keys") && err.contains("32"),
+            "{err}"
         );
     }
 

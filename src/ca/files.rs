@@ -2,7 +2,6 @@
 //! `ca.key` (PEM: PKCS#8, SEC1 or PKCS#1; mode 0600).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,7 +45,16 @@ pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<CaFiles> {
         (true, true) => {}
         (false, false) => {
             if generate(dir, common_name, false)? {
-                tracing::info!(cert = %cert.display(), key = %key.display(), "generated a new CA");
+                // Loud: a mistyped CERTS_DIR silently makes a second CA that no device or
+                // broker trusts.
+                let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+                tracing::warn!(
+                    certs_dir = %dir.display(),
+                    cert = %cert.display(),
+                    key = %key.display(),
+                    "no CA in the certs directory: generated a new one. If a CA exists \
+                     elsewhere, stop and point CERTS_DIR (ca.dir) at it"
+                );
             }
         }
         (true, false) => bail!(
@@ -66,7 +74,7 @@ pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<CaFiles> {
 /// Generates a CA into `dir`: ECDSA P-256, ten years, pathLen 0, keyCertSign + cRLSign.
 /// Without `force`, an existing CA is kept and `Ok(false)` returned.
 pub fn generate(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fsutil::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
@@ -108,18 +116,11 @@ fn wait_for(path: &Path) -> anyhow::Result<()> {
 
 fn load(dir: &Path) -> anyhow::Result<CaFiles> {
     let (cert_file, key_file) = (cert_path(dir), key_path(dir));
+    fsutil::check_private(&key_file)?;
     let key_pem = fs::read_to_string(&key_file)
         .with_context(|| format!("cannot read {}", key_file.display()))?;
     let key = KeyPair::from_pem(&key_pem)
         .with_context(|| format!("{} is not a usable private key", key_file.display()))?;
-    let mode = fs::metadata(&key_file)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            path = %key_file.display(),
-            mode = format!("{mode:o}"),
-            "the CA key is readable by others; chmod 600 it"
-        );
-    }
 
     let chain_text =
         fs::read(&cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;

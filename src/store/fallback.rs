@@ -56,9 +56,7 @@ impl StaleInRedis {
     }
 
     fn mark(&self, device: &DeviceId) {
-        let n = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock().insert(device.clone(), n);
     }
 

@@ -53,8 +53,10 @@ const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Address, without credentials: safe to log.
-    pub url: String,
+    /// Where to connect; may carry credentials.
+    pub url: Secret,
+    /// The address without credentials: what logs show.
+    pub display_url: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub db: Option<i64>,
@@ -73,7 +75,8 @@ impl RedisConfig {
             "redis.password_file",
         )?;
         Ok(Self {
-            url: redis.url_without_credentials(),
+            url: redis.connection_url(),
+            display_url: redis.display_url(),
             username: redis.username.clone(),
             password,
             db: redis.db,
@@ -193,7 +196,7 @@ impl RedisStore {
         config: RedisConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), RedisError> {
-        let mut info = config.url.as_str().into_connection_info()?;
+        let mut info = config.url.expose().into_connection_info()?;
         let mut settings = info.redis_settings().clone();
         if let Some(username) = &config.username {
             settings = settings.set_username(username);
@@ -237,7 +240,7 @@ impl RedisStore {
         let mut health = HealthCheck::default();
         if let Err(e) = health.run(&store).await {
             tracing::warn!(
-                url = %store.config.url,
+                url = %store.config.display_url,
                 error = %e,
                 "redis is not reachable at start-up; will keep trying"
             );
@@ -283,7 +286,9 @@ impl RedisStore {
             return Ok(conn);
         }
         let Some(verified) = self.verified_run_id() else {
-            return Err(StoreError::Unreachable("redis has not been checked yet".into()));
+            return Err(StoreError::Unreachable(
+                "redis has not been checked yet".into(),
+            ));
         };
         if !self.is_connected() {
             return Err(StoreError::Unreachable("redis is unreachable".into()));
@@ -341,14 +346,14 @@ impl RedisStore {
         self.learn(epoch, at);
         if first_contact {
             tracing::info!(
-                url = %self.config.url,
+                url = %self.config.display_url,
                 epoch,
                 "first look at this redis: tokens issued before now are not accepted from it"
             );
         } else {
             self.metrics.redis_lost_writes.inc();
             tracing::warn!(
-                url = %self.config.url,
+                url = %self.config.display_url,
                 reason,
                 epoch,
                 "redis may have lost writes: tokens issued before now are refused (devices \
@@ -368,10 +373,10 @@ impl RedisStore {
                 // The workers' connections may still hold the failure from before; the
                 // first request on each would fail again. Give every thread a new one.
                 self.renew_connections();
-                tracing::info!(url = %self.config.url, "redis connection is up");
+                tracing::info!(url = %self.config.display_url, "redis connection is up");
             } else {
                 tracing::warn!(
-                    url = %self.config.url,
+                    url = %self.config.display_url,
                     error = error.map(tracing::field::display),
                     "redis connection lost"
                 );

@@ -17,7 +17,14 @@ pub struct RedisServer {
 /// No persistence: a restart comes back empty, or from a dump the test made with SAVE.
 pub const NOT_PERSISTENT: &[&str] = &["--save", "", "--appendonly", "no"];
 /// Every write on disk before Redis answers it.
-pub const FSYNC_ALWAYS: &[&str] = &["--save", "", "--appendonly", "yes", "--appendfsync", "always"];
+pub const FSYNC_ALWAYS: &[&str] = &[
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+];
 
 impl RedisServer {
     pub fn start() -> Self {
