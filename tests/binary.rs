@@ -27,7 +27,25 @@ fn run(command: &mut Command) -> Output {
     command.output().expect("the binary runs")
 }
 
-fn stop(child: Child) -> Output {
+/// A running server, killed if the test ends (or fails) without stopping it.
+struct Running(Option<Child>);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(child: Running) -> Output {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -196,7 +214,7 @@ fn ca_init_writes_a_ca_and_refuses_to_overwrite_it_without_force() {
 
 /// Starts the binary on a free port, without Redis unless `env` says otherwise, and
 /// waits until it answers.
-async fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+async fn start(dir: &Path, env: &[(&str, &str)]) -> (Running, String) {
     let port = free_port();
     let mut command = provisiond(dir);
     command
@@ -208,7 +226,7 @@ async fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     for (k, v) in env {
         command.env(k, v);
     }
-    let child = command.spawn().unwrap();
+    let child = Running(Some(command.spawn().unwrap()));
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{base}/livez")).await.is_err() {
@@ -265,9 +283,13 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_cleanly() {
 }
 
 /// Waits for an already signalled process to exit.
-fn stop_waiting(mut child: Child) -> Output {
+fn stop_waiting(mut running: Running) -> Output {
+    let mut child = running.0.take().expect("running");
     let deadline = Instant::now() + Duration::from_secs(15);
     while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+        }
         assert!(Instant::now() < deadline, "provisiond did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -388,4 +410,100 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
     ] {
         assert!(!log.contains(secret), "a secret is in the log");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_never_reaches_the_logs_or_health() {
+    const PASSWORD: &str = "s3cret-redis-pass";
+    let mut redis = RedisServer::start_with(&["--save", "", "--requirepass", PASSWORD]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redis://default:{PASSWORD}@127.0.0.1:{}", redis.port());
+    let (child, base) = start(
+        dir.path(),
+        &[
+            ("RUST_LOG", "debug"),
+            ("REDIS_ENABLED", "true"),
+            ("REDIS_URL", &url),
+            ("ONBOARDING_MODE", "open"),
+        ],
+    )
+    .await;
+    let health = |base: String| async move {
+        reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let wait_for = |status: &'static str| {
+        let base = base.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let body = health(base.clone()).await;
+                if body.contains(&format!(r#""status":"{status}""#)) {
+                    return body;
+                }
+                assert!(Instant::now() < deadline, "never {status}: {body}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let up = wait_for("ok").await;
+    assert!(!up.contains(PASSWORD), "{up}");
+    // Lose the connection and get it back: both are logged.
+    redis.kill();
+    assert!(!wait_for("degraded").await.contains(PASSWORD));
+    redis.restart();
+    wait_for("ok").await;
+
+    let output = stop(child);
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(log.contains("redis connection lost"), "{log}");
+    assert!(log.contains("redis connection is up"), "{log}");
+    assert!(
+        log.contains(&format!("redis://127.0.0.1:{}", redis.port())),
+        "the address is still logged:\n{log}"
+    );
+    assert!(
+        !log.contains(PASSWORD),
+        "the Redis password is in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_generated_at_start_up_is_a_warning_naming_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("mistyped-certs");
+    let certs_text = certs.display().to_string();
+    let (child, _) = start(
+        dir.path(),
+        &[
+            ("CERTS_DIR", certs_text.as_str()),
+            ("ONBOARDING_MODE", "open"),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+    let output = stop(child);
+    let log = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("generated a new one"))
+        .unwrap_or_else(|| panic!("no line about the new CA:\n{log}"));
+    let event: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["level"], "WARN", "{line}");
+    assert!(
+        event["certs_dir"]
+            .as_str()
+            .unwrap()
+            .ends_with("mistyped-certs"),
+        "{line}"
+    );
 }

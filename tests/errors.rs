@@ -287,9 +287,56 @@ async fn bad_sign_requests_leave_the_token_usable(app: &TestApp) {
         expect(413, "payload_too_large")
     );
 
+    // A token not valid yet (`nbf`, or `iat`, in the future): the right secret and the
+    // live jti, so only the time claims are wrong.
+    let mut early = claims(device, &jti, now() + 300);
+    early["nbf"] = json!(now() + 3600);
+    let mut future = claims(device, &jti, now() + 3600);
+    future["iat"] = json!(now() + 1800);
+    for forged in [early, future] {
+        let token = forge(&forged, TEST_JWT_SECRET, jsonwebtoken::Algorithm::HS256);
+        let response = app.sign_csr(&token, device, &good.csr_pem).await;
+        assert_eq!(error_code(response).await, expect(401, "token_invalid"));
+    }
+
+    // Anything but JSON is 415, even when the bytes happen to be JSON.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&token)
+            .body(body(&good.csr_pem));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            error_code(response).await,
+            expect(415, "unsupported_media_type"),
+            "{content_type:?}"
+        );
+    }
+    let onboarding_as_text = app
+        .client
+        .post(app.url("/api/v1/onboarding"))
+        .header("content-type", "text/plain")
+        .body(json!({ "device_id": device }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(onboarding_as_text).await,
+        expect(415, "unsupported_media_type")
+    );
+
     // After all that, the token is still good: nothing above consumed it.
     let response = app.sign_csr(&token, device, &good.csr_pem).await;
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
 }
 
 #[tokio::test]

@@ -75,10 +75,11 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        redis::Client::open(self.url())
+        let answer = redis::Client::open(self.url())
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        // A server that wants a password is up too.
+        answer.is_ok() || answer.is_err_and(|e| e.to_string().contains("NOAUTH"))
     }
 
     pub fn port(&self) -> u16 {
