@@ -39,7 +39,17 @@ impl fmt::Display for KeyKind {
 pub struct DeviceKey(KeyPair);
 
 impl DeviceKey {
+    /// A new key. Its PKCS#8 form is version 1 for every kind: OpenSSL 3.0, GnuTLS and
+    /// Python's `ssl` refuse the version 2 that rcgen writes for Ed25519, and a device
+    /// whose key file its MQTT client cannot load cannot connect.
     pub fn generate(kind: KeyKind) -> Result<Self, rcgen::Error> {
+        if kind == KeyKind::Ed25519 {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&rng)
+                .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
+            return KeyPair::from_pkcs8_der_and_sign_algo(&der, kind.algorithm()).map(Self);
+        }
         KeyPair::generate_for(kind.algorithm()).map(Self)
     }
 
@@ -53,7 +63,7 @@ impl DeviceKey {
         params.serialize_request(&self.0)?.pem()
     }
 
-    /// The private key, PKCS#8 PEM.
+    /// The private key, PKCS#8 (version 1) PEM.
     pub fn private_key_pem(&self) -> String {
         self.0.serialize_pem()
     }
@@ -110,4 +120,35 @@ pub fn verify_issued(
     let ca = issuing.parse_x509().map_err(|e| unreadable(&e))?;
     leaf.verify_signature(Some(ca.public_key()))
         .map_err(|_| VerifyError::NotSignedByCa)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_kind_is_written_as_pkcs8_version_1() {
+        for kind in [
+            KeyKind::P256,
+            KeyKind::P384,
+            KeyKind::Ed25519,
+            KeyKind::Rsa2048,
+        ] {
+            let key = DeviceKey::generate(kind).unwrap();
+            let der = pem::parse(key.private_key_pem()).unwrap().into_contents();
+            // SEQUENCE { INTEGER version, ... }: the version is the first INTEGER.
+            let version_at = if der[1] & 0x80 == 0 {
+                2
+            } else {
+                2 + (der[1] & 0x7f) as usize
+            };
+            assert_eq!(
+                &der[version_at..version_at + 3],
+                &[0x02, 0x01, 0x00],
+                "{kind}"
+            );
+            // And it still makes a CSR that verifies with the key.
+            assert!(key.csr_pem(Some("d")).is_ok(), "{kind}");
+        }
+    }
 }

@@ -1,0 +1,105 @@
+//! What the fleet commands write is what a device needs to reach a real MQTT broker:
+//! each key type's key file loads in OpenSSL, and `mosquitto_pub` connects with it to a
+//! Mosquitto that requires a certificate from our CA.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::TestApp;
+use common::bin::{run, text};
+use common::mosquitto::Mosquitto;
+
+const KEY_TYPES: &[&str] = &["p256", "p384", "ed25519", "rsa2048"];
+
+fn openssl_loads(key: &Path) {
+    let output = Command::new("openssl")
+        .args(["pkey", "-noout", "-in"])
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openssl pkey refused {}: {}",
+        key.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn connects(broker: &Mosquitto, dir: &Path, device: &str) {
+    let (cert, key) = (
+        dir.join(format!("{device}.crt")),
+        dir.join(format!("{device}.key")),
+    );
+    openssl_loads(&key);
+    let output = broker.publish(&dir.join("ca.crt"), Some((&cert, &key)));
+    assert!(
+        output.status.success(),
+        "mosquitto_pub with {device}'s certificate: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_enrolled_with_every_key_type_publish_to_a_real_broker() {
+    let app = TestApp::spawn(None).await;
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    for key_type in KEY_TYPES {
+        let device = format!("mqtt-{key_type}");
+        let enrolled = run(
+            &[
+                "enroll",
+                "--server",
+                &app.address,
+                "--device-id",
+                &device,
+                "--key-type",
+                key_type,
+                "--out",
+                out_dir,
+            ],
+            &[],
+        )
+        .await;
+        assert!(enrolled.status.success(), "{}", text(&enrolled));
+    }
+    let bulk_dir = out.path().join("bulk");
+    for key_type in KEY_TYPES {
+        let bulked = run(
+            &[
+                "bulk",
+                "--server",
+                &app.address,
+                "--count",
+                "2",
+                "--prefix",
+                &format!("bulk-{key_type}-"),
+                "--key-type",
+                key_type,
+                "--out",
+                bulk_dir.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert!(bulked.status.success(), "{}", text(&bulked));
+    }
+
+    let broker = Mosquitto::start(&app.certs, &out.path().join("ca.crt"));
+    tokio::task::spawn_blocking(move || {
+        for key_type in KEY_TYPES {
+            connects(&broker, out.path(), &format!("mqtt-{key_type}"));
+            connects(&broker, &bulk_dir, &format!("bulk-{key_type}-000001"));
+        }
+        // The broker really does insist on a certificate.
+        let anonymous = broker.publish(&out.path().join("ca.crt"), None);
+        assert!(
+            !anonymous.status.success(),
+            "connected without a certificate"
+        );
+    })
+    .await
+    .unwrap();
+}
