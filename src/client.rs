@@ -26,7 +26,7 @@ pub enum ClientError {
         retry_after: Option<Duration>,
     },
     /// No answer: connection refused, reset, timed out.
-    #[error("network error: {}", with_causes(.0))]
+    #[error("network error: {}{}", with_causes(.0), tls_hint(.0))]
     Network(#[from] reqwest::Error),
 }
 
@@ -199,6 +199,17 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// What to do about a server certificate the client does not trust.
+fn tls_hint(e: &reqwest::Error) -> &'static str {
+    let text = with_causes(e);
+    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        " (the server's TLS certificate is not from a CA this client trusts: pass \
+         --ca-file with the CA that issued it, for a provisiond certificate its certs/ca.crt)"
+    } else {
+        ""
+    }
 }
 
 /// Passes a success through; turns anything else into a [`ClientError`], reading the

@@ -491,11 +491,14 @@ impl Settings {
             .merge(Serialized::default("server", overrides));
         let settings: Settings = figment.extract_lossy().map_err(|e| {
             let key = e.path.join(".");
-            let message = e.kind.to_string();
+            let message = describe(&e.kind);
+            // The file as the operator named it (figment shows it relative to the
+            // working directory).
             let source = e
                 .metadata
                 .as_ref()
                 .map(|m| match &m.source {
+                    Some(figment::Source::File(_)) => format!("{} {}", m.name, file.display()),
                     Some(source) => format!("{} {source}", m.name),
                     None => m.name.to_string(),
                 })
@@ -594,6 +597,34 @@ impl Settings {
     }
 }
 
+/// A configuration error in the operator's words: figment's own text quotes lists that
+/// are already quoted (``memory` or `none``).
+fn describe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|i| format!("`{i}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match kind {
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "`{found}` is not a choice here; use one of {}",
+                list(expected)
+            )
+        }
+        Kind::UnknownField(found, expected) => {
+            format!(
+                "unknown key `{found}`; the keys here are {}",
+                list(expected)
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The original service's flat environment names, read as strings: figment's own `Env`
 /// provider would turn `REDIS_PASSWORD=12345` into a number and then refuse it as a string.
 /// Numbers and booleans are read from these strings by `extract_lossy`.
@@ -664,6 +695,28 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = parse("[server]\nprot = 1").unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn errors_list_the_choices_quoted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("odd.toml");
+        std::fs::write(&file, "[redis]\nfallback = \"disk\"\n[server]\n").unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`disk`") && err.contains("`memory`, `none`"),
+            "{err}"
+        );
+        assert!(!err.contains("``"), "{err}");
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        std::fs::write(&file, "[server]\nprot = 1\n").unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `prot`"), "{err}");
+        assert!(err.contains(&file.display().to_string()), "{err}");
     }
 
     #[test]

@@ -155,5 +155,5 @@ async fn bench(args: &bench::BenchArgs) -> Result<u8, CliError> {
     } else {
         bench::print_table(&report);
     }
-    Ok(exit::OK)
+    Ok(report.exit_code())
 }

@@ -147,7 +147,7 @@ async fn bulk_enrolls_two_hundred_devices_and_a_rerun_skips_them_all() {
     assert!(run.status.success(), "{}", text(&run));
     let s = summary(out.path());
     assert_eq!(
-        (s["done"].as_u64(), s["failed"].as_u64()),
+        (s["enrolled"].as_u64(), s["failed"].as_u64()),
         (Some(200), Some(0)),
         "{s}"
     );
@@ -174,7 +174,7 @@ async fn bulk_enrolls_two_hundred_devices_and_a_rerun_skips_them_all() {
     assert!(rerun.status.success(), "{}", text(&rerun));
     let s = summary(out.path());
     assert_eq!(
-        (s["done"].as_u64(), s["skipped"].as_u64()),
+        (s["enrolled"].as_u64(), s["skipped"].as_u64()),
         (Some(0), Some(200)),
         "{s}"
     );
@@ -203,9 +203,127 @@ async fn bulk_reads_a_csv_and_records_failures_by_code() {
         text(&run)
     );
     let s = summary(out.path());
-    assert_eq!(s["done"], 2);
+    assert_eq!(s["enrolled"], 2);
     assert_eq!(s["failed_by_code"]["invalid_device_id"], 1);
     assert_eq!(s["failures"][0]["device_id"], "not valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_enrolls_a_device_listed_twice_once_and_says_so() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Some(&redis)).await;
+    let out = tempfile::tempdir().unwrap();
+    let csv = out.path().join("devices.csv");
+    std::fs::write(&csv, "device_id\ntwin-1\ntwin-2\ntwin-1\ntwin-1\n").unwrap();
+    let args = [
+        "bulk",
+        "--server",
+        &app.address,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    let run = provisiond(&args).await;
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains("repeated in the list, enrolled once: twin-1, twin-1"),
+        "{}",
+        text(&run)
+    );
+    let s = summary(out.path());
+    assert_eq!(
+        (s["total"].as_u64(), s["enrolled"].as_u64()),
+        (Some(4), Some(2)),
+        "{s}"
+    );
+    assert_eq!(s["duplicates"], serde_json::json!(["twin-1", "twin-1"]));
+    // One certificate was issued for twin-1, not two: the server saw one onboarding.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"provisiond_certificates_issued_total{key_type="ecdsa-p256"} 2"#),
+        "{metrics}"
+    );
+    // Each run keeps its own summary beside summary.json.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let rerun = provisiond(&args).await;
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let runs = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("summary-") && name.ends_with(".json")
+        })
+        .count();
+    assert_eq!(runs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_enrolls_against_a_derived_mode_server() {
+    const GROUP_SECRET: &str = "bulk-group-secret-bulk-group-secret-bulk";
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), |s| {
+        s.onboarding.mode = OnboardingMode::Derived;
+        s.onboarding.group_secret = Some(Secret::new(GROUP_SECRET));
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let secret_file = out.path().join("group.secret");
+    std::fs::write(&secret_file, GROUP_SECRET).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let by_secret = provisiond(&[
+        "bulk",
+        "--server",
+        &app.address,
+        "--count",
+        "3",
+        "--prefix",
+        "derived-",
+        "--group-secret-file",
+        secret_file.to_str().unwrap(),
+        "--out",
+        out.path().join("a").to_str().unwrap(),
+    ])
+    .await;
+    assert!(by_secret.status.success(), "{}", text(&by_secret));
+    assert_eq!(summary(&out.path().join("a"))["enrolled"], 3);
+
+    // Or each device's own key, from the CSV, as the factory line recorded them.
+    let csv = out.path().join("keys.csv");
+    let key = |id: &str| {
+        provisiond::auth::derived::encode_key(&provisiond::auth::derived::device_key(
+            GROUP_SECRET.as_bytes(),
+            id,
+        ))
+    };
+    std::fs::write(
+        &csv,
+        format!(
+            "device_id,device_key\nkeyed-1,{}\nkeyed-2,{}\nkeyed-3,{}\n",
+            key("keyed-1"),
+            key("keyed-2"),
+            key("keyed-1")
+        ),
+    )
+    .unwrap();
+    let by_key = provisiond(&[
+        "bulk",
+        "--server",
+        &app.address,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.path().join("b").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(by_key.status.code(), Some(1), "{}", text(&by_key));
+    let s = summary(&out.path().join("b"));
+    assert_eq!(s["enrolled"], 2, "{s}");
+    // keyed-3 carried keyed-1's key: the server refused it.
+    assert_eq!(s["failures"][0]["device_id"], "keyed-3");
+    assert_eq!(s["failures"][0]["code"], "unauthorized");
 }
 
 /// A front that answers 429 (Retry-After: 1) to the first `refusals` requests, then
@@ -269,7 +387,7 @@ async fn bulk_retries_a_server_that_answers_429_for_a_while() {
     .await;
     assert!(run.status.success(), "{}", text(&run));
     let s = summary(out.path());
-    assert_eq!(s["done"], 20, "{s}");
+    assert_eq!(s["enrolled"], 20, "{s}");
     assert!(s["retries"].as_u64().unwrap() >= 24, "{s}");
     assert!(seen.load(Ordering::SeqCst) >= 24 + 40);
 }
@@ -300,6 +418,40 @@ async fn bench_reports_throughput_as_json() {
         assert_eq!(r["errors"], serde_json::json!({}), "{endpoint}: {r}");
         assert_eq!(r["requests"], r["ok"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fails_when_nothing_succeeds_and_counts_refusals_as_refusals() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.onboarding.mode = OnboardingMode::Key;
+        s.onboarding.enrollment_keys =
+            KeyList(vec![Secret::new("fleet-key-fleet-key-fleet-key-fleet-key")]);
+    })
+    .await;
+    let run = provisiond(&[
+        "bench",
+        "--server",
+        &app.address,
+        "--scenario",
+        "onboarding",
+        "--devices",
+        "200",
+        "--concurrency",
+        "4",
+        "--json",
+    ])
+    .await;
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let report: Value = serde_json::from_slice(&run.stdout).expect("one JSON object");
+    // Every refusal is a 401, and the connection stays open after each: no network errors.
+    assert_eq!(
+        report["results"]["onboarding"]["errors"],
+        serde_json::json!({ "unauthorized": 200 })
+    );
+    // Nothing listening: exit 4.
+    let nobody = format!("http://127.0.0.1:{}", common::redis::free_port());
+    let run = provisiond(&["bench", "--server", &nobody, "--duration", "1"]).await;
+    assert_eq!(run.status.code(), Some(4), "{}", text(&run));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +495,7 @@ async fn ctrl_c_stops_bulk_cleanly_and_a_rerun_finishes_the_job() {
 
     let s = summary(out.path());
     assert_eq!(s["interrupted"], true, "{s}");
-    let done = s["done"].as_u64().unwrap();
+    let done = s["enrolled"].as_u64().unwrap();
     assert!(done > 0 && done < 3000, "{s}");
     let names: Vec<String> = std::fs::read_dir(out.path())
         .unwrap()
@@ -372,5 +524,5 @@ async fn ctrl_c_stops_bulk_cleanly_and_a_rerun_finishes_the_job() {
     assert!(rerun.status.success(), "{}", text(&rerun));
     let s = summary(out.path());
     assert_eq!(s["skipped"].as_u64().unwrap(), done);
-    assert_eq!(s["done"].as_u64().unwrap(), 3000 - done);
+    assert_eq!(s["enrolled"].as_u64().unwrap(), 3000 - done);
 }

@@ -48,6 +48,7 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(after_help = super::EXIT_CODES_HELP)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub server: ServerArgs,
@@ -78,6 +79,36 @@ pub struct Stats {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// 0 when every request succeeded; 1 when some failed; when none succeeded, 3 if the
+    /// server refused them (4xx) and 4 if it could not serve or be reached.
+    pub fn exit_code(&self) -> u8 {
+        let failed = self.results.values().any(|s| !s.errors.is_empty());
+        if !failed {
+            return super::exit::OK;
+        }
+        if self.results.values().any(|s| s.ok > 0) {
+            return super::exit::FAILED;
+        }
+        let unavailable = |code: &str| {
+            matches!(
+                code,
+                "network_error" | "storage_unavailable" | "rate_limited" | "internal_error"
+            ) || code.starts_with("http_5")
+        };
+        if self
+            .results
+            .values()
+            .flat_map(|s| s.errors.keys())
+            .all(|code| unavailable(code))
+        {
+            super::exit::UNAVAILABLE
+        } else {
+            super::exit::REFUSED
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use super::files::DeviceFiles;
 use super::{CliError, EXIT_CODES_HELP, ServerArgs};
+use crate::auth::derived;
 use crate::client::{ApiClient, ClientError, Credential};
 use crate::device::{DeviceKey, KeyKind, verify_issued};
 use crate::domain::DeviceId;
@@ -58,6 +59,23 @@ pub struct BulkArgs {
     /// Seconds between progress lines when stdout is not a terminal
     #[arg(long, default_value_t = 5.0)]
     pub progress_interval: f64,
+    /// The fleet's group secret, for servers in `derived` onboarding mode: each device's
+    /// key is derived from it here, and each request signed with that key. (A CSV may
+    /// instead give each device its key in a `device_key` column.)
+    #[arg(
+        long,
+        env = "PROVISIOND_GROUP_SECRET_FILE",
+        conflicts_with = "enrollment_key"
+    )]
+    pub group_secret_file: Option<PathBuf>,
+}
+
+/// One device to enroll, as the list gives it.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub id: String,
+    /// Its own key (base64url), for `derived` mode, from a `device_key` CSV column.
+    pub device_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,8 +88,10 @@ pub struct Failure {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub total: usize,
-    pub done: usize,
+    pub enrolled: usize,
     pub skipped: usize,
+    /// Rows whose device id came again later in the list: enrolled once, not twice.
+    pub duplicates: Vec<String>,
     pub failed: usize,
     pub failed_by_code: BTreeMap<String, usize>,
     pub failures: Vec<Failure>,
@@ -95,17 +115,26 @@ impl Summary {
 }
 
 pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
-    let devices = device_list(args).map_err(CliError::LocalIo)?;
+    let (devices, duplicates) = device_list(args).map_err(CliError::LocalIo)?;
     let files = Arc::new(
         DeviceFiles::open(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))
             .map_err(CliError::LocalIo)?,
     );
+    let group_secret = match &args.group_secret_file {
+        Some(path) => Some(
+            fsutil::read_secret(path)
+                .with_context(|| format!("--group-secret-file {}", path.display()))
+                .map_err(CliError::LocalIo)?,
+        ),
+        None => None,
+    };
     let client = args.server.client(args.concurrency.into())?;
     let job = Arc::new(Job {
         client,
         files: files.clone(),
-        credential: Credential::enrollment_key(args.server.enrollment_key.clone()),
+        enrollment_key: Credential::enrollment_key(args.server.enrollment_key.clone()),
+        group_secret,
         pinned_ca: args.server.pinned_ca()?,
         key_type: args.key_type,
         max_attempts: args.max_attempts.max(1),
@@ -121,7 +150,8 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
     let mut tally = Tally::default();
     let slots = Arc::new(Semaphore::new(args.concurrency.into()));
     let mut in_flight = JoinSet::new();
-    for id in &devices {
+    for row in &devices {
+        let id = &row.id;
         if interrupt.happened() {
             break;
         }
@@ -139,11 +169,11 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = interrupt.wait() => break,
         };
-        let (job, id) = (job.clone(), id.clone());
+        let (job, row) = (job.clone(), row.clone());
         in_flight.spawn(async move {
-            let outcome = job.enroll(&id).await;
+            let outcome = job.enroll(&row).await;
             drop(slot);
-            (id, outcome)
+            (row.id, outcome)
         });
         while let Some(finished) = in_flight.try_join_next() {
             tally.record(finished);
@@ -159,9 +189,10 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
 
     let elapsed = started.elapsed().as_secs_f64();
     let summary = Summary {
-        total: devices.len(),
-        done: tally.done,
+        total: devices.len() + duplicates.len(),
+        enrolled: tally.done,
         skipped: tally.skipped,
+        duplicates,
         failed: tally.failures.len(),
         failed_by_code: tally.by_code(),
         failures: tally.failures,
@@ -174,10 +205,18 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
         },
         interrupted: interrupt.happened(),
     };
+    // Each run keeps its own summary; summary.json is the latest.
     let json = serde_json::to_vec_pretty(&summary).expect("the summary serializes");
-    fsutil::replace(&files.dir().join(SUMMARY_FILE), &json, 0o644)
-        .context("cannot write summary.json")
-        .map_err(CliError::LocalIo)?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .expect("a UTC time formats");
+    for name in [format!("summary-{stamp}.json"), SUMMARY_FILE.to_owned()] {
+        fsutil::replace(&files.dir().join(name), &json, 0o644)
+            .context("cannot write the summary")
+            .map_err(CliError::LocalIo)?;
+    }
     Ok(summary)
 }
 
@@ -186,7 +225,7 @@ pub fn print_summary(summary: &Summary, out: &Path) {
     println!(
         "{} devices: {} enrolled, {} skipped (already enrolled), {} failed, in {:.1} s ({:.1}/s){}",
         summary.total,
-        summary.done,
+        summary.enrolled,
         summary.skipped,
         summary.failed,
         summary.elapsed_seconds,
@@ -197,6 +236,12 @@ pub fn print_summary(summary: &Summary, out: &Path) {
             ""
         }
     );
+    if !summary.duplicates.is_empty() {
+        println!(
+            "  repeated in the list, enrolled once: {}",
+            summary.duplicates.join(", ")
+        );
+    }
     for (code, count) in &summary.failed_by_code {
         println!("  failed with {code}: {count}");
     }
@@ -206,41 +251,77 @@ pub fn print_summary(summary: &Summary, out: &Path) {
     println!("summary written to {}", out.join(SUMMARY_FILE).display());
 }
 
-fn device_list(args: &BulkArgs) -> anyhow::Result<Vec<String>> {
-    if let (Some(count), Some(prefix)) = (args.count, &args.prefix) {
-        return Ok((1..=count).map(|i| format!("{prefix}{i:06}")).collect());
+/// The devices to enroll, each id once, and the ids that came again (skipped).
+fn device_list(args: &BulkArgs) -> anyhow::Result<(Vec<DeviceRow>, Vec<String>)> {
+    let rows = if let (Some(count), Some(prefix)) = (args.count, &args.prefix) {
+        (1..=count)
+            .map(|i| DeviceRow {
+                id: format!("{prefix}{i:06}"),
+                device_key: None,
+            })
+            .collect()
+    } else {
+        read_csv(args.csv.as_ref().expect("clap requires --csv or --count"))?
+    };
+    let mut seen = std::collections::HashSet::new();
+    let (mut devices, mut duplicates) = (Vec::new(), Vec::new());
+    for row in rows {
+        if seen.insert(row.id.clone()) {
+            devices.push(row);
+        } else {
+            duplicates.push(row.id);
+        }
     }
-    let path = args.csv.as_ref().expect("clap requires --csv or --count");
+    Ok((devices, duplicates))
+}
+
+/// A `device_id` column (and optionally `device_key`), or the first column when there
+/// is no header.
+fn read_csv(path: &Path) -> anyhow::Result<Vec<DeviceRow>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_path(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut rows = reader.records();
-    let mut devices = Vec::new();
-    let mut column = 0;
-    if let Some(first) = rows.next() {
+    let mut records = reader.records();
+    let mut rows = Vec::new();
+    let (mut id_column, mut key_column) = (0, None);
+    if let Some(first) = records.next() {
         let first = first.with_context(|| format!("{} is not CSV", path.display()))?;
         match first.iter().position(|h| h == "device_id") {
-            Some(index) => column = index,
-            None => devices.extend(first.get(0).map(str::to_owned)),
+            Some(index) => {
+                id_column = index;
+                key_column = first.iter().position(|h| h == "device_key");
+            }
+            None => rows.extend(first.get(0).map(|id| DeviceRow {
+                id: id.to_owned(),
+                device_key: None,
+            })),
         }
     }
-    for row in rows {
-        let row = row.with_context(|| format!("{} is not CSV", path.display()))?;
-        if let Some(id) = row.get(column).filter(|id| !id.is_empty()) {
-            devices.push(id.to_owned());
+    for record in records {
+        let record = record.with_context(|| format!("{} is not CSV", path.display()))?;
+        if let Some(id) = record.get(id_column).filter(|id| !id.is_empty()) {
+            rows.push(DeviceRow {
+                id: id.to_owned(),
+                device_key: key_column
+                    .and_then(|c| record.get(c))
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned),
+            });
         }
     }
-    Ok(devices)
+    Ok(rows)
 }
 
 /// What every device's enrollment shares.
 struct Job {
     client: ApiClient,
     files: Arc<DeviceFiles>,
-    credential: Credential,
+    enrollment_key: Credential,
+    /// `derived` mode: device keys are derived from this.
+    group_secret: Option<String>,
     pinned_ca: Option<String>,
     key_type: KeyKind,
     max_attempts: u32,
@@ -251,7 +332,28 @@ struct Job {
 type DeviceFailure = (String, String);
 
 impl Job {
-    async fn enroll(&self, id: &str) -> Result<(), DeviceFailure> {
+    /// How this device proves it may onboard: its own key in `derived` mode (from the CSV
+    /// or the group secret), the enrollment key otherwise.
+    fn credential(&self, row: &DeviceRow) -> Result<Credential, DeviceFailure> {
+        if let Some(key) = &row.device_key {
+            return derived::decode_key(key)
+                .map(Credential::DeviceKey)
+                .ok_or_else(|| {
+                    (
+                        "invalid_device_key".to_owned(),
+                        "device_key is not a base64url 32-byte key".to_owned(),
+                    )
+                });
+        }
+        Ok(match &self.group_secret {
+            Some(secret) => Credential::DeviceKey(derived::device_key(secret.as_bytes(), &row.id)),
+            None => self.enrollment_key.clone(),
+        })
+    }
+
+    async fn enroll(&self, row: &DeviceRow) -> Result<(), DeviceFailure> {
+        let id = row.id.as_str();
+        let credential = self.credential(row)?;
         let key_type = self.key_type;
         let key = tokio::task::spawn_blocking(move || DeviceKey::generate(key_type))
             .await
@@ -261,7 +363,7 @@ impl Job {
             .csr_pem(Some(id))
             .map_err(|e| ("key_generation".to_owned(), e.to_string()))?;
         let onboarded = self
-            .patiently(|| self.client.onboard(id, &self.credential))
+            .patiently(|| self.client.onboard(id, &credential))
             .await?;
         let signed = self
             .patiently(|| {
@@ -376,9 +478,15 @@ impl Progress {
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:40.cyan/blue} {pos}/{len} {per_sec} eta {eta} {msg}",
+                    "{bar:40.cyan/blue} {pos}/{len} {rate} eta {eta} {msg}",
                 )
-                .expect("the template is valid"),
+                .expect("the template is valid")
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1}/s", state.per_sec());
+                    },
+                ),
             );
             bar
         });
@@ -416,9 +524,10 @@ impl Progress {
         );
     }
 
+    /// Clears the bar, so that the summary starts on a line of its own.
     fn finish(&self) {
         if let Some(bar) = &self.bar {
-            bar.finish();
+            bar.finish_and_clear();
         }
     }
 }

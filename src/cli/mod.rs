@@ -155,7 +155,7 @@ impl ServerArgs {
 /// Exit codes of the fleet commands (also listed in their `--help`).
 pub mod exit {
     pub const OK: u8 = 0;
-    /// Some devices failed (bulk), or an unexpected error.
+    /// Some devices failed (bulk), some requests failed (bench), or an unexpected error.
     pub const FAILED: u8 = 1;
     /// The server refused a request (a 4xx: bad key, bad id, policy).
     pub const REFUSED: u8 = 3;
@@ -171,10 +171,12 @@ pub mod exit {
 
 pub const EXIT_CODES_HELP: &str = "Exit codes:
   0    done
-  1    some devices failed (bulk), or an unexpected error
+  1    some devices failed (bulk), some requests failed (bench), or an unexpected error
   2    bad command line
-  3    the server refused a request (its error code and message are printed)
-  4    the server could not serve, or could not be reached
+  3    the server refused a request (its error code and message are printed);
+       bench: every request was refused
+  4    the server could not serve, or could not be reached; bench: no request
+       was served
   5    a local file problem (existing files without --force, cannot write)
   6    the returned certificate does not verify against the CA and the key
   130  interrupted (Ctrl-C)";

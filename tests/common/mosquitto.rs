@@ -51,7 +51,12 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
+        let program = if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let child = Command::new(program)
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())
