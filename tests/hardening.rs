@@ -346,6 +346,32 @@ async fn tls_serves_with_a_server_certificate_from_the_local_ca() {
             .await
             .is_err()
     );
+    // enroll says how to trust it, then works with --ca-file.
+    let out = tempfile::tempdir().unwrap();
+    let server = format!("https://localhost:{port}");
+    let ca_file = certs.path().join("ca.crt");
+    let enroll = |extra: Vec<&str>| {
+        let mut args = vec![
+            "enroll",
+            "--server",
+            &server,
+            "--device-id",
+            "tls-2",
+            "--out",
+            out.path().to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &[]).await
+        }
+    };
+    let untrusted = enroll(vec![]).await;
+    assert_eq!(untrusted.status.code(), Some(4), "{}", text(&untrusted));
+    assert!(text(&untrusted).contains("--ca-file"), "{}", text(&untrusted));
+    let trusted = enroll(vec!["--ca-file", ca_file.to_str().unwrap()]).await;
+    assert!(trusted.status.success(), "{}", text(&trusted));
     // Plain HTTP to the TLS port fails cleanly, and the server goes on serving.
     let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     plain
