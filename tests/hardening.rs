@@ -369,7 +369,11 @@ async fn tls_serves_with_a_server_certificate_from_the_local_ca() {
     };
     let untrusted = enroll(vec![]).await;
     assert_eq!(untrusted.status.code(), Some(4), "{}", text(&untrusted));
-    assert!(text(&untrusted).contains("--ca-file"), "{}", text(&untrusted));
+    assert!(
+        text(&untrusted).contains("--ca-file"),
+        "{}",
+        text(&untrusted)
+    );
     let trusted = enroll(vec!["--ca-file", ca_file.to_str().unwrap()]).await;
     assert!(trusted.status.success(), "{}", text(&trusted));
     // Plain HTTP to the TLS port fails cleanly, and the server goes on serving.

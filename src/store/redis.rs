@@ -482,6 +482,16 @@ impl RedisStore {
     }
 }
 
+/// INFO server, the marker after INCR, EXPIRE, the recorded run_id, the shared epoch
+/// and moment of the last loss.
+type ProbeReply = (
+    InfoDict,
+    u64,
+    (),
+    Option<String>,
+    (Option<u64>, Option<u64>),
+);
+
 /// The health loop's own connection and what it saw at its last check.
 #[derive(Default)]
 struct HealthCheck {
@@ -511,24 +521,19 @@ impl HealthCheck {
         };
         let keys = &store.keys;
         let marker = keys.marker(&store.instance);
-        let (info, marker_value, (), recorded_run_id, (shared_epoch, shared_at)): (
-            InfoDict,
-            u64,
-            (),
-            Option<String>,
-            (Option<u64>, Option<u64>),
-        ) = redis::pipe()
-            .cmd("INFO")
-            .arg("server")
-            .incr(&marker, 1)
-            .expire(&marker, MARKER_TTL_SECS as i64)
-            .get(keys.incarnation())
-            .cmd("HMGET")
-            .arg(keys.lost_writes())
-            .arg("epoch")
-            .arg("at")
-            .query_async(conn)
-            .await?;
+        let (info, marker_value, (), recorded_run_id, (shared_epoch, shared_at)): ProbeReply =
+            redis::pipe()
+                .cmd("INFO")
+                .arg("server")
+                .incr(&marker, 1)
+                .expire(&marker, MARKER_TTL_SECS as i64)
+                .get(keys.incarnation())
+                .cmd("HMGET")
+                .arg(keys.lost_writes())
+                .arg("epoch")
+                .arg("at")
+                .query_async(conn)
+                .await?;
         let probe = Probe {
             run_id: incarnation::run_id(&info).unwrap_or_default(),
             marker: marker_value,
