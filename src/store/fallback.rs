@@ -272,15 +272,22 @@ impl TokenStore for FallbackStore {
 
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
         let in_memory = self.memory.remove(device);
-        match &self.redis {
-            None => Ok(in_memory),
-            Some(redis) if redis.is_connected() => {
-                let in_redis = redis.revoke_device(device).await?;
-                self.stale.clear_all_of(device);
-                Ok(in_redis || in_memory)
+        if let Some(redis) = self.live_redis() {
+            match redis.revoke_device(device).await {
+                Ok(in_redis) => {
+                    self.stale.clear_all_of(device);
+                    return Ok(in_redis || in_memory);
+                }
+                Err(StoreError::Unreachable(_)) => {}
+                Err(e) => return Err(e),
             }
-            Some(_) => Err(unreachable()),
         }
+        // Redis is off or away: whatever it holds for the device is dead from now on
+        // (rule 2), and deleted there once it is back. The revocation is whole either way.
+        if self.redis.is_some() {
+            self.stale.mark(device);
+        }
+        Ok(in_memory)
     }
 
     async fn first_use(
