@@ -71,37 +71,38 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Refuses a secret file that group or others may read or write: whoever can read it
 /// holds the secret, whoever can write it chooses it. The message names the fix.
 pub fn check_private(path: &Path) -> io::Result<()> {
-    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is open to group or others (mode {mode:04o}); a secret must be private to \
-                 its owner: run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
+    refuse_mode(
+        path,
+        0o077,
+        "is open to group or others; a secret must be private to its owner",
+        "chmod 600",
+    )
 }
 
 /// Refuses a directory of secrets that group or others may write: they could replace the
 /// CA or the secrets in it.
 pub fn check_not_shared_writable(dir: &Path) -> io::Result<()> {
-    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} can be written by group or others (mode {mode:04o}), who could replace \
-                 the CA or its secrets: run `chmod go-w {}`",
-                dir.display(),
-                dir.display()
-            ),
-        ));
+    refuse_mode(
+        dir,
+        0o022,
+        "can be written by group or others, who could replace the CA or its secrets",
+        "chmod go-w",
+    )
+}
+
+fn refuse_mode(path: &Path, forbidden: u32, problem: &str, fix: &str) -> io::Result<()> {
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & forbidden == 0 {
+        return Ok(());
     }
-    Ok(())
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} {problem} (mode {mode:04o}): run `{fix} {}`",
+            path.display(),
+            path.display()
+        ),
+    ))
 }
 
 /// Reads a secret kept in a file: the first line, trimmed. The file must be private
