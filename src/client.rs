@@ -182,6 +182,12 @@ impl ApiClient {
         Ok(answer(request.send().await?).await?.text().await?)
     }
 
+    /// The current CRL, DER.
+    pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
+        let request = self.http.get(format!("{}/api/v1/crl", self.base));
+        Ok(answer(request.send().await?).await?.bytes().await?.to_vec())
+    }
+
     pub async fn health(&self) -> Result<Value, ClientError> {
         let request = self.http.get(format!("{}/health", self.base));
         Ok(answer(request.send().await?).await?.json().await?)

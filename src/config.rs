@@ -40,6 +40,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("ENROLLMENT_KEYS_FILE", "onboarding.enrollment_keys_file"),
     ("CERTS_DIR", "ca.dir"),
     ("CERT_VALIDITY_DAYS", "ca.validity_days"),
+    ("CRL_URL", "ca.crl_url"),
+    ("CRL_VALIDITY_HOURS", "ca.crl_validity_hours"),
     ("MEMORY_SWEEP_INTERVAL", "memory.sweep_interval_seconds"),
     ("TRUSTED_PROXIES", "server.trusted_proxies"),
     ("TLS_CERT_FILE", "server.tls.cert"),
@@ -345,6 +347,11 @@ pub struct CaSettings {
     pub allow_ed25519: bool,
     pub rsa_min_bits: usize,
     pub rsa_max_bits: usize,
+    /// Where brokers fetch the CRL: written into issued certificates as their CRL
+    /// distribution point when set.
+    pub crl_url: Option<String>,
+    /// How long a CRL is valid (nextUpdate − thisUpdate); it is re-signed at half its life.
+    pub crl_validity_hours: u32,
 }
 
 impl Default for CaSettings {
@@ -358,6 +365,8 @@ impl Default for CaSettings {
             allow_ed25519: true,
             rsa_min_bits: 2048,
             rsa_max_bits: 4096,
+            crl_url: None,
+            crl_validity_hours: 24,
         }
     }
 }
@@ -538,6 +547,20 @@ impl Settings {
             return Err(ConfigError::key(
                 "server.body_limit_bytes",
                 "must be at least 20480 so that a 16 KiB CSR fits",
+            ));
+        }
+        if !(1..=8760).contains(&self.ca.crl_validity_hours) {
+            return Err(ConfigError::key(
+                "ca.crl_validity_hours",
+                "use 1..=8760 hours (brokers refuse every client once a CRL's nextUpdate passes)",
+            ));
+        }
+        if let Some(url) = &self.ca.crl_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::key(
+                "ca.crl_url",
+                "must be an http:// (or https://) URL that brokers can fetch",
             ));
         }
         if self.ca.rsa_min_bits > self.ca.rsa_max_bits {

@@ -73,6 +73,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the body must be JSON, sent as `Content-Type: application/json`")]
     UnsupportedMediaType,
+    #[error("{0}")]
+    InvalidQuery(&'static str),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -104,6 +106,7 @@ impl ApiError {
             ApiError::TokenUsed => "token_used",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
@@ -116,6 +119,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson(_)
+            | ApiError::InvalidQuery(_)
             | ApiError::InvalidDeviceId(_)
             | ApiError::InvalidCsr(_)
             | ApiError::CsrSignatureInvalid => StatusCode::BAD_REQUEST,

@@ -2,7 +2,8 @@
 //!
 //! A device asks [`api`] for a single-use provisioning token ([`token`]), kept in a
 //! [`store`] (Redis, or memory by policy); it then trades the token and a CSR for a
-//! certificate signed by the [`ca`]. [`auth`] decides who may onboard, [`ratelimit`]
+//! certificate signed by the [`ca`], whose revocation list [`crl`] publishes. [`auth`]
+//! decides who may onboard, [`ratelimit`]
 //! how often; [`metrics`] and [`audit`] say what happened. [`startup`] wires the parts
 //! from [`config`]. The fleet side ([`cli`], [`client`], [`device`]) lives in the same
 //! crate.
@@ -14,6 +15,7 @@ pub mod ca;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod crl;
 pub mod crypto;
 pub mod device;
 pub mod domain;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use provisiond::auth::derived;
 use provisiond::ca::CertificateAuthority;
-use provisiond::cli::{CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, enroll, exit};
+use provisiond::cli::{
+    CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, crl, enroll, exit,
+};
 use provisiond::config::{Overrides, Settings};
 use provisiond::domain::DeviceId;
 use provisiond::startup::Application;
@@ -37,6 +39,7 @@ async fn main() -> ExitCode {
                 Command::Enroll(args) => return fleet(enroll(&args).await),
                 Command::Bulk(args) => return fleet(bulk(&args).await),
                 Command::Bench(args) => return fleet(bench(&args).await),
+                Command::Crl(args) => return fleet(crl::run(&args).await),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }

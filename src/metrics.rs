@@ -134,6 +134,11 @@ pub struct Metrics {
     pub memory_sweeps: Counter,
     pub memory_swept_entries: Counter,
     pub rate_limited: Family<ScopeLabel, Counter>,
+    /// Certificates the current CRL lists.
+    pub crl_entries: Gauge,
+    /// When the current CRL's nextUpdate passes (unix seconds): brokers refuse every
+    /// client after it, so alert well before.
+    pub crl_next_update: Gauge,
 }
 
 impl Default for Metrics {
@@ -160,6 +165,8 @@ impl Metrics {
             memory_sweeps: Counter::default(),
             memory_swept_entries: Counter::default(),
             rate_limited: Family::default(),
+            crl_entries: Gauge::default(),
+            crl_next_update: Gauge::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -233,6 +240,16 @@ impl Metrics {
             "Requests refused by a rate limit, by scope (ip, device, or admin for failed \
              admin authentication)",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "crl_entries",
+            "Certificates listed in the current CRL",
+            m.crl_entries.clone(),
+        );
+        registry.register(
+            "crl_next_update_timestamp_seconds",
+            "nextUpdate of the current CRL, unix seconds",
+            m.crl_next_update.clone(),
         );
         // Every documented series exists from the start, at zero, so that rates and
         // alerts work before the first event.

@@ -16,6 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
 use crate::config::{ConfigError, FallbackPolicy, Secret, Settings, TlsSettings};
+use crate::crl::CrlPublisher;
 use crate::fsutil;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
@@ -52,7 +53,9 @@ impl Application {
             format!("cannot create the certs directory {}", certs_dir.display())
         })?;
         fsutil::check_not_shared_writable(certs_dir).map_err(|e| ConfigError::key("ca.dir", e))?;
-        let ca = CertificateAuthority::load_or_init(&settings.ca).context("loading the CA")?;
+        let ca = Arc::new(
+            CertificateAuthority::load_or_init(&settings.ca).context("loading the CA")?,
+        );
         let tokens = TokenService::new(
             &jwt_secret(&settings)?,
             &settings.tokens.issuer,
@@ -71,8 +74,15 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
+        let crl = CrlPublisher::new(
+            ca.clone(),
+            Duration::from_secs(u64::from(settings.ca.crl_validity_hours) * 3600),
+            metrics.clone(),
+        )
+        .context("signing the first CRL")?;
         let memory = Arc::new(MemoryStore::new());
         let mut tasks = vec![
+            crl.spawn(),
             memory.spawn_sweeper(
                 Duration::from_secs_f64(settings.memory.sweep_interval_seconds),
                 metrics.clone(),
@@ -137,6 +147,7 @@ impl Application {
             store,
             tokens,
             ca,
+            crl,
             onboarding,
             policy,
             admin,

@@ -3,6 +3,7 @@
 mod admin;
 mod body;
 mod ca;
+mod crl;
 mod health;
 mod onboarding;
 pub mod openapi;
@@ -21,6 +22,7 @@ use tracing::field::Empty;
 
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth, bearer};
 use crate::ca::CertificateAuthority;
+use crate::crl::CrlPublisher;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label, route_label};
@@ -32,7 +34,8 @@ use crate::token::TokenService;
 pub struct AppState {
     pub store: Arc<FallbackStore>,
     pub tokens: TokenService,
-    pub ca: CertificateAuthority,
+    pub ca: Arc<CertificateAuthority>,
+    pub crl: Arc<CrlPublisher>,
     pub onboarding: OnboardingAuth,
     pub policy: DevicePolicy,
     pub admin: KeyDigests,
@@ -103,6 +106,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/onboarding"),
     ("post", "/api/v1/sign-csr"),
     ("get", "/api/v1/ca"),
+    ("get", "/api/v1/crl"),
     ("get", "/api/v1/devices/{device_id}"),
     ("delete", "/api/v1/devices/{device_id}/token"),
     ("get", "/api/v1/openapi.json"),
@@ -116,6 +120,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/api/v1/onboarding", onboarding::onboarding))
         .service(post("/api/v1/sign-csr", sign_csr::sign_csr))
         .service(get("/api/v1/ca", ca::ca_certificate))
+        .service(get("/api/v1/crl", crl::crl))
         .service(get("/api/v1/devices/{device_id}", admin::device_status))
         .service(
             web::resource("/api/v1/devices/{device_id}/token")

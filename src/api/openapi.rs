@@ -43,7 +43,7 @@ pub struct ErrorDetail {
     /// `token_invalid`, `token_expired`, `token_used`, `device_mismatch`,
     /// `device_not_allowed`, `invalid_csr`, `csr_signature_invalid`,
     /// `csr_policy_violation`, `payload_too_large`, `unsupported_media_type`,
-    /// `request_timeout`, `rate_limited`,
+    /// `request_timeout`, `rate_limited`, `invalid_query`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
@@ -59,6 +59,7 @@ pub struct ErrorDetail {
         onboarding,
         sign_csr,
         ca,
+        crl,
         device_status,
         revoke_token,
         openapi_json,
@@ -146,6 +147,26 @@ fn sign_csr() {}
 #[utoipa::path(get, path = "/api/v1/ca",
     responses((status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file")))]
 fn ca() {}
+
+/// The CRL signed by the issuing CA: DER, or PEM with `format=pem`. Re-signed at half
+/// its validity (`ca.crl_validity_hours`); every instance serves the same number.
+#[utoipa::path(get, path = "/api/v1/crl",
+    params(("format" = Option<CrlFormat>, Query, description = "`der` (default) or `pem`")),
+    responses(
+        (status = 200, description = "The CRL", content(
+            (Vec<u8> = "application/pkix-crl"),
+            (String = "application/x-pem-file"),
+        )),
+        (status = 400, description = "invalid_query", body = ErrorBody),
+    ))]
+fn crl() {}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlFormat {
+    Der,
+    Pem,
+}
 
 /// Whether a device has a pending token (admin).
 #[utoipa::path(get, path = "/api/v1/devices/{device_id}",

@@ -10,6 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use time::OffsetDateTime;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::pem::Pem;
 
 use super::random_serial;
@@ -28,6 +29,8 @@ pub struct CaFiles {
     pub chain_pem: String,
     pub not_after: OffsetDateTime,
     pub subject: String,
+    /// The CA certificate's subject key identifier, which its CRLs must name.
+    pub key_identifier: Option<Vec<u8>>,
 }
 
 pub fn cert_path(dir: &Path) -> PathBuf {
@@ -167,7 +170,12 @@ fn load(dir: &Path) -> anyhow::Result<CaFiles> {
             )
         })
         .collect::<String>();
+    let key_identifier = cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+        _ => None,
+    });
     Ok(CaFiles {
+        key_identifier,
         subject: cert.subject().to_string(),
         not_after,
         cert_der: issuing.contents.clone(),

@@ -1,6 +1,7 @@
 //! The certificate authority: loading or creating it, checking CSRs, and issuing device
 //! certificates. The only module that knows rcgen and x509-parser.
 
+mod crl;
 mod csr;
 pub mod files;
 
@@ -13,6 +14,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
 
 use crate::config::CaSettings;
@@ -28,6 +30,10 @@ pub struct CertificateAuthority {
     subject: String,
     validity: time::Duration,
     policy: KeyPolicy,
+    /// The CA's subject key identifier: what CRLs name as their authority key identifier.
+    key_identifier: rcgen::KeyIdMethod,
+    /// Written into issued certificates as their CRL distribution point.
+    crl_url: Option<String>,
 }
 
 /// A certificate just issued.
@@ -47,6 +53,10 @@ impl CertificateAuthority {
         let files = files::load_or_init(&settings.dir, &settings.common_name)?;
         let issuer = Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key)?;
         Ok(Self {
+            key_identifier: files
+                .key_identifier
+                .map_or(rcgen::KeyIdMethod::Sha256, rcgen::KeyIdMethod::PreSpecified),
+            crl_url: settings.crl_url.clone(),
             issuer,
             chain_pem: files.chain_pem,
             not_after: files.not_after,
@@ -107,6 +117,11 @@ impl CertificateAuthority {
         params.not_before = now - BACKDATE;
         params.not_after = not_after;
         params.serial_number = Some(serial);
+        if let Some(url) = &self.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
 
         let cert = params.signed_by(key, &self.issuer)?;
         Ok(IssuedCertificate {

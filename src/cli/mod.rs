@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bulk;
+pub mod crl;
 pub mod enroll;
 mod files;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Bulk(bulk::BulkArgs),
     /// Measure a server: the full flow at a fixed concurrency.
     Bench(bench::BenchArgs),
+    /// Keep a broker's CRL file current: fetch, check against the CA, write, reload.
+    Crl(crl::CrlArgs),
     /// Print a device's key for the factory line (`derived` onboarding).
     DeriveKey {
         #[command(flatten)]

@@ -1,0 +1,143 @@
+//! `provisiond crl`: keeps a broker's CRL file current. It fetches the CRL, checks it
+//! against the CA, writes it (atomically) only when it is a new one, and then runs a
+//! command, typically the broker's reload.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use super::{CliError, EXIT_CODES_HELP, ServerArgs, exit};
+use crate::client::ApiClient;
+use crate::device::VerifyError;
+use crate::fsutil;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct CrlArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The CRL file to keep current (PEM, as Mosquitto's `crlfile` reads it)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write DER instead of PEM
+    #[arg(long)]
+    pub der: bool,
+    /// Fetch again every SECONDS until interrupted (errors are printed, not fatal)
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
+    /// Run this command (with `sh -c`) after a new CRL was written, e.g. a broker reload
+    #[arg(long, value_name = "COMMAND")]
+    pub exec: Option<String>,
+}
+
+/// What one fetch did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// A new CRL (this number) was written, and the command run.
+    Written(u64),
+    /// The file already holds this CRL number.
+    Unchanged(u64),
+}
+
+pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
+    let client = args.server.client(1)?;
+    loop {
+        let outcome = fetch_once(args, &client).await;
+        match (&outcome, args.watch) {
+            (Ok(Fetched::Written(n)), _) => println!("CRL {n} written to {}", args.out.display()),
+            (Ok(Fetched::Unchanged(n)), _) => println!("CRL {n} unchanged"),
+            (Err(e), Some(_)) => eprintln!("provisiond: {e}"),
+            (Err(_), None) => {}
+        }
+        let Some(every) = args.watch else {
+            return outcome.map(|_| exit::OK);
+        };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(exit::INTERRUPTED),
+        }
+    }
+}
+
+/// Fetches, checks, and writes the CRL when its number is not the file's.
+pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, CliError> {
+    let der = client.crl().await?;
+    let ca = match args.server.pinned_ca()? {
+        Some(pem) => pem,
+        None => client.ca().await?,
+    };
+    let number = check(&der, &ca)?;
+    if number_in(&args.out) == Some(number) {
+        return Ok(Fetched::Unchanged(number));
+    }
+    let contents = if args.der {
+        der
+    } else {
+        pem::encode_config(
+            &pem::Pem::new("X509 CRL", der),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
+        .into_bytes()
+    };
+    fsutil::replace(&args.out, &contents, 0o644).map_err(|e| {
+        CliError::LocalIo(anyhow::anyhow!("cannot write {}: {e}", args.out.display()))
+    })?;
+    if let Some(command) = &args.exec {
+        let status = tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .status()
+            .await
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("--exec {command}: {e}")))?;
+        if !status.success() {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "--exec {command} exited with {status}"
+            )));
+        }
+    }
+    Ok(Fetched::Written(number))
+}
+
+/// The CRL's number, once it is known to be signed by the issuing CA (the first
+/// certificate of `ca_pem`), to name it, and to be current.
+fn check(der: &[u8], ca_pem: &str) -> Result<u64, CliError> {
+    let bad = |what: String| CliError::NotVerified(VerifyError::Unreadable(what));
+    let (_, crl) = CertificateRevocationList::from_der(der)
+        .map_err(|e| bad(format!("the CRL does not parse: {e}")))?;
+    let ca_pem = x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes())
+        .next()
+        .ok_or_else(|| bad("no CA certificate".into()))?
+        .map_err(|e| bad(e.to_string()))?;
+    let (_, ca) = X509Certificate::from_der(&ca_pem.contents).map_err(|e| bad(e.to_string()))?;
+    if crl.issuer() != ca.subject() {
+        return Err(bad("the CRL names another issuer than the CA".into()));
+    }
+    crl.verify_signature(ca.public_key())
+        .map_err(|_| CliError::NotVerified(VerifyError::NotSignedByCa))?;
+    if crl
+        .next_update()
+        .is_none_or(|next| next.timestamp() <= crate::token::unix_now() as i64)
+    {
+        return Err(bad(
+            "the CRL's nextUpdate has passed: a broker would refuse every client with it".into(),
+        ));
+    }
+    number_of(&crl).ok_or_else(|| bad("the CRL has no usable CRL number".into()))
+}
+
+fn number_of(crl: &CertificateRevocationList<'_>) -> Option<u64> {
+    crl.crl_number().and_then(|n| u64::try_from(n).ok())
+}
+
+/// The number of the CRL already in `path` (PEM or DER), if it holds one.
+fn number_in(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let der = match pem::parse(&bytes) {
+        Ok(block) => block.into_contents(),
+        Err(_) => bytes,
+    };
+    let (_, crl) = CertificateRevocationList::from_der(&der).ok()?;
+    number_of(&crl)
+}
