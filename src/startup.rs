@@ -53,9 +53,8 @@ impl Application {
             format!("cannot create the certs directory {}", certs_dir.display())
         })?;
         fsutil::check_not_shared_writable(certs_dir).map_err(|e| ConfigError::key("ca.dir", e))?;
-        let ca = Arc::new(
-            CertificateAuthority::load_or_init(&settings.ca).context("loading the CA")?,
-        );
+        let ca =
+            Arc::new(CertificateAuthority::load_or_init(&settings.ca).context("loading the CA")?);
         let tokens = TokenService::new(
             &jwt_secret(&settings)?,
             &settings.tokens.issuer,

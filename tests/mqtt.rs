@@ -1,6 +1,6 @@
 //! What the fleet commands write is what a device needs to reach a real MQTT broker:
 //! each key type's key file loads in OpenSSL, and `mosquitto_pub` connects with it to a
-//! Mosquitto that requires a certificate from our CA.
+//! Mosquitto that requires a certificate from our CA and checks it against our CRL.
 
 mod common;
 
@@ -87,7 +87,22 @@ async fn devices_enrolled_with_every_key_type_publish_to_a_real_broker() {
         assert!(bulked.status.success(), "{}", text(&bulked));
     }
 
-    let broker = Mosquitto::start(&app.certs, &out.path().join("ca.crt"));
+    // The broker enforces our CRL, kept by `provisiond crl` as an operator would.
+    let crl = out.path().join("crl.pem");
+    let fetched = run(
+        &[
+            "crl",
+            "--server",
+            &app.address,
+            "--out",
+            crl.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(fetched.status.success(), "{}", text(&fetched));
+    let broker = Mosquitto::start(&app.certs, &out.path().join("ca.crt"), Some(&crl));
+    let certs = app.certs.clone();
     tokio::task::spawn_blocking(move || {
         for key_type in KEY_TYPES {
             connects(&broker, out.path(), &format!("mqtt-{key_type}"));

@@ -170,10 +170,13 @@ fn load(dir: &Path) -> anyhow::Result<CaFiles> {
             )
         })
         .collect::<String>();
-    let key_identifier = cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-        _ => None,
-    });
+    let key_identifier = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        });
     Ok(CaFiles {
         key_identifier,
         subject: cert.subject().to_string(),

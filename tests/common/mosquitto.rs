@@ -17,9 +17,10 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts a broker trusting `ca` (PEM) for client certificates; its own server
-    /// certificate comes from the CA in `certs_dir` (`provisiond ca server-cert`).
-    pub fn start(certs_dir: &Path, ca: &Path) -> Self {
+    /// Starts a broker trusting `ca` (PEM) for client certificates and enforcing `crl`
+    /// when given; its own server certificate comes from the CA in `certs_dir`
+    /// (`provisiond ca server-cert`).
+    pub fn start(certs_dir: &Path, ca: &Path, crl: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
         let empty_config = dir.path().join("empty.toml");
@@ -39,18 +40,18 @@ impl Mosquitto {
         let user =
             String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "user {user}\npersistence false\nlog_dest stderr\n\
-                 listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-                 require_certificate true\nuse_identity_as_username true\n",
-                ca.display(),
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "user {user}\npersistence false\nlog_dest stderr\n\
+             listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        );
+        if let Some(crl) = crl {
+            text.push_str(&format!("crlfile {}\n", crl.display()));
+        }
+        std::fs::write(&config, text).unwrap();
         let program = if Path::new("/usr/sbin/mosquitto").exists() {
             "/usr/sbin/mosquitto"
         } else {
