@@ -80,7 +80,8 @@ pub struct ErrorDetail {
         MemoryHealth,
         Probe,
         DeviceStatus,
-        Revoked
+        Revoked,
+        CrlFormat
     )),
     modifiers(&Security)
 )]
