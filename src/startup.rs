@@ -21,7 +21,7 @@ use crate::fsutil;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::ratelimit::RateLimits;
-use crate::store::{FallbackStore, MemoryStore, RedisConfig, RedisStore};
+use crate::store::{FallbackStore, MemoryStore, RedisConfig, RedisStore, StaleInRedis};
 use crate::token::{MIN_SECRET_LEN, TokenService};
 
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
@@ -100,11 +100,23 @@ impl Application {
         } else {
             None
         };
+        let stale = match &redis {
+            Some(_) => {
+                StaleInRedis::journaled(certs_dir, settings.tokens.ttl()).with_context(|| {
+                    format!(
+                        "reading the stale-in-redis journal in {}",
+                        certs_dir.display()
+                    )
+                })?
+            }
+            None => StaleInRedis::default(),
+        };
         let store = Arc::new(FallbackStore::new(
             redis,
             memory,
             settings.redis.fallback,
             metrics.clone(),
+            stale,
         ));
         if settings.redis.enabled {
             tasks.push(store.spawn_reconciler(Duration::from_millis(

@@ -114,7 +114,45 @@ async fn devices_enrolled_with_every_key_type_publish_to_a_real_broker() {
             !anonymous.status.success(),
             "connected without a certificate"
         );
+        drop(broker);
+
+        // And on the CRL: one signed by our CA listing mqtt-p256 keeps that device out
+        // while the others still connect.
+        let crl = out.path().join("revoked.pem");
+        std::fs::write(
+            &crl,
+            revocation_list(&certs, &out.path().join("mqtt-p256.crt")),
+        )
+        .unwrap();
+        let broker = Mosquitto::start(&certs, &out.path().join("ca.crt"), Some(&crl));
+        let (cert, key) = (
+            out.path().join("mqtt-p256.crt"),
+            out.path().join("mqtt-p256.key"),
+        );
+        let refused = broker.publish(&out.path().join("ca.crt"), Some((&cert, &key)));
+        assert!(!refused.status.success(), "a revoked certificate connected");
+        // The same broker still takes the others: it is the CRL that keeps this one out.
+        connects(&broker, out.path(), "mqtt-p384");
+        connects(&broker, &bulk_dir, "bulk-p256-000001");
     })
     .await
     .unwrap();
+}
+
+/// A CRL signed by the CA in `certs`, listing the certificate in `cert` as compromised.
+fn revocation_list(certs: &Path, cert: &Path) -> String {
+    let serial = common::pki::openssl_x509(&std::fs::read_to_string(cert).unwrap(), &["-serial"]);
+    let serial = hex::decode(serial.trim().trim_start_matches("serial=")).unwrap();
+    let mut settings = provisiond::config::Settings::default();
+    settings.ca.dir = certs.to_owned();
+    let ca = provisiond::ca::CertificateAuthority::load_or_init(&settings.ca).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let entry = provisiond::ca::RevokedEntry {
+        serial,
+        revoked_at: now,
+        reason: provisiond::ca::RevocationReason::KeyCompromise,
+    };
+    ca.sign_crl(2, now, now + time::Duration::hours(1), &[entry])
+        .unwrap()
+        .pem
 }

@@ -105,6 +105,7 @@ async fn run_case(
         Arc::new(MemoryStore::new()),
         FallbackPolicy::Memory,
         Default::default(),
+        Default::default(),
     );
     let mut model = Model {
         redis_up: true,

@@ -14,18 +14,19 @@
 //!    for it was replaced (or is this very token, if Redis applied a write whose answer
 //!    never came). Redis is not asked about a stale device; its keys there are deleted
 //!    as soon as Redis is back, and the mark goes once they are. Issuing the device into
-//!    Redis again clears it too (the issue script replaces what Redis held).
+//!    Redis again clears it too (the issue script replaces what Redis held). Marks are
+//!    also written to disk ([`StaleInRedis`]), so a restart during an outage keeps them.
 //! 3. Derived-mode proofs are remembered only where every instance sees them: in Redis
 //!    when it is enabled (503 while it is away), in memory only when Redis is off.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::memory::Take;
+use super::stale::StaleInRedis;
 use super::{
     ConsumeOutcome, MemoryStore, RedisStore, StorageMode, StoreError, StoreStats, TokenStore,
 };
@@ -41,67 +42,20 @@ pub struct FallbackStore {
     stale: StaleInRedis,
 }
 
-/// Devices whose Redis keys may hold a token that memory has since replaced, each with
-/// the number of the marking, so that clearing an old marking keeps a newer one.
-#[derive(Default)]
-struct StaleInRedis {
-    /// A std `Mutex`: nothing awaits under it.
-    devices: Mutex<HashMap<DeviceId, u64>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl StaleInRedis {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {
-        self.devices.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn mark(&self, device: &DeviceId) {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(device.clone(), n);
-    }
-
-    fn contains(&self, device: &DeviceId) -> bool {
-        self.lock().contains_key(device)
-    }
-
-    fn is_marked(&self, device: &DeviceId, n: u64) -> bool {
-        self.lock().get(device) == Some(&n)
-    }
-
-    /// Clears the marking `n` of `device`, unless the device was marked again since.
-    fn clear(&self, device: &DeviceId, n: u64) {
-        let mut devices = self.lock();
-        if devices.get(device) == Some(&n) {
-            devices.remove(device);
-        }
-    }
-
-    fn clear_all_of(&self, device: &DeviceId) {
-        self.lock().remove(device);
-    }
-
-    fn snapshot(&self) -> Vec<(DeviceId, u64)> {
-        self.lock().iter().map(|(d, n)| (d.clone(), *n)).collect()
-    }
-
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
-
 impl FallbackStore {
     pub fn new(
         redis: Option<Arc<RedisStore>>,
         memory: Arc<MemoryStore>,
         policy: FallbackPolicy,
         metrics: Arc<Metrics>,
+        stale: StaleInRedis,
     ) -> Self {
         Self {
             redis,
             memory,
             policy,
             metrics,
-            stale: StaleInRedis::default(),
+            stale,
         }
     }
 
@@ -140,6 +94,7 @@ impl FallbackStore {
                 }
             }
         }
+        self.stale.forget_journal_if_empty();
         if cleared > 0 {
             tracing::info!(
                 devices = cleared,
@@ -239,7 +194,11 @@ impl TokenStore for FallbackStore {
             return Err(unreachable());
         }
         if self.redis.is_some() {
-            self.stale.mark(device);
+            // Written down first: a token in memory whose mark could be lost with a
+            // restart would let the token it replaced come back.
+            self.stale.mark(device).map_err(|e| {
+                StoreError::Failed(format!("cannot record a device stale in redis: {e}"))
+            })?;
         }
         self.timed_memory("issue", || self.memory.insert(device, jti, ttl));
         Ok(())
@@ -285,7 +244,9 @@ impl TokenStore for FallbackStore {
         // Redis is off or away: whatever it holds for the device is dead from now on
         // (rule 2), and deleted there once it is back. The revocation is whole either way.
         if self.redis.is_some() {
-            self.stale.mark(device);
+            self.stale.mark(device).map_err(|e| {
+                StoreError::Failed(format!("cannot record a device stale in redis: {e}"))
+            })?;
         }
         Ok(in_memory)
     }

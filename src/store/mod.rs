@@ -8,6 +8,7 @@ mod fallback;
 mod incarnation;
 mod memory;
 mod redis;
+mod stale;
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,7 @@ use crate::domain::{DeviceId, Jti};
 pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};
+pub use stale::StaleInRedis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeOutcome {
