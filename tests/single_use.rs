@@ -333,3 +333,38 @@ async fn a_replica_promoted_before_it_copied_a_consume_does_not_give_a_second_ce
     let fresh = app.token_for("failover-1").await;
     assert_eq!(sign(&app, &fresh, "failover-1").await, ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restarted_during_an_outage_still_refuses_the_replaced_token() {
+    let redis = RedisServer::start();
+    let certs = tempfile::tempdir().unwrap();
+    let settings = common::app::test_settings(Some(&redis), certs.path());
+    let app = TestApp::spawn_settings(settings.clone()).await;
+    let t1 = app.token_for("crash-1").await;
+    redis.pause();
+    degraded(&app).await;
+    let t2 = app.token_for("crash-1").await;
+    assert_eq!(sign(&app, &t2, "crash-1").await, ok());
+    // The instance goes away (its memory with it) before Redis returns.
+    app.stop().await;
+    let journal = certs.path().join("stale-in-redis");
+    assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 1);
+
+    let again = TestApp::spawn_settings(settings).await;
+    assert_eq!(again.health().await["memory"]["staleInRedis"], 1);
+    redis.resume();
+    back_on_redis(&again).await;
+    assert_eq!(sign(&again, &t1, "crash-1").await, used());
+    again
+        .wait_for_health(WITHIN, |h| h["memory"]["staleInRedis"] == 0)
+        .await;
+    let pending: Option<String> = redis.cmd(&["GET", "mqtt-lite:device:{crash-1}"]);
+    assert_eq!(pending, None, "the replaced token was deleted from Redis");
+    assert_eq!(
+        std::fs::read_dir(&journal).unwrap().count(),
+        0,
+        "journal kept"
+    );
+    let fresh = again.token_for("crash-1").await;
+    assert_eq!(sign(&again, &fresh, "crash-1").await, ok());
+}
