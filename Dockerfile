@@ -14,6 +14,8 @@ COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 FROM debian:bookworm-slim
+# Versions are not pinned: security fixes arrive by rebuilding on the current base image.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
@@ -28,7 +30,7 @@ ENV CONFIG=/etc/provisiond/config.toml \
     CERTS_DIR=/var/lib/provisiond/certs \
     HOST=0.0.0.0 \
     PORT=3002
-USER provisiond
+USER 10001:10001
 # The CA key, JWT secret and enrollment key live here: keep it, and share it (or set
 # JWT_SECRET and mount the same CA) across instances behind one load balancer.
 VOLUME ["/var/lib/provisiond/certs"]
@@ -36,7 +38,6 @@ EXPOSE 3002
 # /health answers 503 only when no store can serve (Redis required and gone). With TLS
 # on (TLS_CERT_FILE), the same port speaks HTTPS: the second form covers it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:3002/health >/dev/null \
-     || curl -fsSk https://127.0.0.1:3002/health >/dev/null || exit 1
+    CMD ["sh", "-c", "curl -fsS http://127.0.0.1:3002/health >/dev/null || curl -fsSk https://127.0.0.1:3002/health >/dev/null"]
 ENTRYPOINT ["provisiond"]
 CMD ["serve"]
