@@ -19,7 +19,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/provisiond provisiond \
+    && groupadd --system --gid 10001 provisiond \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/provisiond provisiond \
     && mkdir -p /var/lib/provisiond/certs \
     && chown -R provisiond:provisiond /var/lib/provisiond \
     && chmod 700 /var/lib/provisiond/certs
