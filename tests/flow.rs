@@ -255,6 +255,25 @@ async fn health_counts_pending_tokens_in_redis() {
 }
 
 #[tokio::test]
+async fn with_the_shipped_count_interval_a_new_device_shows_in_health_within_seconds() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), |s| {
+        s.redis.count_interval_seconds = provisiond::config::Settings::default()
+            .redis
+            .count_interval_seconds;
+    })
+    .await;
+    app.wait_for_health(Duration::from_secs(5), |h| h["redis"]["tokenCount"] == 0)
+        .await;
+    app.token_for("fresh-1").await;
+    let onboarded = std::time::Instant::now();
+    app.wait_for_health(Duration::from_secs(5), |h| h["redis"]["tokenCount"] == 1)
+        .await;
+    // Bounded by the test's own deadline above; the figure is for the log.
+    println!("counted after {:?}", onboarded.elapsed());
+}
+
+#[tokio::test]
 async fn the_generated_key_material_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     let app = TestApp::spawn_with(None, |s| {
