@@ -30,6 +30,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REDIS_TLS", "redis.tls"),
     ("REDIS_KEY_PREFIX", "redis.key_prefix"),
     ("REDIS_FALLBACK", "redis.fallback"),
+    ("REDIS_WAIT_REPLICAS", "redis.wait_replicas"),
     ("PROVISIONING_TOKEN_TTL", "tokens.ttl_seconds"),
     ("JWT_SECRET", "tokens.jwt_secret"),
     ("JWT_SECRET_FILE", "tokens.jwt_secret_file"),
@@ -202,6 +203,11 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
     /// How often the server pings Redis to notice loss and return.
     pub health_check_interval_ms: u64,
+    /// Replicas that must acknowledge a consume (`WAIT`) before the certificate is
+    /// signed; 0 = off. With fewer, sign-csr answers 503 (the token stays used).
+    pub wait_replicas: u32,
+    /// How long to wait for them.
+    pub wait_timeout_ms: u64,
     /// How often pending tokens are counted for /health at most (SCAN, never KEYS);
     /// counting backs off on a large fleet so that it takes at most 5 % of the time.
     pub count_interval_seconds: f64,
@@ -225,6 +231,8 @@ impl Default for RedisSettings {
             response_timeout_ms: 2000,
             health_check_interval_ms: 1000,
             count_interval_seconds: 1.0,
+            wait_replicas: 0,
+            wait_timeout_ms: 1000,
         }
     }
 }
@@ -568,6 +576,15 @@ impl Settings {
             return Err(ConfigError::key(
                 "ca.rsa_min_bits",
                 "must not be larger than ca.rsa_max_bits",
+            ));
+        }
+        if self.redis.wait_replicas > 0
+            && self.redis.wait_timeout_ms >= self.redis.response_timeout_ms
+        {
+            return Err(ConfigError::key(
+                "redis.wait_timeout_ms",
+                "must be shorter than redis.response_timeout_ms, or a slow replica would look \
+                 like a lost Redis",
             ));
         }
         if self.redis.count_interval_seconds <= 0.0 {

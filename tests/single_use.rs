@@ -368,3 +368,128 @@ async fn a_server_restarted_during_an_outage_still_refuses_the_replaced_token() 
     let fresh = again.token_for("crash-1").await;
     assert_eq!(sign(&again, &fresh, "crash-1").await, ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_a_consume_no_replica_acknowledged_is_a_503() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    let _: () = replica.cmd(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]);
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !replica
+        .cmd::<String>(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = TestApp::spawn_with(Some(&primary), |s| {
+        s.redis.wait_replicas = 1;
+        s.redis.wait_timeout_ms = 300;
+    })
+    .await;
+    let token = app.token_for("waited-1").await;
+    assert_eq!(sign(&app, &token, "waited-1").await, ok());
+    let copied: Option<String> = replica.cmd(&["GET", "mqtt-lite:device:{waited-1}"]);
+    assert_eq!(copied, None, "the replica has the consume");
+
+    // The replica stops acknowledging: no certificate on a consume it may not have.
+    replica.pause();
+    let token = app.token_for("waited-2").await;
+    let refused = app
+        .sign_csr(&token, "waited-2", &quick_csr("waited-2"))
+        .await;
+    assert_eq!(
+        error_code(refused).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable".into()
+        )
+    );
+    // Redis itself is fine: the server did not fall back to memory.
+    assert_eq!(app.health().await["storage"], "redis");
+    replica.resume();
+    // The token stays used; the device onboards again.
+    assert_eq!(sign(&app, &token, "waited-2").await, used());
+    let again = app.token_for("waited-2").await;
+    assert_eq!(sign(&app, &again, "waited-2").await, ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_a_failover_keeps_pending_tokens_and_consumes() {
+    let mut primary = RedisServer::start_with(FSYNC_ALWAYS);
+    let replica = RedisServer::start_with(FSYNC_ALWAYS);
+    let _: () = replica.cmd(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]);
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !replica
+        .cmd::<String>(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let front = SwitchableFront::start(primary.port()).await;
+    let app = TestApp::spawn_with(None, |s| {
+        s.redis.enabled = true;
+        s.redis.url = Some(front.url());
+        s.redis.wait_replicas = 1;
+        s.redis.wait_timeout_ms = 500;
+    })
+    .await;
+    let consumed = app.token_for("waited-failover-1").await;
+    assert_eq!(sign(&app, &consumed, "waited-failover-1").await, ok());
+    let pending = app.token_for("waited-failover-2").await;
+    while replica
+        .cmd::<Option<String>>(&["GET", "mqtt-lite:device:{waited-failover-2}"])
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "never copied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let epoch = app.health().await["redis"]["epoch"].clone();
+
+    primary.kill();
+    let _: () = replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+    // The promoted primary gets a replica of its own, as Sentinel would reconfigure one.
+    let spare = RedisServer::start_with(FSYNC_ALWAYS);
+    let _: () = spare.cmd(&["REPLICAOF", "127.0.0.1", &replica.port().to_string()]);
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !spare
+        .cmd::<String>(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    front.switch_to(replica.port());
+
+    // Once the promoted replica is checked, the pending token still works...
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        let answer = sign(&app, &pending, "waited-failover-2").await;
+        if answer.0 != StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(answer, ok(), "the pending token survived the failover");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.health().await["redis"]["epoch"],
+        epoch,
+        "no loss declared"
+    );
+    // ...and the consumed one stays consumed.
+    assert_eq!(sign(&app, &consumed, "waited-failover-1").await, used());
+}

@@ -108,6 +108,8 @@ fn config(redis: &RedisServer, key_prefix: &str, count_interval: Duration) -> Re
         response_timeout: Duration::from_secs(1),
         health_check_interval: Duration::from_millis(200),
         count_interval,
+        wait_replicas: 0,
+        wait_timeout: Duration::from_secs(1),
     }
 }
 

@@ -95,6 +95,8 @@ async fn run_case(
         response_timeout: Duration::from_millis(500),
         health_check_interval: Duration::from_millis(10),
         count_interval: Duration::from_secs(60),
+        wait_replicas: 0,
+        wait_timeout: Duration::from_secs(1),
     };
     let (redis_store, _tasks) = RedisStore::connect(config, Default::default())
         .await

@@ -77,10 +77,15 @@ pub(super) fn run_id(info: &InfoDict) -> Option<String> {
     info.get::<String>("run_id")
 }
 
-/// Whether the server keeps every acknowledged write across its own restart and was not
-/// promoted from a replica (a promotion loses what the replica had not copied).
-/// A server that will not say (CONFIG disabled) is taken as not durable.
-pub(super) async fn is_durable(conn: &mut MultiplexedConnection) -> RedisResult<bool> {
+/// Whether the server kept every write that mattered: it persists each write before
+/// acknowledging it (`appendonly yes`, `appendfsync always`), and it was not promoted
+/// from a replica, unless `waited` (every consume and signed request was acknowledged
+/// by replicas with `WAIT` before it counted, `redis.wait_replicas`). A server that will
+/// not say (CONFIG disabled) is taken as not durable.
+pub(super) async fn is_durable(
+    conn: &mut MultiplexedConnection,
+    waited: bool,
+) -> RedisResult<bool> {
     let config: RedisResult<(Vec<String>, Vec<String>)> = redis::pipe()
         .cmd("CONFIG")
         .arg("GET")
@@ -102,7 +107,7 @@ pub(super) async fn is_durable(conn: &mut MultiplexedConnection) -> RedisResult<
         .is_some_and(|offset| offset != -1);
     Ok(appendonly.get(1).map(String::as_str) == Some("yes")
         && appendfsync.get(1).map(String::as_str) == Some("always")
-        && !promoted)
+        && (!promoted || waited))
 }
 
 #[cfg(test)]

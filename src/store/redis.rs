@@ -67,6 +67,9 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     pub health_check_interval: Duration,
     pub count_interval: Duration,
+    /// Replicas that must acknowledge a consume before it counts; 0 = off.
+    pub wait_replicas: u32,
+    pub wait_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -87,6 +90,8 @@ impl RedisConfig {
             response_timeout: Duration::from_millis(redis.response_timeout_ms),
             health_check_interval: Duration::from_millis(redis.health_check_interval_ms),
             count_interval: Duration::from_secs_f64(redis.count_interval_seconds),
+            wait_replicas: redis.wait_replicas,
+            wait_timeout: Duration::from_millis(redis.wait_timeout_ms),
         })
     }
 }
@@ -412,15 +417,43 @@ impl RedisStore {
     }
 
     async fn try_consume(&self, device: &DeviceId, jti: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
         let consumed: i64 = self
             .consume_script
             .key(self.keys.device(device))
             .key(self.keys.token(device, jti))
             .arg(jti)
-            .invoke_async(&mut self.conn().await?)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
+        if consumed == 1 {
+            self.wait_for_replicas(&mut conn).await?;
+        }
         Ok(consumed == 1)
+    }
+
+    /// With `redis.wait_replicas`, a consume (or a signed request's first use) counts
+    /// only once that many replicas have it: a failover then cannot bring it back.
+    /// Otherwise the request fails (503); the write stays on the primary, so the device
+    /// onboards (or signs) again.
+    async fn wait_for_replicas(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        let wanted = self.config.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let acknowledged: u32 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(self.config.wait_timeout.as_millis() as u64)
+            .query_async(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if acknowledged < wanted {
+            return Err(StoreError::Failed(format!(
+                "{acknowledged} of the {wanted} replicas required (redis.wait_replicas) \
+                 acknowledged the consume in time"
+            )));
+        }
+        Ok(())
     }
 
     /// The device's pending token and its remaining TTL, if it has one.
@@ -542,8 +575,19 @@ impl HealthCheck {
             recorded_run_id,
         };
         store.learn(shared_epoch.unwrap_or(0), shared_at.unwrap_or(0));
+        let waited = store.config.wait_replicas > 0;
+        if waited {
+            // The marker reaches the replicas too, or a failover would look like a loss.
+            // Best effort: a replica that does not answer in time only makes a later
+            // failover refuse tokens, never accept one twice.
+            redis::cmd("WAIT")
+                .arg(store.config.wait_replicas)
+                .arg(store.config.wait_timeout.as_millis() as u64)
+                .query_async::<u32>(conn)
+                .await?;
+        }
         let durable = if probe.is_new_incarnation() {
-            incarnation::is_durable(conn).await?
+            incarnation::is_durable(conn, waited).await?
         } else {
             false
         };
@@ -701,6 +745,9 @@ impl TokenStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
+        if set.is_some() {
+            self.wait_for_replicas(&mut conn).await?;
+        }
         Ok(set.is_some())
     }
 
