@@ -62,6 +62,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "RATE_LIMIT_PER_DEVICE_PER_MINUTE",
         "rate_limit.per_device_per_minute",
     ),
+    ("RATE_LIMIT_SHARED", "rate_limit.shared"),
     (
         "ADMIN_AUTH_FAILURES_PER_MINUTE",
         "rate_limit.admin_failures_per_minute",
@@ -141,6 +142,9 @@ pub struct RateLimitSettings {
     /// Failed admin authentications per client address per minute; past it the address
     /// is refused for a while. 0 turns it off.
     pub admin_failures_per_minute: u32,
+    /// Count the per-address and per-device limits in Redis, shared by every instance
+    /// (one script per check), instead of in each instance.
+    pub shared: bool,
 }
 
 impl Default for RateLimitSettings {
@@ -149,6 +153,7 @@ impl Default for RateLimitSettings {
             per_ip_per_minute: 120_000,
             per_device_per_minute: 60,
             admin_failures_per_minute: 10,
+            shared: false,
         }
     }
 }

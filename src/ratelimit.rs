@@ -30,6 +30,10 @@ pub struct RateLimits {
     /// before their key is even looked at, so guessing stops.
     admin_blocked: Mutex<HashMap<IpAddr, Instant>>,
     clock: DefaultClock,
+    per_ip_per_minute: u32,
+    per_device_per_minute: u32,
+    /// Whether the per-address and per-device limits are counted in Redis when it is up.
+    pub shared: bool,
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -45,6 +49,27 @@ impl RateLimits {
             admin_failures: limiter(settings.admin_failures_per_minute),
             admin_blocked: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
+            per_ip_per_minute: settings.per_ip_per_minute,
+            per_device_per_minute: settings.per_device_per_minute,
+            shared: settings.shared,
+        }
+    }
+
+    /// Requests per minute per address; 0 when off.
+    pub fn per_ip_per_minute(&self) -> u32 {
+        self.per_ip_per_minute
+    }
+
+    /// Requests per minute per device; 0 when off.
+    pub fn per_device_per_minute(&self) -> u32 {
+        self.per_device_per_minute
+    }
+
+    /// The refusal for a shared limit that says to wait `wait`.
+    pub fn refusal(scope: LimitScope, wait: Duration) -> ApiError {
+        ApiError::RateLimited {
+            scope,
+            retry_after: seconds(wait),
         }
     }
 

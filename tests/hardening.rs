@@ -536,3 +536,45 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_limits_hold_across_instances_and_fall_back_to_local_ones() {
+    let mut redis = RedisServer::start();
+    let limits = |shared: bool| {
+        move |s: &mut provisiond::config::Settings| {
+            s.rate_limit.per_device_per_minute = 3;
+            s.rate_limit.shared = shared;
+        }
+    };
+    let a = TestApp::spawn_with(Some(&redis), limits(true)).await;
+    let b = TestApp::spawn_with(Some(&redis), limits(true)).await;
+    // Alternating between the instances: three in all, not three each.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        statuses.push(app.onboard("shared-1").await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let ttl: i64 = redis.cmd(&["PTTL", "mqtt-lite:rl:{shared-1}"]);
+    assert!((1..=60_000).contains(&ttl), "{ttl}");
+
+    // Not shared: each instance counts its own, so the same walk gets twice as far.
+    let c = TestApp::spawn_with(Some(&redis), limits(false)).await;
+    let d = TestApp::spawn_with(Some(&redis), limits(false)).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &c } else { &d };
+        statuses.push(app.onboard("local-1").await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429, 429]);
+
+    // Redis away: the instance's own limiter takes over.
+    redis.kill();
+    a.wait_for_health(Duration::from_secs(10), |h| h["status"] == "degraded")
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(a.onboard("shared-2").await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}

@@ -25,10 +25,11 @@ use crate::ca::CertificateAuthority;
 use crate::crl::CrlPublisher;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::error::LimitScope;
 use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label, route_label};
 use crate::net::TrustedProxies;
 use crate::ratelimit::RateLimits;
-use crate::store::FallbackStore;
+use crate::store::{FallbackStore, LimitSubject};
 use crate::token::TokenService;
 
 pub struct AppState {
@@ -52,15 +53,46 @@ impl AppState {
         self.proxies.client_ip(req)
     }
 
-    fn limit_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        match ip {
-            Some(ip) => self.counted(self.limits.check_ip(ip)),
-            None => Ok(()),
-        }
+    async fn limit_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let Some(ip) = ip else { return Ok(()) };
+        let per_minute = self.limits.per_ip_per_minute();
+        let check = match self
+            .shared_limit(LimitSubject::Address(ip), per_minute)
+            .await
+        {
+            Some(answer) => answer.map_or(Ok(()), |wait| {
+                Err(RateLimits::refusal(LimitScope::Ip, wait))
+            }),
+            None => self.limits.check_ip(ip),
+        };
+        self.counted(check)
     }
 
-    fn limit_device(&self, device: &DeviceId) -> Result<(), ApiError> {
-        self.counted(self.limits.check_device(device))
+    async fn limit_device(&self, device: &DeviceId) -> Result<(), ApiError> {
+        let per_minute = self.limits.per_device_per_minute();
+        let check = match self
+            .shared_limit(LimitSubject::Device(device), per_minute)
+            .await
+        {
+            Some(answer) => answer.map_or(Ok(()), |wait| {
+                Err(RateLimits::refusal(LimitScope::Device, wait))
+            }),
+            None => self.limits.check_device(device),
+        };
+        self.counted(check)
+    }
+
+    /// The shared limit's answer when limits are shared and Redis can give it; `None`
+    /// means the instance's own limiter decides (limits not shared, or Redis away).
+    async fn shared_limit(
+        &self,
+        subject: LimitSubject<'_>,
+        per_minute: u32,
+    ) -> Option<Option<std::time::Duration>> {
+        if !self.limits.shared || per_minute == 0 {
+            return None;
+        }
+        self.store.shared_limit(subject, per_minute).await
     }
 
     /// Lets an admin request through when its key is accepted. Failures are counted per

@@ -32,7 +32,7 @@ pub async fn onboarding(
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
     let client = state.client_ip(&req);
-    state.limit_ip(client)?;
+    state.limit_ip(client).await?;
     state.onboarding.check_key(&req)?;
     let body = raw.json()?;
     let device = body.device_id()?;
@@ -52,7 +52,7 @@ pub async fn onboarding(
     }
     state.policy.check(&device)?;
     // Only after authentication: otherwise anyone could use up a device's allowance.
-    state.limit_device(&device)?;
+    state.limit_device(&device).await?;
 
     let jti = Jti::random();
     Span::current().record("jti", jti.short());

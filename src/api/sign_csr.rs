@@ -62,7 +62,7 @@ async fn sign(
     device_seen: &mut Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
-    state.limit_ip(client)?;
+    state.limit_ip(client).await?;
 
     // 1. A valid JWT.
     let token = bearer(req).ok_or(ApiError::TokenInvalid(
@@ -80,7 +80,7 @@ async fn sign(
         return Err(ApiError::DeviceMismatch);
     }
     // Counted against the device the token was issued for, never another one.
-    state.limit_device(&device)?;
+    state.limit_device(&device).await?;
 
     // 3 and 4. A CSR that parses, proves possession of its key, and meets the policy.
     let csr = body

@@ -28,7 +28,8 @@ use tokio::task::JoinHandle;
 use super::memory::Take;
 use super::stale::StaleInRedis;
 use super::{
-    ConsumeOutcome, MemoryStore, RedisStore, StorageMode, StoreError, StoreStats, TokenStore,
+    ConsumeOutcome, LimitSubject, MemoryStore, RedisStore, StorageMode, StoreError, StoreStats,
+    TokenStore,
 };
 use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
@@ -148,6 +149,23 @@ impl FallbackStore {
     /// When Redis was last seen to have lost writes (unix seconds), if ever.
     pub fn redis_lost_writes_at(&self) -> Option<u64> {
         self.redis.as_ref().and_then(|r| r.lost_writes_at())
+    }
+
+    /// A request against a rate limit shared in Redis: `None` when Redis cannot answer
+    /// now (the caller falls back to its own limiter), else whether to wait.
+    pub async fn shared_limit(
+        &self,
+        subject: LimitSubject<'_>,
+        per_minute: u32,
+    ) -> Option<Option<Duration>> {
+        let redis = self.live_redis()?;
+        match redis.shared_limit(subject, per_minute).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared rate limit unavailable; using the local one");
+                None
+            }
+        }
     }
 
     /// Devices whose replaced tokens still wait to be deleted from Redis.

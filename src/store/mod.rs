@@ -18,7 +18,7 @@ use crate::domain::{DeviceId, Jti};
 
 pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
-pub use redis::{RedisConfig, RedisStore};
+pub use redis::{LimitSubject, RedisConfig, RedisStore};
 pub use stale::StaleInRedis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

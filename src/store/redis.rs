@@ -96,6 +96,13 @@ impl RedisConfig {
     }
 }
 
+/// What a shared rate limit counts.
+#[derive(Debug, Clone, Copy)]
+pub enum LimitSubject<'a> {
+    Device(&'a DeviceId),
+    Address(std::net::IpAddr),
+}
+
 /// Key names; the only place that knows the layout.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -109,6 +116,14 @@ impl Keys {
 
     fn token(&self, device: &DeviceId, jti: &str) -> String {
         format!("{}token:{{{device}}}:{jti}", self.prefix)
+    }
+
+    fn device_limit(&self, device: &DeviceId) -> String {
+        format!("{}rl:{{{device}}}", self.prefix)
+    }
+
+    fn address_limit(&self, ip: std::net::IpAddr) -> String {
+        format!("{}rl:ip:{{{ip}}}", self.prefix)
     }
 
     fn nonce(&self, device: &DeviceId, nonce: u64) -> String {
@@ -176,6 +191,7 @@ pub struct RedisStore {
     issue_script: Script,
     consume_script: Script,
     raise_script: Script,
+    gcra_script: Script,
     /// Names this instance's marker key.
     instance: String,
     /// The `run_id` of the Redis process the health loop checked: the only one request
@@ -234,6 +250,7 @@ impl RedisStore {
             issue_script: Script::new(include_str!("issue.lua")),
             consume_script: Script::new(include_str!("consume.lua")),
             raise_script: Script::new(include_str!("raise.lua")),
+            gcra_script: Script::new(include_str!("gcra.lua")),
             instance: hex::encode(instance),
             verified_run_id: Mutex::new(None),
             epoch: AtomicU64::new(0),
@@ -454,6 +471,29 @@ impl RedisStore {
             )));
         }
         Ok(())
+    }
+
+    /// One request against a limit of `per_minute` that every instance shares; `Ok(None)`
+    /// when it is allowed, `Ok(Some(wait))` when it is not.
+    pub async fn shared_limit(
+        &self,
+        subject: LimitSubject<'_>,
+        per_minute: u32,
+    ) -> Result<Option<Duration>, StoreError> {
+        let key = match subject {
+            LimitSubject::Device(device) => self.keys.device_limit(device),
+            LimitSubject::Address(ip) => self.keys.address_limit(ip),
+        };
+        let emission_us = (60_000_000 / u64::from(per_minute.max(1))).max(1);
+        let (allowed, wait_us): (i64, i64) = self
+            .gcra_script
+            .key(key)
+            .arg(emission_us)
+            .arg(per_minute)
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok((allowed == 0).then(|| Duration::from_micros(wait_us.max(0) as u64)))
     }
 
     /// The device's pending token and its remaining TTL, if it has one.
