@@ -24,6 +24,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;
+pub mod registry;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

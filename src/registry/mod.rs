@@ -1,0 +1,225 @@
+//! What the server issued: a record per certificate (serial, device, validity, key type,
+//! fingerprint, revocation), kept beside the tokens in the same stores.
+//!
+//! A record is written by the same atomic step that consumes the token (see
+//! [`crate::store::TokenStore::consume`]), so no certificate leaves the server
+//! unrecorded and a request that fails before signing leaves no record.
+
+pub mod slots;
+
+use std::fmt;
+
+use crate::domain::DeviceId;
+
+/// How long a record is kept after its certificate expired.
+pub const RETENTION_AFTER_EXPIRY_SECS: u64 = 30 * 24 * 3600;
+
+/// RFC 5280 revocation reasons (section 5.3.1), by their ASN.1 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    PrivilegeWithdrawn,
+    AaCompromise,
+}
+
+impl Reason {
+    const ALL: [(Reason, &'static str, u8); 9] = [
+        (Reason::Unspecified, "unspecified", 0),
+        (Reason::KeyCompromise, "keyCompromise", 1),
+        (Reason::CaCompromise, "cACompromise", 2),
+        (Reason::AffiliationChanged, "affiliationChanged", 3),
+        (Reason::Superseded, "superseded", 4),
+        (Reason::CessationOfOperation, "cessationOfOperation", 5),
+        (Reason::CertificateHold, "certificateHold", 6),
+        (Reason::PrivilegeWithdrawn, "privilegeWithdrawn", 9),
+        (Reason::AaCompromise, "aACompromise", 10),
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, n, _)| *n == name).map(|(r, ..)| *r)
+    }
+
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::ALL.iter().map(|(_, n, _)| *n)
+    }
+
+    /// The CRLReason code.
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().find(|(r, ..)| *r == self).expect("listed").2
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().find(|(.., c)| *c == code).map(|(r, ..)| *r)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(r, ..)| *r == self).expect("listed").1
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// Unix seconds.
+    pub at: u64,
+    pub reason: Reason,
+}
+
+/// A certificate the server issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub serial: [u8; 16],
+    pub device_id: DeviceId,
+    /// Unix seconds.
+    pub issued_at: u64,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// As the metrics name it (`ecdsa-p256`, `rsa-2048`, ...).
+    pub key_type: &'static str,
+    pub fingerprint_sha256: [u8; 32],
+    pub revocation: Option<Revocation>,
+}
+
+/// Key types as records store them, by one byte.
+const KEY_TYPES: &[&str] = &[
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "ed25519",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+    "rsa-other",
+];
+
+impl CertificateRecord {
+    pub fn serial_hex(&self) -> String {
+        hex::encode_upper(self.serial)
+    }
+
+    /// `valid`, `revoked` or `expired` at `now` (unix seconds).
+    pub fn status(&self, now: u64) -> &'static str {
+        match self.revocation {
+            Some(_) => "revoked",
+            None if self.not_after <= now => "expired",
+            None => "valid",
+        }
+    }
+
+    /// When its store may forget it.
+    pub fn keep_until(&self) -> u64 {
+        self.not_after + RETENTION_AFTER_EXPIRY_SECS
+    }
+
+    /// The stored form: compact, since a fleet has millions of these.
+    ///
+    /// ```text
+    /// u8 id length | id | u32 issued_at | u32 not_after | u8 key type | [32] fingerprint
+    /// | u32 revoked_at (0: not revoked) | u8 reason code
+    /// ```
+    ///
+    /// The revocation is the last five bytes, which the revoke script rewrites in place.
+    pub fn pack(&self) -> Vec<u8> {
+        let id = self.device_id.as_str().as_bytes();
+        let mut out = Vec::with_capacity(1 + id.len() + 46);
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&(self.issued_at as u32).to_be_bytes());
+        out.extend_from_slice(&(self.not_after as u32).to_be_bytes());
+        let key_type = KEY_TYPES
+            .iter()
+            .position(|k| *k == self.key_type)
+            .unwrap_or(KEY_TYPES.len() - 1);
+        out.push(key_type as u8);
+        out.extend_from_slice(&self.fingerprint_sha256);
+        let (at, reason) = self
+            .revocation
+            .map_or((0, 0), |r| (r.at as u32, r.reason.code()));
+        out.extend_from_slice(&at.to_be_bytes());
+        out.push(reason);
+        out
+    }
+
+    pub fn unpack(serial: [u8; 16], bytes: &[u8]) -> Option<Self> {
+        let (&len, rest) = bytes.split_first()?;
+        let len = usize::from(len);
+        if rest.len() != len + 46 {
+            return None;
+        }
+        let device_id = DeviceId::parse(std::str::from_utf8(&rest[..len]).ok()?).ok()?;
+        let rest = &rest[len..];
+        let u32_at = |i: usize| u64::from(u32::from_be_bytes(rest[i..i + 4].try_into().unwrap()));
+        let revoked_at = u32_at(41);
+        Some(Self {
+            serial,
+            device_id,
+            issued_at: u32_at(0),
+            not_after: u32_at(4),
+            key_type: KEY_TYPES.get(usize::from(rest[8]))?,
+            fingerprint_sha256: rest[9..41].try_into().ok()?,
+            revocation: (revoked_at != 0).then(|| Revocation {
+                at: revoked_at,
+                reason: Reason::from_code(rest[45]).unwrap_or(Reason::Unspecified),
+            }),
+        })
+    }
+}
+
+/// Parses an upper- or lower-case hex serial of 16 bytes.
+pub fn parse_serial(text: &str) -> Option<[u8; 16]> {
+    let mut serial = [0u8; 16];
+    hex::decode_to_slice(text, &mut serial).ok()?;
+    Some(serial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> CertificateRecord {
+        CertificateRecord {
+            serial: slots::serial_in(42),
+            device_id: DeviceId::parse("device-001").unwrap(),
+            issued_at: 1_800_000_000,
+            not_after: 1_831_536_000,
+            key_type: "ed25519",
+            fingerprint_sha256: [7; 32],
+            revocation: None,
+        }
+    }
+
+    #[test]
+    fn records_pack_and_unpack() {
+        let mut r = record();
+        assert_eq!(CertificateRecord::unpack(r.serial, &r.pack()), Some(r.clone()));
+        r.revocation = Some(Revocation {
+            at: 1_800_000_100,
+            reason: Reason::KeyCompromise,
+        });
+        let packed = r.pack();
+        assert_eq!(packed.len(), 1 + 10 + 46);
+        assert_eq!(CertificateRecord::unpack(r.serial, &packed), Some(r));
+        assert_eq!(CertificateRecord::unpack([0; 16], &packed[1..]), None);
+    }
+
+    #[test]
+    fn reasons_go_by_their_rfc_5280_names_and_codes() {
+        for name in Reason::names() {
+            let reason = Reason::parse(name).unwrap();
+            assert_eq!(reason.as_str(), name);
+            assert_eq!(Reason::from_code(reason.code()), Some(reason));
+        }
+        assert_eq!(Reason::parse("KeyCompromise"), None);
+        assert_eq!(Reason::KeyCompromise.code(), 1);
+    }
+}
