@@ -45,3 +45,21 @@ pub fn certificate_issued(
         client_ip = %ip(client),
     );
 }
+
+pub fn certificate_revoked(
+    device: &DeviceId,
+    serial: &str,
+    reason: &str,
+    first: bool,
+    client: Option<IpAddr>,
+) {
+    tracing::info!(
+        target: "audit",
+        event = "certificate_revoked",
+        device_id = %device,
+        serial,
+        reason,
+        already_revoked = !first,
+        client_ip = %ip(client),
+    );
+}

@@ -1,12 +1,16 @@
 //! Publishing the CRL: which one is current, and when to sign the next.
 //!
 //! Time is cut into slots of half the CRL's validity. A CRL's thisUpdate is the start of
-//! its slot, its nextUpdate one validity later, and its number the thisUpdate in unix
-//! seconds: every instance computes the same CRL for the same slot without talking to
-//! the others, a new one is signed at each slot boundary (half the validity, so brokers
-//! always hold a CRL with at least half its life left), and the number only grows.
-//! OpenSSL-based brokers refuse every client once a CRL's nextUpdate has passed, which
-//! is why the refresh comes this early.
+//! its slot or the moment of the latest revocation, whichever is later; its nextUpdate
+//! one validity after that; its number that moment in unix milliseconds (revocations
+//! get distinct moments from the store). So every instance signs the same CRL number
+//! for the same revocations without talking to the others, a new CRL is signed at each
+//! slot boundary (brokers always hold one with at least half its life left) and at each
+//! revocation, and the number only grows. OpenSSL-based brokers refuse every client once
+//! a CRL's nextUpdate has passed, which is why the refresh comes this early.
+//!
+//! A CRL is only ever built from the whole revoked list: while the store cannot give
+//! it, the current CRL stays (or, before the first, none is served).
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -14,75 +18,113 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use crate::ca::{CertificateAuthority, SignedCrl};
+use crate::ca::{CertificateAuthority, RevocationReason, RevokedEntry, SignedCrl};
 use crate::metrics::Metrics;
+use crate::registry::Reason;
+use crate::store::CertificateRegistry;
 
-/// How often the publisher looks whether a new slot has begun.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often the publisher looks for revocations (made through other instances) and
+/// for a new slot.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 pub struct CrlPublisher {
     ca: Arc<CertificateAuthority>,
+    registry: Arc<dyn CertificateRegistry>,
     validity: Duration,
-    current: RwLock<Arc<SignedCrl>>,
+    current: RwLock<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
 }
 
+/// A signed CRL and what it was made from.
+pub struct Published {
+    pub crl: SignedCrl,
+    slot_start: OffsetDateTime,
+    revision: u64,
+}
+
 impl CrlPublisher {
-    /// Signs the CRL of the current slot (empty: nothing is revoked yet).
-    pub fn new(
+    /// Tries to sign the first CRL at once; [`CrlPublisher::spawn`] keeps trying.
+    pub async fn new(
         ca: Arc<CertificateAuthority>,
+        registry: Arc<dyn CertificateRegistry>,
         validity: Duration,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, rcgen::Error> {
-        let first = sign(&ca, validity, OffsetDateTime::now_utc())?;
+    ) -> Arc<Self> {
         let publisher = Arc::new(Self {
             ca,
+            registry,
             validity,
-            current: RwLock::new(Arc::new(first)),
+            current: RwLock::new(None),
             metrics,
         });
-        publisher.observe();
-        Ok(publisher)
+        if let Err(e) = publisher.refresh().await {
+            tracing::warn!(error = %e, "no CRL yet: the revoked list cannot be read; retrying");
+        }
+        publisher
     }
 
-    pub fn current(&self) -> Arc<SignedCrl> {
+    /// The CRL to serve; `None` until one could be built from the whole revoked list.
+    pub fn current(&self) -> Option<Arc<Published>> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Seconds until the current CRL is replaced, for caches.
+    /// Seconds until the current slot ends, for caches.
     pub fn seconds_until_refresh(&self) -> u64 {
-        let (slot_start, _) = slot(self.validity, OffsetDateTime::now_utc());
-        let next = slot_start + half(self.validity);
-        (next - OffsetDateTime::now_utc()).whole_seconds().max(0) as u64
+        let now = OffsetDateTime::now_utc();
+        let (slot_start, _) = slot(self.validity, now);
+        (slot_start + half(self.validity) - now)
+            .whole_seconds()
+            .max(0) as u64
     }
 
-    /// Signs the next CRL when a new slot has begun; `true` when it did.
-    pub fn refresh(&self) -> Result<bool, rcgen::Error> {
+    /// Signs a new CRL when a slot has begun or something was revoked; `true` when it did.
+    pub async fn refresh(&self) -> anyhow::Result<bool> {
         let now = OffsetDateTime::now_utc();
-        if slot(self.validity, now).0 == self.current().this_update {
+        let (slot_start, _) = slot(self.validity, now);
+        let revision = self.registry.revision().await?;
+        if let Some(current) = self.current()
+            && current.slot_start == slot_start
+            && current.revision == revision
+        {
             return Ok(false);
         }
-        let next = sign(&self.ca, self.validity, now)?;
+        let revoked = self.registry.revoked().await?;
+        let revised = OffsetDateTime::from_unix_timestamp((revoked.revision / 1000) as i64)?;
+        let this_update = slot_start.max(revised);
+        let number = (slot_start.unix_timestamp() as u64 * 1000).max(revoked.revision);
+        let entries: Vec<RevokedEntry> = revoked
+            .entries
+            .iter()
+            .map(|(serial, revocation)| RevokedEntry {
+                serial: serial.to_vec(),
+                revoked_at: OffsetDateTime::from_unix_timestamp(revocation.at as i64)
+                    .unwrap_or(this_update),
+                reason: crl_reason(revocation.reason),
+            })
+            .collect();
+        let next_update = this_update + time::Duration::seconds(self.validity.as_secs() as i64);
+        let crl = self
+            .ca
+            .sign_crl(number, this_update, next_update, &entries)?;
         tracing::info!(
-            number = next.number,
-            next_update = %next.next_update,
-            entries = next.entries,
+            number,
+            next_update = %crl.next_update,
+            entries = crl.entries,
             "signed a new CRL"
         );
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        self.observe();
-        Ok(true)
-    }
-
-    fn observe(&self) {
-        let crl = self.current();
         self.metrics.crl_entries.set(crl.entries as i64);
         self.metrics
             .crl_next_update
             .set(crl.next_update.unix_timestamp());
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Published {
+            crl,
+            slot_start,
+            revision: revoked.revision,
+        }));
+        Ok(true)
     }
 
     /// Refreshes until the publisher is dropped.
@@ -94,11 +136,25 @@ impl CrlPublisher {
                 let Some(publisher) = publisher.upgrade() else {
                     return;
                 };
-                if let Err(e) = publisher.refresh() {
-                    tracing::error!(error = %e, "signing the CRL failed; the current one stays");
+                if let Err(e) = publisher.refresh().await {
+                    tracing::warn!(error = %e, "the CRL could not be refreshed; the current one stays");
                 }
             }
         })
+    }
+}
+
+fn crl_reason(reason: Reason) -> RevocationReason {
+    match reason {
+        Reason::Unspecified => RevocationReason::Unspecified,
+        Reason::KeyCompromise => RevocationReason::KeyCompromise,
+        Reason::CaCompromise => RevocationReason::CaCompromise,
+        Reason::AffiliationChanged => RevocationReason::AffiliationChanged,
+        Reason::Superseded => RevocationReason::Superseded,
+        Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
+        Reason::CertificateHold => RevocationReason::CertificateHold,
+        Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+        Reason::AaCompromise => RevocationReason::AaCompromise,
     }
 }
 
@@ -106,7 +162,7 @@ fn half(validity: Duration) -> time::Duration {
     time::Duration::seconds((validity.as_secs() / 2).max(1) as i64)
 }
 
-/// The slot `now` falls in: its start and the CRL number it gives.
+/// The slot `now` falls in: its start, and that start in unix seconds.
 fn slot(validity: Duration, now: OffsetDateTime) -> (OffsetDateTime, u64) {
     let length = half(validity).whole_seconds();
     let start = now.unix_timestamp().div_euclid(length) * length;
@@ -114,22 +170,12 @@ fn slot(validity: Duration, now: OffsetDateTime) -> (OffsetDateTime, u64) {
     (start_time, start as u64)
 }
 
-fn sign(
-    ca: &CertificateAuthority,
-    validity: Duration,
-    now: OffsetDateTime,
-) -> Result<SignedCrl, rcgen::Error> {
-    let (this_update, number) = slot(validity, now);
-    let next_update = this_update + time::Duration::seconds(validity.as_secs() as i64);
-    ca.sign_crl(number, this_update, next_update, &[])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_half_the_validity_and_numbers_grow_with_them() {
+    fn slots_are_half_the_validity_and_instances_in_one_slot_agree() {
         let validity = Duration::from_secs(24 * 3600);
         let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let (start, number) = slot(validity, t);
@@ -139,7 +185,6 @@ mod tests {
         let (later, next) = slot(validity, t + time::Duration::hours(12));
         assert_eq!(later - start, time::Duration::hours(12));
         assert!(next > number);
-        // Anyone signing within the slot signs the same number and thisUpdate.
         for offset in [1, 60, 11 * 3600] {
             let inside = start + time::Duration::seconds(offset);
             assert_eq!(slot(validity, inside), (start, number));

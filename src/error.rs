@@ -75,6 +75,14 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     InvalidQuery(&'static str),
+    #[error("a serial number is 32 hex digits (as sign-csr answers it)")]
+    InvalidSerial,
+    #[error(
+        "reason must be an RFC 5280 reason name: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn or aACompromise"
+    )]
+    InvalidReason,
+    #[error("no certificate with this serial number was issued here (or it expired long ago)")]
+    CertificateNotFound,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -107,6 +115,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidSerial => "invalid_serial",
+            ApiError::InvalidReason => "invalid_reason",
+            ApiError::CertificateNotFound => "certificate_not_found",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
@@ -120,6 +131,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidJson(_)
             | ApiError::InvalidQuery(_)
+            | ApiError::InvalidSerial
+            | ApiError::InvalidReason
             | ApiError::InvalidDeviceId(_)
             | ApiError::InvalidCsr(_)
             | ApiError::CsrSignatureInvalid => StatusCode::BAD_REQUEST,
@@ -130,7 +143,7 @@ impl ResponseError for ApiError {
             ApiError::DeviceMismatch | ApiError::DeviceNotAllowed => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

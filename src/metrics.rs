@@ -134,6 +134,8 @@ pub struct Metrics {
     pub memory_sweeps: Counter,
     pub memory_swept_entries: Counter,
     pub rate_limited: Family<ScopeLabel, Counter>,
+    /// Certificates revoked, by RFC 5280 reason.
+    pub certificates_revoked: Family<ReasonLabel, Counter>,
     /// Certificates the current CRL lists.
     pub crl_entries: Gauge,
     /// When the current CRL's nextUpdate passes (unix seconds): brokers refuse every
@@ -165,6 +167,7 @@ impl Metrics {
             memory_sweeps: Counter::default(),
             memory_swept_entries: Counter::default(),
             rate_limited: Family::default(),
+            certificates_revoked: Family::default(),
             crl_entries: Gauge::default(),
             crl_next_update: Gauge::default(),
             registry: Registry::default(),
@@ -242,6 +245,11 @@ impl Metrics {
             m.rate_limited.clone(),
         );
         registry.register(
+            "certificates_revoked",
+            "Certificates revoked, by reason",
+            m.certificates_revoked.clone(),
+        );
+        registry.register(
             "crl_entries",
             "Certificates listed in the current CRL",
             m.crl_entries.clone(),
@@ -260,6 +268,11 @@ impl Metrics {
         }
         for &reason in REJECTION_REASONS {
             m.tokens_rejected
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(0);
+        }
+        for reason in crate::registry::Reason::names() {
+            m.certificates_revoked
                 .get_or_create(&ReasonLabel { reason })
                 .inc_by(0);
         }

@@ -73,15 +73,8 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
-        let crl = CrlPublisher::new(
-            ca.clone(),
-            Duration::from_secs(u64::from(settings.ca.crl_validity_hours) * 3600),
-            metrics.clone(),
-        )
-        .context("signing the first CRL")?;
         let memory = Arc::new(MemoryStore::new());
         let mut tasks = vec![
-            crl.spawn(),
             memory.spawn_sweeper(
                 Duration::from_secs_f64(settings.memory.sweep_interval_seconds),
                 metrics.clone(),
@@ -123,6 +116,14 @@ impl Application {
                 settings.redis.health_check_interval_ms,
             )));
         }
+        let crl = CrlPublisher::new(
+            ca.clone(),
+            store.clone(),
+            Duration::from_secs(u64::from(settings.ca.crl_validity_hours) * 3600),
+            metrics.clone(),
+        )
+        .await;
+        tasks.push(crl.spawn());
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {

@@ -150,6 +150,13 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,10 @@ use std::time::Duration;
 use common::RedisServer;
 use provisiond::config::Secret;
 use provisiond::domain::{DeviceId, Jti};
-use provisiond::store::{ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, TokenStore};
+use provisiond::registry::{CertificateRecord, Reason, Revocation, slots};
+use provisiond::store::{
+    CertificateRegistry, ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, TokenStore,
+};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -24,11 +27,11 @@ async fn contract(store: Arc<dyn TokenStore>) {
     let (a, jti) = (device("c-a"), Jti::random());
     store.issue(&a, &jti, TTL).await.unwrap();
     assert_eq!(
-        store.consume(&a, &jti, store.epoch()).await.unwrap(),
+        store.consume(&a, &jti, store.epoch(), None).await.unwrap(),
         Consumed
     );
     assert_eq!(
-        store.consume(&a, &jti, store.epoch()).await.unwrap(),
+        store.consume(&a, &jti, store.epoch(), None).await.unwrap(),
         NotFound
     );
 
@@ -36,7 +39,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     let b = device("c-b");
     assert_eq!(
         store
-            .consume(&b, &Jti::random(), store.epoch())
+            .consume(&b, &Jti::random(), store.epoch(), None)
             .await
             .unwrap(),
         NotFound
@@ -44,7 +47,10 @@ async fn contract(store: Arc<dyn TokenStore>) {
     let for_b = Jti::random();
     store.issue(&b, &for_b, TTL).await.unwrap();
     assert_eq!(
-        store.consume(&a, &for_b, store.epoch()).await.unwrap(),
+        store
+            .consume(&a, &for_b, store.epoch(), None)
+            .await
+            .unwrap(),
         NotFound
     );
 
@@ -54,11 +60,11 @@ async fn contract(store: Arc<dyn TokenStore>) {
     store.issue(&c, &old, TTL).await.unwrap();
     store.issue(&c, &new, TTL).await.unwrap();
     assert_eq!(
-        store.consume(&c, &old, store.epoch()).await.unwrap(),
+        store.consume(&c, &old, store.epoch(), None).await.unwrap(),
         NotFound
     );
     assert_eq!(
-        store.consume(&c, &new, store.epoch()).await.unwrap(),
+        store.consume(&c, &new, store.epoch(), None).await.unwrap(),
         Consumed
     );
 
@@ -69,7 +75,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     assert!(store.revoke_device(&d).await.unwrap());
     assert!(!store.revoke_device(&d).await.unwrap());
     assert_eq!(
-        store.consume(&d, &jti, store.epoch()).await.unwrap(),
+        store.consume(&d, &jti, store.epoch(), None).await.unwrap(),
         NotFound
     );
 
@@ -79,7 +85,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     store.issue(&e, &jti, Duration::from_secs(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        store.consume(&e, &jti, store.epoch()).await.unwrap(),
+        store.consume(&e, &jti, store.epoch(), None).await.unwrap(),
         NotFound
     );
 
@@ -90,7 +96,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let (store, f) = (store.clone(), f.clone());
-        racers.spawn(async move { store.consume(&f, &jti, store.epoch()).await.unwrap() });
+        racers.spawn(async move { store.consume(&f, &jti, store.epoch(), None).await.unwrap() });
     }
     let outcomes = racers.join_all().await;
     assert_eq!(outcomes.iter().filter(|o| **o == Consumed).count(), 1);
@@ -113,9 +119,78 @@ fn config(redis: &RedisServer, key_prefix: &str, count_interval: Duration) -> Re
     }
 }
 
+/// The certificate registry's half of the contract.
+async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
+    use ConsumeOutcome::{Consumed, NotFound};
+    let device = device("r-a");
+    let record = |serial: [u8; 16]| CertificateRecord {
+        serial,
+        device_id: device.clone(),
+        issued_at: 1_800_000_000,
+        not_after: 4_000_000_000,
+        key_type: "ecdsa-p256",
+        fingerprint_sha256: [9; 32],
+        revocation: None,
+    };
+    let slot = slots::slot_of(device.as_str());
+    let (first, second) = (
+        record(slots::serial_in(slot)),
+        record(slots::serial_in(slot)),
+    );
+
+    // Recorded exactly when the token is consumed.
+    let jti = Jti::random();
+    store.issue(&device, &jti, TTL).await.unwrap();
+    let consumed = store.consume(&device, &jti, store.epoch(), Some(&first));
+    assert_eq!(consumed.await.unwrap(), Consumed);
+    let replay = store.consume(&device, &jti, store.epoch(), Some(&second));
+    assert_eq!(replay.await.unwrap(), NotFound);
+    assert_eq!(
+        store.certificate(&first.serial).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.certificate(&second.serial).await.unwrap(), None);
+    assert_eq!(
+        store.certificates_of(&device).await.unwrap(),
+        vec![first.clone()]
+    );
+    assert!(
+        store
+            .certificates_of(&self::device("r-b"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Revoked once: a second revocation answers the first.
+    let before = store.revision().await.unwrap();
+    let revocation = Revocation {
+        at: 1_800_000_500,
+        reason: Reason::KeyCompromise,
+    };
+    let revoked = store
+        .revoke(&first.serial, revocation)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revocation, Some(revocation));
+    let again = Revocation {
+        at: 1_800_000_900,
+        reason: Reason::Superseded,
+    };
+    let still = store.revoke(&first.serial, again).await.unwrap().unwrap();
+    assert_eq!(still.revocation, Some(revocation));
+    assert_eq!(store.revoke(&second.serial, again).await.unwrap(), None);
+    let list = store.revoked().await.unwrap();
+    assert!(list.revision > before);
+    assert_eq!(list.entries, vec![(first.serial, revocation)]);
+    assert_eq!(store.revision().await.unwrap(), list.revision);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_store_keeps_the_contract() {
     contract(Arc::new(MemoryStore::new())).await;
+    registry_contract(Arc::new(MemoryStore::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +200,8 @@ async fn the_redis_store_keeps_the_contract() {
     let (store, _tasks) = RedisStore::connect(config, Default::default())
         .await
         .unwrap();
-    contract(store).await;
+    contract(store.clone()).await;
+    registry_contract(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

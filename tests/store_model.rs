@@ -142,7 +142,9 @@ async fn run_case(
                     },
                 };
                 let live = model.live.get(&d) == Some(&token.jti);
-                let answer = store.consume(&device(d), &token.jti, token.epoch).await;
+                let answer = store
+                    .consume(&device(d), &token.jti, token.epoch, None)
+                    .await;
                 match answer {
                     Ok(ConsumeOutcome::Consumed) => {
                         prop_assert!(live, "consumed a token that is not live: {token:?}");
@@ -195,7 +197,7 @@ async fn run_case(
         for token in tokens {
             let live = model.live.get(d) == Some(&token.jti);
             let answer = store
-                .consume(&device(*d), &token.jti, token.epoch)
+                .consume(&device(*d), &token.jti, token.epoch, None)
                 .await
                 .map_err(|e| TestCaseError::fail(format!("final consume: {e}")))?;
             let expected = if live {

@@ -1,15 +1,16 @@
-//! Admin endpoints, behind `Authorization: Bearer <admin key>` (`ADMIN_KEYS`): see whether
-//! a device has a pending token, and revoke it.
+//! Admin endpoints, behind `Authorization: Bearer <admin key>` (`ADMIN_KEYS`): see a
+//! device's pending token and certificates, and revoke the token.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use super::certificates::CertificateView;
 use super::onboarding::{no_store, storage_error};
 use crate::audit;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-use crate::store::TokenStore;
+use crate::store::{CertificateRegistry, TokenStore};
 use crate::timefmt::rfc3339;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -21,6 +22,8 @@ pub struct DeviceStatus {
     /// Seconds until the pending token expires.
     pub expires_in: Option<u64>,
     pub expires_at: Option<String>,
+    /// Every certificate issued to the device (kept until 30 days after it expired).
+    pub certificates: Vec<CertificateView>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -52,12 +55,18 @@ pub async fn device_status(
         .pending_for(&device)
         .await
         .map_err(storage_error)?;
+    let certificates = state
+        .store
+        .certificates_of(&device)
+        .await
+        .map_err(storage_error)?;
     Ok(no_store(HttpResponse::Ok()).json(DeviceStatus {
         success: true,
         device_id: device.to_string(),
         pending: left.is_some(),
         expires_in: left.map(|d| d.as_secs()),
         expires_at: left.map(|d| rfc3339(time::OffsetDateTime::now_utc() + d)),
+        certificates: certificates.iter().map(CertificateView::of).collect(),
     }))
 }
 

@@ -20,6 +20,10 @@ pub struct RawBody {
 }
 
 impl RawBody {
+    pub fn is_empty(&self) -> bool {
+        self.bytes.iter().all(u8::is_ascii_whitespace)
+    }
+
     /// The JSON object it holds: 415 for any other content type, 400 for bad JSON.
     pub fn json(&self) -> Result<JsonBody, ApiError> {
         if !self.json {
@@ -82,5 +86,14 @@ impl JsonBody {
 
     pub fn str_field(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(Value::as_str)
+    }
+
+    /// An optional string field: absent or null is `None`, anything but a string is 400.
+    pub fn str_field_or_absent(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::InvalidJson(format!("{name} must be a string"))),
+        }
     }
 }

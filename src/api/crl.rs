@@ -12,7 +12,10 @@ pub async fn crl(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         Format::Der => false,
         Format::Pem => true,
     };
-    let crl = state.crl.current();
+    // Before the first CRL could be built from the whole revoked list: none rather than
+    // an incomplete one.
+    let published = state.crl.current().ok_or(ApiError::StorageUnavailable)?;
+    let crl = &published.crl;
     let mut response = HttpResponse::Ok();
     // Public, and the same until the next one is signed.
     response.insert_header((

@@ -51,6 +51,8 @@ pub struct MemoryHealth {
     /// Devices re-onboarded into memory during an outage whose older tokens still wait
     /// to be deleted from Redis (they are refused meanwhile).
     pub stale_in_redis: u64,
+    /// Certificate records made during an outage, waiting to be written to Redis.
+    pub records_awaiting_redis: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -104,6 +106,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         memory: MemoryHealth {
             token_count: stats.memory_tokens,
             stale_in_redis: state.store.stale_in_redis() as u64,
+            records_awaiting_redis: state.store.records_awaiting_redis() as u64,
         },
         onboarding: state.onboarding.mode(),
     };

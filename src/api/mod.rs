@@ -3,6 +3,7 @@
 mod admin;
 mod body;
 mod ca;
+mod certificates;
 mod crl;
 mod health;
 mod onboarding;
@@ -141,6 +142,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/crl"),
     ("get", "/api/v1/devices/{device_id}"),
     ("delete", "/api/v1/devices/{device_id}/token"),
+    ("get", "/api/v1/certificates/{serial}"),
+    ("post", "/api/v1/certificates/{serial}/revoke"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/health"),
     ("get", "/livez"),
@@ -159,6 +162,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(admin::revoke_token))
                 .default_service(method_not_allowed("DELETE")),
         )
+        .service(get(
+            "/api/v1/certificates/{serial}",
+            certificates::certificate,
+        ))
+        .service(post(
+            "/api/v1/certificates/{serial}/revoke",
+            certificates::revoke,
+        ))
         .service(get("/api/v1/openapi.json", openapi::document))
         .service(get("/health", health::health))
         .service(get("/livez", health::livez))

@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::admin::{DeviceStatus, Revoked};
+use super::certificates::{CertificateAnswer, CertificateView};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth};
 use super::onboarding::OnboardingResponse;
 use super::sign_csr::SignCsrResponse;
@@ -43,7 +44,8 @@ pub struct ErrorDetail {
     /// `token_invalid`, `token_expired`, `token_used`, `device_mismatch`,
     /// `device_not_allowed`, `invalid_csr`, `csr_signature_invalid`,
     /// `csr_policy_violation`, `payload_too_large`, `unsupported_media_type`,
-    /// `request_timeout`, `rate_limited`, `invalid_query`,
+    /// `request_timeout`, `rate_limited`, `invalid_query`, `invalid_serial`,
+    /// `invalid_reason`, `certificate_not_found`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
@@ -62,6 +64,8 @@ pub struct ErrorDetail {
         crl,
         device_status,
         revoke_token,
+        certificate,
+        revoke_certificate,
         openapi_json,
         health,
         livez,
@@ -81,7 +85,10 @@ pub struct ErrorDetail {
         Probe,
         DeviceStatus,
         Revoked,
-        CrlFormat
+        CrlFormat,
+        CertificateView,
+        CertificateAnswer,
+        RevokeRequest
     )),
     modifiers(&Security)
 )]
@@ -159,8 +166,71 @@ fn ca() {}
             (String = "application/x-pem-file"),
         )),
         (status = 400, description = "invalid_query", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: no complete revoked list yet", body = ErrorBody),
     ))]
 fn crl() {}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokeRequest {
+    /// RFC 5280 reason name; `unspecified` when absent.
+    #[schema(nullable = false)]
+    pub reason: Option<RevocationReasonName>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub enum RevocationReasonName {
+    #[serde(rename = "unspecified")]
+    Unspecified,
+    #[serde(rename = "keyCompromise")]
+    KeyCompromise,
+    #[serde(rename = "cACompromise")]
+    CaCompromise,
+    #[serde(rename = "affiliationChanged")]
+    AffiliationChanged,
+    #[serde(rename = "superseded")]
+    Superseded,
+    #[serde(rename = "cessationOfOperation")]
+    CessationOfOperation,
+    #[serde(rename = "certificateHold")]
+    CertificateHold,
+    #[serde(rename = "privilegeWithdrawn")]
+    PrivilegeWithdrawn,
+    #[serde(rename = "aACompromise")]
+    AaCompromise,
+}
+
+/// One issued certificate's record (admin).
+#[utoipa::path(get, path = "/api/v1/certificates/{serial}",
+    params(("serial" = String, Path, description = "The serial number, 32 hex digits")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The record", body = CertificateAnswer),
+        (status = 400, description = "invalid_serial", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "certificate_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable", body = ErrorBody),
+    ))]
+fn certificate() {}
+
+/// Revoke a certificate (admin): it is listed in the CRL from now on. Revoking again
+/// answers the first revocation's time and reason.
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke",
+    params(("serial" = String, Path, description = "The serial number, 32 hex digits")),
+    request_body(content = Option<RevokeRequest>, description = "Optional; `{}` or no body revokes as `unspecified`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The record, revoked", body = CertificateAnswer),
+        (status = 400, description = "invalid_serial, invalid_reason, invalid_json", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "certificate_not_found", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: Redis is away; nothing was revoked", body = ErrorBody),
+    ))]
+fn revoke_certificate() {}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

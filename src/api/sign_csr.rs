@@ -17,8 +17,10 @@ use crate::auth::bearer;
 use crate::ca::check_csr;
 use crate::error::ApiError;
 use crate::metrics::{KeyTypeLabel, ReasonLabel, key_type_label};
+use crate::registry::{CertificateRecord, slots};
 use crate::store::{ConsumeOutcome, TokenStore};
 use crate::timefmt::{rfc3339, rfc3339_now};
+use crate::token::unix_now;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SignCsrResponse {
@@ -88,10 +90,27 @@ async fn sign(
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     let key = check_csr(csr, &device, state.ca.policy())?;
 
-    // 5. Consume the token: one request wins, on any instance.
+    // 5 and 6. Sign, then consume the token and record the certificate in one atomic
+    // step: one request wins, on any instance, and only its certificate is handed out
+    // (the others' are dropped unseen). The serial carries the device's slot, so that
+    // the record is found from the serial alone.
+    let serial = slots::serial_in(slots::slot_of(device.as_str()));
+    let cert = state
+        .ca
+        .issue(&device, &key, &serial)
+        .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+    let record = CertificateRecord {
+        serial,
+        device_id: device.clone(),
+        issued_at: unix_now(),
+        not_after: cert.not_after.unix_timestamp().max(0) as u64,
+        key_type: key_type_label(key.key_type()),
+        fingerprint_sha256: cert.fingerprint_sha256,
+        revocation: None,
+    };
     match state
         .store
-        .consume(&device, &claims.jti, claims.epoch)
+        .consume(&device, &claims.jti, claims.epoch, Some(&record))
         .await
         .map_err(storage_error)?
     {
@@ -101,11 +120,6 @@ async fn sign(
     state.metrics.tokens_consumed.inc();
     audit::token_consumed(&device, &claims.jti, client);
 
-    // 6. Sign.
-    let cert = state
-        .ca
-        .issue(&device, &key)
-        .map_err(|e| anyhow::anyhow!("signing failed after the token was consumed: {e}"))?;
     let key_type = key.key_type().to_string();
     Span::current().record("serial", cert.serial_hex.as_str());
     Span::current().record("key_type", key_type.as_str());
@@ -113,14 +127,14 @@ async fn sign(
         &device,
         &cert.serial_hex,
         &key_type,
-        &cert.fingerprint_sha256,
+        &hex::encode(cert.fingerprint_sha256),
         client,
     );
     state
         .metrics
         .certificates_issued
         .get_or_create(&KeyTypeLabel {
-            key_type: key_type_label(key.key_type()),
+            key_type: record.key_type,
         })
         .inc();
     Ok(no_store(HttpResponse::Ok()).json(SignCsrResponse {

@@ -42,9 +42,8 @@ pub struct IssuedCertificate {
     /// Upper-case hex, as `openssl x509 -serial` prints it.
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
-    /// SHA-256 of the DER, lower-case hex (as `openssl x509 -fingerprint -sha256`,
-    /// without colons).
-    pub fingerprint_sha256: String,
+    /// SHA-256 of the DER (as `openssl x509 -fingerprint -sha256` shows it).
+    pub fingerprint_sha256: [u8; 32],
 }
 
 impl CertificateAuthority {
@@ -89,16 +88,22 @@ impl CertificateAuthority {
         &self.policy
     }
 
-    /// Signs a certificate for `device` around `key`. Everything in it is decided here,
-    /// not copied from the request: subject, CA:FALSE, usages, validity, serial.
+    /// Signs a certificate for `device` around `key`, with `serial` (positive, 128
+    /// bits). Everything in it is decided here, not copied from the request: subject,
+    /// CA:FALSE, usages, validity.
     pub fn issue(
         &self,
         device: &DeviceId,
         key: &DevicePublicKey,
+        serial: &[u8; 16],
     ) -> Result<IssuedCertificate, rcgen::Error> {
         let now = OffsetDateTime::now_utc();
-        let not_after = (now + self.validity).min(self.not_after);
-        let (serial, serial_hex) = random_serial();
+        // Whole seconds, as the certificate carries it (and as sign-csr answers it).
+        let not_after = (now + self.validity)
+            .min(self.not_after)
+            .replace_nanosecond(0)
+            .expect("0 ns is valid");
+        let (serial, serial_hex) = (SerialNumber::from_slice(serial), hex::encode_upper(serial));
 
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -128,7 +133,7 @@ impl CertificateAuthority {
             pem: cert.pem(),
             serial_hex,
             not_after,
-            fingerprint_sha256: hex::encode(crate::crypto::sha256(cert.der())),
+            fingerprint_sha256: crate::crypto::sha256(cert.der()),
         })
     }
 }

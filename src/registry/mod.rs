@@ -42,7 +42,10 @@ impl Reason {
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(_, n, _)| *n == name).map(|(r, ..)| *r)
+        Self::ALL
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(r, ..)| *r)
     }
 
     pub fn names() -> impl Iterator<Item = &'static str> {
@@ -51,15 +54,26 @@ impl Reason {
 
     /// The CRLReason code.
     pub fn code(self) -> u8 {
-        Self::ALL.iter().find(|(r, ..)| *r == self).expect("listed").2
+        Self::ALL
+            .iter()
+            .find(|(r, ..)| *r == self)
+            .expect("listed")
+            .2
     }
 
     pub fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.iter().find(|(.., c)| *c == code).map(|(r, ..)| *r)
+        Self::ALL
+            .iter()
+            .find(|(.., c)| *c == code)
+            .map(|(r, ..)| *r)
     }
 
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(r, ..)| *r == self).expect("listed").1
+        Self::ALL
+            .iter()
+            .find(|(r, ..)| *r == self)
+            .expect("listed")
+            .1
     }
 }
 
@@ -201,7 +215,10 @@ mod tests {
     #[test]
     fn records_pack_and_unpack() {
         let mut r = record();
-        assert_eq!(CertificateRecord::unpack(r.serial, &r.pack()), Some(r.clone()));
+        assert_eq!(
+            CertificateRecord::unpack(r.serial, &r.pack()),
+            Some(r.clone())
+        );
         r.revocation = Some(Revocation {
             at: 1_800_000_100,
             reason: Reason::KeyCompromise,

@@ -28,12 +28,13 @@ use tokio::task::JoinHandle;
 use super::memory::Take;
 use super::stale::StaleInRedis;
 use super::{
-    ConsumeOutcome, LimitSubject, MemoryStore, RedisStore, StorageMode, StoreError, StoreStats,
-    TokenStore,
+    CertificateRegistry, ConsumeOutcome, LimitSubject, MemoryStore, RedisStore, RevokedList,
+    StorageMode, StoreError, StoreStats, TokenStore,
 };
 use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
+use crate::registry::{CertificateRecord, Revocation};
 
 pub struct FallbackStore {
     redis: Option<Arc<RedisStore>>,
@@ -41,6 +42,9 @@ pub struct FallbackStore {
     policy: FallbackPolicy,
     metrics: Arc<Metrics>,
     stale: StaleInRedis,
+    /// Certificate records made in memory while Redis was away, to write there when it
+    /// is back (they stay in memory too, so lookups find them meanwhile).
+    unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
 }
 
 impl FallbackStore {
@@ -57,7 +61,27 @@ impl FallbackStore {
             policy,
             metrics,
             stale,
+            unsynced: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Vec<CertificateRecord>> {
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Certificate records issued during an outage, not yet written to Redis.
+    pub fn records_awaiting_redis(&self) -> usize {
+        self.unsynced().len()
+    }
+
+    /// Writes the records made during an outage; stops at the first failure.
+    async fn sync_records(&self, redis: &RedisStore) -> Result<(), StoreError> {
+        let pending: Vec<CertificateRecord> = self.unsynced().clone();
+        for record in &pending {
+            redis.record_certificate(record).await?;
+            self.unsynced().retain(|r| r.serial != record.serial);
+        }
+        Ok(())
     }
 
     /// Deletes the Redis keys of stale devices whenever Redis is reachable, every
@@ -73,11 +97,16 @@ impl FallbackStore {
         })
     }
 
-    /// One pass over the stale devices; stops at the first sign that Redis is away.
+    /// One pass over the stale devices and the records made during an outage; stops at
+    /// the first sign that Redis is away.
     pub async fn reconcile(&self) -> usize {
         let Some(redis) = self.live_redis() else {
             return 0;
         };
+        if let Err(e) = self.sync_records(redis).await {
+            tracing::debug!(error = %e, "writing certificate records to redis paused");
+            return 0;
+        }
         let mut cleared = 0;
         for (device, n) in self.stale.snapshot() {
             // Issuing the device into Redis since the snapshot cleared it already.
@@ -227,9 +256,18 @@ impl TokenStore for FallbackStore {
         device: &DeviceId,
         jti: &Jti,
         epoch: u64,
+        certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError> {
         match self.timed_memory("consume", || self.memory.take(device, jti)) {
-            Take::Consumed => return Ok(ConsumeOutcome::Consumed),
+            Take::Consumed => {
+                if let Some(certificate) = certificate {
+                    self.memory.record(certificate);
+                    if self.redis.is_some() {
+                        self.unsynced().push(certificate.clone());
+                    }
+                }
+                return Ok(ConsumeOutcome::Consumed);
+            }
             Take::Replaced => return Ok(ConsumeOutcome::NotFound),
             Take::Absent => {}
         }
@@ -240,7 +278,7 @@ impl TokenStore for FallbackStore {
         match &self.redis {
             None => Ok(ConsumeOutcome::NotFound),
             Some(redis) if redis.is_connected() => {
-                self.timed("consume", redis.consume(device, jti, epoch))
+                self.timed("consume", redis.consume(device, jti, epoch, certificate))
                     .await
             }
             Some(_) => Err(unreachable()),
@@ -303,4 +341,77 @@ impl TokenStore for FallbackStore {
 
 fn unreachable() -> StoreError {
     StoreError::Unreachable("redis is unreachable".into())
+}
+
+/// Records live in Redis when it is enabled (those made during an outage in memory too,
+/// until written there), in memory when it is off. Lookups answer 503 rather than "not
+/// found" while Redis is away, and so do revocations: a revocation is applied whole or
+/// not at all.
+#[async_trait]
+impl CertificateRegistry for FallbackStore {
+    async fn certificate(
+        &self,
+        serial: &[u8; 16],
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let Some(redis) = &self.redis else {
+            return self.memory.certificate(serial).await;
+        };
+        if !redis.is_connected() {
+            return Err(unreachable());
+        }
+        match redis.certificate(serial).await? {
+            Some(record) => Ok(Some(record)),
+            None => Ok(self.memory.certificate_here(serial)),
+        }
+    }
+
+    async fn certificates_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let mut found = self.memory.certificates_here(device);
+        let Some(redis) = &self.redis else {
+            return Ok(found);
+        };
+        if !redis.is_connected() {
+            return Err(unreachable());
+        }
+        for record in redis.certificates_of(device).await? {
+            if !found.iter().any(|r| r.serial == record.serial) {
+                found.push(record);
+            }
+        }
+        found.sort_by_key(|r| r.issued_at);
+        Ok(found)
+    }
+
+    async fn revoke(
+        &self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let Some(redis) = &self.redis else {
+            return self.memory.revoke(serial, revocation).await;
+        };
+        if !redis.is_connected() {
+            return Err(unreachable());
+        }
+        // A record made during the outage goes to Redis first, so that it is revoked there.
+        self.sync_records(redis).await?;
+        redis.revoke(serial, revocation).await
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        match &self.redis {
+            None => self.memory.revision().await,
+            Some(redis) => redis.revision().await,
+        }
+    }
+
+    async fn revoked(&self) -> Result<RevokedList, StoreError> {
+        match &self.redis {
+            None => self.memory.revoked().await,
+            Some(redis) => redis.revoked().await,
+        }
+    }
 }

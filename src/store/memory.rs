@@ -9,9 +9,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
-use super::{ConsumeOutcome, StorageMode, StoreError, StoreStats, TokenStore, replay_window};
+use super::{
+    CertificateRegistry, ConsumeOutcome, RevokedList, StorageMode, StoreError, StoreStats,
+    TokenStore, replay_window,
+};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
+use crate::registry::{CertificateRecord, Revocation};
+use crate::token::{unix_now, unix_now_ms};
 
 /// Enough shards that a sweep or a count never holds up a request for long.
 const SHARDS: usize = 64;
@@ -48,6 +53,16 @@ pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     shard_hasher: RandomState,
     epoch: Instant,
+    certificates: Mutex<Certificates>,
+}
+
+/// The certificate records kept here (all of them when Redis is off; those issued during
+/// an outage otherwise, until they are written to Redis).
+#[derive(Default)]
+struct Certificates {
+    by_serial: HashMap<[u8; 16], CertificateRecord>,
+    /// Unix ms of the latest revocation.
+    revision: u64,
 }
 
 impl Default for MemoryStore {
@@ -62,7 +77,33 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_hasher: RandomState::new(),
             epoch: Instant::now(),
+            certificates: Mutex::new(Certificates::default()),
         }
+    }
+
+    fn certs(&self) -> MutexGuard<'_, Certificates> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn record(&self, certificate: &CertificateRecord) {
+        self.certs()
+            .by_serial
+            .insert(certificate.serial, certificate.clone());
+    }
+
+    pub fn certificate_here(&self, serial: &[u8; 16]) -> Option<CertificateRecord> {
+        self.certs().by_serial.get(serial).cloned()
+    }
+
+    pub fn certificates_here(&self, device: &DeviceId) -> Vec<CertificateRecord> {
+        self.certs()
+            .by_serial
+            .values()
+            .filter(|c| &c.device_id == device)
+            .cloned()
+            .collect()
     }
 
     /// Frees expired entries every `every` until the store is dropped. Expired entries
@@ -172,6 +213,8 @@ impl MemoryStore {
     }
 
     pub fn sweep(&self) -> usize {
+        let unix = unix_now();
+        self.certs().by_serial.retain(|_, c| c.keep_until() > unix);
         let now = self.now_ms();
         self.shards
             .iter()
@@ -198,9 +241,15 @@ impl TokenStore for MemoryStore {
         device: &DeviceId,
         jti: &Jti,
         _epoch: u64,
+        certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError> {
         Ok(match self.take(device, jti) {
-            Take::Consumed => ConsumeOutcome::Consumed,
+            Take::Consumed => {
+                if let Some(certificate) = certificate {
+                    self.record(certificate);
+                }
+                ConsumeOutcome::Consumed
+            }
             Take::Replaced | Take::Absent => ConsumeOutcome::NotFound,
         })
     }
@@ -224,6 +273,59 @@ impl TokenStore for MemoryStore {
             redis: None,
             memory_tokens: self.live_count(),
         }
+    }
+}
+
+#[async_trait]
+impl CertificateRegistry for MemoryStore {
+    async fn certificate(
+        &self,
+        serial: &[u8; 16],
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        Ok(self.certificate_here(serial))
+    }
+
+    async fn certificates_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        Ok(self.certificates_here(device))
+    }
+
+    async fn revoke(
+        &self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let mut certs = self.certs();
+        let Some(record) = certs.by_serial.get_mut(serial) else {
+            return Ok(None);
+        };
+        if record.revocation.is_none() {
+            record.revocation = Some(revocation);
+            let record = record.clone();
+            certs.revision = certs.revision.max(revocation.at * 1000).max(unix_now_ms()) + 1;
+            return Ok(Some(record));
+        }
+        Ok(Some(record.clone()))
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        Ok(self.certs().revision)
+    }
+
+    async fn revoked(&self) -> Result<RevokedList, StoreError> {
+        let now = unix_now();
+        let certs = self.certs();
+        Ok(RevokedList {
+            revision: certs.revision,
+            entries: certs
+                .by_serial
+                .values()
+                .filter(|c| c.not_after > now)
+                .filter_map(|c| c.revocation.map(|r| (c.serial, r)))
+                .collect(),
+        })
     }
 }
 

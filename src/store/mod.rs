@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::domain::{DeviceId, Jti};
+use crate::registry::{CertificateRecord, Revocation};
 
 pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
@@ -102,15 +103,18 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Makes `jti` the one pending token of `device` for `ttl`, replacing any other.
     async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Uses the token up if it is still pending. Exactly one of any number of concurrent
-    /// calls with the same token gets `Consumed`. `epoch` is the store epoch the token
-    /// was issued in ([`TokenStore::epoch`]): a store that lost writes since refuses
-    /// it, since it cannot know whether the token was used.
+    /// Uses the token up if it is still pending, and records `certificate` in the same
+    /// atomic step: a certificate is recorded exactly when its token is consumed.
+    /// Exactly one of any number of concurrent calls with the same token gets
+    /// `Consumed`. `epoch` is the store epoch the token was issued in
+    /// ([`TokenStore::epoch`]): a store that lost writes since refuses it, since it
+    /// cannot know whether the token was used.
     async fn consume(
         &self,
         device: &DeviceId,
         jti: &Jti,
         epoch: u64,
+        certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError>;
 
     /// Drops the device's pending token; `true` when there was one.
@@ -133,4 +137,39 @@ pub trait TokenStore: Send + Sync + 'static {
     fn epoch(&self) -> u64 {
         0
     }
+}
+
+/// The revoked certificates that are not expired yet, and the revision of that list: the
+/// moment (unix milliseconds) of its latest revocation, 0 before any. Every instance
+/// reads the same revision, which is what CRL numbers are made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevokedList {
+    pub revision: u64,
+    pub entries: Vec<([u8; 16], Revocation)>,
+}
+
+/// The certificates issued: records written by [`TokenStore::consume`], looked up and
+/// revoked here.
+#[async_trait]
+pub trait CertificateRegistry: Send + Sync + 'static {
+    async fn certificate(&self, serial: &[u8; 16])
+    -> Result<Option<CertificateRecord>, StoreError>;
+
+    async fn certificates_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<CertificateRecord>, StoreError>;
+
+    /// Revokes the certificate; answers its record as it now stands (with the first
+    /// revocation's time and reason when it was revoked already), `None` when unknown.
+    async fn revoke(
+        &self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// The moment of the latest revocation (unix ms), cheap enough to poll.
+    async fn revision(&self) -> Result<u64, StoreError>;
+
+    async fn revoked(&self) -> Result<RevokedList, StoreError>;
 }

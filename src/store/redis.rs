@@ -32,13 +32,14 @@ use tokio::task::JoinHandle;
 
 use super::incarnation::{self, Probe, Watch};
 use super::{
-    ConsumeOutcome, RedisCounts, RedisStats, StorageMode, StoreError, StoreStats, TokenStore,
-    replay_window,
+    CertificateRegistry, ConsumeOutcome, RedisCounts, RedisStats, RevokedList, StorageMode,
+    StoreError, StoreStats, TokenStore, replay_window,
 };
 use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::token::{CLOCK_LEEWAY_SECS, unix_now};
+use crate::registry::{CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Revocation, slots};
+use crate::token::{CLOCK_LEEWAY_SECS, unix_now, unix_now_ms};
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
 /// request re-onboarded the same device in between and won, so with N requests for one
@@ -50,6 +51,9 @@ const SCAN_BATCH: usize = 1000;
 /// second, a fleet whose count takes 50 ms is counted every second, one whose count
 /// takes 3 s every minute.
 const COUNT_DUTY_CYCLE: u32 = 20;
+/// One certificate in this many also prunes its bucket of expired records (Redis cannot
+/// expire hash fields one by one before 7.4).
+const PRUNE_ONE_IN: u8 = 32;
 /// How long an instance's marker outlives the instance.
 const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 
@@ -116,6 +120,21 @@ impl Keys {
 
     fn token(&self, device: &DeviceId, jti: &str) -> String {
         format!("{}token:{{{device}}}:{jti}", self.prefix)
+    }
+
+    /// The certificate records of every device in `slot`.
+    fn certificates(&self, slot: u16) -> String {
+        format!("{}certs:{{{}}}", self.prefix, slots::tag_for(slot))
+    }
+
+    /// Revoked serials (upper-case hex), scored by their certificates' notAfter.
+    fn revoked(&self) -> String {
+        format!("{}revoked", self.prefix)
+    }
+
+    /// Unix ms of the latest revocation.
+    fn revision(&self) -> String {
+        format!("{}revoked:revision", self.prefix)
     }
 
     fn device_limit(&self, device: &DeviceId) -> String {
@@ -192,6 +211,9 @@ pub struct RedisStore {
     consume_script: Script,
     raise_script: Script,
     gcra_script: Script,
+    revoke_script: Script,
+    record_script: Script,
+    advance_script: Script,
     /// Names this instance's marker key.
     instance: String,
     /// The `run_id` of the Redis process the health loop checked: the only one request
@@ -251,6 +273,9 @@ impl RedisStore {
             consume_script: Script::new(include_str!("consume.lua")),
             raise_script: Script::new(include_str!("raise.lua")),
             gcra_script: Script::new(include_str!("gcra.lua")),
+            revoke_script: Script::new(include_str!("revoke.lua")),
+            record_script: Script::new(include_str!("record.lua")),
+            advance_script: Script::new(include_str!("advance.lua")),
             instance: hex::encode(instance),
             verified_run_id: Mutex::new(None),
             epoch: AtomicU64::new(0),
@@ -433,13 +458,31 @@ impl RedisStore {
             .to_string()
     }
 
-    async fn try_consume(&self, device: &DeviceId, jti: &str) -> Result<bool, StoreError> {
+    async fn try_consume(
+        &self,
+        device: &DeviceId,
+        jti: &str,
+        certificate: Option<&CertificateRecord>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let consumed: i64 = self
-            .consume_script
-            .key(self.keys.device(device))
-            .key(self.keys.token(device, jti))
-            .arg(jti)
+        let mut invocation = self.consume_script.key(self.keys.device(device));
+        invocation.key(self.keys.token(device, jti)).arg(jti);
+        if let Some(certificate) = certificate {
+            // Now and then (by the serial's random last byte), the bucket is pruned.
+            let prune = certificate.serial[15] % PRUNE_ONE_IN == 0;
+            invocation
+                .key(
+                    self.keys
+                        .certificates(slots::slot_of_serial(&certificate.serial)),
+                )
+                .arg(&certificate.serial[..])
+                .arg(certificate.pack())
+                .arg(certificate.keep_until())
+                .arg(if prune { "1" } else { "0" })
+                .arg(unix_now())
+                .arg(RETENTION_AFTER_EXPIRY_SECS);
+        }
+        let consumed: i64 = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
@@ -494,6 +537,24 @@ impl RedisStore {
             .await
             .map_err(|e| self.fail(e))?;
         Ok((allowed == 0).then(|| Duration::from_micros(wait_us.max(0) as u64)))
+    }
+
+    /// Writes a record made while Redis was away.
+    pub async fn record_certificate(
+        &self,
+        certificate: &CertificateRecord,
+    ) -> Result<(), StoreError> {
+        self.record_script
+            .key(
+                self.keys
+                    .certificates(slots::slot_of_serial(&certificate.serial)),
+            )
+            .arg(&certificate.serial[..])
+            .arg(certificate.pack())
+            .arg(certificate.keep_until())
+            .invoke_async::<()>(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// The device's pending token and its remaining TTL, if it has one.
@@ -732,17 +793,23 @@ impl TokenStore for RedisStore {
         device: &DeviceId,
         jti: &Jti,
         epoch: u64,
+        certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError> {
         // Connect first: the connection is what guarantees the loss check has run.
         self.conn().await?;
         if epoch < self.epoch() {
             return Ok(ConsumeOutcome::NotFound);
         }
-        Ok(if self.try_consume(device, &jti.to_string()).await? {
-            ConsumeOutcome::Consumed
-        } else {
-            ConsumeOutcome::NotFound
-        })
+        Ok(
+            if self
+                .try_consume(device, &jti.to_string(), certificate)
+                .await?
+            {
+                ConsumeOutcome::Consumed
+            } else {
+                ConsumeOutcome::NotFound
+            },
+        )
     }
 
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
@@ -750,7 +817,7 @@ impl TokenStore for RedisStore {
             let Some((jti, _)) = self.pending(device).await? else {
                 return Ok(false);
             };
-            if self.try_consume(device, &jti).await? {
+            if self.try_consume(device, &jti, None).await? {
                 return Ok(true);
             }
         }
@@ -804,6 +871,162 @@ impl TokenStore for RedisStore {
             }),
             memory_tokens: 0,
         }
+    }
+}
+
+#[async_trait]
+impl CertificateRegistry for RedisStore {
+    async fn certificate(
+        &self,
+        serial: &[u8; 16],
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let packed: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.keys.certificates(slots::slot_of_serial(serial)))
+            .arg(&serial[..])
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+    }
+
+    /// Reads the bucket of the device's slot (HSCAN: a few dozen records on a fleet of a
+    /// million, other devices' among them).
+    async fn certificates_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let key = self.keys.certificates(slots::slot_of(device.as_str()));
+        let mut conn = self.conn().await?;
+        let (mut found, mut cursor) = (Vec::new(), 0u64);
+        loop {
+            let (next, fields): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            for (serial, packed) in fields {
+                let Ok(serial) = <[u8; 16]>::try_from(serial.as_slice()) else {
+                    continue;
+                };
+                if let Some(record) = CertificateRecord::unpack(serial, &packed)
+                    && &record.device_id == device
+                {
+                    found.push(record);
+                }
+            }
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The record first (authoritative), then the revoked list and its revision: an
+    /// interrupted revocation is finished by revoking again, which answers the first
+    /// revocation's time and reason and completes the rest.
+    async fn revoke(
+        &self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let answer: Option<(i64, Vec<u8>)> = self
+            .revoke_script
+            .key(self.keys.certificates(slots::slot_of_serial(serial)))
+            .arg(&serial[..])
+            .arg(revocation.at)
+            .arg(revocation.reason.code())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let Some((revoked_now, packed)) = answer else {
+            return Ok(None);
+        };
+        let record = CertificateRecord::unpack(*serial, &packed)
+            .ok_or_else(|| StoreError::Failed("a certificate record does not parse".into()))?;
+        let listed: i64 = redis::cmd("ZADD")
+            .arg(self.keys.revoked())
+            .arg(record.not_after)
+            .arg(record.serial_hex())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        // The list changed (now, or an interrupted revocation is being finished): every
+        // instance's CRL must follow.
+        if revoked_now == 1 || listed == 1 {
+            self.advance_script
+                .key(self.keys.revision())
+                .arg(unix_now_ms())
+                .invoke_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        self.wait_for_replicas(&mut conn).await?;
+        Ok(Some(record))
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        let revision: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.revision())
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(revision.unwrap_or(0))
+    }
+
+    /// The revoked list, pruned of expired certificates, each entry's time and reason
+    /// read from its record.
+    async fn revoked(&self) -> Result<RevokedList, StoreError> {
+        let mut conn = self.conn().await?;
+        let now = unix_now();
+        let (revision, serials): (Option<u64>, Vec<String>) = redis::pipe()
+            .get(self.keys.revision())
+            .cmd("ZRANGE")
+            .arg(self.keys.revoked())
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let _: Result<(), _> = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.revoked())
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .query_async(&mut conn)
+            .await;
+        let serials: Vec<[u8; 16]> = serials
+            .iter()
+            .filter_map(|s| crate::registry::parse_serial(s))
+            .collect();
+        let mut pipe = redis::pipe();
+        for serial in &serials {
+            pipe.cmd("HGET")
+                .arg(self.keys.certificates(slots::slot_of_serial(serial)))
+                .arg(&serial[..]);
+        }
+        let records: Vec<Option<Vec<u8>>> = if serials.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?
+        };
+        let entries = serials
+            .iter()
+            .zip(records)
+            .filter_map(|(serial, packed)| {
+                let record = CertificateRecord::unpack(*serial, &packed?)?;
+                Some((*serial, record.revocation?))
+            })
+            .collect();
+        Ok(RevokedList {
+            revision: revision.unwrap_or(0),
+            entries,
+        })
     }
 }
 
