@@ -201,7 +201,7 @@ pub enum RevocationReasonName {
 
 /// One issued certificate's record (admin).
 #[utoipa::path(get, path = "/api/v1/certificates/{serial}",
-    params(("serial" = String, Path, description = "The serial number, 32 hex digits")),
+    params(("serial" = String, Path, description = "The serial number, 32 hex digits", pattern = "^[0-9A-Fa-f]{32}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The record", body = CertificateAnswer),
@@ -216,7 +216,7 @@ fn certificate() {}
 /// Revoke a certificate (admin): it is listed in the CRL from now on. Revoking again
 /// answers the first revocation's time and reason.
 #[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke",
-    params(("serial" = String, Path, description = "The serial number, 32 hex digits")),
+    params(("serial" = String, Path, description = "The serial number, 32 hex digits", pattern = "^[0-9A-Fa-f]{32}$")),
     request_body(content = Option<RevokeRequest>, description = "Optional; `{}` or no body revokes as `unspecified`"),
     security(("bearer" = [])),
     responses(
