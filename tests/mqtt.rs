@@ -156,3 +156,92 @@ fn revocation_list(certs: &Path, cert: &Path) -> String {
         .unwrap()
         .pem
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_through_the_api_is_refused_by_the_broker_after_a_crl_reload() {
+    const ADMIN: &str = "mqtt-admin-key-mqtt-admin-key-mqtt-admin";
+    let app = TestApp::spawn_with(None, |s| {
+        s.admin.keys = provisiond::config::KeyList(vec![provisiond::config::Secret::new(ADMIN)]);
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    for device in ["stolen-1", "honest-1"] {
+        let enrolled = run(
+            &[
+                "enroll",
+                "--server",
+                &app.address,
+                "--device-id",
+                device,
+                "--out",
+                out_dir,
+            ],
+            &[],
+        )
+        .await;
+        assert!(enrolled.status.success(), "{}", text(&enrolled));
+    }
+    let crl = out.path().join("crl.pem");
+    let keep_crl = |exec: Option<String>| {
+        let mut args = vec![
+            "crl".to_owned(),
+            "--server".to_owned(),
+            app.address.clone(),
+            "--out".to_owned(),
+            crl.to_str().unwrap().to_owned(),
+        ];
+        if let Some(exec) = exec {
+            args.extend(["--exec".to_owned(), exec]);
+        }
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &[]).await
+        }
+    };
+    assert!(keep_crl(None).await.status.success());
+    let broker = Mosquitto::start(&app.certs, &out.path().join("ca.crt"), Some(&crl));
+    let dir = out.path().to_owned();
+    let broker = tokio::task::spawn_blocking(move || {
+        connects(&broker, &dir, "stolen-1");
+        connects(&broker, &dir, "honest-1");
+        broker
+    })
+    .await
+    .unwrap();
+
+    // The operator revokes the stolen device's certificate...
+    let serial = common::pki::openssl_x509(
+        &std::fs::read_to_string(out.path().join("stolen-1.crt")).unwrap(),
+        &["-serial"],
+    );
+    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let revoked = app
+        .client
+        .post(app.url(&format!("/api/v1/certificates/{serial}/revoke")))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "reason": "keyCompromise" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), reqwest::StatusCode::OK);
+    // ...and `provisiond crl` writes the new CRL and reloads the broker.
+    let reload = format!("kill -HUP {}", broker.pid());
+    let fetched = keep_crl(Some(reload)).await;
+    assert!(fetched.status.success(), "{}", text(&fetched));
+    assert!(text(&fetched).contains("written"), "{}", text(&fetched));
+
+    let dir = out.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (cert, key) = (dir.join("stolen-1.crt"), dir.join("stolen-1.key"));
+        let refused = broker.publish(&dir.join("ca.crt"), Some((&cert, &key)));
+        assert!(
+            !refused.status.success(),
+            "the revoked certificate still connects"
+        );
+        connects(&broker, &dir, "honest-1");
+    })
+    .await
+    .unwrap();
+}

@@ -77,6 +77,11 @@ impl Mosquitto {
         self.dir.path().to_owned()
     }
 
+    /// The broker's process id, for a reload (SIGHUP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `mosquitto_pub` with this client certificate and key (`None`: no certificate).
     pub fn publish(&self, ca: &Path, identity: Option<(&Path, &Path)>) -> Output {
         let mut command = Command::new("timeout");
