@@ -20,9 +20,11 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 if KEYS[3] then
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  -- The bucket outlives its newest record by up to a day, so that most certificates
+  -- (issued within a day of the one before in the bucket) need no second write here.
   local keep = tonumber(ARGV[4])
   if redis.call('EXPIRETIME', KEYS[3]) < keep then
-    redis.call('EXPIREAT', KEYS[3], keep)
+    redis.call('EXPIREAT', KEYS[3], keep + 86400)
   end
   if ARGV[5] == '1' then
     -- A record: u8 id length, id, u32 issued_at, u32 not_after, ...
