@@ -63,15 +63,7 @@ pub fn key_type_label(key_type: crate::ca::KeyType) -> &'static str {
     }
 }
 
-const KEY_TYPE_LABELS: &[&str] = &[
-    "ecdsa-p256",
-    "ecdsa-p384",
-    "ed25519",
-    "rsa-2048",
-    "rsa-3072",
-    "rsa-4096",
-    "rsa-other",
-];
+use crate::registry::KEY_TYPES as KEY_TYPE_LABELS;
 
 /// The codes sign-csr refuses with, so that each series exists from the start.
 const REJECTION_REASONS: &[&str] = &[

@@ -288,18 +288,7 @@ async fn a_replica_promoted_before_it_copied_a_consume_does_not_give_a_second_ce
     let replica = RedisServer::start_with(FSYNC_ALWAYS);
     // The replication link goes through a front too, so that the test can cut it.
     let link = SwitchableFront::start(primary.port()).await;
-    let _: () = replica.cmd(&["REPLICAOF", "127.0.0.1", &link.port.to_string()]);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while !replica
-        .cmd::<String>(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replica.replicate(link.port).await;
     let front = SwitchableFront::start(primary.port()).await;
     let app = TestApp::spawn_with(None, |s| {
         s.redis.enabled = true;
@@ -307,6 +296,7 @@ async fn a_replica_promoted_before_it_copied_a_consume_does_not_give_a_second_ce
     })
     .await;
     let token = app.token_for("failover-1").await;
+    let deadline = std::time::Instant::now() + WITHIN;
     while replica
         .cmd::<Option<String>>(&["GET", "mqtt-lite:device:{failover-1}"])
         .is_none()
@@ -373,18 +363,7 @@ async fn a_server_restarted_during_an_outage_still_refuses_the_replaced_token() 
 async fn with_wait_replicas_a_consume_no_replica_acknowledged_is_a_503() {
     let primary = RedisServer::start();
     let replica = RedisServer::start();
-    let _: () = replica.cmd(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while !replica
-        .cmd::<String>(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replica.replicate(primary.port()).await;
     let app = TestApp::spawn_with(Some(&primary), |s| {
         s.redis.wait_replicas = 1;
         s.redis.wait_timeout_ms = 300;
@@ -421,18 +400,7 @@ async fn with_wait_replicas_a_consume_no_replica_acknowledged_is_a_503() {
 async fn with_wait_replicas_a_failover_keeps_pending_tokens_and_consumes() {
     let mut primary = RedisServer::start_with(FSYNC_ALWAYS);
     let replica = RedisServer::start_with(FSYNC_ALWAYS);
-    let _: () = replica.cmd(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while !replica
-        .cmd::<String>(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replica.replicate(primary.port()).await;
     let front = SwitchableFront::start(primary.port()).await;
     let app = TestApp::spawn_with(None, |s| {
         s.redis.enabled = true;
@@ -444,6 +412,7 @@ async fn with_wait_replicas_a_failover_keeps_pending_tokens_and_consumes() {
     let consumed = app.token_for("waited-failover-1").await;
     assert_eq!(sign(&app, &consumed, "waited-failover-1").await, ok());
     let pending = app.token_for("waited-failover-2").await;
+    let deadline = std::time::Instant::now() + WITHIN;
     while replica
         .cmd::<Option<String>>(&["GET", "mqtt-lite:device:{waited-failover-2}"])
         .is_none()
@@ -457,18 +426,7 @@ async fn with_wait_replicas_a_failover_keeps_pending_tokens_and_consumes() {
     let _: () = replica.cmd(&["REPLICAOF", "NO", "ONE"]);
     // The promoted primary gets a replica of its own, as Sentinel would reconfigure one.
     let spare = RedisServer::start_with(FSYNC_ALWAYS);
-    let _: () = spare.cmd(&["REPLICAOF", "127.0.0.1", &replica.port().to_string()]);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while !spare
-        .cmd::<String>(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the spare never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    spare.replicate(replica.port()).await;
     front.switch_to(replica.port());
 
     // Once the promoted replica is checked, the pending token still works...

@@ -105,8 +105,9 @@ pub struct CertificateRecord {
     pub revocation: Option<Revocation>,
 }
 
-/// Key types as records store them, by one byte.
-const KEY_TYPES: &[&str] = &[
+/// Key types as records store them (by their index, one byte) and as the metrics label
+/// them: RSA by the sizes fleets use, so that an odd modulus length adds nothing.
+pub const KEY_TYPES: &[&str] = &[
     "ecdsa-p256",
     "ecdsa-p384",
     "ed25519",

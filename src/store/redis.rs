@@ -127,6 +127,11 @@ impl Keys {
         format!("{}certs:{{{}}}", self.prefix, slots::tag_for(slot))
     }
 
+    /// The bucket that holds the record of the certificate with `serial`.
+    fn certificate_of(&self, serial: &[u8; 16]) -> String {
+        self.certificates(slots::slot_of_serial(serial))
+    }
+
     /// Revoked serials (upper-case hex), scored by their certificates' notAfter.
     fn revoked(&self) -> String {
         format!("{}revoked", self.prefix)
@@ -471,10 +476,7 @@ impl RedisStore {
             // Now and then (by the serial's random last byte), the bucket is pruned.
             let prune = certificate.serial[15] % PRUNE_ONE_IN == 0;
             invocation
-                .key(
-                    self.keys
-                        .certificates(slots::slot_of_serial(&certificate.serial)),
-                )
+                .key(self.keys.certificate_of(&certificate.serial))
                 .arg(&certificate.serial[..])
                 .arg(certificate.pack())
                 .arg(certificate.keep_until())
@@ -545,10 +547,7 @@ impl RedisStore {
         certificate: &CertificateRecord,
     ) -> Result<(), StoreError> {
         self.record_script
-            .key(
-                self.keys
-                    .certificates(slots::slot_of_serial(&certificate.serial)),
-            )
+            .key(self.keys.certificate_of(&certificate.serial))
             .arg(&certificate.serial[..])
             .arg(certificate.pack())
             .arg(certificate.keep_until())
@@ -881,7 +880,7 @@ impl CertificateRegistry for RedisStore {
         serial: &[u8; 16],
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let packed: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(self.keys.certificates(slots::slot_of_serial(serial)))
+            .arg(self.keys.certificate_of(serial))
             .arg(&serial[..])
             .query_async(&mut self.conn().await?)
             .await
@@ -935,7 +934,7 @@ impl CertificateRegistry for RedisStore {
         let mut conn = self.conn().await?;
         let answer: Option<(i64, Vec<u8>)> = self
             .revoke_script
-            .key(self.keys.certificates(slots::slot_of_serial(serial)))
+            .key(self.keys.certificate_of(serial))
             .arg(&serial[..])
             .arg(revocation.at)
             .arg(revocation.reason.code())
@@ -1005,7 +1004,7 @@ impl CertificateRegistry for RedisStore {
         let mut pipe = redis::pipe();
         for serial in &serials {
             pipe.cmd("HGET")
-                .arg(self.keys.certificates(slots::slot_of_serial(serial)))
+                .arg(self.keys.certificate_of(serial))
                 .arg(&serial[..]);
         }
         let records: Vec<Option<Vec<u8>>> = if serials.is_empty() {

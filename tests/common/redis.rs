@@ -128,6 +128,19 @@ impl RedisServer {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
+    /// Makes this server a replica of the one on `port` and waits until it has synced.
+    pub async fn replicate(&self, port: u16) {
+        let _: () = self.cmd(&["REPLICAOF", "127.0.0.1", &port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .cmd::<String>(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Runs one command on this server.
     pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut cmd = redis::cmd(args[0]);
