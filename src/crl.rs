@@ -93,7 +93,9 @@ impl CrlPublisher {
         }
         let revoked = self.registry.revoked().await?;
         let revised = OffsetDateTime::from_unix_timestamp((revoked.revision / 1000) as i64)?;
-        let this_update = slot_start.max(revised);
+        // Never in the future: a broker refuses a CRL that is not valid yet, and the
+        // revision comes from another clock.
+        let this_update = slot_start.max(revised).min(now);
         let number = (slot_start.unix_timestamp() as u64 * 1000).max(revoked.revision);
         let entries: Vec<RevokedEntry> = revoked
             .entries
@@ -115,11 +117,17 @@ impl CrlPublisher {
             entries = crl.entries,
             "signed a new CRL"
         );
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        // A refresh racing another (the timer and a revocation) never puts an older CRL
+        // back.
+        if current.as_ref().is_some_and(|c| c.crl.number > crl.number) {
+            return Ok(false);
+        }
         self.metrics.crl_entries.set(crl.entries as i64);
         self.metrics
             .crl_next_update
             .set(crl.next_update.unix_timestamp());
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Published {
+        *current = Some(Arc::new(Published {
             crl,
             slot_start,
             revision: revoked.revision,

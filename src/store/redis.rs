@@ -39,7 +39,7 @@ use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
 use crate::registry::{CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Revocation, slots};
-use crate::token::{CLOCK_LEEWAY_SECS, unix_now, unix_now_ms};
+use crate::token::{CLOCK_LEEWAY_SECS, unix_now};
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
 /// request re-onboarded the same device in between and won, so with N requests for one
@@ -958,7 +958,6 @@ impl CertificateRegistry for RedisStore {
         if revoked_now == 1 || listed == 1 {
             self.advance_script
                 .key(self.keys.revision())
-                .arg(unix_now_ms())
                 .invoke_async::<()>(&mut conn)
                 .await
                 .map_err(|e| self.fail(e))?;
