@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::ca::{CertificateAuthority, RevocationReason, RevokedEntry, SignedCrl};
 use crate::metrics::Metrics;
 use crate::registry::Reason;
-use crate::store::CertificateRegistry;
+use crate::store::{CertificateRegistry, RevokedCertificate};
 
 /// How often the publisher looks for revocations (made through other instances) and
 /// for a new slot.
@@ -40,6 +40,7 @@ pub struct Published {
     pub crl: SignedCrl,
     slot_start: OffsetDateTime,
     revision: u64,
+    revoked: Vec<RevokedCertificate>,
 }
 
 impl CrlPublisher {
@@ -91,7 +92,27 @@ impl CrlPublisher {
         {
             return Ok(false);
         }
-        let revoked = self.registry.revoked().await?;
+        let mut revoked = self.registry.revoked().await?;
+        // A revocation never leaves the CRL before its certificate expires, even if the
+        // store lost it (Redis restarted without persistence): what this instance listed
+        // before stays listed.
+        if let Some(current) = self.current() {
+            let unix = now.unix_timestamp().max(0) as u64;
+            let lost: Vec<RevokedCertificate> = current
+                .revoked
+                .iter()
+                .filter(|r| r.not_after > unix)
+                .filter(|r| !revoked.entries.iter().any(|e| e.serial == r.serial))
+                .copied()
+                .collect();
+            if !lost.is_empty() {
+                tracing::warn!(
+                    count = lost.len(),
+                    "the store no longer holds revocations this instance listed; they stay in the CRL"
+                );
+                revoked.entries.extend(lost);
+            }
+        }
         let revised = OffsetDateTime::from_unix_timestamp((revoked.revision / 1000) as i64)?;
         // Never in the future: a broker refuses a CRL that is not valid yet, and the
         // revision comes from another clock.
@@ -100,11 +121,11 @@ impl CrlPublisher {
         let entries: Vec<RevokedEntry> = revoked
             .entries
             .iter()
-            .map(|(serial, revocation)| RevokedEntry {
-                serial: serial.to_vec(),
-                revoked_at: OffsetDateTime::from_unix_timestamp(revocation.at as i64)
+            .map(|r| RevokedEntry {
+                serial: r.serial.to_vec(),
+                revoked_at: OffsetDateTime::from_unix_timestamp(r.revocation.at as i64)
                     .unwrap_or(this_update),
-                reason: crl_reason(revocation.reason),
+                reason: crl_reason(r.revocation.reason),
             })
             .collect();
         let next_update = this_update + time::Duration::seconds(self.validity.as_secs() as i64);
@@ -131,6 +152,7 @@ impl CrlPublisher {
             crl,
             slot_start,
             revision: revoked.revision,
+            revoked: revoked.entries,
         }));
         Ok(true)
     }

@@ -329,3 +329,28 @@ async fn without_redis_the_registry_and_the_crl_work_from_memory() {
     assert!(text.contains(&format!("Serial Number: {serial}")), "{text}");
     assert!(text.contains("Cessation Of Operation"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_stays_in_the_crl_when_redis_loses_it() {
+    let mut redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), with_admin).await;
+    let first = issue(&app, "lost-rev-1").await;
+    let first = first["serial_number"].as_str().unwrap();
+    let revoked = revoke(&app, first, Some(json!({ "reason": "keyCompromise" }))).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let epoch = app.health().await["redis"]["epoch"].as_u64().unwrap();
+
+    // Redis comes back empty: the record and the revoked list are gone from it.
+    redis.restart();
+    app.wait_for_health(WITHIN, |h| h["redis"]["epoch"].as_u64() > Some(epoch))
+        .await;
+    let second = issue(&app, "lost-rev-2").await;
+    let second = second["serial_number"].as_str().unwrap();
+    let revoked = revoke(&app, second, Some(json!({ "reason": "superseded" }))).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+
+    // The new CRL lists the new revocation and still the one Redis forgot.
+    let text = crl_text(&app).await;
+    assert!(text.contains(&format!("Serial Number: {second}")), "{text}");
+    assert!(text.contains(&format!("Serial Number: {first}")), "{text}");
+}

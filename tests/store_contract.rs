@@ -11,7 +11,8 @@ use provisiond::config::Secret;
 use provisiond::domain::{DeviceId, Jti};
 use provisiond::registry::{CertificateRecord, Reason, Revocation, slots};
 use provisiond::store::{
-    CertificateRegistry, ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, TokenStore,
+    CertificateRegistry, ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, RevokedCertificate,
+    TokenStore,
 };
 
 const TTL: Duration = Duration::from_secs(60);
@@ -183,7 +184,14 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(store.revoke(&second.serial, again).await.unwrap(), None);
     let list = store.revoked().await.unwrap();
     assert!(list.revision > before);
-    assert_eq!(list.entries, vec![(first.serial, revocation)]);
+    assert_eq!(
+        list.entries,
+        vec![RevokedCertificate {
+            serial: first.serial,
+            revocation,
+            not_after: first.not_after,
+        }]
+    );
     assert_eq!(store.revision().await.unwrap(), list.revision);
 }
 

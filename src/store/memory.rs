@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::{
-    CertificateRegistry, ConsumeOutcome, RevokedList, StorageMode, StoreError, StoreStats,
-    TokenStore, replay_window,
+    CertificateRegistry, ConsumeOutcome, RevokedCertificate, RevokedList, StorageMode, StoreError,
+    StoreStats, TokenStore, replay_window,
 };
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
@@ -323,7 +323,13 @@ impl CertificateRegistry for MemoryStore {
                 .by_serial
                 .values()
                 .filter(|c| c.not_after > now)
-                .filter_map(|c| c.revocation.map(|r| (c.serial, r)))
+                .filter_map(|c| {
+                    c.revocation.map(|revocation| RevokedCertificate {
+                        serial: c.serial,
+                        revocation,
+                        not_after: c.not_after,
+                    })
+                })
                 .collect(),
         })
     }

@@ -145,7 +145,16 @@ pub trait TokenStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokedList {
     pub revision: u64,
-    pub entries: Vec<([u8; 16], Revocation)>,
+    pub entries: Vec<RevokedCertificate>,
+}
+
+/// One entry of a [`RevokedList`]: what a CRL needs, and until when it needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokedCertificate {
+    pub serial: [u8; 16],
+    pub revocation: Revocation,
+    /// Unix seconds: past it, the entry leaves the CRL.
+    pub not_after: u64,
 }
 
 /// The certificates issued: records written by [`TokenStore::consume`], looked up and

@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 
 use super::incarnation::{self, Probe, Watch};
 use super::{
-    CertificateRegistry, ConsumeOutcome, RedisCounts, RedisStats, RevokedList, StorageMode,
-    StoreError, StoreStats, TokenStore, replay_window,
+    CertificateRegistry, ConsumeOutcome, RedisCounts, RedisStats, RevokedCertificate, RevokedList,
+    StorageMode, StoreError, StoreStats, TokenStore, replay_window,
 };
 use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
@@ -1018,7 +1018,11 @@ impl CertificateRegistry for RedisStore {
             .zip(records)
             .filter_map(|(serial, packed)| {
                 let record = CertificateRecord::unpack(*serial, &packed?)?;
-                Some((*serial, record.revocation?))
+                Some(RevokedCertificate {
+                    serial: *serial,
+                    revocation: record.revocation?,
+                    not_after: record.not_after,
+                })
             })
             .collect();
         Ok(RevokedList {
