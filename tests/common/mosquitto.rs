@@ -1,7 +1,7 @@
 //! A private Mosquitto broker with a TLS listener that requires a client certificate from
 //! our CA, on a free loopback port in a temporary directory; stopped when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,10 +71,6 @@ impl Mosquitto {
             std::thread::sleep(Duration::from_millis(20));
         }
         broker
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
     }
 
     /// The broker's process id, for a reload (SIGHUP).
