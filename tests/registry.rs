@@ -311,6 +311,15 @@ async fn records_made_during_an_outage_reach_redis_when_it_returns() {
     let found = admin_get(&other, &format!("/api/v1/certificates/{serial}")).await;
     assert_eq!(found.status(), StatusCode::OK);
     assert_eq!(records_in_redis(&redis).await, 1);
+    // The instance that made it answers from Redis too, and can revoke it there.
+    let revoked = revoke(&app, serial, Some(json!({ "reason": "keyCompromise" }))).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let seen: Value = admin_get(&other, &format!("/api/v1/certificates/{serial}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["certificate"]["status"], "revoked");
 }
 
 #[tokio::test]

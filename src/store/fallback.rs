@@ -43,7 +43,7 @@ pub struct FallbackStore {
     metrics: Arc<Metrics>,
     stale: StaleInRedis,
     /// Certificate records made in memory while Redis was away, to write there when it
-    /// is back (they stay in memory too, so lookups find them meanwhile).
+    /// is back (they stay in memory too until then, so lookups find them meanwhile).
     unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
 }
 
@@ -80,6 +80,8 @@ impl FallbackStore {
         for record in &pending {
             redis.record_certificate(record).await?;
             self.unsynced().retain(|r| r.serial != record.serial);
+            // Redis answers for it from now on; memory need not keep it for a year.
+            self.memory.forget_certificate(&record.serial);
         }
         Ok(())
     }

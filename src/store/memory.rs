@@ -93,6 +93,11 @@ impl MemoryStore {
             .insert(certificate.serial, certificate.clone());
     }
 
+    /// Drops a record once Redis holds it.
+    pub fn forget_certificate(&self, serial: &[u8; 16]) {
+        self.certs().by_serial.remove(serial);
+    }
+
     pub fn certificate_here(&self, serial: &[u8; 16]) -> Option<CertificateRecord> {
         self.certs().by_serial.get(serial).cloned()
     }
