@@ -6,39 +6,10 @@ mod common;
 use std::process::Command;
 
 use common::bin::{run, text};
-use common::pki::{openssl_x509, quick_csr};
+use common::pki::{crl_field as field, openssl_crl, openssl_x509, quick_csr};
 use common::{TestApp, error_code};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-/// `openssl crl` on a CRL file, checking its signature against `ca`; the text it prints.
-fn openssl_crl(crl: &std::path::Path, inform: &str, ca: &std::path::Path) -> String {
-    let output = Command::new("openssl")
-        .args(["crl", "-noout", "-text", "-inform", inform, "-in"])
-        .arg(crl)
-        .arg("-CAfile")
-        .arg(ca)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && all.contains("verify OK"),
-        "{all}"
-    );
-    all
-}
-
-fn field<'a>(text: &'a str, label: &str) -> &'a str {
-    text.lines()
-        .skip_while(|l| !l.contains(label))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {label} in {text}"))
-        .trim()
-}
 
 #[tokio::test]
 async fn the_crl_is_served_from_the_start_and_signed_by_the_ca() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pki::{openssl_x509, quick_csr};
+use common::pki::{crl_field, openssl_crl, openssl_x509, quick_csr};
 use common::{RedisServer, TestApp, error_code};
 use provisiond::config::{KeyList, Secret, Settings};
 use reqwest::StatusCode;
@@ -47,36 +47,23 @@ async fn issue(app: &TestApp, device: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// The CRL's text as OpenSSL prints it.
+/// The CRL's text as OpenSSL prints it, its signature checked against the CA.
 async fn crl_text(app: &TestApp) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (crl, ca) = (dir.path().join("crl.pem"), dir.path().join("ca.crt"));
     let pem = app
         .client
         .get(app.url("/api/v1/crl?format=pem"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("crl.pem");
-    std::fs::write(&file, pem).unwrap();
-    let output = std::process::Command::new("openssl")
-        .args(["crl", "-noout", "-text", "-in"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap()
+    std::fs::write(&crl, pem.text().await.unwrap()).unwrap();
+    std::fs::write(&ca, app.ca_pem().await).unwrap();
+    openssl_crl(&crl, "PEM", &ca)
 }
 
 fn crl_number(text: &str) -> String {
-    text.lines()
-        .skip_while(|l| !l.contains("CRL Number"))
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_owned()
+    crl_field(text, "CRL Number").to_owned()
 }
 
 async fn records_in_redis(redis: &RedisServer) -> usize {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::certificates::CertificateView;
-use super::onboarding::{no_store, storage_error};
+use super::{no_store, storage_error};
 use crate::audit;
 use crate::domain::DeviceId;
 use crate::error::ApiError;

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::body::JsonBody;
-use super::onboarding::{no_store, storage_error};
+use super::{no_store, storage_error};
 use crate::audit;
 use crate::error::ApiError;
 use crate::metrics::ReasonLabel;

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::CACHE_CONTROL;
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -30,7 +31,7 @@ use crate::error::LimitScope;
 use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label, route_label};
 use crate::net::TrustedProxies;
 use crate::ratelimit::RateLimits;
-use crate::store::{FallbackStore, LimitSubject};
+use crate::store::{FallbackStore, LimitSubject, StoreError};
 use crate::token::TokenService;
 
 pub struct AppState {
@@ -269,4 +270,18 @@ pub async fn log_requests(
         None => tracing::info!(status, ms, "request done"),
     }
     Ok(response)
+}
+
+/// A response that carries a token or a certificate: no cache may keep it.
+pub fn no_store(mut response: HttpResponseBuilder) -> HttpResponseBuilder {
+    response.insert_header((CACHE_CONTROL, "no-store"));
+    response
+}
+
+pub fn storage_error(e: StoreError) -> ApiError {
+    tracing::warn!(error = %e, "token store unavailable");
+    match e {
+        StoreError::Unsure { retry_after } => ApiError::StorageRecovering(retry_after),
+        _ => ApiError::StorageUnavailable,
+    }
 }

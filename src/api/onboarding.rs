@@ -1,17 +1,16 @@
 //! `POST /api/v1/onboarding`: a single-use provisioning token for a device.
 
-use actix_web::http::header::CACHE_CONTROL;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use tracing::Span;
 
-use super::AppState;
 use super::body::JsonBody;
+use super::{AppState, no_store, storage_error};
 use crate::audit;
 use crate::auth::{OnboardingAuth, authorization};
 use crate::domain::Jti;
 use crate::error::ApiError;
-use crate::store::{StoreError, TokenStore};
+use crate::store::TokenStore;
 use crate::timefmt::rfc3339_now;
 use crate::token::unix_now;
 
@@ -71,18 +70,4 @@ pub async fn onboarding(
         expires_in: issued.expires_at - issued.issued_at,
         timestamp: rfc3339_now(),
     }))
-}
-
-/// A response that carries a token or a certificate: no cache may keep it.
-pub fn no_store(mut response: HttpResponseBuilder) -> HttpResponseBuilder {
-    response.insert_header((CACHE_CONTROL, "no-store"));
-    response
-}
-
-pub fn storage_error(e: StoreError) -> ApiError {
-    tracing::warn!(error = %e, "token store unavailable");
-    match e {
-        StoreError::Unsure { retry_after } => ApiError::StorageRecovering(retry_after),
-        _ => ApiError::StorageUnavailable,
-    }
 }

@@ -11,7 +11,7 @@ use tracing::Span;
 
 use super::AppState;
 use super::body::JsonBody;
-use super::onboarding::{no_store, storage_error};
+use super::{no_store, storage_error};
 use crate::audit;
 use crate::auth::bearer;
 use crate::ca::check_csr;

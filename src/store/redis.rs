@@ -465,11 +465,11 @@ impl RedisStore {
 
     async fn try_consume(
         &self,
+        conn: &mut MultiplexedConnection,
         device: &DeviceId,
         jti: &str,
         certificate: Option<&CertificateRecord>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
         let mut invocation = self.consume_script.key(self.keys.device(device));
         invocation.key(self.keys.token(device, jti)).arg(jti);
         if let Some(certificate) = certificate {
@@ -485,11 +485,11 @@ impl RedisStore {
                 .arg(RETENTION_AFTER_EXPIRY_SECS);
         }
         let consumed: i64 = invocation
-            .invoke_async(&mut conn)
+            .invoke_async(conn)
             .await
             .map_err(|e| self.fail(e))?;
         if consumed == 1 {
-            self.wait_for_replicas(&mut conn).await?;
+            self.wait_for_replicas(conn).await?;
         }
         Ok(consumed == 1)
     }
@@ -795,13 +795,13 @@ impl TokenStore for RedisStore {
         certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError> {
         // Connect first: the connection is what guarantees the loss check has run.
-        self.conn().await?;
+        let mut conn = self.conn().await?;
         if epoch < self.epoch() {
             return Ok(ConsumeOutcome::NotFound);
         }
         Ok(
             if self
-                .try_consume(device, &jti.to_string(), certificate)
+                .try_consume(&mut conn, device, &jti.to_string(), certificate)
                 .await?
             {
                 ConsumeOutcome::Consumed
@@ -816,7 +816,10 @@ impl TokenStore for RedisStore {
             let Some((jti, _)) = self.pending(device).await? else {
                 return Ok(false);
             };
-            if self.try_consume(device, &jti, None).await? {
+            if self
+                .try_consume(&mut self.conn().await?, device, &jti, None)
+                .await?
+            {
                 return Ok(true);
             }
         }

@@ -140,3 +140,33 @@ fn x509_of_file(file: &Path, args: &[&str]) -> String {
     assert!(output.status.success());
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// `openssl crl` on a CRL file, checking its signature against `ca`; the text it prints.
+pub fn openssl_crl(crl: &std::path::Path, inform: &str, ca: &std::path::Path) -> String {
+    let output = std::process::Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-inform", inform, "-in"])
+        .arg(crl)
+        .arg("-CAfile")
+        .arg(ca)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && all.contains("verify OK"),
+        "{all}"
+    );
+    all
+}
+
+/// The line after `label` in OpenSSL's text, trimmed.
+pub fn crl_field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .skip_while(|l| !l.contains(label))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {label} in {text}"))
+        .trim()
+}
