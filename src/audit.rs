@@ -1,5 +1,5 @@
-//! The audit stream: one event per token issued, consumed, rejected or revoked, and per
-//! certificate issued, on the tracing target `audit` (route it with
+//! The audit stream: one event per token issued, consumed, rejected or revoked, per
+//! certificate issued, renewed or revoked, and per device blocked or unblocked, on the tracing target `audit` (route it with
 //! `RUST_LOG=audit=info`; with `LOG_FORMAT=json` each event is one JSON object). Events
 //! name the device and client and a token by the first 8 characters of its jti; never a
 //! token, key or secret.
@@ -62,4 +62,30 @@ pub fn certificate_revoked(
         already_revoked = !first,
         client_ip = %ip(client),
     );
+}
+
+pub fn certificate_renewed(
+    device: &DeviceId,
+    previous: &str,
+    serial: &str,
+    proof: &str,
+    client: Option<IpAddr>,
+) {
+    tracing::info!(
+        target: "audit",
+        event = "certificate_renewed",
+        device_id = %device,
+        previous_serial = previous,
+        serial,
+        proof,
+        client_ip = %ip(client),
+    );
+}
+
+pub fn device_blocked(device: &DeviceId, reason: &str, client: Option<IpAddr>) {
+    tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(client));
+}
+
+pub fn device_unblocked(device: &DeviceId, was_blocked: bool, client: Option<IpAddr>) {
+    tracing::info!(target: "audit", event = "device_unblocked", device_id = %device, was_blocked, client_ip = %ip(client));
 }

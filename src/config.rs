@@ -43,6 +43,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("CERT_VALIDITY_DAYS", "ca.validity_days"),
     ("CRL_URL", "ca.crl_url"),
     ("CRL_VALIDITY_HOURS", "ca.crl_validity_hours"),
+    ("RENEWAL_AFTER_EXPIRY_DAYS", "renewal.after_expiry_days"),
+    ("RENEWAL_REVOKE_PREVIOUS", "renewal.revoke_previous"),
     ("MEMORY_SWEEP_INTERVAL", "memory.sweep_interval_seconds"),
     ("TRUSTED_PROXIES", "server.trusted_proxies"),
     ("TLS_CERT_FILE", "server.tls.cert"),
@@ -80,6 +82,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub onboarding: OnboardingSettings,
     pub ca: CaSettings,
+    pub renewal: RenewalSettings,
     pub memory: MemorySettings,
     pub rate_limit: RateLimitSettings,
     pub admin: AdminSettings,
@@ -382,6 +385,22 @@ impl Default for CaSettings {
             crl_url: None,
             crl_validity_hours: 24,
         }
+    }
+}
+
+/// `POST /api/v1/renew`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenewalSettings {
+    /// How many days after its notAfter a certificate may still renew; 0: only before.
+    pub after_expiry_days: u32,
+    /// Revoke the certificate a renewal replaces (reason `superseded`).
+    pub revoke_previous: bool,
+}
+
+impl RenewalSettings {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(u64::from(self.after_expiry_days) * 86_400)
     }
 }
 

@@ -72,6 +72,12 @@ impl CrlPublisher {
             .clone()
     }
 
+    /// Whether the current CRL lists `serial`.
+    pub fn lists(&self, serial: &[u8; 16]) -> bool {
+        self.current()
+            .is_some_and(|p| p.revoked.iter().any(|r| &r.serial == serial))
+    }
+
     /// Seconds until the current slot ends, for caches.
     pub fn seconds_until_refresh(&self) -> u64 {
         let now = OffsetDateTime::now_utc();

@@ -83,6 +83,16 @@ pub enum ApiError {
     InvalidReason,
     #[error("no certificate with this serial number was issued here (or it expired long ago)")]
     CertificateNotFound,
+    #[error("{0}")]
+    RenewalProofInvalid(String),
+    #[error(
+        "the certificate presented has expired (renewal.after_expiry_days allows {0} days after)"
+    )]
+    CertificateExpired(u32),
+    #[error("the certificate presented is revoked; the device must onboard again")]
+    CertificateRevoked,
+    #[error("this device is blocked; an operator must lift the block first")]
+    DeviceBlocked,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -118,6 +128,10 @@ impl ApiError {
             ApiError::InvalidSerial => "invalid_serial",
             ApiError::InvalidReason => "invalid_reason",
             ApiError::CertificateNotFound => "certificate_not_found",
+            ApiError::RenewalProofInvalid(_) => "renewal_proof_invalid",
+            ApiError::CertificateExpired(_) => "certificate_expired",
+            ApiError::CertificateRevoked => "certificate_revoked",
+            ApiError::DeviceBlocked => "device_blocked",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
@@ -139,8 +153,13 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_)
             | ApiError::TokenInvalid(_)
             | ApiError::TokenExpired
-            | ApiError::TokenUsed => StatusCode::UNAUTHORIZED,
-            ApiError::DeviceMismatch | ApiError::DeviceNotAllowed => StatusCode::FORBIDDEN,
+            | ApiError::TokenUsed
+            | ApiError::RenewalProofInvalid(_)
+            | ApiError::CertificateExpired(_) => StatusCode::UNAUTHORIZED,
+            ApiError::DeviceMismatch
+            | ApiError::DeviceNotAllowed
+            | ApiError::CertificateRevoked
+            | ApiError::DeviceBlocked => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,
@@ -175,7 +194,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_)
             | ApiError::TokenInvalid(_)
             | ApiError::TokenExpired
-            | ApiError::TokenUsed => {
+            | ApiError::TokenUsed
+            | ApiError::RenewalProofInvalid(_)
+            | ApiError::CertificateExpired(_) => {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }

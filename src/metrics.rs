@@ -114,6 +114,8 @@ pub struct Metrics {
     pub tokens_rejected: Family<ReasonLabel, Counter>,
     pub tokens_revoked: Counter,
     pub certificates_issued: Family<KeyTypeLabel, Counter>,
+    /// Certificates issued by renewal (counted in `certificates_issued` too).
+    pub certificates_renewed: Counter,
     pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub store_operation_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
     pub storage_mode: Family<ModeLabel, Gauge>,
@@ -150,6 +152,7 @@ impl Metrics {
             tokens_rejected: Family::default(),
             tokens_revoked: Counter::default(),
             certificates_issued: Family::default(),
+            certificates_renewed: Counter::default(),
             http_request_duration: Family::new_with_constructor(latency_histogram),
             store_operation_duration: Family::new_with_constructor(latency_histogram),
             storage_mode: Family::default(),
@@ -189,6 +192,11 @@ impl Metrics {
             "certificates_issued",
             "Device certificates issued, by key type",
             m.certificates_issued.clone(),
+        );
+        registry.register(
+            "certificates_renewed",
+            "Device certificates issued by renewal",
+            m.certificates_renewed.clone(),
         );
         registry.register(
             "http_request_duration_seconds",

@@ -8,6 +8,11 @@ use ipnet::IpNet;
 
 use crate::config::{ConfigError, List};
 
+/// The TLS client certificate (DER) of a connection that presented one: set per
+/// connection by the TLS listener, read by renewal.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Vec<u8>);
+
 #[derive(Debug, Default, Clone)]
 pub struct TrustedProxies(Vec<IpNet>);
 

@@ -19,9 +19,9 @@ use crate::config::{ConfigError, FallbackPolicy, Secret, Settings, TlsSettings};
 use crate::crl::CrlPublisher;
 use crate::fsutil;
 use crate::metrics::Metrics;
-use crate::net::TrustedProxies;
+use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
-use crate::store::{FallbackStore, MemoryStore, RedisConfig, RedisStore, StaleInRedis};
+use crate::store::{FallbackStore, Ledger, MemoryStore, RedisConfig, RedisStore, StaleInRedis};
 use crate::token::{MIN_SECRET_LEN, TokenService};
 
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
@@ -69,7 +69,7 @@ impl Application {
             "admin.keys",
         )?;
         let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)?;
-        let tls = tls_config(&settings.server.tls)?;
+        let tls = tls_config(&settings.server.tls, ca.cert_der())?;
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
@@ -104,12 +104,29 @@ impl Application {
             }
             None => StaleInRedis::default(),
         };
+        let ledger = match &redis {
+            Some(_) => None,
+            None => {
+                let (ledger, registry) = Ledger::open(certs_dir).with_context(|| {
+                    format!("reading the registry log in {}", certs_dir.display())
+                })?;
+                tracing::info!(
+                    path = %ledger.path().display(),
+                    certificates = registry.records.len(),
+                    blocked = registry.blocked.len(),
+                    "registry kept in a file (redis is off)"
+                );
+                memory.restore(registry);
+                Some(ledger)
+            }
+        };
         let store = Arc::new(FallbackStore::new(
             redis,
             memory,
             settings.redis.fallback,
             metrics.clone(),
             stale,
+            ledger,
         ));
         if settings.redis.enabled {
             tasks.push(store.spawn_reconciler(Duration::from_millis(
@@ -162,6 +179,7 @@ impl Application {
             crl,
             onboarding,
             policy,
+            renewal: settings.renewal.clone(),
             admin,
             limits,
             proxies,
@@ -186,7 +204,8 @@ impl Application {
             settings.server.request_head_timeout_ms,
         ))
         .client_disconnect_timeout(Duration::from_secs(1))
-        .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds));
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds))
+        .on_connect(remember_client_certificate);
         let server = match tls {
             Some(tls) => server.listen_rustls_0_23(listener, tls)?,
             None => server.listen(listener)?,
@@ -218,6 +237,21 @@ impl Application {
     }
 }
 
+/// Keeps a TLS connection's client certificate (verified against our CA by rustls) for
+/// the requests on that connection.
+fn remember_client_certificate(
+    connection: &dyn std::any::Any,
+    data: &mut actix_web::dev::Extensions,
+) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    let Some(tls) = connection.downcast_ref::<Tls>() else {
+        return;
+    };
+    if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        data.insert(PeerCertificate(leaf.to_vec()));
+    }
+}
+
 async fn forget_idle_limits(limits: std::sync::Weak<RateLimits>) {
     loop {
         tokio::time::sleep(RATE_LIMIT_CLEANUP).await;
@@ -228,8 +262,9 @@ async fn forget_idle_limits(limits: std::sync::Weak<RateLimits>) {
     }
 }
 
-/// The rustls configuration for `server.tls`, if it is set.
-fn tls_config(tls: &TlsSettings) -> anyhow::Result<Option<rustls::ServerConfig>> {
+/// The rustls configuration for `server.tls`, if it is set. Clients may present a
+/// certificate from our CA (renewal by mutual TLS); none is required.
+fn tls_config(tls: &TlsSettings, ca_der: &[u8]) -> anyhow::Result<Option<rustls::ServerConfig>> {
     let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
         return Ok(None);
     };
@@ -247,9 +282,17 @@ fn tls_config(tls: &TlsSettings) -> anyhow::Result<Option<rustls::ServerConfig>>
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(chain, key_der)
         .map_err(|e| {
             ConfigError::key(

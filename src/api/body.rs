@@ -96,4 +96,15 @@ impl JsonBody {
             Some(_) => Err(ApiError::InvalidJson(format!("{name} must be a string"))),
         }
     }
+
+    /// An optional boolean field: absent or null is `false`, anything but a boolean 400.
+    pub fn bool_field_or_absent(&self, name: &str) -> Result<bool, ApiError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ApiError::InvalidJson(format!(
+                "{name} must be true or false"
+            ))),
+        }
+    }
 }

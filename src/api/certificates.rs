@@ -1,5 +1,7 @@
 //! Admin endpoints for issued certificates: look one up by serial, revoke it.
 
+use std::net::IpAddr;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
@@ -54,6 +56,14 @@ pub struct CertificateAnswer {
     pub certificate: CertificateView,
 }
 
+/// The body's optional `reason` (RFC 5280 name), `unspecified` when absent.
+pub(super) fn reason_in(body: &super::body::JsonBody) -> Result<Reason, ApiError> {
+    match body.str_field_or_absent("reason")? {
+        None => Ok(Reason::Unspecified),
+        Some(name) => Reason::parse(name).ok_or(ApiError::InvalidReason),
+    }
+}
+
 fn serial(path: &str) -> Result<[u8; 16], ApiError> {
     parse_serial(path).ok_or(ApiError::InvalidSerial)
 }
@@ -96,10 +106,7 @@ pub async fn revoke(
     let reason = if raw.is_empty() {
         Reason::Unspecified
     } else {
-        match raw.json()?.str_field_or_absent("reason")? {
-            None => Reason::Unspecified,
-            Some(name) => Reason::parse(name).ok_or(ApiError::InvalidReason)?,
-        }
+        reason_in(&raw.json()?)?
     };
     let revocation = Revocation {
         at: unix_now(),
@@ -111,8 +118,22 @@ pub async fn revoke(
         .await
         .map_err(storage_error)?
         .ok_or(ApiError::CertificateNotFound)?;
-    let applied = record.revocation.expect("a revoked record");
-    let first = applied == revocation;
+    let first = record.revocation == Some(revocation);
+    note_revocation(&state, &record, first, state.client_ip(&req));
+    refresh_crl(&state).await;
+    Ok(answer(&record))
+}
+
+/// Counts and audits a revocation; `first` when this request made it.
+pub(super) fn note_revocation(
+    state: &AppState,
+    record: &CertificateRecord,
+    first: bool,
+    client: Option<IpAddr>,
+) {
+    let Some(applied) = record.revocation else {
+        return;
+    };
     if first {
         state
             .metrics
@@ -127,11 +148,13 @@ pub async fn revoke(
         &record.serial_hex(),
         applied.reason.as_str(),
         first,
-        state.client_ip(&req),
+        client,
     );
-    // This instance's CRL at once; the others' at their next look (two seconds).
+}
+
+/// This instance's CRL at once; the others' at their next look (two seconds).
+pub(super) async fn refresh_crl(state: &AppState) {
     if let Err(e) = state.crl.refresh().await {
         tracing::warn!(error = %e, "the CRL will list the revocation at the next refresh");
     }
-    Ok(answer(&record))
 }

@@ -8,6 +8,7 @@ mod crl;
 mod health;
 mod onboarding;
 pub mod openapi;
+mod renew;
 mod sign_csr;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use tracing::field::Empty;
 
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth, bearer};
 use crate::ca::CertificateAuthority;
+use crate::config::RenewalSettings;
 use crate::crl::CrlPublisher;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub crl: Arc<CrlPublisher>,
     pub onboarding: OnboardingAuth,
     pub policy: DevicePolicy,
+    pub renewal: RenewalSettings,
     pub admin: KeyDigests,
     pub limits: Arc<RateLimits>,
     pub proxies: TrustedProxies,
@@ -139,10 +142,13 @@ impl AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/onboarding"),
     ("post", "/api/v1/sign-csr"),
+    ("post", "/api/v1/renew"),
     ("get", "/api/v1/ca"),
     ("get", "/api/v1/crl"),
     ("get", "/api/v1/devices/{device_id}"),
     ("delete", "/api/v1/devices/{device_id}/token"),
+    ("post", "/api/v1/devices/{device_id}/revoke"),
+    ("delete", "/api/v1/devices/{device_id}/block"),
     ("get", "/api/v1/certificates/{serial}"),
     ("post", "/api/v1/certificates/{serial}/revoke"),
     ("get", "/api/v1/openapi.json"),
@@ -155,12 +161,22 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/api/v1/onboarding", onboarding::onboarding))
         .service(post("/api/v1/sign-csr", sign_csr::sign_csr))
+        .service(post("/api/v1/renew", renew::renew))
         .service(get("/api/v1/ca", ca::ca_certificate))
         .service(get("/api/v1/crl", crl::crl))
         .service(get("/api/v1/devices/{device_id}", admin::device_status))
         .service(
             web::resource("/api/v1/devices/{device_id}/token")
                 .route(web::delete().to(admin::revoke_token))
+                .default_service(method_not_allowed("DELETE")),
+        )
+        .service(post(
+            "/api/v1/devices/{device_id}/revoke",
+            admin::revoke_device,
+        ))
+        .service(
+            web::resource("/api/v1/devices/{device_id}/block")
+                .route(web::delete().to(admin::unblock))
                 .default_service(method_not_allowed("DELETE")),
         )
         .service(get(

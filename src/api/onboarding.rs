@@ -10,7 +10,7 @@ use crate::audit;
 use crate::auth::{OnboardingAuth, authorization};
 use crate::domain::Jti;
 use crate::error::ApiError;
-use crate::store::TokenStore;
+use crate::store::{Issued, TokenStore};
 use crate::timefmt::rfc3339_now;
 use crate::token::unix_now;
 
@@ -55,11 +55,15 @@ pub async fn onboarding(
 
     let jti = Jti::random();
     Span::current().record("jti", jti.short());
-    state
+    match state
         .store
         .issue(&device, &jti, state.tokens.ttl())
         .await
-        .map_err(storage_error)?;
+        .map_err(storage_error)?
+    {
+        Issued::Issued => {}
+        Issued::Blocked => return Err(ApiError::DeviceBlocked),
+    }
     let issued = state.tokens.issue(&device, jti, state.store.epoch())?;
     state.metrics.tokens_issued.inc();
     audit::token_issued(&device, &issued.jti, client);

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::admin::{DeviceStatus, Revoked};
+use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
 use super::certificates::{CertificateAnswer, CertificateView};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth};
 use super::onboarding::OnboardingResponse;
@@ -32,6 +32,25 @@ pub struct SignCsrRequest {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct RenewRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub device_id: String,
+    /// PKCS#10 request, PEM, at most 16 KiB: the current key, or a new one.
+    #[schema(max_length = 16384)]
+    pub csr: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokeDeviceRequest {
+    /// RFC 5280 reason name; `unspecified` when absent.
+    #[schema(nullable = false)]
+    pub reason: Option<RevocationReasonName>,
+    /// Also block the device: no onboarding or renewal until the block is lifted.
+    #[schema(nullable = false)]
+    pub block: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Always false.
     pub success: bool,
@@ -45,7 +64,8 @@ pub struct ErrorDetail {
     /// `device_not_allowed`, `invalid_csr`, `csr_signature_invalid`,
     /// `csr_policy_violation`, `payload_too_large`, `unsupported_media_type`,
     /// `request_timeout`, `rate_limited`, `invalid_query`, `invalid_serial`,
-    /// `invalid_reason`, `certificate_not_found`,
+    /// `invalid_reason`, `certificate_not_found`, `renewal_proof_invalid`,
+    /// `certificate_expired`, `certificate_revoked`, `device_blocked`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
@@ -60,10 +80,13 @@ pub struct ErrorDetail {
     paths(
         onboarding,
         sign_csr,
+        renew,
         ca,
         crl,
         device_status,
         revoke_token,
+        revoke_device,
+        unblock_device,
         certificate,
         revoke_certificate,
         openapi_json,
@@ -88,7 +111,12 @@ pub struct ErrorDetail {
         CrlFormat,
         CertificateView,
         CertificateAnswer,
-        RevokeRequest
+        RevokeRequest,
+        RenewRequest,
+        RevokeDeviceRequest,
+        DeviceRevoked,
+        Unblocked,
+        BlockView
     )),
     modifiers(&Security)
 )]
@@ -106,7 +134,9 @@ impl Modify for Security {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "sign-csr: the provisioning token. onboarding in `key` mode: an \
-                         enrollment key. Admin endpoints: an admin key.",
+                         enrollment key. renew: a JWT signed by the current certificate's \
+                         key, the certificate in its x5c header. Admin endpoints: an admin \
+                         key.",
                     ))
                     .build(),
             ),
@@ -125,7 +155,7 @@ impl Modify for Security {
         (status = 200, description = "A token", body = OnboardingResponse),
         (status = 400, description = "invalid_json, invalid_device_id", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 403, description = "device_not_allowed", body = ErrorBody),
+        (status = 403, description = "device_not_allowed, device_blocked", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
@@ -150,6 +180,29 @@ fn onboarding() {}
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
 fn sign_csr() {}
+
+/// Trade the device's current certificate (and a CSR, same key or new) for a new one.
+///
+/// Proof of the current certificate's key: `Authorization: Bearer <JWT>` signed by it
+/// (ES256, ES384, EdDSA, RS256 or PS256), the certificate in the JWS header's `x5c`,
+/// claims `sub` = device id, `aud` = `provisiond:renew`, `iat`, `exp` (at most 300 s
+/// after `iat`), `jti` (accepted once); or, on the TLS listener, the certificate as the
+/// TLS client certificate.
+#[utoipa::path(post, path = "/api/v1/renew", request_body = RenewRequest,
+    security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "The new certificate", body = SignCsrResponse),
+        (status = 400, description = "invalid_json, invalid_device_id, invalid_csr, csr_signature_invalid", body = ErrorBody),
+        (status = 401, description = "renewal_proof_invalid, certificate_expired", body = ErrorBody),
+        (status = 403, description = "certificate_revoked, device_blocked, device_not_allowed", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
+        (status = 422, description = "csr_policy_violation", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: the registry cannot be reached; nothing was issued", body = ErrorBody),
+    ))]
+fn renew() {}
 
 /// The CA chain, PEM, issuing CA first.
 #[utoipa::path(get, path = "/api/v1/ca",
@@ -264,6 +317,37 @@ fn device_status() {}
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
 fn revoke_token() {}
+
+/// Revoke every valid certificate of a device and its pending token; with `block`, the
+/// device can no longer onboard or renew until unblocked (admin).
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/revoke",
+    params(("device_id" = String, Path, description = "The device id")),
+    request_body(content = Option<RevokeDeviceRequest>, description = "Optional; no body revokes as `unspecified` without blocking"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoked (and blocked)", body = DeviceRevoked),
+        (status = 400, description = "invalid_device_id, invalid_reason, invalid_json", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: nothing was changed; send it again later", body = ErrorBody),
+    ))]
+fn revoke_device() {}
+
+/// Lift a device's block (admin).
+#[utoipa::path(delete, path = "/api/v1/devices/{device_id}/block",
+    params(("device_id" = String, Path, description = "The device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unblocked, or it was not blocked", body = Unblocked),
+        (status = 400, description = "invalid_device_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable", body = ErrorBody),
+    ))]
+fn unblock_device() {}
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json",

@@ -14,7 +14,8 @@ use super::body::JsonBody;
 use super::{no_store, storage_error};
 use crate::audit;
 use crate::auth::bearer;
-use crate::ca::check_csr;
+use crate::ca::{DevicePublicKey, IssuedCertificate, check_csr};
+use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::metrics::{KeyTypeLabel, ReasonLabel, key_type_label};
 use crate::registry::{CertificateRecord, slots};
@@ -92,22 +93,8 @@ async fn sign(
 
     // 5 and 6. Sign, then consume the token and record the certificate in one atomic
     // step: one request wins, on any instance, and only its certificate is handed out
-    // (the others' are dropped unseen). The serial carries the device's slot, so that
-    // the record is found from the serial alone.
-    let serial = slots::serial_in(slots::slot_of(device.as_str()));
-    let cert = state
-        .ca
-        .issue(&device, &key, &serial)
-        .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
-    let record = CertificateRecord {
-        serial,
-        device_id: device.clone(),
-        issued_at: unix_now(),
-        not_after: cert.not_after.unix_timestamp().max(0) as u64,
-        key_type: key_type_label(key.key_type()),
-        fingerprint_sha256: cert.fingerprint_sha256,
-        revocation: None,
-    };
+    // (the others' are dropped unseen).
+    let (cert, record) = certify(state, &device, &key)?;
     match state
         .store
         .consume(&device, &claims.jti, claims.epoch, Some(&record))
@@ -119,14 +106,46 @@ async fn sign(
     }
     state.metrics.tokens_consumed.inc();
     audit::token_consumed(&device, &claims.jti, client);
+    Ok(hand_out(state, cert, &record, client))
+}
 
-    let key_type = key.key_type().to_string();
+/// Signs a certificate for `device` around `key`, and the record that goes with it. The
+/// serial carries the device's slot, so that the record is found from the serial alone.
+pub(super) fn certify(
+    state: &AppState,
+    device: &DeviceId,
+    key: &DevicePublicKey,
+) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
+    let serial = slots::serial_in(slots::slot_of(device.as_str()));
+    let cert = state
+        .ca
+        .issue(device, key, &serial)
+        .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+    let record = CertificateRecord {
+        serial,
+        device_id: device.clone(),
+        issued_at: unix_now(),
+        not_after: cert.not_after.unix_timestamp().max(0) as u64,
+        key_type: key_type_label(key.key_type()),
+        fingerprint_sha256: cert.fingerprint_sha256,
+        revocation: None,
+    };
+    Ok((cert, record))
+}
+
+/// The answer for a certificate that is recorded: audit, metrics, and the certificate.
+pub(super) fn hand_out(
+    state: &AppState,
+    cert: IssuedCertificate,
+    record: &CertificateRecord,
+    client: Option<IpAddr>,
+) -> HttpResponse {
     Span::current().record("serial", cert.serial_hex.as_str());
-    Span::current().record("key_type", key_type.as_str());
+    Span::current().record("key_type", record.key_type);
     audit::certificate_issued(
-        &device,
+        &record.device_id,
         &cert.serial_hex,
-        &key_type,
+        record.key_type,
         &hex::encode(cert.fingerprint_sha256),
         client,
     );
@@ -137,12 +156,12 @@ async fn sign(
             key_type: record.key_type,
         })
         .inc();
-    Ok(no_store(HttpResponse::Ok()).json(SignCsrResponse {
+    no_store(HttpResponse::Ok()).json(SignCsrResponse {
         success: true,
         certificate: cert.pem,
         ca_certificate: state.ca.chain_pem().to_owned(),
         serial_number: cert.serial_hex,
         expires_at: rfc3339(cert.not_after),
         timestamp: rfc3339_now(),
-    }))
+    })
 }

@@ -6,6 +6,7 @@
 
 pub mod derived;
 mod policy;
+pub mod renewal;
 
 use std::path::Path;
 

@@ -191,7 +191,7 @@ pub fn check_csr(
     })
 }
 
-fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, ApiError> {
+pub(super) fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, ApiError> {
     let algorithm = &spki.algorithm.algorithm;
     if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki

@@ -4,6 +4,7 @@
 mod crl;
 mod csr;
 pub mod files;
+mod presented;
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
+pub use presented::PresentedCertificate;
 
 use crate::config::CaSettings;
 use crate::domain::DeviceId;
@@ -25,6 +27,8 @@ const BACKDATE: Duration = Duration::from_secs(300);
 
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
+    /// The issuing CA's certificate, DER.
+    cert_der: Vec<u8>,
     chain_pem: String,
     not_after: OffsetDateTime,
     subject: String,
@@ -57,6 +61,7 @@ impl CertificateAuthority {
                 .map_or(rcgen::KeyIdMethod::Sha256, rcgen::KeyIdMethod::PreSpecified),
             crl_url: settings.crl_url.clone(),
             issuer,
+            cert_der: files.cert_der,
             chain_pem: files.chain_pem,
             not_after: files.not_after,
             subject: files.subject,
@@ -74,6 +79,11 @@ impl CertificateAuthority {
     /// `provisiond ca init`: writes a new CA into `dir`.
     pub fn init(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
         files::generate(dir, common_name, force)
+    }
+
+    /// The issuing CA's certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
     }
 
     pub fn chain_pem(&self) -> &str {

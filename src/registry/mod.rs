@@ -90,6 +90,29 @@ pub struct Revocation {
     pub reason: Reason,
 }
 
+/// An operator's block on a device: it may not onboard or renew until it is lifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Unix seconds.
+    pub at: u64,
+    pub reason: Reason,
+}
+
+impl Block {
+    /// The stored form: `<unix s>:<reason code>`.
+    pub fn pack(&self) -> String {
+        format!("{}:{}", self.at, self.reason.code())
+    }
+
+    pub fn unpack(text: &str) -> Option<Self> {
+        let (at, code) = text.split_once(':')?;
+        Some(Self {
+            at: at.parse().ok()?,
+            reason: Reason::from_code(code.parse().ok()?)?,
+        })
+    }
+}
+
 /// A certificate the server issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRecord {
@@ -228,6 +251,18 @@ mod tests {
         assert_eq!(packed.len(), 1 + 10 + 46);
         assert_eq!(CertificateRecord::unpack(r.serial, &packed), Some(r));
         assert_eq!(CertificateRecord::unpack([0; 16], &packed[1..]), None);
+    }
+
+    #[test]
+    fn blocks_pack_and_unpack() {
+        let block = Block {
+            at: 1_800_000_000,
+            reason: Reason::KeyCompromise,
+        };
+        assert_eq!(Block::unpack(&block.pack()), Some(block));
+        assert_eq!(Block::unpack("1800000000"), None);
+        assert_eq!(Block::unpack("x:1"), None);
+        assert_eq!(Block::unpack("1:7"), None);
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //!    also written to disk ([`StaleInRedis`]), so a restart during an outage keeps them.
 //! 3. Derived-mode proofs are remembered only where every instance sees them: in Redis
 //!    when it is enabled (503 while it is away), in memory only when Redis is off.
+//!
+//! The registry (certificates, revocations, blocks) lives in Redis when it is enabled;
+//! renewals, revocations and blocks need it (503 while it is away), and onboarding from
+//! memory during an outage refuses the devices last seen blocked there. With Redis off,
+//! the registry lives in memory and in the [`Ledger`] file, which a restart reads back.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -25,16 +30,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
+use super::ledger::{Entry, Ledger};
 use super::memory::Take;
 use super::stale::StaleInRedis;
 use super::{
-    CertificateRegistry, ConsumeOutcome, LimitSubject, MemoryStore, RedisStore, RevokedList,
-    StorageMode, StoreError, StoreStats, TokenStore,
+    CertificateRegistry, ConsumeOutcome, Issued, LimitSubject, MemoryStore, ProofUse, RedisStore,
+    Renewal, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
 };
 use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::registry::{CertificateRecord, Revocation};
+use crate::registry::{Block, CertificateRecord, Revocation};
+use crate::token::unix_now;
 
 pub struct FallbackStore {
     redis: Option<Arc<RedisStore>>,
@@ -45,6 +52,11 @@ pub struct FallbackStore {
     /// Certificate records made in memory while Redis was away, to write there when it
     /// is back (they stay in memory too until then, so lookups find them meanwhile).
     unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
+    /// The registry's file, with Redis off.
+    ledger: Option<Ledger>,
+    /// Unix seconds: with Redis off, renewal proofs made before this process started
+    /// are refused (the proofs used before the restart were not kept).
+    started_at: u64,
 }
 
 impl FallbackStore {
@@ -54,6 +66,7 @@ impl FallbackStore {
         policy: FallbackPolicy,
         metrics: Arc<Metrics>,
         stale: StaleInRedis,
+        ledger: Option<Ledger>,
     ) -> Self {
         Self {
             redis,
@@ -62,6 +75,36 @@ impl FallbackStore {
             metrics,
             stale,
             unsynced: std::sync::Mutex::new(Vec::new()),
+            ledger,
+            started_at: unix_now(),
+        }
+    }
+
+    /// Writes registry changes to the ledger, when there is one, before they are answered.
+    fn journal(&self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
+        match &self.ledger {
+            Some(ledger) => ledger.append(entries).map_err(|e| {
+                StoreError::Failed(format!("cannot write {}: {e}", ledger.path().display()))
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Redis when it is enabled and reachable; `Ok(None)` when it is off; unreachable
+    /// otherwise. For what only Redis may answer when it is enabled.
+    fn registry_redis(&self) -> Result<Option<&RedisStore>, StoreError> {
+        match &self.redis {
+            None => Ok(None),
+            Some(redis) if redis.is_connected() => Ok(Some(redis)),
+            Some(_) => Err(unreachable()),
+        }
+    }
+
+    /// Whether onboarding from memory must refuse the device.
+    fn blocked_for_memory(&self, device: &DeviceId) -> bool {
+        match &self.redis {
+            Some(redis) => redis.seen_blocked(device),
+            None => self.memory.is_blocked(device),
         }
     }
 
@@ -224,15 +267,21 @@ impl FallbackStore {
 
 #[async_trait]
 impl TokenStore for FallbackStore {
-    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError> {
+    async fn issue(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        ttl: Duration,
+    ) -> Result<Issued, StoreError> {
         if let Some(redis) = self.live_redis() {
             match self.timed("issue", redis.issue(device, jti, ttl)).await {
-                Ok(()) => {
+                Ok(Issued::Issued) => {
                     // Redis holds the one pending token now: nothing else is live.
                     self.memory.remove(device);
                     self.stale.clear_all_of(device);
-                    return Ok(());
+                    return Ok(Issued::Issued);
                 }
+                Ok(Issued::Blocked) => return Ok(Issued::Blocked),
                 Err(e @ StoreError::Unreachable(_)) if self.memory_allowed() => {
                     tracing::warn!(%device, error = %e, "issuing into memory instead");
                 }
@@ -242,6 +291,9 @@ impl TokenStore for FallbackStore {
         if !self.memory_allowed() {
             return Err(unreachable());
         }
+        if self.blocked_for_memory(device) {
+            return Ok(Issued::Blocked);
+        }
         if self.redis.is_some() {
             // Written down first: a token in memory whose mark could be lost with a
             // restart would let the token it replaced come back.
@@ -250,7 +302,7 @@ impl TokenStore for FallbackStore {
             })?;
         }
         self.timed_memory("issue", || self.memory.insert(device, jti, ttl));
-        Ok(())
+        Ok(Issued::Issued)
     }
 
     async fn consume(
@@ -267,6 +319,7 @@ impl TokenStore for FallbackStore {
                     if self.redis.is_some() {
                         self.unsynced().push(certificate.clone());
                     }
+                    self.journal(&[Entry::Issued(certificate)])?;
                 }
                 return Ok(ConsumeOutcome::Consumed);
             }
@@ -392,15 +445,78 @@ impl CertificateRegistry for FallbackStore {
         serial: &[u8; 16],
         revocation: Revocation,
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        let Some(redis) = &self.redis else {
-            return self.memory.revoke(serial, revocation).await;
+        let Some(redis) = self.registry_redis()? else {
+            let record = self.memory.revoke(serial, revocation).await?;
+            if let Some(record) = &record
+                && record.revocation == Some(revocation)
+            {
+                self.journal(&[Entry::Revoked(serial, revocation)])?;
+            }
+            return Ok(record);
         };
-        if !redis.is_connected() {
-            return Err(unreachable());
-        }
         // A record made during the outage goes to Redis first, so that it is revoked there.
         self.sync_records(redis).await?;
         redis.revoke(serial, revocation).await
+    }
+
+    async fn renew(
+        &self,
+        previous: &[u8; 16],
+        proof: Option<ProofUse>,
+        record: &CertificateRecord,
+        supersede: Option<Revocation>,
+    ) -> Result<Renewal, StoreError> {
+        if let Some(redis) = self.registry_redis()? {
+            // The previous certificate may be one made during an outage.
+            self.sync_records(redis).await?;
+            return redis.renew(previous, proof, record, supersede).await;
+        }
+        if proof.is_some_and(|p| p.issued_at < self.started_at) {
+            return Ok(Renewal::ProofUsed);
+        }
+        let renewal = self
+            .memory
+            .renew(previous, proof, record, supersede)
+            .await?;
+        if let Renewal::Renewed { superseded } = &renewal {
+            let mut entries = vec![Entry::Issued(record)];
+            if let Some(superseded) = superseded
+                && let Some(revocation) = superseded.revocation
+            {
+                entries.push(Entry::Revoked(previous, revocation));
+            }
+            self.journal(&entries)?;
+        }
+        Ok(renewal)
+    }
+
+    async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {
+        if let Some(redis) = self.registry_redis()? {
+            return redis.block(device, block).await;
+        }
+        let standing = self.memory.block(device, block).await?;
+        if standing == block {
+            self.journal(&[Entry::Blocked(device, block)])?;
+        }
+        Ok(standing)
+    }
+
+    async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        if let Some(redis) = self.registry_redis()? {
+            return redis.unblock(device).await;
+        }
+        let lifted = self.memory.unblock(device).await?;
+        if lifted {
+            self.journal(&[Entry::Unblocked(device)])?;
+        }
+        Ok(lifted)
+    }
+
+    async fn blocked(&self, device: &DeviceId) -> Result<Option<Block>, StoreError> {
+        match self.registry_redis()? {
+            Some(redis) => redis.blocked(device).await,
+            None => self.memory.blocked(device).await,
+        }
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {

@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::{
-    CertificateRegistry, ConsumeOutcome, RevokedCertificate, RevokedList, StorageMode, StoreError,
-    StoreStats, TokenStore, replay_window,
+    CertificateRegistry, ConsumeOutcome, Issued, PROOF_LIFETIME, ProofUse, Renewal,
+    RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
+    replay_window,
 };
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::registry::{CertificateRecord, Revocation};
+use crate::registry::{Block, CertificateRecord, Revocation};
 use crate::token::{unix_now, unix_now_ms};
 
 /// Enough shards that a sweep or a count never holds up a request for long.
@@ -63,6 +64,28 @@ struct Certificates {
     by_serial: HashMap<[u8; 16], CertificateRecord>,
     /// Unix ms of the latest revocation.
     revision: u64,
+    /// Blocked devices (with Redis on, those known to be blocked there: what an outage
+    /// goes by).
+    blocked: HashMap<DeviceId, Block>,
+    /// Renewal proofs used, until they expire (unix s).
+    proofs: HashMap<u64, u64>,
+}
+
+impl Certificates {
+    fn revoke(
+        &mut self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Option<(bool, CertificateRecord)> {
+        let record = self.by_serial.get_mut(serial)?;
+        if record.revocation.is_some() {
+            return Some((false, record.clone()));
+        }
+        record.revocation = Some(revocation);
+        let record = record.clone();
+        self.revision = self.revision.max(revocation.at * 1000).max(unix_now_ms()) + 1;
+        Some((true, record))
+    }
 }
 
 impl Default for MemoryStore {
@@ -96,6 +119,24 @@ impl MemoryStore {
     /// Drops a record once Redis holds it.
     pub fn forget_certificate(&self, serial: &[u8; 16]) {
         self.certs().by_serial.remove(serial);
+    }
+
+    /// Whether the device is blocked, as far as this store knows.
+    pub fn is_blocked(&self, device: &DeviceId) -> bool {
+        self.certs().blocked.contains_key(device)
+    }
+
+    /// Starts from what the ledger held.
+    pub fn restore(&self, registry: super::ledger::Registry) {
+        let mut certs = self.certs();
+        certs.revision = registry
+            .records
+            .values()
+            .filter_map(|r| r.revocation.map(|r| r.at * 1000))
+            .max()
+            .unwrap_or(0);
+        certs.by_serial = registry.records;
+        certs.blocked = registry.blocked;
     }
 
     pub fn certificate_here(&self, serial: &[u8; 16]) -> Option<CertificateRecord> {
@@ -219,7 +260,11 @@ impl MemoryStore {
 
     pub fn sweep(&self) -> usize {
         let unix = unix_now();
-        self.certs().by_serial.retain(|_, c| c.keep_until() > unix);
+        {
+            let mut certs = self.certs();
+            certs.by_serial.retain(|_, c| c.keep_until() > unix);
+            certs.proofs.retain(|_, until| *until >= unix);
+        }
         let now = self.now_ms();
         self.shards
             .iter()
@@ -236,9 +281,17 @@ impl MemoryStore {
 
 #[async_trait]
 impl TokenStore for MemoryStore {
-    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError> {
+    async fn issue(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        ttl: Duration,
+    ) -> Result<Issued, StoreError> {
+        if self.is_blocked(device) {
+            return Ok(Issued::Blocked);
+        }
         self.insert(device, jti, ttl);
-        Ok(())
+        Ok(Issued::Issued)
     }
 
     async fn consume(
@@ -302,17 +355,55 @@ impl CertificateRegistry for MemoryStore {
         serial: &[u8; 16],
         revocation: Revocation,
     ) -> Result<Option<CertificateRecord>, StoreError> {
+        Ok(self.certs().revoke(serial, revocation).map(|(_, r)| r))
+    }
+
+    async fn renew(
+        &self,
+        previous: &[u8; 16],
+        proof: Option<ProofUse>,
+        record: &CertificateRecord,
+        supersede: Option<Revocation>,
+    ) -> Result<Renewal, StoreError> {
         let mut certs = self.certs();
-        let Some(record) = certs.by_serial.get_mut(serial) else {
-            return Ok(None);
-        };
-        if record.revocation.is_none() {
-            record.revocation = Some(revocation);
-            let record = record.clone();
-            certs.revision = certs.revision.max(revocation.at * 1000).max(unix_now_ms()) + 1;
-            return Ok(Some(record));
+        if certs.blocked.contains_key(&record.device_id) {
+            return Ok(Renewal::Blocked);
         }
-        Ok(Some(record.clone()))
+        if certs
+            .by_serial
+            .get(previous)
+            .is_some_and(|p| p.revocation.is_some())
+        {
+            return Ok(Renewal::PreviousRevoked);
+        }
+        if let Some(proof) = proof {
+            let until = proof.issued_at + PROOF_LIFETIME.as_secs() + 1;
+            if certs
+                .proofs
+                .get(&proof.id)
+                .is_some_and(|u| *u >= unix_now())
+            {
+                return Ok(Renewal::ProofUsed);
+            }
+            certs.proofs.insert(proof.id, until);
+        }
+        certs.by_serial.insert(record.serial, record.clone());
+        let superseded = supersede
+            .and_then(|revocation| certs.revoke(previous, revocation))
+            .and_then(|(now, record)| now.then_some(record));
+        Ok(Renewal::Renewed { superseded })
+    }
+
+    async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {
+        Ok(*self.certs().blocked.entry(device.clone()).or_insert(block))
+    }
+
+    async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        Ok(self.certs().blocked.remove(device).is_some())
+    }
+
+    async fn blocked(&self, device: &DeviceId) -> Result<Option<Block>, StoreError> {
+        Ok(self.certs().blocked.get(device).copied())
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {

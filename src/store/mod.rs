@@ -6,6 +6,7 @@
 
 mod fallback;
 mod incarnation;
+mod ledger;
 mod memory;
 mod redis;
 mod stale;
@@ -15,9 +16,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::domain::{DeviceId, Jti};
-use crate::registry::{CertificateRecord, Revocation};
+use crate::registry::{Block, CertificateRecord, Revocation};
 
 pub use fallback::FallbackStore;
+pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
 pub use redis::{LimitSubject, RedisConfig, RedisStore};
 pub use stale::StaleInRedis;
@@ -28,6 +30,41 @@ pub enum ConsumeOutcome {
     Consumed,
     /// Never issued, already used, replaced, revoked or expired.
     NotFound,
+}
+
+/// What [`TokenStore::issue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issued {
+    Issued,
+    /// The device is blocked: nothing was written.
+    Blocked,
+}
+
+/// The single use of a renewal proof: an id for it (from the JWT's `jti`) and when it was
+/// made (its `iat`; accepted until 300 s after, as the proof's `exp` must be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofUse {
+    pub id: u64,
+    pub issued_at: u64,
+}
+
+/// How long a renewal proof is accepted after its `iat` (its `exp` may not be later).
+pub const PROOF_LIFETIME: Duration = Duration::from_secs(300);
+
+/// What [`CertificateRegistry::renew`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// The new certificate is recorded; `superseded` is the previous one's record when
+    /// this renewal revoked it.
+    Renewed {
+        superseded: Option<CertificateRecord>,
+    },
+    /// Nothing recorded: the proof was used already.
+    ProofUsed,
+    /// Nothing recorded: the device is blocked.
+    Blocked,
+    /// Nothing recorded: the certificate presented is revoked.
+    PreviousRevoked,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +137,14 @@ pub struct StoreStats {
 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
-    /// Makes `jti` the one pending token of `device` for `ttl`, replacing any other.
-    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError>;
+    /// Makes `jti` the one pending token of `device` for `ttl`, replacing any other,
+    /// unless the device is blocked.
+    async fn issue(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        ttl: Duration,
+    ) -> Result<Issued, StoreError>;
 
     /// Uses the token up if it is still pending, and records `certificate` in the same
     /// atomic step: a certificate is recorded exactly when its token is consumed.
@@ -181,4 +224,26 @@ pub trait CertificateRegistry: Send + Sync + 'static {
     async fn revision(&self) -> Result<u64, StoreError>;
 
     async fn revoked(&self) -> Result<RevokedList, StoreError>;
+
+    /// Records `record`, the certificate that renews `previous`, in one atomic step with
+    /// the checks that must hold at that moment: the device is not blocked, `previous`
+    /// is not revoked (a record not found is not revoked: it may predate the registry),
+    /// and `proof` was not used before. With `supersede`, `previous` is revoked in the
+    /// same step.
+    async fn renew(
+        &self,
+        previous: &[u8; 16],
+        proof: Option<ProofUse>,
+        record: &CertificateRecord,
+        supersede: Option<Revocation>,
+    ) -> Result<Renewal, StoreError>;
+
+    /// Blocks the device; answers the block that stands (the first one, when it was
+    /// blocked already).
+    async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError>;
+
+    /// Lifts the device's block; `true` when there was one.
+    async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError>;
+
+    async fn blocked(&self, device: &DeviceId) -> Result<Option<Block>, StoreError>;
 }

@@ -5,6 +5,11 @@
 //! ```text
 //! <prefix>token:{<device_id>}:<jti>  -> {"deviceId": "...", "jti": "...", "expiresAt": <unix>}  EX ttl
 //! <prefix>device:{<device_id>}       -> <jti>                                               EX ttl
+//! <prefix>blocked:{<device_id>}      -> <unix s>:<reason code>   (until unblocked)
+//! <prefix>proof:{<device_id>}:<id>   -> 1                        EX the renewal proof's life
+//! <prefix>nonce:{<device_id>}:<ts>   -> 1                        EX the replay window
+//! <prefix>certs:{<slot tag>}         -> hash serial -> record    (the tag is in the device's slot)
+//! <prefix>revoked                    -> zset serial by not_after (one key: the CRL's list)
 //! ```
 //!
 //! Issue and consume are each one Lua script with every key declared. Redis expires the
@@ -21,6 +26,7 @@
 //! never used before the server knows which tokens it may have forgotten were used.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,13 +38,16 @@ use tokio::task::JoinHandle;
 
 use super::incarnation::{self, Probe, Watch};
 use super::{
-    CertificateRegistry, ConsumeOutcome, RedisCounts, RedisStats, RevokedCertificate, RevokedList,
-    StorageMode, StoreError, StoreStats, TokenStore, replay_window,
+    CertificateRegistry, ConsumeOutcome, Issued, PROOF_LIFETIME, ProofUse, RedisCounts, RedisStats,
+    Renewal, RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
+    replay_window,
 };
 use crate::config::{RedisSettings, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::registry::{CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Revocation, slots};
+use crate::registry::{
+    Block, CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Reason, Revocation, slots,
+};
 use crate::token::{CLOCK_LEEWAY_SECS, unix_now};
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
@@ -142,6 +151,18 @@ impl Keys {
         format!("{}revoked:revision", self.prefix)
     }
 
+    fn blocked(&self, device: &DeviceId) -> String {
+        format!("{}blocked:{{{device}}}", self.prefix)
+    }
+
+    fn blocked_prefix(&self) -> String {
+        format!("{}blocked:", self.prefix)
+    }
+
+    fn proof(&self, device: &DeviceId, id: u64) -> String {
+        format!("{}proof:{{{device}}}:{id:016x}", self.prefix)
+    }
+
     fn device_limit(&self, device: &DeviceId) -> String {
         format!("{}rl:{{{device}}}", self.prefix)
     }
@@ -219,6 +240,10 @@ pub struct RedisStore {
     revoke_script: Script,
     record_script: Script,
     advance_script: Script,
+    renew_script: Script,
+    /// Devices seen blocked in Redis (by the count's scan, and by this instance's own
+    /// requests): what onboarding from memory goes by while Redis is away.
+    blocked_seen: Mutex<HashSet<DeviceId>>,
     /// Names this instance's marker key.
     instance: String,
     /// The `run_id` of the Redis process the health loop checked: the only one request
@@ -281,6 +306,8 @@ impl RedisStore {
             revoke_script: Script::new(include_str!("revoke.lua")),
             record_script: Script::new(include_str!("record.lua")),
             advance_script: Script::new(include_str!("advance.lua")),
+            renew_script: Script::new(include_str!("renew.lua")),
+            blocked_seen: Mutex::new(HashSet::new()),
             instance: hex::encode(instance),
             verified_run_id: Mutex::new(None),
             epoch: AtomicU64::new(0),
@@ -541,6 +568,50 @@ impl RedisStore {
         Ok((allowed == 0).then(|| Duration::from_micros(wait_us.max(0) as u64)))
     }
 
+    /// Notes what Redis answered about the device's block.
+    fn saw_blocked(&self, device: &DeviceId, blocked: bool) {
+        let mut seen = self.blocked_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked {
+            seen.insert(device.clone());
+        } else {
+            seen.remove(device);
+        }
+    }
+
+    /// Whether the device was blocked in Redis at the last look.
+    pub fn seen_blocked(&self, device: &DeviceId) -> bool {
+        self.blocked_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(device)
+    }
+
+    /// Adds a revoked certificate to the CRL's list and moves the list's revision when
+    /// the list changed (`revoked_now`, or an interrupted revocation being finished), so
+    /// that every instance's CRL follows.
+    async fn list_revoked(
+        &self,
+        conn: &mut MultiplexedConnection,
+        record: &CertificateRecord,
+        revoked_now: bool,
+    ) -> Result<(), StoreError> {
+        let listed: i64 = redis::cmd("ZADD")
+            .arg(self.keys.revoked())
+            .arg(record.not_after)
+            .arg(record.serial_hex())
+            .query_async(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if revoked_now || listed == 1 {
+            self.advance_script
+                .key(self.keys.revision())
+                .invoke_async::<()>(conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
     /// Writes a record made while Redis was away.
     pub async fn record_certificate(
         &self,
@@ -577,7 +648,9 @@ impl RedisStore {
         let pattern = self.keys.scan_pattern();
         let (token_prefix, device_prefix) = (self.keys.token_prefix(), self.keys.device_prefix());
         let mut conn = self.conn().await.ok()?;
+        let blocked_prefix = self.keys.blocked_prefix();
         let (mut tokens, mut devices, mut cursor) = (0u64, 0u64, 0u64);
+        let mut blocked = HashSet::new();
         loop {
             let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
                 .arg(cursor)
@@ -599,6 +672,12 @@ impl RedisStore {
                     tokens += 1;
                 } else if key.starts_with(&device_prefix) {
                     devices += 1;
+                } else if let Some(device) = key
+                    .strip_prefix(&blocked_prefix)
+                    .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
+                    .and_then(|id| DeviceId::parse(id).ok())
+                {
+                    blocked.insert(device);
                 }
             }
             if next == 0 {
@@ -607,6 +686,7 @@ impl RedisStore {
             cursor = next;
         }
         let took = started.elapsed();
+        *self.blocked_seen.lock().unwrap_or_else(|p| p.into_inner()) = blocked;
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = Some(RedisCounts {
             tokens,
             devices,
@@ -756,16 +836,22 @@ async fn count_loop(store: Weak<RedisStore>) {
 
 #[async_trait]
 impl TokenStore for RedisStore {
-    async fn issue(&self, device: &DeviceId, jti: &Jti, ttl: Duration) -> Result<(), StoreError> {
+    async fn issue(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        ttl: Duration,
+    ) -> Result<Issued, StoreError> {
         let jti = jti.to_string();
         let ttl_secs = ttl.as_secs().max(1);
         let record = Self::record(device, &jti, unix_now() + ttl_secs);
         let (device_key, token_key) = (self.keys.device(device), self.keys.token(device, &jti));
+        let blocked_key = self.keys.blocked(device);
         // Most devices have no pending token: one round trip. Replacing one takes two.
         let mut seen = String::new();
         for _ in 0..ISSUE_ATTEMPTS {
             let mut invocation = self.issue_script.key(&device_key);
-            invocation.key(&token_key);
+            invocation.key(&token_key).key(&blocked_key);
             if !seen.is_empty() {
                 invocation.key(self.keys.token(device, &seen));
             }
@@ -777,8 +863,13 @@ impl TokenStore for RedisStore {
                 .invoke_async(&mut self.conn().await?)
                 .await
                 .map_err(|e| self.fail(e))?;
-            if issued == 1 {
-                return Ok(());
+            match issued {
+                1 => return Ok(Issued::Issued),
+                2 => {
+                    self.saw_blocked(device, true);
+                    return Ok(Issued::Blocked);
+                }
+                _ => {}
             }
             seen = pending;
         }
@@ -947,26 +1038,121 @@ impl CertificateRegistry for RedisStore {
         let Some((revoked_now, packed)) = answer else {
             return Ok(None);
         };
-        let record = CertificateRecord::unpack(*serial, &packed)
-            .ok_or_else(|| StoreError::Failed("a certificate record does not parse".into()))?;
-        let listed: i64 = redis::cmd("ZADD")
-            .arg(self.keys.revoked())
-            .arg(record.not_after)
-            .arg(record.serial_hex())
+        let record = unpacked(*serial, &packed)?;
+        self.list_revoked(&mut conn, &record, revoked_now == 1)
+            .await?;
+        self.wait_for_replicas(&mut conn).await?;
+        Ok(Some(record))
+    }
+
+    async fn renew(
+        &self,
+        previous: &[u8; 16],
+        proof: Option<ProofUse>,
+        record: &CertificateRecord,
+        supersede: Option<Revocation>,
+    ) -> Result<Renewal, StoreError> {
+        let device = &record.device_id;
+        let mut conn = self.conn().await?;
+        if let Some(proof) = proof
+            && let Some(lost) = self.lost_writes_at()
+        {
+            // As for signed onboarding: a proof that may have been used before Redis lost
+            // the write cannot be told from a fresh one until it is too old.
+            let unsure_until = lost + CLOCK_LEEWAY_SECS + PROOF_LIFETIME.as_secs();
+            if proof.issued_at <= unsure_until {
+                return Err(StoreError::Unsure {
+                    retry_after: unsure_until + 1 - unix_now().min(unsure_until),
+                });
+            }
+        }
+        let slot = slots::slot_of(device.as_str());
+        let mut invocation = self.renew_script.key(self.keys.blocked(device));
+        invocation.key(self.keys.certificates(slot));
+        let proof_life = proof.map_or(0, |p| {
+            (p.issued_at + PROOF_LIFETIME.as_secs() + CLOCK_LEEWAY_SECS).saturating_sub(unix_now())
+        });
+        if let Some(proof) = proof {
+            invocation.key(self.keys.proof(device, proof.id));
+        }
+        // A previous certificate from another slot was not recorded in this layout.
+        let previous_here: &[u8] = if slots::slot_of_serial(previous) == slot {
+            &previous[..]
+        } else {
+            &[]
+        };
+        let (outcome, superseded): (i64, Vec<u8>) = invocation
+            .arg(&record.serial[..])
+            .arg(record.pack())
+            .arg(record.keep_until())
+            .arg(previous_here)
+            .arg(proof_life.max(1))
+            .arg(supersede.map_or(String::new(), |r| r.at.to_string()))
+            .arg(supersede.map_or(Reason::Superseded, |r| r.reason).code())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        match outcome {
+            1 => {}
+            2 => {
+                self.saw_blocked(device, true);
+                return Ok(Renewal::Blocked);
+            }
+            3 => return Ok(Renewal::PreviousRevoked),
+            4 => return Ok(Renewal::ProofUsed),
+            other => {
+                return Err(StoreError::Failed(format!(
+                    "the renew script answered {other}"
+                )));
+            }
+        }
+        let superseded = if superseded.is_empty() {
+            None
+        } else {
+            let superseded = unpacked(*previous, &superseded)?;
+            self.list_revoked(&mut conn, &superseded, true).await?;
+            Some(superseded)
+        };
+        self.wait_for_replicas(&mut conn).await?;
+        Ok(Renewal::Renewed { superseded })
+    }
+
+    async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {
+        let mut conn = self.conn().await?;
+        let standing: Option<String> = redis::cmd("SET")
+            .arg(self.keys.blocked(device))
+            .arg(block.pack())
+            .arg("NX")
+            .arg("GET")
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        // The list changed (now, or an interrupted revocation is being finished): every
-        // instance's CRL must follow.
-        if revoked_now == 1 || listed == 1 {
-            self.advance_script
-                .key(self.keys.revision())
-                .invoke_async::<()>(&mut conn)
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
         self.wait_for_replicas(&mut conn).await?;
-        Ok(Some(record))
+        self.saw_blocked(device, true);
+        Ok(standing.as_deref().and_then(Block::unpack).unwrap_or(block))
+    }
+
+    async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.keys.blocked(device))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.wait_for_replicas(&mut conn).await?;
+        self.saw_blocked(device, false);
+        Ok(removed == 1)
+    }
+
+    async fn blocked(&self, device: &DeviceId) -> Result<Option<Block>, StoreError> {
+        let standing: Option<String> = redis::cmd("GET")
+            .arg(self.keys.blocked(device))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let block = standing.as_deref().and_then(Block::unpack);
+        self.saw_blocked(device, block.is_some());
+        Ok(block)
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {
@@ -1035,6 +1221,11 @@ impl CertificateRegistry for RedisStore {
     }
 }
 
+fn unpacked(serial: [u8; 16], packed: &[u8]) -> Result<CertificateRecord, StoreError> {
+    CertificateRecord::unpack(serial, packed)
+        .ok_or_else(|| StoreError::Failed("a certificate record does not parse".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1049,6 +1240,11 @@ mod tests {
         assert_eq!(
             keys.token(&device, "abc"),
             "mqtt-lite:token:{device-001}:abc"
+        );
+        assert_eq!(keys.blocked(&device), "mqtt-lite:blocked:{device-001}");
+        assert_eq!(
+            keys.proof(&device, 0xabc),
+            "mqtt-lite:proof:{device-001}:0000000000000abc"
         );
         let glob = Keys {
             prefix: "a*b[".into(),

@@ -1,0 +1,67 @@
+//! A device certificate presented back to us, for renewal: ours, and for whom.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use super::CertificateAuthority;
+use super::csr::{KeyType, key_type};
+
+/// A certificate this CA issued, as presented by a device.
+#[derive(Debug, Clone)]
+pub struct PresentedCertificate {
+    pub serial: [u8; 16],
+    /// The subject's common name: the device id.
+    pub common_name: String,
+    /// Unix seconds.
+    pub not_after: u64,
+    pub key_type: KeyType,
+    /// The public key as the SubjectPublicKeyInfo's bit string holds it (an EC point,
+    /// an Ed25519 key, or a PKCS#1 RSA public key): what a JWS verifier takes.
+    pub public_key: Vec<u8>,
+}
+
+impl CertificateAuthority {
+    /// Checks that `der` is a device certificate this CA signed (its validity dates are
+    /// the caller's to judge) and reads what renewal needs from it.
+    pub fn check_presented(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
+        let cert = match X509Certificate::from_der(der) {
+            Ok(([], cert)) => cert,
+            _ => return Err("the certificate does not parse"),
+        };
+        let ca = match X509Certificate::from_der(&self.cert_der) {
+            Ok((_, ca)) => ca,
+            Err(_) => return Err("the CA certificate does not parse"),
+        };
+        if cert.issuer().as_raw() != ca.subject().as_raw() {
+            return Err("the certificate was not issued by this CA");
+        }
+        cert.verify_signature(Some(ca.public_key()))
+            .map_err(|_| "the certificate's signature does not verify with the CA's key")?;
+        if cert.is_ca() {
+            return Err("a CA certificate cannot renew");
+        }
+        let raw = cert.raw_serial();
+        let significant = &raw[raw.iter().take_while(|b| **b == 0).count()..];
+        if significant.len() > 16 {
+            return Err("the certificate's serial is not one of ours");
+        }
+        let mut serial = [0u8; 16];
+        serial[16 - significant.len()..].copy_from_slice(significant);
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .ok_or("the certificate names no device")?
+            .to_owned();
+        let spki: &SubjectPublicKeyInfo<'_> = cert.public_key();
+        let key_type = key_type(spki).map_err(|_| "the certificate's key type is not accepted")?;
+        Ok(PresentedCertificate {
+            serial,
+            common_name,
+            not_after: cert.validity().not_after.timestamp().max(0) as u64,
+            key_type,
+            public_key: spki.subject_public_key.data.to_vec(),
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! The registry's file with Redis switched off: `<certs dir>/registry.log`, so that the
+//! certificates issued, their revocations and the blocked devices survive a restart.
+//!
+//! An append-only log of text lines, each written and synced (`fdatasync`) before the
+//! request that made it is answered:
+//!
+//! ```text
+//! issued <serial hex> <packed record hex>
+//! revoked <serial hex> <unix s> <reason code>
+//! blocked <device id> <unix s> <reason code>
+//! unblocked <device id>
+//! ```
+//!
+//! At start the log is read into memory and rewritten without the records past their
+//! retention. Why a log and not an embedded database such as redb: the state is small
+//! (about 60 bytes a certificate) and always held in memory anyway, appends are the only
+//! writes, and a text file is what an operator can read, grep and back up with `cp`. A
+//! line torn by a crash can only be the last one, and is dropped (its request was never
+//! answered); any other line that does not parse stops the start, so that nothing is
+//! silently lost.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::domain::DeviceId;
+use crate::registry::{Block, CertificateRecord, Reason, Revocation, parse_serial};
+use crate::token::unix_now;
+
+pub const LEDGER_FILE: &str = "registry.log";
+
+/// One change to the registry.
+pub enum Entry<'a> {
+    Issued(&'a CertificateRecord),
+    Revoked(&'a [u8; 16], Revocation),
+    Blocked(&'a DeviceId, Block),
+    Unblocked(&'a DeviceId),
+}
+
+impl Entry<'_> {
+    fn line(&self) -> String {
+        match self {
+            Entry::Issued(record) => format!(
+                "issued {} {}\n",
+                record.serial_hex(),
+                hex::encode(record.pack())
+            ),
+            Entry::Revoked(serial, r) => format!(
+                "revoked {} {} {}\n",
+                hex::encode_upper(serial),
+                r.at,
+                r.reason.code()
+            ),
+            Entry::Blocked(device, b) => {
+                format!("blocked {device} {} {}\n", b.at, b.reason.code())
+            }
+            Entry::Unblocked(device) => format!("unblocked {device}\n"),
+        }
+    }
+}
+
+/// What the log held: the records to keep, and the blocks that stand.
+#[derive(Default)]
+pub struct Registry {
+    pub records: HashMap<[u8; 16], CertificateRecord>,
+    pub blocked: HashMap<DeviceId, Block>,
+}
+
+impl Registry {
+    fn apply(&mut self, line: &str) -> Option<()> {
+        let mut words = line.split(' ');
+        match (words.next()?, words.next()?) {
+            ("issued", serial) => {
+                let serial = parse_serial(serial)?;
+                let record = CertificateRecord::unpack(serial, &hex::decode(words.next()?).ok()?)?;
+                self.records.insert(serial, record);
+            }
+            ("revoked", serial) => {
+                let at = words.next()?.parse().ok()?;
+                let reason = Reason::from_code(words.next()?.parse().ok()?)?;
+                let record = self.records.get_mut(&parse_serial(serial)?)?;
+                record.revocation.get_or_insert(Revocation { at, reason });
+            }
+            ("blocked", device) => {
+                let at = words.next()?.parse().ok()?;
+                let reason = Reason::from_code(words.next()?.parse().ok()?)?;
+                self.blocked
+                    .entry(DeviceId::parse(device).ok()?)
+                    .or_insert(Block { at, reason });
+            }
+            ("unblocked", device) => {
+                self.blocked.remove(&DeviceId::parse(device).ok()?);
+            }
+            _ => return None,
+        }
+        words.next().is_none().then_some(())
+    }
+}
+
+pub struct Ledger {
+    /// A std `Mutex`: appends are short and nothing awaits under it.
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// Reads the log in `certs_dir` (a missing one is empty), rewrites it compacted, and
+    /// opens it for appending.
+    pub fn open(certs_dir: &Path) -> io::Result<(Self, Registry)> {
+        let path = certs_dir.join(LEDGER_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut registry = Registry::default();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        for (n, line) in lines.iter().enumerate() {
+            if registry.apply(line).is_none() {
+                let torn = n + 1 == lines.len() && !text.ends_with('\n');
+                if !torn {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: line {} does not parse: {line:?}",
+                            path.display(),
+                            n + 1
+                        ),
+                    ));
+                }
+                tracing::warn!(path = %path.display(), "dropping a torn last line of the registry log");
+            }
+        }
+        let now = unix_now();
+        registry.records.retain(|_, r| r.keep_until() > now);
+        let mut compacted = String::new();
+        for record in registry.records.values() {
+            compacted.push_str(&Entry::Issued(record).line());
+        }
+        for (device, block) in &registry.blocked {
+            compacted.push_str(&Entry::Blocked(device, *block).line());
+        }
+        crate::fsutil::replace(&path, compacted.as_bytes(), 0o600)?;
+        let file = OpenOptions::new().append(true).mode(0o600).open(&path)?;
+        Ok((
+            Self {
+                file: Mutex::new(file),
+                path,
+            },
+            registry,
+        ))
+    }
+
+    /// Appends the entries and syncs them to disk.
+    pub fn append(&self, entries: &[Entry<'_>]) -> io::Result<()> {
+        let text: String = entries.iter().map(Entry::line).collect();
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(text.as_bytes())?;
+        file.sync_data()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::slots;
+
+    fn record(device: &str, not_after: u64) -> CertificateRecord {
+        CertificateRecord {
+            serial: slots::serial_in(slots::slot_of(device)),
+            device_id: DeviceId::parse(device).unwrap(),
+            issued_at: 1_800_000_000,
+            not_after,
+            key_type: "ecdsa-p256",
+            fingerprint_sha256: [1; 32],
+            revocation: None,
+        }
+    }
+
+    #[test]
+    fn a_reopened_ledger_holds_what_was_appended_and_drops_what_is_past_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = record("dev-a", unix_now() + 3600);
+        let old = record("dev-b", 1_000_000);
+        let device = DeviceId::parse("dev-c").unwrap();
+        let revocation = Revocation {
+            at: 1_800_000_500,
+            reason: Reason::KeyCompromise,
+        };
+        let block = Block {
+            at: 1_800_000_600,
+            reason: Reason::Unspecified,
+        };
+        {
+            let (ledger, registry) = Ledger::open(dir.path()).unwrap();
+            assert!(registry.records.is_empty());
+            ledger
+                .append(&[Entry::Issued(&kept), Entry::Issued(&old)])
+                .unwrap();
+            ledger
+                .append(&[
+                    Entry::Revoked(&kept.serial, revocation),
+                    Entry::Blocked(&device, block),
+                    Entry::Blocked(&kept.device_id, block),
+                    Entry::Unblocked(&kept.device_id),
+                ])
+                .unwrap();
+        }
+        // A crash in the middle of an append leaves a torn last line.
+        let path = dir.path().join(LEDGER_FILE);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"revoked 00").unwrap();
+
+        let (_, registry) = Ledger::open(dir.path()).unwrap();
+        assert_eq!(registry.records.len(), 1);
+        assert_eq!(registry.records[&kept.serial].revocation, Some(revocation));
+        assert_eq!(registry.blocked.len(), 1);
+        assert_eq!(registry.blocked[&device], block);
+        // Compacted: the revocation now lives in the record's line.
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+
+        fs::write(&path, "issued nonsense\nunblocked dev-c\n").unwrap();
+        let refused = Ledger::open(dir.path())
+            .err()
+            .expect("a bad line is refused");
+        assert!(refused.to_string().contains("line 1"), "{refused}");
+    }
+}
