@@ -177,6 +177,24 @@ impl ApiClient {
         Ok(answer(request.send().await?).await?.json().await?)
     }
 
+    /// Renews a certificate: `proof` is the signed JWT (with the certificate in `x5c`),
+    /// or `None` when this client presents the certificate over TLS.
+    pub async fn renew(
+        &self,
+        device_id: &str,
+        csr_pem: &str,
+        proof: Option<&str>,
+    ) -> Result<Signed, ClientError> {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/renew", self.base))
+            .json(&json!({ "device_id": device_id, "csr": csr_pem }));
+        if let Some(proof) = proof {
+            request = request.bearer_auth(proof);
+        }
+        Ok(answer(request.send().await?).await?.json().await?)
+    }
+
     pub async fn ca(&self) -> Result<String, ClientError> {
         let request = self.http.get(format!("{}/api/v1/ca", self.base));
         Ok(answer(request.send().await?).await?.text().await?)

@@ -53,6 +53,11 @@ impl DeviceKey {
         KeyPair::generate_for(kind.algorithm()).map(Self)
     }
 
+    /// A key read back from its PKCS#8 PEM.
+    pub fn from_pem(pem: &str) -> Result<Self, rcgen::Error> {
+        KeyPair::from_pem(pem).map(Self)
+    }
+
     /// A PKCS#10 request for this key; with a common name when given.
     pub fn csr_pem(&self, common_name: Option<&str>) -> Result<String, rcgen::Error> {
         let mut params = CertificateParams::default();

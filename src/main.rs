@@ -6,7 +6,7 @@ use clap::Parser;
 use provisiond::auth::derived;
 use provisiond::ca::CertificateAuthority;
 use provisiond::cli::{
-    CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, crl, enroll, exit,
+    CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, crl, enroll, exit, renew,
 };
 use provisiond::config::{Overrides, Settings};
 use provisiond::domain::DeviceId;
@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
                     derive_key(config.config.as_deref(), &device_id)
                 }
                 Command::Enroll(args) => return fleet(enroll(&args).await),
+                Command::Renew(args) => return fleet(renew(&args).await),
                 Command::Bulk(args) => return fleet(bulk(&args).await),
                 Command::Bench(args) => return fleet(bench(&args).await),
                 Command::Crl(args) => return fleet(crl::run(&args).await),
@@ -138,6 +139,19 @@ async fn enroll(args: &enroll::EnrollArgs) -> Result<u8, CliError> {
     println!(
         "serial {} expires {}",
         enrolled.serial_number, enrolled.expires_at
+    );
+    Ok(exit::OK)
+}
+
+async fn renew(args: &renew::RenewArgs) -> Result<u8, CliError> {
+    let renewed = renew::run(args).await?;
+    println!("certificate: {}", args.cert.display());
+    if renewed.rekeyed {
+        println!("key:         {} (new)", args.key.display());
+    }
+    println!(
+        "{}: serial {} expires {}",
+        renewed.device_id, renewed.serial_number, renewed.expires_at
     );
     Ok(exit::OK)
 }

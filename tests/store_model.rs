@@ -108,6 +108,7 @@ async fn run_case(
         FallbackPolicy::Memory,
         Default::default(),
         Default::default(),
+        None,
     );
     let mut model = Model {
         redis_up: true,

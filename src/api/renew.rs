@@ -51,7 +51,7 @@ pub async fn renew(
     let key = check_csr(csr, &device, state.ca.policy())?;
 
     let (cert, record) = certify(&state, &device, &key)?;
-    let supersede = state.renewal.revoke_previous.then(|| Revocation {
+    let supersede = state.renewal.revoke_previous.then_some(Revocation {
         at: now,
         reason: Reason::Superseded,
     });

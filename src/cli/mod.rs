@@ -1,11 +1,12 @@
 //! Command-line interface: the server (`serve`, the default), the CA (`ca init`), and
-//! the fleet side (`enroll`, `bulk`, `bench`).
+//! the fleet side (`enroll`, `renew`, `bulk`, `bench`, `crl`).
 
 pub mod bench;
 pub mod bulk;
 pub mod crl;
 pub mod enroll;
 mod files;
+pub mod renew;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,8 @@ pub enum Command {
     Ca(CaCommand),
     /// Enroll one device: make its key, get its certificate, write both.
     Enroll(enroll::EnrollArgs),
+    /// Renew a device's certificate (same key, or a new one with --rekey).
+    Renew(renew::RenewArgs),
     /// Enroll many devices at once, resumably.
     Bulk(bulk::BulkArgs),
     /// Measure a server: the full flow at a fixed concurrency.

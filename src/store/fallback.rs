@@ -41,7 +41,6 @@ use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
 use crate::registry::{Block, CertificateRecord, Revocation};
-use crate::token::unix_now;
 
 pub struct FallbackStore {
     redis: Option<Arc<RedisStore>>,
@@ -54,9 +53,6 @@ pub struct FallbackStore {
     unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
     /// The registry's file, with Redis off.
     ledger: Option<Ledger>,
-    /// Unix seconds: with Redis off, renewal proofs made before this process started
-    /// are refused (the proofs used before the restart were not kept).
-    started_at: u64,
 }
 
 impl FallbackStore {
@@ -76,7 +72,6 @@ impl FallbackStore {
             stale,
             unsynced: std::sync::Mutex::new(Vec::new()),
             ledger,
-            started_at: unix_now(),
         }
     }
 
@@ -471,15 +466,15 @@ impl CertificateRegistry for FallbackStore {
             self.sync_records(redis).await?;
             return redis.renew(previous, proof, record, supersede).await;
         }
-        if proof.is_some_and(|p| p.issued_at < self.started_at) {
-            return Ok(Renewal::ProofUsed);
-        }
         let renewal = self
             .memory
             .renew(previous, proof, record, supersede)
             .await?;
         if let Renewal::Renewed { superseded } = &renewal {
             let mut entries = vec![Entry::Issued(record)];
+            if let Some(proof) = proof {
+                entries.push(Entry::Proof(proof.id, proof.remembered_until()));
+            }
             if let Some(superseded) = superseded
                 && let Some(revocation) = superseded.revocation
             {

@@ -9,6 +9,7 @@
 //! revoked <serial hex> <unix s> <reason code>
 //! blocked <device id> <unix s> <reason code>
 //! unblocked <device id>
+//! proof <proof id hex> <unix s until which it is remembered>
 //! ```
 //!
 //! At start the log is read into memory and rewritten without the records past their
@@ -38,6 +39,8 @@ pub enum Entry<'a> {
     Revoked(&'a [u8; 16], Revocation),
     Blocked(&'a DeviceId, Block),
     Unblocked(&'a DeviceId),
+    /// A renewal proof used, remembered until the given unix second.
+    Proof(u64, u64),
 }
 
 impl Entry<'_> {
@@ -58,15 +61,18 @@ impl Entry<'_> {
                 format!("blocked {device} {} {}\n", b.at, b.reason.code())
             }
             Entry::Unblocked(device) => format!("unblocked {device}\n"),
+            Entry::Proof(id, until) => format!("proof {id:016x} {until}\n"),
         }
     }
 }
 
-/// What the log held: the records to keep, and the blocks that stand.
+/// What the log held: the records to keep, the blocks that stand, the renewal proofs
+/// used that could still be presented.
 #[derive(Default)]
 pub struct Registry {
     pub records: HashMap<[u8; 16], CertificateRecord>,
     pub blocked: HashMap<DeviceId, Block>,
+    pub proofs: HashMap<u64, u64>,
 }
 
 impl Registry {
@@ -93,6 +99,10 @@ impl Registry {
             }
             ("unblocked", device) => {
                 self.blocked.remove(&DeviceId::parse(device).ok()?);
+            }
+            ("proof", id) => {
+                let until = words.next()?.parse().ok()?;
+                self.proofs.insert(u64::from_str_radix(id, 16).ok()?, until);
             }
             _ => return None,
         }
@@ -136,12 +146,16 @@ impl Ledger {
         }
         let now = unix_now();
         registry.records.retain(|_, r| r.keep_until() > now);
+        registry.proofs.retain(|_, until| *until >= now);
         let mut compacted = String::new();
         for record in registry.records.values() {
             compacted.push_str(&Entry::Issued(record).line());
         }
         for (device, block) in &registry.blocked {
             compacted.push_str(&Entry::Blocked(device, *block).line());
+        }
+        for (id, until) in &registry.proofs {
+            compacted.push_str(&Entry::Proof(*id, *until).line());
         }
         crate::fsutil::replace(&path, compacted.as_bytes(), 0o600)?;
         let file = OpenOptions::new().append(true).mode(0o600).open(&path)?;
@@ -210,6 +224,8 @@ mod tests {
                     Entry::Blocked(&device, block),
                     Entry::Blocked(&kept.device_id, block),
                     Entry::Unblocked(&kept.device_id),
+                    Entry::Proof(0xabc, unix_now() + 60),
+                    Entry::Proof(0xdef, 1_000),
                 ])
                 .unwrap();
         }
@@ -223,9 +239,10 @@ mod tests {
         assert_eq!(registry.records[&kept.serial].revocation, Some(revocation));
         assert_eq!(registry.blocked.len(), 1);
         assert_eq!(registry.blocked[&device], block);
+        assert_eq!(registry.proofs.keys().collect::<Vec<_>>(), [&0xabc]);
         // Compacted: the revocation now lives in the record's line.
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
 
         fs::write(&path, "issued nonsense\nunblocked dev-c\n").unwrap();
         let refused = Ledger::open(dir.path())

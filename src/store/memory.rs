@@ -10,9 +10,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::{
-    CertificateRegistry, ConsumeOutcome, Issued, PROOF_LIFETIME, ProofUse, Renewal,
-    RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
-    replay_window,
+    CertificateRegistry, ConsumeOutcome, Issued, ProofUse, Renewal, RevokedCertificate,
+    RevokedList, StorageMode, StoreError, StoreStats, TokenStore, replay_window,
 };
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
@@ -137,6 +136,7 @@ impl MemoryStore {
             .unwrap_or(0);
         certs.by_serial = registry.records;
         certs.blocked = registry.blocked;
+        certs.proofs = registry.proofs;
     }
 
     pub fn certificate_here(&self, serial: &[u8; 16]) -> Option<CertificateRecord> {
@@ -377,7 +377,6 @@ impl CertificateRegistry for MemoryStore {
             return Ok(Renewal::PreviousRevoked);
         }
         if let Some(proof) = proof {
-            let until = proof.issued_at + PROOF_LIFETIME.as_secs() + 1;
             if certs
                 .proofs
                 .get(&proof.id)
@@ -385,7 +384,7 @@ impl CertificateRegistry for MemoryStore {
             {
                 return Ok(Renewal::ProofUsed);
             }
-            certs.proofs.insert(proof.id, until);
+            certs.proofs.insert(proof.id, proof.remembered_until());
         }
         certs.by_serial.insert(record.serial, record.clone());
         let superseded = supersede

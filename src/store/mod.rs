@@ -48,6 +48,14 @@ pub struct ProofUse {
     pub issued_at: u64,
 }
 
+impl ProofUse {
+    /// Until when (unix s) the proof must be remembered: it is accepted until
+    /// [`PROOF_LIFETIME`] after its `iat`, give or take the clock leeway.
+    pub fn remembered_until(&self) -> u64 {
+        self.issued_at + PROOF_LIFETIME.as_secs() + crate::token::CLOCK_LEEWAY_SECS
+    }
+}
+
 /// How long a renewal proof is accepted after its `iat` (its `exp` may not be later).
 pub const PROOF_LIFETIME: Duration = Duration::from_secs(300);
 

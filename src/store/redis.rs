@@ -1069,9 +1069,7 @@ impl CertificateRegistry for RedisStore {
         let slot = slots::slot_of(device.as_str());
         let mut invocation = self.renew_script.key(self.keys.blocked(device));
         invocation.key(self.keys.certificates(slot));
-        let proof_life = proof.map_or(0, |p| {
-            (p.issued_at + PROOF_LIFETIME.as_secs() + CLOCK_LEEWAY_SECS).saturating_sub(unix_now())
-        });
+        let proof_life = proof.map_or(0, |p| p.remembered_until().saturating_sub(unix_now()));
         if let Some(proof) = proof {
             invocation.key(self.keys.proof(device, proof.id));
         }

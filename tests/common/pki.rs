@@ -122,6 +122,17 @@ pub fn verify_externally(response: &Value) {
     webpki_verify(ca, cert).expect("webpki accepts the certificate");
 }
 
+/// The public key of a private key file, PEM, as OpenSSL reads it.
+pub fn openssl_pkey_public(key: &Path) -> String {
+    let output = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// `openssl x509 -noout <args>` on a PEM certificate.
 pub fn openssl_x509(cert_pem: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();

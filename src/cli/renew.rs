@@ -1,0 +1,102 @@
+//! `provisiond renew`: a device trades its certificate for a new one before it expires
+//! (or after, within the server's `renewal.after_expiry_days`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{CliError, EXIT_CODES_HELP, ServerArgs};
+use crate::auth::renewal;
+use crate::client::Signed;
+use crate::device::{DeviceKey, KeyKind, verify_issued};
+use crate::fsutil;
+use crate::token::unix_now;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct RenewArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The device's certificate, PEM (as `enroll` wrote it: <id>.crt)
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Its private key, PKCS#8 PEM (<id>.key)
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Make a new key of this type instead of keeping the current one
+    #[arg(long, value_enum)]
+    pub rekey: Option<KeyKind>,
+}
+
+/// What `renew` wrote.
+#[derive(Debug)]
+pub struct Renewed {
+    pub device_id: String,
+    pub serial_number: String,
+    pub expires_at: String,
+    pub rekeyed: bool,
+}
+
+fn local(e: impl Into<anyhow::Error>) -> CliError {
+    CliError::LocalIo(e.into())
+}
+
+pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
+    let cert_pem = std::fs::read_to_string(&args.cert)
+        .with_context(|| format!("cannot read {}", args.cert.display()))
+        .map_err(local)?;
+    let key_pem = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("cannot read {}", args.key.display()))
+        .map_err(local)?;
+    let cert_der = pem::parse(&cert_pem)
+        .with_context(|| format!("{} is not a PEM certificate", args.cert.display()))
+        .map_err(local)?
+        .into_contents();
+    let device_id = common_name(&cert_der)
+        .with_context(|| format!("{} names no device (no subject CN)", args.cert.display()))
+        .map_err(local)?;
+    let current = DeviceKey::from_pem(&key_pem)
+        .with_context(|| format!("{} is not a PKCS#8 private key", args.key.display()))
+        .map_err(local)?;
+
+    let next = match args.rekey {
+        Some(kind) => DeviceKey::generate(kind).map_err(|e| CliError::Failed(e.into()))?,
+        None => current,
+    };
+    let csr = next
+        .csr_pem(Some(&device_id))
+        .map_err(|e| CliError::Failed(e.into()))?;
+    let proof = renewal::sign(&device_id, &cert_der, &key_pem, unix_now())
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot sign the renewal proof: {e}")))?;
+    let client = args.server.client(1)?;
+    let signed: Signed = client.renew(&device_id, &csr, Some(&proof)).await?;
+
+    let pinned = args.server.pinned_ca()?;
+    let trusted = pinned.as_deref().unwrap_or(&signed.ca_certificate);
+    verify_issued(&signed.certificate, trusted, &next, &device_id)?;
+
+    // The key first: a certificate beside a key it does not match is worse than a new
+    // key beside the old certificate, which still works until it expires.
+    if args.rekey.is_some() {
+        fsutil::replace(&args.key, next.private_key_pem().as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", args.key.display()))
+            .map_err(local)?;
+    }
+    fsutil::replace(&args.cert, signed.certificate.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", args.cert.display()))
+        .map_err(local)?;
+    Ok(Renewed {
+        device_id,
+        serial_number: signed.serial_number,
+        expires_at: signed.expires_at,
+        rekeyed: args.rekey.is_some(),
+    })
+}
+
+fn common_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
