@@ -1,6 +1,7 @@
 //! What the fleet commands write is what a device needs to reach a real MQTT broker:
 //! each key type's key file loads in OpenSSL, and `mosquitto_pub` connects with it to a
 //! Mosquitto that requires a certificate from our CA and checks it against our CRL.
+//! Renewed certificates connect; revoked, superseded and blocked ones do not.
 
 mod common;
 
@@ -244,4 +245,171 @@ async fn a_certificate_revoked_through_the_api_is_refused_by_the_broker_after_a_
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
+    const ADMIN: &str = "mqtt-admin-key-mqtt-admin-key-mqtt-admin";
+    let certs = tempfile::tempdir().unwrap();
+    let certs_dir = certs.path().to_str().unwrap();
+    let made = run(
+        &["ca", "server-cert", "--dns", "localhost"],
+        &[("CERTS_DIR", certs_dir)],
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made));
+    let mut settings = common::app::test_settings(None, certs.path());
+    settings.server.tls.cert = Some(certs.path().join("server.crt"));
+    settings.server.tls.key = Some(certs.path().join("server.key"));
+    settings.renewal.revoke_previous = true;
+    settings.admin.keys = provisiond::config::KeyList(vec![provisiond::config::Secret::new(ADMIN)]);
+    let app = TestApp::spawn_settings(settings).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let server = format!("https://localhost:{port}");
+    let ca = certs.path().join("ca.crt");
+    let ca_file = ca.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    for device in ["renew-1", "block-1"] {
+        let enrolled = run(
+            &[
+                "enroll",
+                "--server",
+                &server,
+                "--ca-file",
+                ca_file,
+                "--device-id",
+                device,
+                "--out",
+                out_dir,
+            ],
+            &[],
+        )
+        .await;
+        assert!(enrolled.status.success(), "{}", text(&enrolled));
+    }
+    let (cert, key) = (
+        out.path().join("renew-1.crt"),
+        out.path().join("renew-1.key"),
+    );
+    let old = out.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::copy(&cert, old.join("renew-1.crt")).unwrap();
+    std::fs::copy(&key, old.join("renew-1.key")).unwrap();
+    std::fs::copy(&ca, old.join("ca.crt")).unwrap();
+
+    // Renewed with a JWT proof and a new key, by the CLI.
+    let renewed = run(
+        &[
+            "renew",
+            "--server",
+            &server,
+            "--ca-file",
+            ca_file,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--rekey",
+            "p384",
+        ],
+        &[],
+    )
+    .await;
+    assert!(renewed.status.success(), "{}", text(&renewed));
+    // Renewed again by mutual TLS, the new certificate as client certificate.
+    let mtls_dir = out.path().join("mtls");
+    std::fs::create_dir(&mtls_dir).unwrap();
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{key_pem}", std::fs::read_to_string(&cert).unwrap()).as_bytes(),
+    )
+    .unwrap();
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let mtls = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .identity(identity)
+        .build()
+        .unwrap();
+    let csr = provisiond::device::DeviceKey::from_pem(&key_pem)
+        .unwrap()
+        .csr_pem(Some("renew-1"))
+        .unwrap();
+    let answer: serde_json::Value = mtls
+        .post(format!("{server}/api/v1/renew"))
+        .json(&serde_json::json!({ "device_id": "renew-1", "csr": csr }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mtls_cert = answer["certificate"].as_str().expect("renewed by mTLS");
+    std::fs::write(mtls_dir.join("renew-1.crt"), mtls_cert).unwrap();
+    std::fs::copy(&key, mtls_dir.join("renew-1.key")).unwrap();
+    std::fs::copy(&ca, mtls_dir.join("ca.crt")).unwrap();
+
+    // The stolen device: revoked and blocked.
+    let admin = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let blocked = admin
+        .post(format!("{server}/api/v1/devices/block-1/revoke"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "reason": "keyCompromise", "block": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), reqwest::StatusCode::OK);
+
+    let crl = out.path().join("crl.pem");
+    let fetched = run(
+        &[
+            "crl",
+            "--server",
+            &server,
+            "--ca-file",
+            ca_file,
+            "--out",
+            crl.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(fetched.status.success(), "{}", text(&fetched));
+    let broker = Mosquitto::start(certs.path(), &ca, Some(&crl));
+    let dir = out.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        // The current certificate (renewed by mTLS) connects; the two it replaced
+        // (superseded) and the blocked device's do not.
+        connects(&broker, &mtls_dir, "renew-1");
+        let (cert, key) = (old.join("renew-1.crt"), old.join("renew-1.key"));
+        let refused = broker.publish(&old.join("ca.crt"), Some((&cert, &key)));
+        assert!(
+            !refused.status.success(),
+            "the enrolled certificate still connects"
+        );
+        let (cert, key) = (dir.join("renew-1.crt"), dir.join("renew-1.key"));
+        let refused = broker.publish(&dir.join("ca.crt"), Some((&cert, &key)));
+        assert!(
+            !refused.status.success(),
+            "the certificate renewed by the CLI, superseded by the mTLS renewal, still connects"
+        );
+        let (cert, key) = (dir.join("block-1.crt"), dir.join("block-1.key"));
+        let refused = broker.publish(&dir.join("ca.crt"), Some((&cert, &key)));
+        assert!(
+            !refused.status.success(),
+            "the blocked device still connects"
+        );
+    })
+    .await
+    .unwrap();
+    let onboard = admin
+        .post(format!("{server}/api/v1/onboarding"))
+        .json(&serde_json::json!({ "device_id": "block-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(onboard.status(), reqwest::StatusCode::FORBIDDEN);
 }

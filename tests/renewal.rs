@@ -503,7 +503,9 @@ async fn a_blocked_device_cannot_onboard_or_renew_until_unblocked() {
         "device_blocked"
     );
     assert_eq!(other.onboard("not-blocked").await.status(), StatusCode::OK);
-    // Blocking needs Redis: refused whole while it is away.
+    // Blocking needs Redis: refused whole while it is known to be away.
+    app.wait_for_health(WITHIN, |h| h["status"] == "degraded")
+        .await;
     let during = app
         .client
         .delete(app.url(&format!("/api/v1/devices/{device}/block")))

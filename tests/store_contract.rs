@@ -9,10 +9,10 @@ use std::time::Duration;
 use common::RedisServer;
 use provisiond::config::Secret;
 use provisiond::domain::{DeviceId, Jti};
-use provisiond::registry::{CertificateRecord, Reason, Revocation, slots};
+use provisiond::registry::{Block, CertificateRecord, Reason, Revocation, slots};
 use provisiond::store::{
-    CertificateRegistry, ConsumeOutcome, MemoryStore, RedisConfig, RedisStore, RevokedCertificate,
-    TokenStore,
+    CertificateRegistry, ConsumeOutcome, Issued, MemoryStore, ProofUse, RedisConfig, RedisStore,
+    Renewal, RevokedCertificate, TokenStore,
 };
 
 const TTL: Duration = Duration::from_secs(60);
@@ -195,10 +195,98 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(store.revision().await.unwrap(), list.revision);
 }
 
+/// Renewal and blocking: what the renew step checks atomically, and what a block stops.
+async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
+    let device = device("n-a");
+    let slot = slots::slot_of(device.as_str());
+    let record = || CertificateRecord {
+        serial: slots::serial_in(slot),
+        device_id: device.clone(),
+        issued_at: 1_800_000_000,
+        not_after: 4_000_000_000,
+        key_type: "ed25519",
+        fingerprint_sha256: [3; 32],
+        revocation: None,
+    };
+    let (old, new, newer) = (record(), record(), record());
+    let jti = Jti::random();
+    store.issue(&device, &jti, TTL).await.unwrap();
+    store
+        .consume(&device, &jti, store.epoch(), Some(&old))
+        .await
+        .unwrap();
+    let proof = ProofUse {
+        id: 42,
+        issued_at: provisiond::token::unix_now(),
+    };
+
+    // Renewed once per proof; the new record is there, the old one stays valid.
+    let renewed = store.renew(&old.serial, Some(proof), &new, None).await;
+    assert_eq!(renewed.unwrap(), Renewal::Renewed { superseded: None });
+    let replay = store.renew(&old.serial, Some(proof), &newer, None).await;
+    assert_eq!(replay.unwrap(), Renewal::ProofUsed);
+    assert_eq!(store.certificate(&newer.serial).await.unwrap(), None);
+    assert_eq!(store.certificates_of(&device).await.unwrap().len(), 2);
+
+    // Superseding revokes the previous one in the same step, and only once.
+    let supersede = Revocation {
+        at: 1_800_000_700,
+        reason: Reason::Superseded,
+    };
+    let proof = ProofUse { id: 43, ..proof };
+    let Renewal::Renewed {
+        superseded: Some(superseded),
+    } = store
+        .renew(&new.serial, Some(proof), &newer, Some(supersede))
+        .await
+        .unwrap()
+    else {
+        panic!("not superseded");
+    };
+    assert_eq!(superseded.revocation, Some(supersede));
+    assert!(
+        store
+            .revoked()
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .any(|e| e.serial == new.serial)
+    );
+    // A revoked certificate cannot renew, with or without a proof.
+    let from_revoked = store.renew(&new.serial, None, &record(), None).await;
+    assert_eq!(from_revoked.unwrap(), Renewal::PreviousRevoked);
+
+    // A block stands until lifted: the first one is kept; it stops tokens and renewals.
+    let block = Block {
+        at: 1_800_000_800,
+        reason: Reason::KeyCompromise,
+    };
+    assert_eq!(store.blocked(&device).await.unwrap(), None);
+    assert_eq!(store.block(&device, block).await.unwrap(), block);
+    let later = Block {
+        at: 1_800_000_900,
+        reason: Reason::Unspecified,
+    };
+    assert_eq!(store.block(&device, later).await.unwrap(), block);
+    assert_eq!(store.blocked(&device).await.unwrap(), Some(block));
+    let refused = store.issue(&device, &Jti::random(), TTL).await.unwrap();
+    assert_eq!(refused, Issued::Blocked);
+    let blocked = store.renew(&newer.serial, None, &record(), None).await;
+    assert_eq!(blocked.unwrap(), Renewal::Blocked);
+    assert!(store.unblock(&device).await.unwrap());
+    assert!(!store.unblock(&device).await.unwrap());
+    let issued = store.issue(&device, &Jti::random(), TTL).await.unwrap();
+    assert_eq!(issued, Issued::Issued);
+    let renewed = store.renew(&newer.serial, None, &record(), None).await;
+    assert_eq!(renewed.unwrap(), Renewal::Renewed { superseded: None });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_store_keeps_the_contract() {
     contract(Arc::new(MemoryStore::new())).await;
     registry_contract(Arc::new(MemoryStore::new())).await;
+    renewal_contract(Arc::new(MemoryStore::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +297,8 @@ async fn the_redis_store_keeps_the_contract() {
         .await
         .unwrap();
     contract(store.clone()).await;
-    registry_contract(store).await;
+    registry_contract(store.clone()).await;
+    renewal_contract(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

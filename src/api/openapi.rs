@@ -332,7 +332,7 @@ fn revoke_token() {}
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
-        (status = 503, description = "storage_unavailable: nothing was changed; send it again later", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: Redis is away. Nothing was changed, unless Redis stopped answering during the request; either way, send it again (every step is idempotent)", body = ErrorBody),
     ))]
 fn revoke_device() {}
 
