@@ -42,11 +42,9 @@ pub struct RenewRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct RevokeDeviceRequest {
-    /// RFC 5280 reason name; `unspecified` when absent.
-    #[schema(nullable = false)]
+    /// RFC 5280 reason name; `unspecified` when absent or null.
     pub reason: Option<RevocationReasonName>,
     /// Also block the device: no onboarding or renewal until the block is lifted.
-    #[schema(nullable = false)]
     pub block: Option<bool>,
 }
 
@@ -225,8 +223,7 @@ fn crl() {}
 
 #[derive(Serialize, ToSchema)]
 pub struct RevokeRequest {
-    /// RFC 5280 reason name; `unspecified` when absent.
-    #[schema(nullable = false)]
+    /// RFC 5280 reason name; `unspecified` when absent or null.
     pub reason: Option<RevocationReasonName>,
 }
 
