@@ -16,7 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
 use crate::config::{ConfigError, FallbackPolicy, Secret, Settings, TlsSettings};
-use crate::crl::CrlPublisher;
+use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
@@ -138,6 +138,7 @@ impl Application {
             store.clone(),
             Duration::from_secs(u64::from(settings.ca.crl_validity_hours) * 3600),
             metrics.clone(),
+            Some(ListedFile::in_dir(certs_dir)),
         )
         .await;
         tasks.push(crl.spawn());

@@ -349,4 +349,12 @@ async fn a_revocation_stays_in_the_crl_when_redis_loses_it() {
     let text = crl_text(&app).await;
     assert!(text.contains(&format!("Serial Number: {second}")), "{text}");
     assert!(text.contains(&format!("Serial Number: {first}")), "{text}");
+
+    // So does an instance started after the loss, from the file beside the CA.
+    let mut settings = common::app::test_settings(Some(&redis), &app.certs);
+    with_admin(&mut settings);
+    let late = TestApp::spawn_settings(settings).await;
+    let text = crl_text(&late).await;
+    assert!(text.contains(&format!("Serial Number: {first}")), "{text}");
+    assert!(text.contains("Key Compromise"), "{text}");
 }

@@ -10,9 +10,16 @@
 //! a CRL's nextUpdate has passed, which is why the refresh comes this early.
 //!
 //! A CRL is only ever built from the whole revoked list: while the store cannot give
-//! it, the current CRL stays (or, before the first, none is served).
+//! it, the current CRL stays (or, before the first, none is served). What a CRL listed
+//! stays listed until its certificate expires, even when the store lost it: the
+//! publisher keeps it, and so does [`ListedFile`] beside the CA, for instances started
+//! after the loss.
 
-use std::sync::{Arc, RwLock, Weak};
+mod listed;
+
+pub use listed::{LISTED_FILE, ListedFile};
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -33,6 +40,10 @@ pub struct CrlPublisher {
     validity: Duration,
     current: RwLock<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
+    /// Every revocation listed so far whose certificate has not expired: the store's,
+    /// and those it lost.
+    listed: Mutex<Vec<RevokedCertificate>>,
+    file: Option<ListedFile>,
 }
 
 /// A signed CRL and what it was made from.
@@ -44,19 +55,24 @@ pub struct Published {
 }
 
 impl CrlPublisher {
-    /// Tries to sign the first CRL at once; [`CrlPublisher::spawn`] keeps trying.
+    /// Tries to sign the first CRL at once; [`CrlPublisher::spawn`] keeps trying. With
+    /// `file`, it starts from what that file listed, and adds to it.
     pub async fn new(
         ca: Arc<CertificateAuthority>,
         registry: Arc<dyn CertificateRegistry>,
         validity: Duration,
         metrics: Arc<Metrics>,
+        file: Option<ListedFile>,
     ) -> Arc<Self> {
+        let listed = file.as_ref().map(ListedFile::load).unwrap_or_default();
         let publisher = Arc::new(Self {
             ca,
             registry,
             validity,
             current: RwLock::new(None),
             metrics,
+            listed: Mutex::new(listed),
+            file,
         });
         if let Err(e) = publisher.refresh().await {
             tracing::warn!(error = %e, "no CRL yet: the revoked list cannot be read; retrying");
@@ -99,26 +115,7 @@ impl CrlPublisher {
             return Ok(false);
         }
         let mut revoked = self.registry.revoked().await?;
-        // A revocation never leaves the CRL before its certificate expires, even if the
-        // store lost it (Redis restarted without persistence): what this instance listed
-        // before stays listed.
-        if let Some(current) = self.current() {
-            let unix = now.unix_timestamp().max(0) as u64;
-            let lost: Vec<RevokedCertificate> = current
-                .revoked
-                .iter()
-                .filter(|r| r.not_after > unix)
-                .filter(|r| !revoked.entries.iter().any(|e| e.serial == r.serial))
-                .copied()
-                .collect();
-            if !lost.is_empty() {
-                tracing::warn!(
-                    count = lost.len(),
-                    "the store no longer holds revocations this instance listed; they stay in the CRL"
-                );
-                revoked.entries.extend(lost);
-            }
-        }
+        self.keep_listed(&mut revoked.entries, now.unix_timestamp().max(0) as u64);
         let revised = OffsetDateTime::from_unix_timestamp((revoked.revision / 1000) as i64)?;
         // Never in the future: a broker refuses a CRL that is not valid yet, and the
         // revision comes from another clock.
@@ -161,6 +158,40 @@ impl CrlPublisher {
             revoked: revoked.entries,
         }));
         Ok(true)
+    }
+
+    /// A revocation never leaves the CRL before its certificate expires, even if the
+    /// store lost it (Redis restarted without persistence): what was listed before stays
+    /// listed. Adds those to `entries`, and what is new in `entries` to the file.
+    fn keep_listed(&self, entries: &mut Vec<RevokedCertificate>, now: u64) {
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        listed.retain(|r| r.not_after > now);
+        let lost: Vec<RevokedCertificate> = listed
+            .iter()
+            .filter(|r| !entries.iter().any(|e| e.serial == r.serial))
+            .copied()
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(
+                count = lost.len(),
+                "the store no longer holds revocations listed before; they stay in the CRL"
+            );
+        }
+        let new: Vec<RevokedCertificate> = entries
+            .iter()
+            .filter(|e| !listed.iter().any(|r| r.serial == e.serial))
+            .copied()
+            .collect();
+        entries.extend(lost);
+        if new.is_empty() {
+            return;
+        }
+        listed.extend(new);
+        if let Some(file) = &self.file
+            && let Err(e) = file.add(&listed)
+        {
+            tracing::warn!(error = %e, "cannot keep the listed revocations beside the CA");
+        }
     }
 
     /// Refreshes until the publisher is dropped.
