@@ -31,6 +31,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REDIS_KEY_PREFIX", "redis.key_prefix"),
     ("REDIS_FALLBACK", "redis.fallback"),
     ("REDIS_WAIT_REPLICAS", "redis.wait_replicas"),
+    ("REDIS_CLUSTER_NODES", "redis.cluster_nodes"),
+    ("REDIS_SENTINELS", "redis.sentinels"),
+    ("REDIS_SENTINEL_MASTER", "redis.sentinel_master"),
+    ("REDIS_SENTINEL_PASSWORD", "redis.sentinel_password"),
     ("PROVISIONING_TOKEN_TTL", "tokens.ttl_seconds"),
     ("JWT_SECRET", "tokens.jwt_secret"),
     ("JWT_SECRET_FILE", "tokens.jwt_secret_file"),
@@ -219,6 +223,38 @@ pub struct RedisSettings {
     /// How often pending tokens are counted for /health at most (SCAN, never KEYS);
     /// counting backs off on a large fleet so that it takes at most 5 % of the time.
     pub count_interval_seconds: f64,
+    /// Redis Cluster: `redis://` or `rediss://` URLs of some of its nodes (instead of
+    /// url/host).
+    pub cluster_nodes: List,
+    /// Redis Sentinel: `host:port` of the sentinels (instead of url/host); with
+    /// `sentinel_master`, the name of the monitored primary.
+    pub sentinels: List,
+    pub sentinel_master: Option<String>,
+    /// For sentinels that require a password (the primary's is `password`).
+    pub sentinel_password: Option<Secret>,
+}
+
+/// How the server reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    Standalone,
+    Cluster {
+        nodes: Vec<String>,
+    },
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+impl RedisTopology {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RedisTopology::Standalone => "standalone",
+            RedisTopology::Cluster { .. } => "cluster",
+            RedisTopology::Sentinel { .. } => "sentinel",
+        }
+    }
 }
 
 impl Default for RedisSettings {
@@ -241,11 +277,86 @@ impl Default for RedisSettings {
             count_interval_seconds: 1.0,
             wait_replicas: 0,
             wait_timeout_ms: 1000,
+            cluster_nodes: List::default(),
+            sentinels: List::default(),
+            sentinel_master: None,
+            sentinel_password: None,
         }
     }
 }
 
 impl RedisSettings {
+    /// Which of the three ways to reach Redis is configured; exactly one may be.
+    pub fn topology(&self) -> Result<RedisTopology, ConfigError> {
+        let defaults = Self::default();
+        let standalone_set =
+            self.url.is_some() || self.host != defaults.host || self.port != defaults.port;
+        let cluster = !self.cluster_nodes.0.is_empty();
+        let sentinel = !self.sentinels.0.is_empty();
+        if [standalone_set, cluster, sentinel]
+            .iter()
+            .filter(|m| **m)
+            .count()
+            > 1
+        {
+            return Err(ConfigError::key(
+                "redis",
+                "set exactly one of redis.url (or host/port), redis.cluster_nodes and \
+                 redis.sentinels",
+            ));
+        }
+        if cluster {
+            if let Some(bad) = self
+                .cluster_nodes
+                .0
+                .iter()
+                .find(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
+            {
+                return Err(ConfigError::key(
+                    "redis.cluster_nodes",
+                    format!("{:?} is not a redis:// or rediss:// URL", redact_url(bad)),
+                ));
+            }
+            if self.db.is_some_and(|db| db != 0) {
+                return Err(ConfigError::key(
+                    "redis.db",
+                    "Redis Cluster has only database 0",
+                ));
+            }
+            return Ok(RedisTopology::Cluster {
+                nodes: self.cluster_nodes.0.clone(),
+            });
+        }
+        if sentinel {
+            let Some(master) = self.sentinel_master.clone().filter(|m| !m.is_empty()) else {
+                return Err(ConfigError::key(
+                    "redis.sentinel_master",
+                    "name the primary the sentinels monitor (REDIS_SENTINEL_MASTER)",
+                ));
+            };
+            if let Some(bad) = self.sentinels.0.iter().find(|s| {
+                s.rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            }) {
+                return Err(ConfigError::key(
+                    "redis.sentinels",
+                    format!("{bad:?} is not host:port"),
+                ));
+            }
+            return Ok(RedisTopology::Sentinel {
+                sentinels: self.sentinels.0.clone(),
+                master,
+            });
+        }
+        if self.sentinel_master.is_some() {
+            return Err(ConfigError::key(
+                "redis.sentinel_master",
+                "only with redis.sentinels",
+            ));
+        }
+        Ok(RedisTopology::Standalone)
+    }
+
     /// The URL to connect to, which may carry credentials: never log it.
     pub fn connection_url(&self) -> Secret {
         Secret(match &self.url {
@@ -257,9 +368,22 @@ impl RedisSettings {
         })
     }
 
-    /// The URL as logs and `/health` may show it: no user name, no password.
+    /// Where Redis is, as logs may show it: no user name, no password.
     pub fn display_url(&self) -> String {
-        redact_url(self.connection_url().expose())
+        match self.topology() {
+            Ok(RedisTopology::Cluster { nodes }) => format!(
+                "cluster {}",
+                nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Ok(RedisTopology::Sentinel { sentinels, master }) => {
+                format!("sentinel {master} via {}", sentinels.join(","))
+            }
+            _ => redact_url(self.connection_url().expose()),
+        }
     }
 }
 
@@ -610,6 +734,9 @@ impl Settings {
                 "must be shorter than redis.response_timeout_ms, or a slow replica would look \
                  like a lost Redis",
             ));
+        }
+        if self.redis.enabled {
+            self.redis.topology()?;
         }
         if self.redis.count_interval_seconds <= 0.0 {
             return Err(ConfigError::key(

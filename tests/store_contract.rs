@@ -117,6 +117,9 @@ fn config(redis: &RedisServer, key_prefix: &str, count_interval: Duration) -> Re
         count_interval,
         wait_replicas: 0,
         wait_timeout: Duration::from_secs(1),
+        topology: provisiond::config::RedisTopology::Standalone,
+        tls: false,
+        sentinel_password: None,
     }
 }
 

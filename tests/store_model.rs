@@ -97,6 +97,9 @@ async fn run_case(
         count_interval: Duration::from_secs(60),
         wait_replicas: 0,
         wait_timeout: Duration::from_secs(1),
+        topology: provisiond::config::RedisTopology::Standalone,
+        tls: false,
+        sentinel_password: None,
     };
     let (redis_store, _tasks) = RedisStore::connect(config, Default::default())
         .await

@@ -28,6 +28,10 @@ pub struct Health {
 pub struct RedisHealth {
     pub enabled: bool,
     pub connected: bool,
+    /// `standalone`, `sentinel` or `cluster`; null when Redis is off.
+    pub mode: Option<&'static str>,
+    /// On a cluster, how many primaries passed the last health check.
+    pub primaries: Option<usize>,
     /// Pending `token:` keys as of `countedAt`; null until counted.
     pub token_count: Option<u64>,
     /// Pending `device:` keys as of `countedAt`; null until counted.
@@ -78,6 +82,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             RedisHealth {
                 enabled: true,
                 connected: redis.connected,
+                mode: Some(redis.topology.0),
+                primaries: redis.topology.1,
                 token_count: counts.map(|c| c.tokens),
                 device_count: counts.map(|c| c.devices),
                 counted_at: counts.map(|c| rfc3339(c.counted_at.into())),
@@ -89,6 +95,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         None => RedisHealth {
             enabled: false,
             connected: false,
+            mode: None,
+            primaries: None,
             token_count: None,
             device_count: None,
             counted_at: None,

@@ -10,6 +10,7 @@ mod ledger;
 mod memory;
 mod redis;
 mod stale;
+mod topology;
 
 use std::time::{Duration, SystemTime};
 
@@ -129,6 +130,8 @@ pub struct RedisCounts {
 #[derive(Debug, Clone)]
 pub struct RedisStats {
     pub connected: bool,
+    /// The topology's name, and on a cluster the primaries that passed the last check.
+    pub topology: (&'static str, Option<usize>),
     /// `None` until the first count has finished.
     pub counts: Option<RedisCounts>,
 }

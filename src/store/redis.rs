@@ -33,16 +33,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, InfoDict, IntoConnectionInfo, RedisError, Script};
 use tokio::task::JoinHandle;
 
 use super::incarnation::{self, Probe, Watch};
+use super::topology::{self, NodeAccess, Primary, RedisConn, Sentinels};
 use super::{
     CertificateRegistry, ConsumeOutcome, Issued, PROOF_LIFETIME, ProofUse, RedisCounts, RedisStats,
     Renewal, RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
     replay_window,
 };
-use crate::config::{RedisSettings, Secret, Settings};
+use crate::config::{RedisSettings, RedisTopology, Secret, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
 use crate::registry::{
@@ -83,6 +86,10 @@ pub struct RedisConfig {
     /// Replicas that must acknowledge a consume before it counts; 0 = off.
     pub wait_replicas: u32,
     pub wait_timeout: Duration,
+    pub topology: RedisTopology,
+    /// TLS to nodes found by address (Sentinel's primary, a cluster's primaries).
+    pub tls: bool,
+    pub sentinel_password: Option<Secret>,
 }
 
 impl RedisConfig {
@@ -105,6 +112,14 @@ impl RedisConfig {
             count_interval: Duration::from_secs_f64(redis.count_interval_seconds),
             wait_replicas: redis.wait_replicas,
             wait_timeout: Duration::from_millis(redis.wait_timeout_ms),
+            topology: redis.topology()?,
+            tls: redis.tls
+                || redis
+                    .cluster_nodes
+                    .0
+                    .iter()
+                    .any(|n| n.starts_with("rediss://")),
+            sentinel_password: redis.sentinel_password.clone(),
         })
     }
 }
@@ -176,13 +191,19 @@ impl Keys {
     }
 
     /// One instance's counter, bumped at every health check.
-    fn marker(&self, instance: &str) -> String {
-        format!("{}marker:{instance}", self.prefix)
+    fn marker(&self, instance: &str, shard: Option<&str>) -> String {
+        match shard {
+            None => format!("{}marker:{instance}", self.prefix),
+            Some(tag) => format!("{}marker:{{{tag}}}:{instance}", self.prefix),
+        }
     }
 
     /// The Redis `run_id` some instance last checked for lost writes.
-    fn incarnation(&self) -> String {
-        format!("{}incarnation", self.prefix)
+    fn incarnation(&self, shard: Option<&str>) -> String {
+        match shard {
+            None => format!("{}incarnation", self.prefix),
+            Some(tag) => format!("{}incarnation:{{{tag}}}", self.prefix),
+        }
     }
 
     /// The epoch (bumped at each loss of writes any instance noticed) and the moment of
@@ -230,8 +251,8 @@ pub struct RedisStore {
     id: u64,
     /// Bumped to make every thread open a fresh connection.
     generation: AtomicU64,
-    client: redis::Client,
-    connection_config: AsyncConnectionConfig,
+    mode: Mode,
+    access: NodeAccess,
     keys: Keys,
     issue_script: Script,
     consume_script: Script,
@@ -259,8 +280,24 @@ pub struct RedisStore {
     /// Whether Redis was ever up: the first connection is not a switch back from memory.
     ever_connected: AtomicBool,
     counts: Mutex<Option<RedisCounts>>,
+    /// Cluster primaries that passed the last health check.
+    answering: std::sync::atomic::AtomicUsize,
     config: RedisConfig,
     metrics: Arc<Metrics>,
+}
+
+/// How connections are made, by topology.
+enum Mode {
+    Standalone(redis::Client),
+    Sentinel(Sentinels),
+    Cluster {
+        client: ClusterClient,
+        /// The one cluster connection (it multiplexes and follows the slots), by
+        /// generation.
+        conn: Mutex<Option<(u64, ClusterConnection)>>,
+        /// The primaries at the last health check.
+        primaries: Mutex<Vec<Primary>>,
+    },
 }
 
 impl RedisStore {
@@ -283,19 +320,44 @@ impl RedisStore {
             settings = settings.set_db(db);
         }
         info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)?;
         // No retries inside a request: the health loop does the patient reconnecting, so
         // a request never waits long on a Redis that is gone.
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
+        let access = NodeAccess {
+            tls: config.tls,
+            username: config.username.clone(),
+            password: config.password.clone(),
+            db: config.db,
+            config: connection_config.clone(),
+        };
+        let mode = match &config.topology {
+            RedisTopology::Standalone => Mode::Standalone(redis::Client::open(info)?),
+            RedisTopology::Sentinel { sentinels, master } => Mode::Sentinel(Sentinels::new(
+                sentinels,
+                master.clone(),
+                config.sentinel_password.clone(),
+                connection_config.clone(),
+            )),
+            RedisTopology::Cluster { nodes } => Mode::Cluster {
+                client: topology::cluster_client(
+                    nodes,
+                    &access,
+                    config.connect_timeout,
+                    config.response_timeout,
+                )?,
+                conn: Mutex::new(None),
+                primaries: Mutex::new(Vec::new()),
+            },
+        };
         let mut instance = [0u8; 8];
         crate::crypto::fill_random(&mut instance);
         let store = Arc::new(Self {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
-            client,
-            connection_config,
+            mode,
+            access,
             keys: Keys {
                 prefix: config.key_prefix.clone(),
             },
@@ -315,10 +377,11 @@ impl RedisStore {
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
             counts: Mutex::new(None),
+            answering: std::sync::atomic::AtomicUsize::new(0),
             config,
             metrics,
         });
-        let mut health = HealthCheck::default();
+        let mut health = Health::for_mode(&store.mode);
         if let Err(e) = health.run(&store).await {
             tracing::warn!(
                 url = %store.config.display_url,
@@ -347,15 +410,71 @@ impl RedisStore {
         self.lost_writes_at.fetch_max(at, Ordering::SeqCst);
     }
 
+    /// A new connection to the one server (standalone), or to the primary Sentinel names.
     async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.connection_config)
-            .await
+        match &self.mode {
+            Mode::Standalone(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&self.access.config)
+                    .await
+            }
+            Mode::Sentinel(sentinels) => {
+                let (host, port) = sentinels.primary().await?;
+                self.access.open(&host, port).await
+            }
+            Mode::Cluster { .. } => Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "a cluster is reached through its cluster connection",
+            ))),
+        }
+    }
+
+    /// The cluster connection of this generation, made when there is none.
+    async fn cluster_conn(&self) -> Result<ClusterConnection, RedisError> {
+        let Mode::Cluster { client, conn, .. } = &self.mode else {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "not a cluster",
+            )));
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((g, c)) = conn.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *g == generation
+        {
+            return Ok(c.clone());
+        }
+        let made = client.get_async_connection().await?;
+        *conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, made.clone()));
+        Ok(made)
+    }
+
+    /// The topology's name, and on a cluster how many primaries answered the last check.
+    pub fn topology(&self) -> (&'static str, Option<usize>) {
+        match &self.mode {
+            Mode::Cluster { .. } => ("cluster", Some(self.answering.load(Ordering::Relaxed))),
+            _ => (self.config.topology.as_str(), None),
+        }
+    }
+
+    /// The connection a request uses: on a cluster, the cluster connection (once the
+    /// health check has passed every primary); otherwise this thread's own.
+    async fn conn(&self) -> Result<RedisConn, StoreError> {
+        if let Mode::Cluster { .. } = &self.mode {
+            if !self.is_connected() {
+                return Err(StoreError::Unreachable("redis is unreachable".into()));
+            }
+            return self
+                .cluster_conn()
+                .await
+                .map(RedisConn::Cluster)
+                .map_err(|e| self.fail(e));
+        }
+        self.single_conn().await.map(RedisConn::Single)
     }
 
     /// This thread's connection, opened on first use, and only to the Redis process the
     /// health loop has checked.
-    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn single_conn(&self) -> Result<MultiplexedConnection, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let cached = LOCAL_CONNECTIONS.with_borrow(|local| {
             local
@@ -410,7 +529,7 @@ impl RedisStore {
     /// or lost everything: its epoch moves too, but no signed request waits for it.
     async fn record_loss(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         shared_epoch: u64,
         reason: &str,
         first_contact: bool,
@@ -467,10 +586,13 @@ impl RedisStore {
 
     /// Maps a Redis error to the store's, noting a lost connection on the way.
     fn fail(&self, e: RedisError) -> StoreError {
+        // A primary demoted by a failover answers READONLY: find the new one.
+        let demoted = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
         if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_unrecoverable_error()
+            || demoted
         {
             self.set_connected(false, Some(&e));
             StoreError::Unreachable(e.to_string())
@@ -492,7 +614,7 @@ impl RedisStore {
 
     async fn try_consume(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         device: &DeviceId,
         jti: &str,
         certificate: Option<&CertificateRecord>,
@@ -525,7 +647,7 @@ impl RedisStore {
     /// only once that many replicas have it: a failover then cannot bring it back.
     /// Otherwise the request fails (503); the write stays on the primary, so the device
     /// onboards (or signs) again.
-    async fn wait_for_replicas(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+    async fn wait_for_replicas(&self, conn: &mut RedisConn) -> Result<(), StoreError> {
         let wanted = self.config.wait_replicas;
         if wanted == 0 {
             return Ok(());
@@ -591,7 +713,7 @@ impl RedisStore {
     /// that every instance's CRL follows.
     async fn list_revoked(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         record: &CertificateRecord,
         revoked_now: bool,
     ) -> Result<(), StoreError> {
@@ -641,49 +763,68 @@ impl RedisStore {
         Ok(jti.map(|jti| (jti, Duration::from_millis(ttl_ms.max(0) as u64))))
     }
 
+    /// Where to SCAN: every primary of a cluster, or the one server.
+    async fn scan_connections(&self) -> Option<Vec<RedisConn>> {
+        match &self.mode {
+            Mode::Cluster { primaries, .. } => {
+                let nodes = primaries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut conns = Vec::with_capacity(nodes.len());
+                for node in nodes {
+                    conns.push(RedisConn::Single(
+                        self.access.open(&node.host, node.port).await.ok()?,
+                    ));
+                }
+                Some(conns)
+            }
+            _ => Some(vec![self.conn().await.ok()?]),
+        }
+    }
+
     /// Counts our keys with SCAN: incremental, so Redis keeps serving everyone else
     /// between batches, however many keys there are.
     async fn count(&self) -> Option<Duration> {
         let started = Instant::now();
         let pattern = self.keys.scan_pattern();
         let (token_prefix, device_prefix) = (self.keys.token_prefix(), self.keys.device_prefix());
-        let mut conn = self.conn().await.ok()?;
         let blocked_prefix = self.keys.blocked_prefix();
-        let (mut tokens, mut devices, mut cursor) = (0u64, 0u64, 0u64);
+        let (mut tokens, mut devices) = (0u64, 0u64);
         let mut blocked = HashSet::new();
-        loop {
-            let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut conn)
-                .await;
-            let (next, keys) = match reply {
-                Ok(reply) => reply,
-                Err(e) => {
-                    tracing::debug!(error = %e, "counting keys failed");
-                    return None;
+        for mut conn in self.scan_connections().await? {
+            let mut cursor = 0u64;
+            loop {
+                let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH)
+                    .query_async(&mut conn)
+                    .await;
+                let (next, keys) = match reply {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "counting keys failed");
+                        return None;
+                    }
+                };
+                for key in keys {
+                    if key.starts_with(&token_prefix) {
+                        tokens += 1;
+                    } else if key.starts_with(&device_prefix) {
+                        devices += 1;
+                    } else if let Some(device) = key
+                        .strip_prefix(&blocked_prefix)
+                        .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
+                        .and_then(|id| DeviceId::parse(id).ok())
+                    {
+                        blocked.insert(device);
+                    }
                 }
-            };
-            for key in keys {
-                if key.starts_with(&token_prefix) {
-                    tokens += 1;
-                } else if key.starts_with(&device_prefix) {
-                    devices += 1;
-                } else if let Some(device) = key
-                    .strip_prefix(&blocked_prefix)
-                    .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
-                    .and_then(|id| DeviceId::parse(id).ok())
-                {
-                    blocked.insert(device);
+                if next == 0 {
+                    break;
                 }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         let took = started.elapsed();
         *self.blocked_seen.lock().unwrap_or_else(|p| p.into_inner()) = blocked;
@@ -697,58 +838,159 @@ impl RedisStore {
     }
 }
 
-/// INFO server, the marker after INCR, EXPIRE, the recorded run_id, the shared epoch
-/// and moment of the last loss.
-type ProbeReply = (
-    InfoDict,
-    u64,
-    (),
-    Option<String>,
-    (Option<u64>, Option<u64>),
-);
+/// INFO server, the marker after INCR, EXPIRE, the recorded run_id.
+type ProbeReply = (InfoDict, u64, (), Option<String>);
 
-/// The health loop's own connection and what it saw at its last check.
+/// The health loop's checks: one for the server (standalone, or Sentinel's primary), or
+/// one per shard of a cluster, by the shard's first slot (which a failover keeps, so
+/// that a promoted replica is compared with the primary it replaced).
+enum Health {
+    Single(HealthCheck),
+    Cluster(std::collections::BTreeMap<u16, HealthCheck>),
+}
+
+impl Health {
+    fn for_mode(mode: &Mode) -> Self {
+        match mode {
+            Mode::Cluster { .. } => Health::Cluster(Default::default()),
+            _ => Health::Single(HealthCheck::default()),
+        }
+    }
+
+    /// Checks Redis for lost writes, then lets requests use it. A failure marks it
+    /// unreachable.
+    async fn run(&mut self, store: &RedisStore) -> Result<(), RedisError> {
+        let result = match self {
+            Health::Single(check) => check.check_single(store).await,
+            Health::Cluster(checks) => check_cluster(checks, store).await,
+        };
+        match &result {
+            Ok(()) => store.set_connected(true, None),
+            Err(e) => store.set_connected(false, Some(e)),
+        }
+        result
+    }
+}
+
+/// Every primary of the cluster, each on its own connection: all must pass.
+async fn check_cluster(
+    checks: &mut std::collections::BTreeMap<u16, HealthCheck>,
+    store: &RedisStore,
+) -> Result<(), RedisError> {
+    let Mode::Cluster { primaries, .. } = &store.mode else {
+        unreachable!("only for a cluster");
+    };
+    let found = async {
+        let mut cluster = store.cluster_conn().await?;
+        let found = topology::primaries(&mut cluster).await?;
+        Ok::<_, RedisError>((cluster, found))
+    }
+    .await;
+    let (cluster, found) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            store.answering.store(0, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let (mut answering, mut failure) = (0, None);
+    for primary in &found {
+        let check = checks.entry(primary.first_slot).or_default();
+        if check.node.as_ref() != Some(primary) {
+            // A failover (or the first look): a connection to the new primary.
+            check.conn = None;
+            check.node = Some(primary.clone());
+        }
+        let mut shared = RedisConn::Cluster(cluster.clone());
+        match check.check(store, &mut shared).await {
+            Ok(()) => answering += 1,
+            Err(e) => {
+                check.conn = None;
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    store.answering.store(answering, Ordering::Relaxed);
+    *primaries.lock().unwrap_or_else(|p| p.into_inner()) = found;
+    match failure {
+        // Every primary must pass: a request may go to any of them.
+        Some(e) => Err(e),
+        None if answering == 0 => Err(RedisError::from((
+            redis::ErrorKind::Io,
+            "the cluster has no primary serving slots",
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One server's check: its own connection, and what it saw last time.
 #[derive(Default)]
 struct HealthCheck {
     conn: Option<MultiplexedConnection>,
     watch: Watch,
+    /// The cluster primary checked (None: the one server, or Sentinel's primary).
+    node: Option<Primary>,
 }
 
 impl HealthCheck {
-    /// Checks Redis for lost writes, then lets requests use it. A failure marks it
-    /// unreachable.
-    async fn run(&mut self, store: &RedisStore) -> Result<(), RedisError> {
-        let result = self.check(store).await;
-        match &result {
-            Ok(()) => store.set_connected(true, None),
-            Err(e) => {
-                self.conn = None;
-                store.set_connected(false, Some(e));
-            }
+    async fn check_single(&mut self, store: &RedisStore) -> Result<(), RedisError> {
+        let result = async {
+            let mut conn = RedisConn::Single(self.connection(store).await?.clone());
+            self.check(store, &mut conn).await
+        }
+        .await;
+        if result.is_err() {
+            self.conn = None;
         }
         result
     }
 
-    async fn check(&mut self, store: &RedisStore) -> Result<(), RedisError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => self.conn.insert(store.open().await?),
-        };
+    async fn connection(
+        &mut self,
+        store: &RedisStore,
+    ) -> Result<&mut MultiplexedConnection, RedisError> {
+        if self.conn.is_none() {
+            let conn = match &self.node {
+                Some(node) => store.access.open(&node.host, node.port).await?,
+                None => store.open().await?,
+            };
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    /// The shard's hash tag on a cluster (its keys must live on the node checked).
+    fn shard(&self) -> Option<&'static str> {
+        self.node.as_ref().map(|n| slots::tag_for(n.first_slot))
+    }
+
+    /// `shared` reaches the keys every instance shares (`<prefix>lost-writes`), which on
+    /// a cluster live on some other node.
+    async fn check(
+        &mut self,
+        store: &RedisStore,
+        shared: &mut RedisConn,
+    ) -> Result<(), RedisError> {
         let keys = &store.keys;
-        let marker = keys.marker(&store.instance);
-        let (info, marker_value, (), recorded_run_id, (shared_epoch, shared_at)): ProbeReply =
-            redis::pipe()
-                .cmd("INFO")
-                .arg("server")
-                .incr(&marker, 1)
-                .expire(&marker, MARKER_TTL_SECS as i64)
-                .get(keys.incarnation())
-                .cmd("HMGET")
-                .arg(keys.lost_writes())
-                .arg("epoch")
-                .arg("at")
-                .query_async(conn)
-                .await?;
+        let shard = self.shard();
+        let marker = keys.marker(&store.instance, shard);
+        let incarnation_key = keys.incarnation(shard);
+        // A handle to the same connection: the watch is updated below.
+        let conn = &mut self.connection(store).await?.clone();
+        let (info, marker_value, (), recorded_run_id): ProbeReply = redis::pipe()
+            .cmd("INFO")
+            .arg("server")
+            .incr(&marker, 1)
+            .expire(&marker, MARKER_TTL_SECS as i64)
+            .get(&incarnation_key)
+            .query_async(conn)
+            .await?;
+        let (shared_epoch, shared_at): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(keys.lost_writes())
+            .arg("epoch")
+            .arg("at")
+            .query_async(shared)
+            .await?;
         let probe = Probe {
             run_id: incarnation::run_id(&info).unwrap_or_default(),
             marker: marker_value,
@@ -763,7 +1005,7 @@ impl HealthCheck {
             redis::cmd("WAIT")
                 .arg(store.config.wait_replicas)
                 .arg(store.config.wait_timeout.as_millis() as u64)
-                .query_async::<u32>(conn)
+                .query_async::<u32>(&mut *conn)
                 .await?;
         }
         let durable = if probe.is_new_incarnation() {
@@ -774,21 +1016,21 @@ impl HealthCheck {
         if let Some(reason) = self.watch.assess(&probe, durable) {
             let first_contact = self.watch.run_id.is_none() && probe.recorded_run_id.is_none();
             store
-                .record_loss(conn, shared_epoch.unwrap_or(0), reason, first_contact)
+                .record_loss(shared, shared_epoch.unwrap_or(0), reason, first_contact)
                 .await?;
         }
         if probe.is_new_incarnation() {
             // Only after the loss is recorded, so that another instance that sees the
             // new incarnation also sees the loss.
             redis::cmd("SET")
-                .arg(keys.incarnation())
+                .arg(&incarnation_key)
                 .arg(&probe.run_id)
-                .query_async::<()>(conn)
+                .query_async::<()>(&mut *conn)
                 .await?;
         }
         let changed = self.watch.run_id.as_deref() != Some(probe.run_id.as_str());
         self.watch.remember(&probe);
-        if changed {
+        if changed && self.node.is_none() {
             *store
                 .verified_run_id
                 .lock()
@@ -799,7 +1041,7 @@ impl HealthCheck {
     }
 }
 
-async fn health_loop(store: Weak<RedisStore>, mut health: HealthCheck) {
+async fn health_loop(store: Weak<RedisStore>, mut health: Health) {
     loop {
         let Some(interval) = store.upgrade().map(|s| s.config.health_check_interval) else {
             return;
@@ -960,6 +1202,7 @@ impl TokenStore for RedisStore {
             mode: StorageMode::Redis,
             redis: Some(RedisStats {
                 connected: self.is_connected(),
+                topology: self.topology(),
                 counts: *self.counts.lock().unwrap_or_else(|p| p.into_inner()),
             }),
             memory_tokens: 0,
@@ -1167,9 +1410,14 @@ impl CertificateRegistry for RedisStore {
     async fn revoked(&self) -> Result<RevokedList, StoreError> {
         let mut conn = self.conn().await?;
         let now = unix_now();
-        let (revision, serials): (Option<u64>, Vec<String>) = redis::pipe()
-            .get(self.keys.revision())
-            .cmd("ZRANGE")
+        // One command per key, none in a pipeline: on a cluster they live in different
+        // slots. This runs only when the list changed or a CRL slot began.
+        let revision: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.revision())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let serials: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.keys.revoked())
             .arg(now)
             .arg("+inf")
@@ -1187,19 +1435,17 @@ impl CertificateRegistry for RedisStore {
             .iter()
             .filter_map(|s| crate::registry::parse_serial(s))
             .collect();
-        let mut pipe = redis::pipe();
+        let mut records: Vec<Option<Vec<u8>>> = Vec::with_capacity(serials.len());
         for serial in &serials {
-            pipe.cmd("HGET")
-                .arg(self.keys.certificate_of(serial))
-                .arg(&serial[..]);
+            records.push(
+                redis::cmd("HGET")
+                    .arg(self.keys.certificate_of(serial))
+                    .arg(&serial[..])
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.fail(e))?,
+            );
         }
-        let records: Vec<Option<Vec<u8>>> = if serials.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut conn)
-                .await
-                .map_err(|e| self.fail(e))?
-        };
         let entries = serials
             .iter()
             .zip(records)

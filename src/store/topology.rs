@@ -1,0 +1,225 @@
+//! The three ways to reach Redis: one server, a primary found through Sentinel, or a
+//! Cluster; and the connection requests use in each.
+//!
+//! Standalone and Sentinel requests run on plain multiplexed connections, opened only to
+//! the process the health check verified (Sentinel names the primary; after a failover
+//! it names the new one, which is checked before use). On a Cluster, requests run on the
+//! redis crate's cluster connection, which follows the slots by itself; the health check
+//! probes every primary on its own connection.
+
+use std::collections::BTreeMap;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, RedisResult, Value,
+};
+
+use crate::config::Secret;
+
+/// A connection requests use: to one server, or to the cluster.
+#[derive(Clone)]
+pub(super) enum RedisConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How to open connections to a node given by address, with the configured credentials.
+#[derive(Clone)]
+pub(super) struct NodeAccess {
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: Option<i64>,
+    pub config: AsyncConnectionConfig,
+}
+
+impl NodeAccess {
+    pub fn info(&self, host: &str, port: u16) -> RedisResult<ConnectionInfo> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let info = format!("{scheme}://{host}:{port}").into_connection_info()?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password.expose());
+        }
+        if let Some(db) = self.db {
+            settings = settings.set_db(db);
+        }
+        Ok(info.set_redis_settings(settings))
+    }
+
+    pub async fn open(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        redis::Client::open(self.info(host, port)?)?
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
+}
+
+/// Where the primary is, by asking the sentinels in turn.
+pub(super) struct Sentinels {
+    pub addresses: Vec<(String, u16)>,
+    pub master: String,
+    pub password: Option<Secret>,
+    pub config: AsyncConnectionConfig,
+}
+
+impl Sentinels {
+    pub fn new(
+        addresses: &[String],
+        master: String,
+        password: Option<Secret>,
+        config: AsyncConnectionConfig,
+    ) -> Self {
+        let addresses = addresses
+            .iter()
+            .filter_map(|a| {
+                let (host, port) = a.rsplit_once(':')?;
+                Some((host.to_owned(), port.parse().ok()?))
+            })
+            .collect();
+        Self {
+            addresses,
+            master,
+            password,
+            config,
+        }
+    }
+
+    /// The primary's address, from the first sentinel that knows it.
+    pub async fn primary(&self) -> RedisResult<(String, u16)> {
+        let mut last = None;
+        for (host, port) in &self.addresses {
+            match self.ask(host, *port).await {
+                Ok(Some(primary)) => return Ok(primary),
+                Ok(None) => {}
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::Io,
+                "no sentinel knows the primary",
+                self.master.clone(),
+            ))
+        }))
+    }
+
+    async fn ask(&self, host: &str, port: u16) -> RedisResult<Option<(String, u16)>> {
+        let info = format!("redis://{host}:{port}").into_connection_info()?;
+        let info = match &self.password {
+            Some(password) => {
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.expose());
+                info.set_redis_settings(settings)
+            }
+            None => info,
+        };
+        let mut conn = redis::Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&self.master)
+            .query_async(&mut conn)
+            .await?;
+        Ok(answer)
+    }
+}
+
+/// A primary of the cluster: its address and the first slot it serves (which names its
+/// shard: it survives a failover).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Primary {
+    pub host: String,
+    pub port: u16,
+    pub first_slot: u16,
+}
+
+/// The cluster's primaries, from `CLUSTER SLOTS` (one per shard, by its lowest slot).
+pub(super) async fn primaries(conn: &mut ClusterConnection) -> RedisResult<Vec<Primary>> {
+    let slots: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut by_address: BTreeMap<(String, u16), u16> = BTreeMap::new();
+    for range in slots {
+        let Value::Array(parts) = range else { continue };
+        let (Some(Value::Int(start)), Some(Value::Array(node))) = (parts.first(), parts.get(2))
+        else {
+            continue;
+        };
+        let host = match node.first() {
+            Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+            Some(Value::SimpleString(host)) => host.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = node.get(1) else {
+            continue;
+        };
+        let first = by_address.entry((host, *port as u16)).or_insert(u16::MAX);
+        *first = (*first).min(*start as u16);
+    }
+    let mut primaries: Vec<Primary> = by_address
+        .into_iter()
+        .map(|((host, port), first_slot)| Primary {
+            host,
+            port,
+            first_slot,
+        })
+        .collect();
+    primaries.sort_by_key(|p| p.first_slot);
+    Ok(primaries)
+}
+
+/// The cluster client: seed nodes, credentials, and the timeouts of a single node.
+pub(super) fn cluster_client(
+    nodes: &[String],
+    access: &NodeAccess,
+    connect_timeout: std::time::Duration,
+    response_timeout: std::time::Duration,
+) -> RedisResult<ClusterClient> {
+    let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+        .connection_timeout(connect_timeout)
+        .response_timeout(response_timeout)
+        // A request never waits out a failover: it answers 503 and the device retries.
+        .retries(1);
+    if let Some(username) = &access.username {
+        builder = builder.username(username);
+    }
+    if let Some(password) = &access.password {
+        builder = builder.password(password.expose());
+    }
+    builder.build()
+}
