@@ -290,14 +290,15 @@ pub struct RedisStore {
 enum Mode {
     Standalone(redis::Client),
     Sentinel(Sentinels),
-    Cluster {
-        client: ClusterClient,
-        /// The one cluster connection (it multiplexes and follows the slots), by
-        /// generation.
-        conn: Mutex<Option<(u64, ClusterConnection)>>,
-        /// The primaries at the last health check.
-        primaries: Mutex<Vec<Primary>>,
-    },
+    Cluster(Box<Cluster>),
+}
+
+struct Cluster {
+    client: ClusterClient,
+    /// The one cluster connection (it multiplexes and follows the slots), by generation.
+    conn: Mutex<Option<(u64, ClusterConnection)>>,
+    /// The primaries at the last health check.
+    primaries: Mutex<Vec<Primary>>,
 }
 
 impl RedisStore {
@@ -340,7 +341,7 @@ impl RedisStore {
                 config.sentinel_password.clone(),
                 connection_config.clone(),
             )),
-            RedisTopology::Cluster { nodes } => Mode::Cluster {
+            RedisTopology::Cluster { nodes } => Mode::Cluster(Box::new(Cluster {
                 client: topology::cluster_client(
                     nodes,
                     &access,
@@ -349,7 +350,7 @@ impl RedisStore {
                 )?,
                 conn: Mutex::new(None),
                 primaries: Mutex::new(Vec::new()),
-            },
+            })),
         };
         let mut instance = [0u8; 8];
         crate::crypto::fill_random(&mut instance);
@@ -422,7 +423,7 @@ impl RedisStore {
                 let (host, port) = sentinels.primary().await?;
                 self.access.open(&host, port).await
             }
-            Mode::Cluster { .. } => Err(RedisError::from((
+            Mode::Cluster(_) => Err(RedisError::from((
                 redis::ErrorKind::Client,
                 "a cluster is reached through its cluster connection",
             ))),
@@ -431,27 +432,31 @@ impl RedisStore {
 
     /// The cluster connection of this generation, made when there is none.
     async fn cluster_conn(&self) -> Result<ClusterConnection, RedisError> {
-        let Mode::Cluster { client, conn, .. } = &self.mode else {
+        let Mode::Cluster(cluster) = &self.mode else {
             return Err(RedisError::from((
                 redis::ErrorKind::Client,
                 "not a cluster",
             )));
         };
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((g, c)) = conn.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        if let Some((g, c)) = cluster
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
             && *g == generation
         {
             return Ok(c.clone());
         }
-        let made = client.get_async_connection().await?;
-        *conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, made.clone()));
+        let made = cluster.client.get_async_connection().await?;
+        *cluster.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, made.clone()));
         Ok(made)
     }
 
     /// The topology's name, and on a cluster how many primaries answered the last check.
     pub fn topology(&self) -> (&'static str, Option<usize>) {
         match &self.mode {
-            Mode::Cluster { .. } => ("cluster", Some(self.answering.load(Ordering::Relaxed))),
+            Mode::Cluster(_) => ("cluster", Some(self.answering.load(Ordering::Relaxed))),
             _ => (self.config.topology.as_str(), None),
         }
     }
@@ -459,7 +464,7 @@ impl RedisStore {
     /// The connection a request uses: on a cluster, the cluster connection (once the
     /// health check has passed every primary); otherwise this thread's own.
     async fn conn(&self) -> Result<RedisConn, StoreError> {
-        if let Mode::Cluster { .. } = &self.mode {
+        if let Mode::Cluster(_) = &self.mode {
             if !self.is_connected() {
                 return Err(StoreError::Unreachable("redis is unreachable".into()));
             }
@@ -766,8 +771,12 @@ impl RedisStore {
     /// Where to SCAN: every primary of a cluster, or the one server.
     async fn scan_connections(&self) -> Option<Vec<RedisConn>> {
         match &self.mode {
-            Mode::Cluster { primaries, .. } => {
-                let nodes = primaries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            Mode::Cluster(cluster) => {
+                let nodes = cluster
+                    .primaries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let mut conns = Vec::with_capacity(nodes.len());
                 for node in nodes {
                     conns.push(RedisConn::Single(
@@ -852,7 +861,7 @@ enum Health {
 impl Health {
     fn for_mode(mode: &Mode) -> Self {
         match mode {
-            Mode::Cluster { .. } => Health::Cluster(Default::default()),
+            Mode::Cluster(_) => Health::Cluster(Default::default()),
             _ => Health::Single(HealthCheck::default()),
         }
     }
@@ -877,7 +886,7 @@ async fn check_cluster(
     checks: &mut std::collections::BTreeMap<u16, HealthCheck>,
     store: &RedisStore,
 ) -> Result<(), RedisError> {
-    let Mode::Cluster { primaries, .. } = &store.mode else {
+    let Mode::Cluster(cluster_mode) = &store.mode else {
         unreachable!("only for a cluster");
     };
     let found = async {
@@ -911,7 +920,10 @@ async fn check_cluster(
         }
     }
     store.answering.store(answering, Ordering::Relaxed);
-    *primaries.lock().unwrap_or_else(|p| p.into_inner()) = found;
+    *cluster_mode
+        .primaries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = found;
     match failure {
         // Every primary must pass: a request may go to any of them.
         Some(e) => Err(e),

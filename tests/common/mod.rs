@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bin;
+pub mod cluster;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;

@@ -33,9 +33,14 @@ impl RedisServer {
 
     /// A server with these extra arguments (persistence, replication), kept on restarts.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_on(free_port, args)
+    }
+
+    /// A server on a port from `pick`.
+    pub fn start_on(pick: fn() -> u16, args: &[&str]) -> Self {
         for _ in 0..5 {
             let mut server = Self {
-                port: free_port(),
+                port: pick(),
                 dir: tempfile::tempdir().expect("temp dir for redis"),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 child: None,
@@ -84,6 +89,15 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is still running (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn url(&self) -> String {
@@ -161,6 +175,16 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A free port that leaves room for a cluster node's bus port (port + 10000).
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
     }
 }
 

@@ -1,0 +1,396 @@
+//! Several instances on Redis Cluster and on Sentinel: the single-use promise across
+//! instances and slots, and under failover while `provisiond bench` runs. Each test
+//! spawns its own Redis processes (stopped on drop, also after a failed assertion) and
+//! is bounded in time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::bin::{run, text};
+use common::cluster::{MASTER_NAME, RedisCluster, SentinelSetup};
+use common::pki::quick_csr;
+use common::{TestApp, error_code};
+use provisiond::config::{FallbackPolicy, KeyList, List, Secret, Settings};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const ADMIN: &str = "scale-admin-key-scale-admin-key-scale!";
+
+fn on_cluster(cluster: &RedisCluster, certs: &std::path::Path) -> Settings {
+    let mut s = common::app::test_settings(None, certs);
+    s.redis.enabled = true;
+    s.redis.url = None;
+    s.redis.cluster_nodes = List(cluster.urls());
+    s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+    s
+}
+
+fn on_sentinels(setup: &SentinelSetup, certs: &std::path::Path) -> Settings {
+    let mut s = common::app::test_settings(None, certs);
+    s.redis.enabled = true;
+    s.redis.url = None;
+    s.redis.sentinels = List(setup.addresses());
+    s.redis.sentinel_master = Some(MASTER_NAME.into());
+    s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+    s
+}
+
+/// Bounds a test: the processes it spawned stop when it fails.
+async fn within<F: Future>(limit: Duration, test: F) -> F::Output {
+    tokio::time::timeout(limit, test)
+        .await
+        .expect("the test ran out of time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_a_cluster_keep_every_token_single_use() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    within(Duration::from_secs(120), async {
+        let certs = tempfile::tempdir().unwrap();
+        let a = TestApp::spawn_settings(on_cluster(&cluster, certs.path())).await;
+        let b = TestApp::spawn_settings(on_cluster(&cluster, certs.path())).await;
+        for app in [&a, &b] {
+            let health = app
+                .wait_for_health(Duration::from_secs(20), |h| h["redis"]["primaries"] == 3)
+                .await;
+            assert_eq!(health["redis"]["mode"], "cluster", "{health}");
+            assert_eq!(health["storage"], "redis", "{health}");
+        }
+
+        // Issued through A, used through B.
+        let token = a.token_for("c-dev-1").await;
+        let signed = b.sign_csr(&token, "c-dev-1", &quick_csr("c-dev-1")).await;
+        assert_eq!(signed.status(), StatusCode::OK);
+        let again = a.sign_csr(&token, "c-dev-1", &quick_csr("c-dev-1")).await;
+        assert_eq!(error_code(again).await.1, "token_used");
+
+        // 64 concurrent uses of one token over both instances: one certificate.
+        let token = a.token_for("c-dev-2").await;
+        let csr = quick_csr("c-dev-2");
+        let mut uses = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let app = if i % 2 == 0 { &a } else { &b };
+            let request = app
+                .client
+                .post(app.url("/api/v1/sign-csr"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "device_id": "c-dev-2", "csr": csr }));
+            uses.spawn(async move { request.send().await.unwrap().status() });
+        }
+        let statuses = uses.join_all().await;
+        let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(won, 1, "{statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED)
+        );
+
+        // Re-onboarding through B kills A's token.
+        let first = a.token_for("c-dev-3").await;
+        let _second = b.token_for("c-dev-3").await;
+        let dead = a.sign_csr(&first, "c-dev-3", &quick_csr("c-dev-3")).await;
+        assert_eq!(error_code(dead).await.1, "token_used");
+
+        // Device ids spread over every primary; each device's keys stay in its slot.
+        for n in 0..60 {
+            let app = if n % 2 == 0 { &a } else { &b };
+            assert_eq!(
+                app.onboard(&format!("spread-{n}")).await.status(),
+                StatusCode::OK
+            );
+        }
+        for port in cluster.primaries() {
+            let node = cluster.nodes.iter().find(|n| n.port() == port).unwrap();
+            let keys: u64 = node.cmd(&["DBSIZE"]);
+            assert!(keys > 0, "primary {port} holds none of the keys");
+        }
+        let counted = a
+            .wait_for_health(Duration::from_secs(10), |h| {
+                h["redis"]["deviceCount"].as_u64() >= Some(61)
+            })
+            .await;
+        assert!(
+            counted["redis"]["tokenCount"].as_u64() >= Some(61),
+            "{counted}"
+        );
+
+        // The registry, revocation and CRL work across slots and instances.
+        let signed: Value = signed.json().await.unwrap();
+        let serial = signed["serial_number"].as_str().unwrap();
+        let revoked = a
+            .client
+            .post(a.url(&format!("/api/v1/certificates/{serial}/revoke")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), StatusCode::OK);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let crl = b
+                .client
+                .get(b.url("/api/v1/crl?format=pem"))
+                .send()
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("crl.pem"), crl.text().await.unwrap()).unwrap();
+            std::fs::write(dir.path().join("ca.crt"), b.ca_pem().await).unwrap();
+            let text = common::pki::openssl_crl(
+                &dir.path().join("crl.pem"),
+                "PEM",
+                &dir.path().join("ca.crt"),
+            );
+            if text.contains(serial) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "B's CRL never listed it: {text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Blocking, through the other instance.
+        let blocked = b
+            .client
+            .post(b.url("/api/v1/devices/c-dev-1/revoke"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({ "block": true }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(blocked.status(), StatusCode::OK);
+        assert_eq!(
+            error_code(a.onboard("c-dev-1").await).await.1,
+            "device_blocked"
+        );
+    })
+    .await;
+}
+
+/// Runs `provisiond bench --scenario flow` against `server` for `seconds`; its JSON report.
+async fn bench(server: String, seconds: u32) -> Value {
+    let out = run(
+        &[
+            "bench",
+            "--server",
+            &server,
+            "--scenario",
+            "flow",
+            "--concurrency",
+            "16",
+            "--duration",
+            &seconds.to_string(),
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("bench printed no report: {}", text(&out)))
+}
+
+/// Polls both instances every 50 ms from `start` until they are back on Redis; the
+/// window from the kill to the moment both are.
+async fn recovery_window(apps: &[&TestApp], killed: Instant, limit: Duration) -> Duration {
+    // First see them notice (they may already have), then come back.
+    let deadline = killed + limit;
+    loop {
+        let mut back = true;
+        for app in apps {
+            let health = app.health().await;
+            back &= health["redis"]["connected"] == true && health["storage"] == "redis";
+        }
+        if back && killed.elapsed() > Duration::from_millis(1500) {
+            return killed.elapsed();
+        }
+        assert!(Instant::now() < deadline, "Redis never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every flow request either succeeded or got a 503 (or a connection cut while a node
+/// died): nothing else.
+fn only_unavailable(report: &Value) {
+    let errors = report["results"]["flow"]["errors"].as_object().unwrap();
+    for (code, n) in errors {
+        assert!(
+            code == "onboarding_failed"
+                || code.contains("storage_unavailable")
+                || code.contains("503"),
+            "{n} flows failed with {code}: {report}"
+        );
+    }
+    for endpoint in ["onboarding", "sign-csr"] {
+        if let Some(errors) = report["results"][endpoint]["errors"].as_object() {
+            for (code, n) in errors {
+                assert!(
+                    code.contains("storage_unavailable") || code.contains("503"),
+                    "{n} {endpoint} requests failed with {code}: {report}"
+                );
+            }
+        }
+    }
+}
+
+/// Consumes tokens just before a failover, then presents each again after it: every
+/// one must be refused.
+async fn spent_tokens(app: &TestApp, prefix: &str, n: usize) -> Vec<(String, String)> {
+    let mut spent = Vec::new();
+    for i in 0..n {
+        let device = format!("{prefix}-{i}");
+        let token = app.token_for(&device).await;
+        let signed = app.sign_csr(&token, &device, &quick_csr(&device)).await;
+        assert_eq!(signed.status(), StatusCode::OK);
+        spent.push((device, token));
+    }
+    spent
+}
+
+async fn still_spent(app: &TestApp, spent: &[(String, String)]) {
+    for (device, token) in spent {
+        let replay = app.sign_csr(token, device, &quick_csr(device)).await;
+        assert_eq!(
+            error_code(replay).await,
+            (StatusCode::UNAUTHORIZED, "token_used".into()),
+            "{device}'s token worked twice"
+        );
+    }
+}
+
+fn failover_settings(mut s: Settings) -> Settings {
+    // Answer 503 rather than serve from memory, and count a consume only once a replica
+    // has it: a failover then loses no consume.
+    s.redis.fallback = FallbackPolicy::None;
+    s.redis.wait_replicas = 1;
+    s.redis.wait_timeout_ms = 500;
+    s.redis.response_timeout_ms = 1000;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_primary_killed_under_load_fails_over_without_a_second_use() {
+    let mut cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let a = TestApp::spawn_settings(failover_settings(on_cluster(&cluster, certs.path()))).await;
+    let b = TestApp::spawn_settings(failover_settings(on_cluster(&cluster, certs.path()))).await;
+    within(Duration::from_secs(150), async {
+        for app in [&a, &b] {
+            app.wait_for_health(Duration::from_secs(20), |h| h["redis"]["primaries"] == 3)
+                .await;
+        }
+        let spent = spent_tokens(&a, "spent", 30).await;
+        let load_a = tokio::spawn(bench(a.address.clone(), 14));
+        let load_b = tokio::spawn(bench(b.address.clone(), 14));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let victim = cluster.primaries()[0];
+        cluster.node(victim).kill();
+        let killed = Instant::now();
+        let window = recovery_window(&[&a, &b], killed, Duration::from_secs(60)).await;
+        println!("cluster failover: both instances back on Redis {window:?} after the kill");
+        let (report_a, report_b) = (load_a.await.unwrap(), load_b.await.unwrap());
+        for report in [&report_a, &report_b] {
+            only_unavailable(report);
+            assert!(
+                report["results"]["flow"]["ok"].as_u64() > Some(0),
+                "{report}"
+            );
+        }
+        println!(
+            "cluster failover under load: flows ok {} + {}, failed {} + {}",
+            report_a["results"]["flow"]["ok"],
+            report_b["results"]["flow"]["ok"],
+            report_a["results"]["flow"]["errors"],
+            report_b["results"]["flow"]["errors"]
+        );
+        let cluster_ready = tokio::task::spawn_blocking(move || {
+            cluster.wait_until_ok(Duration::from_secs(30));
+            cluster
+        });
+        let cluster = cluster_ready.await.unwrap();
+        assert_eq!(cluster.primaries().len(), 3, "a replica took over");
+        still_spent(&b, &spent).await;
+        one_certificate_per_device(&a).await;
+        drop(cluster);
+    })
+    .await;
+}
+
+/// The devices whose tokens were spent before the failover still have exactly one
+/// certificate each.
+async fn one_certificate_per_device(app: &TestApp) {
+    for device in ["spent-0", "spent-1", "spent-29"] {
+        let status: Value = app
+            .client
+            .get(app.url(&format!("/api/v1/devices/{device}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            status["certificates"].as_array().map(Vec::len),
+            Some(1),
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_under_load_is_followed_without_a_restart() {
+    let mut setup = SentinelSetup::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    let a = TestApp::spawn_settings(failover_settings(on_sentinels(&setup, certs.path()))).await;
+    let b = TestApp::spawn_settings(failover_settings(on_sentinels(&setup, certs.path()))).await;
+    within(Duration::from_secs(150), async {
+        for app in [&a, &b] {
+            let health = app
+                .wait_for_health(Duration::from_secs(20), |h| h["redis"]["connected"] == true)
+                .await;
+            assert_eq!(health["redis"]["mode"], "sentinel", "{health}");
+        }
+        let spent = spent_tokens(&a, "spent", 30).await;
+        let load_a = tokio::spawn(bench(a.address.clone(), 16));
+        let load_b = tokio::spawn(bench(b.address.clone(), 16));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let old = setup.primary.port();
+        setup.primary.kill();
+        let killed = Instant::now();
+        let window = recovery_window(&[&a, &b], killed, Duration::from_secs(60)).await;
+        println!("sentinel failover: both instances back on Redis {window:?} after the kill");
+        assert_eq!(
+            setup.primary_port(),
+            Some(setup.replica.port()),
+            "not failed over from {old}"
+        );
+        let (report_a, report_b) = (load_a.await.unwrap(), load_b.await.unwrap());
+        for report in [&report_a, &report_b] {
+            only_unavailable(report);
+        }
+        println!(
+            "sentinel failover under load: flows ok {} + {}, failed {} + {}",
+            report_a["results"]["flow"]["ok"],
+            report_b["results"]["flow"]["ok"],
+            report_a["results"]["flow"]["errors"],
+            report_b["results"]["flow"]["errors"]
+        );
+        still_spent(&b, &spent).await;
+        one_certificate_per_device(&a).await;
+        // New work goes to the new primary.
+        let token = b.token_for("after-failover").await;
+        assert_eq!(
+            a.sign_csr(&token, "after-failover", &quick_csr("after-failover"))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    })
+    .await;
+}
