@@ -191,21 +191,63 @@ async fn bench(server: String, seconds: u32) -> Value {
         .unwrap_or_else(|_| panic!("bench printed no report: {}", text(&out)))
 }
 
-/// Polls both instances every 50 ms from `start` until they are back on Redis; the
-/// window from the kill to the moment both are.
-async fn recovery_window(apps: &[&TestApp], killed: Instant, limit: Duration) -> Duration {
-    // First see them notice (they may already have), then come back.
-    let deadline = killed + limit;
+/// Device ids whose keys live on the primary on `port`.
+fn devices_served_by(cluster: &RedisCluster, port: u16) -> Vec<String> {
+    let node = cluster.nodes.iter().find(|n| n.port() == port).unwrap();
+    let slots: Vec<Vec<redis::Value>> = node.cmd(&["CLUSTER", "SLOTS"]);
+    let served_here = |range: &Vec<redis::Value>| {
+        matches!(&range[2], redis::Value::Array(node)
+            if node.get(1) == Some(&redis::Value::Int(i64::from(port))))
+    };
+    let ranges: Vec<(u16, u16)> = slots
+        .iter()
+        .filter(|r| served_here(r))
+        .filter_map(|r| match (&r[0], &r[1]) {
+            (redis::Value::Int(a), redis::Value::Int(b)) => Some((*a as u16, *b as u16)),
+            _ => None,
+        })
+        .collect();
+    assert!(!ranges.is_empty(), "{port} serves no slots");
+    (0..)
+        .map(|n| format!("shard-probe-{n}"))
+        .filter(|id| {
+            let slot = provisiond::registry::slots::slot_of(id);
+            ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+        })
+        .take(50)
+        .collect()
+}
+
+/// From the kill, tries a whole flow through each instance every 50 ms (for devices of
+/// the failed shard), until every instance signs again; the window from the kill.
+async fn serving_again(apps: &[&TestApp], devices: &[String], killed: Instant) -> Duration {
+    let deadline = killed + Duration::from_secs(60);
+    let mut next = 0;
     loop {
-        let mut back = true;
+        let mut all = true;
         for app in apps {
-            let health = app.health().await;
-            back &= health["redis"]["connected"] == true && health["storage"] == "redis";
+            let device = &devices[next % devices.len()];
+            next += 1;
+            let onboarded = app.onboard(device).await;
+            let served = if onboarded.status() == StatusCode::OK {
+                let body: Value = onboarded.json().await.unwrap();
+                let token = body["provisioning_token"].as_str().unwrap();
+                app.sign_csr(token, device, &quick_csr(device))
+                    .await
+                    .status()
+                    == StatusCode::OK
+            } else {
+                false
+            };
+            all &= served;
         }
-        if back && killed.elapsed() > Duration::from_millis(1500) {
+        if all {
             return killed.elapsed();
         }
-        assert!(Instant::now() < deadline, "Redis never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the instances never served again"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -242,7 +284,12 @@ async fn spent_tokens(app: &TestApp, prefix: &str, n: usize) -> Vec<(String, Str
         let device = format!("{prefix}-{i}");
         let token = app.token_for(&device).await;
         let signed = app.sign_csr(&token, &device, &quick_csr(&device)).await;
-        assert_eq!(signed.status(), StatusCode::OK);
+        assert_eq!(
+            signed.status(),
+            StatusCode::OK,
+            "{}",
+            signed.text().await.unwrap()
+        );
         spent.push((device, token));
     }
     spent
@@ -288,10 +335,28 @@ async fn a_cluster_primary_killed_under_load_fails_over_without_a_second_use() {
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         let victim = cluster.primaries()[0];
+        let victims_devices = devices_served_by(&cluster, victim);
         cluster.node(victim).kill();
         let killed = Instant::now();
-        let window = recovery_window(&[&a, &b], killed, Duration::from_secs(60)).await;
-        println!("cluster failover: both instances back on Redis {window:?} after the kill");
+        // The crashed machine comes back, and rejoins as the new primary's replica (with
+        // redis.wait_replicas = 1, consumes in its slots wait for one).
+        let cluster = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while cluster.primaries().contains(&victim) {
+                assert!(Instant::now() < deadline, "no replica took over");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            cluster.node(victim).restart();
+            cluster
+        })
+        .await
+        .unwrap();
+        let failed_over = killed.elapsed();
+        let window = serving_again(&[&a, &b], &victims_devices, killed).await;
+        println!(
+            "cluster failover: a replica took over {failed_over:?} after the kill; both \
+             instances signed for the failed shard's devices again {window:?} after it"
+        );
         let (report_a, report_b) = (load_a.await.unwrap(), load_b.await.unwrap());
         for report in [&report_a, &report_b] {
             only_unavailable(report);
@@ -307,12 +372,13 @@ async fn a_cluster_primary_killed_under_load_fails_over_without_a_second_use() {
             report_a["results"]["flow"]["errors"],
             report_b["results"]["flow"]["errors"]
         );
-        let cluster_ready = tokio::task::spawn_blocking(move || {
+        let cluster = tokio::task::spawn_blocking(move || {
             cluster.wait_until_ok(Duration::from_secs(30));
             cluster
-        });
-        let cluster = cluster_ready.await.unwrap();
-        assert_eq!(cluster.primaries().len(), 3, "a replica took over");
+        })
+        .await
+        .unwrap();
+        assert_eq!(cluster.primaries().len(), 3);
         still_spent(&b, &spent).await;
         one_certificate_per_device(&a).await;
         drop(cluster);
@@ -363,12 +429,22 @@ async fn a_sentinel_failover_under_load_is_followed_without_a_restart() {
         let old = setup.primary.port();
         setup.primary.kill();
         let killed = Instant::now();
-        let window = recovery_window(&[&a, &b], killed, Duration::from_secs(60)).await;
-        println!("sentinel failover: both instances back on Redis {window:?} after the kill");
-        assert_eq!(
-            setup.primary_port(),
-            Some(setup.replica.port()),
-            "not failed over from {old}"
+        let deadline = killed + Duration::from_secs(30);
+        while setup.primary_port() != Some(setup.replica.port()) {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never failed over from {old}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let failed_over = killed.elapsed();
+        // The old primary comes back; the sentinels make it the new one's replica.
+        setup.primary.restart();
+        let devices: Vec<String> = (0..50).map(|n| format!("sentinel-probe-{n}")).collect();
+        let window = serving_again(&[&a, &b], &devices, killed).await;
+        println!(
+            "sentinel failover: promoted {failed_over:?} after the kill; both instances \
+             signed again {window:?} after it"
         );
         let (report_a, report_b) = (load_a.await.unwrap(), load_b.await.unwrap());
         for report in [&report_a, &report_b] {

@@ -30,6 +30,16 @@ pub fn slot_of(tag: &str) -> u16 {
     crc16(tag.as_bytes()) % SLOTS
 }
 
+/// The slot of a whole key, as Redis Cluster computes it: its hash tag (the part between
+/// the first `{` and the next `}`, when not empty) or else the whole key.
+pub fn key_slot(key: &str) -> u16 {
+    let tagged = key.split_once('{').and_then(|(_, rest)| {
+        let (tag, _) = rest.split_once('}')?;
+        (!tag.is_empty()).then_some(tag)
+    });
+    slot_of(tagged.unwrap_or(key))
+}
+
 /// A short tag that falls in `slot`: the first of `s0`, `s1`, ... to do so. Every
 /// instance computes the same table.
 pub fn tag_for(slot: u16) -> &'static str {
@@ -70,6 +80,15 @@ pub fn serial_in(slot: u16) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_slots_follow_the_hash_tag_rule() {
+        assert_eq!(key_slot("p:token:{dev-1}:abc"), slot_of("dev-1"));
+        assert_eq!(key_slot("p:revoked"), slot_of("p:revoked"));
+        assert_eq!(key_slot("p:{}:x"), slot_of("p:{}:x"));
+        // Redis's own answer for CLUSTER KEYSLOT foo.
+        assert_eq!(key_slot("foo"), 12182);
+    }
 
     #[test]
     fn slots_match_redis_cluster() {

@@ -643,7 +643,8 @@ impl RedisStore {
             .await
             .map_err(|e| self.fail(e))?;
         if consumed == 1 {
-            self.wait_for_replicas(conn).await?;
+            self.wait_for_replicas(conn, &[&self.keys.device(device)])
+                .await?;
         }
         Ok(consumed == 1)
     }
@@ -652,17 +653,49 @@ impl RedisStore {
     /// only once that many replicas have it: a failover then cannot bring it back.
     /// Otherwise the request fails (503); the write stays on the primary, so the device
     /// onboards (or signs) again.
-    async fn wait_for_replicas(&self, conn: &mut RedisConn) -> Result<(), StoreError> {
+    /// `written` names the keys written: on a cluster, the primary of each one's slot
+    /// waits for its own replicas.
+    async fn wait_for_replicas(
+        &self,
+        conn: &mut RedisConn,
+        written: &[&str],
+    ) -> Result<(), StoreError> {
         let wanted = self.config.wait_replicas;
         if wanted == 0 {
             return Ok(());
         }
-        let acknowledged: u32 = redis::cmd("WAIT")
-            .arg(wanted)
-            .arg(self.config.wait_timeout.as_millis() as u64)
-            .query_async(conn)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted)
+            .arg(self.config.wait_timeout.as_millis() as u64);
+        let acknowledged: u32 = match conn {
+            RedisConn::Single(single) => {
+                wait.query_async(single).await.map_err(|e| self.fail(e))?
+            }
+            RedisConn::Cluster(cluster) => {
+                let mut slots: Vec<u16> = written.iter().map(|k| slots::key_slot(k)).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                let mut fewest = u32::MAX;
+                for slot in slots {
+                    let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                        redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                            redis::cluster_routing::Route::new(
+                                slot,
+                                redis::cluster_routing::SlotAddr::Master,
+                            ),
+                        ),
+                    );
+                    let value = cluster
+                        .route_command(wait.clone(), route)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                    let count: u32 = redis::from_redis_value(value)
+                        .map_err(|e| StoreError::Failed(e.to_string()))?;
+                    fewest = fewest.min(count);
+                }
+                fewest
+            }
+        };
         if acknowledged < wanted {
             return Err(StoreError::Failed(format!(
                 "{acknowledged} of the {wanted} replicas required (redis.wait_replicas) \
@@ -1200,7 +1233,8 @@ impl TokenStore for RedisStore {
             .await
             .map_err(|e| self.fail(e))?;
         if set.is_some() {
-            self.wait_for_replicas(&mut conn).await?;
+            self.wait_for_replicas(&mut conn, &[&self.keys.nonce(device, ts)])
+                .await?;
         }
         Ok(set.is_some())
     }
@@ -1296,7 +1330,13 @@ impl CertificateRegistry for RedisStore {
         let record = unpacked(*serial, &packed)?;
         self.list_revoked(&mut conn, &record, revoked_now == 1)
             .await?;
-        self.wait_for_replicas(&mut conn).await?;
+        let written = [
+            self.keys.certificate_of(serial),
+            self.keys.revoked(),
+            self.keys.revision(),
+        ];
+        self.wait_for_replicas(&mut conn, &written.each_ref().map(String::as_str))
+            .await?;
         Ok(Some(record))
     }
 
@@ -1366,7 +1406,13 @@ impl CertificateRegistry for RedisStore {
             self.list_revoked(&mut conn, &superseded, true).await?;
             Some(superseded)
         };
-        self.wait_for_replicas(&mut conn).await?;
+        let written = [
+            self.keys.certificates(slot),
+            self.keys.revoked(),
+            self.keys.revision(),
+        ];
+        self.wait_for_replicas(&mut conn, &written.each_ref().map(String::as_str))
+            .await?;
         Ok(Renewal::Renewed { superseded })
     }
 
@@ -1380,7 +1426,8 @@ impl CertificateRegistry for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        self.wait_for_replicas(&mut conn).await?;
+        self.wait_for_replicas(&mut conn, &[&self.keys.blocked(device)])
+            .await?;
         self.saw_blocked(device, true);
         Ok(standing.as_deref().and_then(Block::unpack).unwrap_or(block))
     }
@@ -1392,7 +1439,8 @@ impl CertificateRegistry for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        self.wait_for_replicas(&mut conn).await?;
+        self.wait_for_replicas(&mut conn, &[&self.keys.blocked(device)])
+            .await?;
         self.saw_blocked(device, false);
         Ok(removed == 1)
     }

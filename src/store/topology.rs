@@ -213,8 +213,9 @@ pub(super) fn cluster_client(
     let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
         .connection_timeout(connect_timeout)
         .response_timeout(response_timeout)
-        // A request never waits out a failover: it answers 503 and the device retries.
-        .retries(1);
+        // Enough to follow a MOVED after a failover; a request never waits one out (it
+        // answers 503 and the device retries).
+        .retries(3);
     if let Some(username) = &access.username {
         builder = builder.username(username);
     }

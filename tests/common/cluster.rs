@@ -77,12 +77,30 @@ impl RedisCluster {
                     redis::cmd("CLUSTER").arg("INFO").query(&mut n.connection());
                 info.is_ok_and(|i| i.contains("cluster_state:ok"))
             });
-            if ok && self.primaries().len() * 2 >= self.running() {
+            if ok && self.primaries().len() * 2 >= self.running() && self.replicas_online() {
                 return;
             }
             assert!(Instant::now() < deadline, "the cluster never became ok");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Every primary that has a replica left sees it online (synced).
+    fn replicas_online(&self) -> bool {
+        let running = self.running();
+        let primaries = self.primaries();
+        let with_replica = running - primaries.len();
+        let online = primaries
+            .iter()
+            .filter(|port| {
+                let node = self.nodes.iter().find(|n| n.port() == **port);
+                node.is_some_and(|n| {
+                    n.cmd::<String>(&["INFO", "replication"])
+                        .contains("state=online")
+                })
+            })
+            .count();
+        online >= with_replica
     }
 
     fn running(&self) -> usize {
