@@ -946,4 +946,32 @@ mod tests {
         let e = ConfigError::key("server.port", "bad");
         assert!(e.to_string().contains("PORT"));
     }
+
+    #[test]
+    fn exactly_one_way_to_reach_redis() {
+        let mut redis = RedisSettings::default();
+        assert_eq!(redis.topology().unwrap(), RedisTopology::Standalone);
+        redis.cluster_nodes = List(vec!["redis://10.0.0.1:7000".into()]);
+        assert_eq!(redis.topology().unwrap().as_str(), "cluster");
+        redis.url = Some("redis://10.0.0.9:6379".into());
+        let both = redis.topology().unwrap_err().to_string();
+        assert!(both.contains("exactly one"), "{both}");
+        redis.url = None;
+        redis.sentinels = List(vec!["10.0.0.2:26379".into()]);
+        assert!(redis.topology().is_err());
+        redis.cluster_nodes = List::default();
+        let unnamed = redis.topology().unwrap_err().to_string();
+        assert!(unnamed.contains("REDIS_SENTINEL_MASTER"), "{unnamed}");
+        redis.sentinel_master = Some("mymaster".into());
+        assert_eq!(redis.topology().unwrap().as_str(), "sentinel");
+        redis.sentinels = List(vec!["no-port".into()]);
+        assert!(redis.topology().is_err());
+        let mut cluster = RedisSettings {
+            cluster_nodes: List(vec!["10.0.0.1:7000".into()]),
+            ..RedisSettings::default()
+        };
+        assert!(cluster.topology().is_err(), "a node must be a URL");
+        cluster.cluster_nodes = List(vec!["redis://:secret@10.0.0.1:7000".into()]);
+        assert!(!cluster.display_url().contains("secret"));
+    }
 }
