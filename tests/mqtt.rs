@@ -251,21 +251,11 @@ async fn a_certificate_revoked_through_the_api_is_refused_by_the_broker_after_a_
 async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
     const ADMIN: &str = "mqtt-admin-key-mqtt-admin-key-mqtt-admin";
     let certs = tempfile::tempdir().unwrap();
-    let certs_dir = certs.path().to_str().unwrap();
-    let made = run(
-        &["ca", "server-cert", "--dns", "localhost"],
-        &[("CERTS_DIR", certs_dir)],
-    )
+    let (_app, server) = common::app::spawn_tls(certs.path(), |s| {
+        s.renewal.revoke_previous = true;
+        s.admin.keys = provisiond::config::KeyList(vec![provisiond::config::Secret::new(ADMIN)]);
+    })
     .await;
-    assert!(made.status.success(), "{}", text(&made));
-    let mut settings = common::app::test_settings(None, certs.path());
-    settings.server.tls.cert = Some(certs.path().join("server.crt"));
-    settings.server.tls.key = Some(certs.path().join("server.key"));
-    settings.renewal.revoke_previous = true;
-    settings.admin.keys = provisiond::config::KeyList(vec![provisiond::config::Secret::new(ADMIN)]);
-    let app = TestApp::spawn_settings(settings).await;
-    let port = app.address.rsplit(':').next().unwrap().to_owned();
-    let server = format!("https://localhost:{port}");
     let ca = certs.path().join("ca.crt");
     let ca_file = ca.to_str().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -321,16 +311,8 @@ async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
     let mtls_dir = out.path().join("mtls");
     std::fs::create_dir(&mtls_dir).unwrap();
     let key_pem = std::fs::read_to_string(&key).unwrap();
-    let identity = reqwest::Identity::from_pem(
-        format!("{}{key_pem}", std::fs::read_to_string(&cert).unwrap()).as_bytes(),
-    )
-    .unwrap();
-    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
-    let mtls = reqwest::Client::builder()
-        .add_root_certificate(root)
-        .identity(identity)
-        .build()
-        .unwrap();
+    let identity = format!("{}{key_pem}", std::fs::read_to_string(&cert).unwrap());
+    let mtls = common::app::https_client(&ca, Some(&identity));
     let csr = provisiond::device::DeviceKey::from_pem(&key_pem)
         .unwrap()
         .csr_pem(Some("renew-1"))
@@ -350,10 +332,7 @@ async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
     std::fs::copy(&ca, mtls_dir.join("ca.crt")).unwrap();
 
     // The stolen device: revoked and blocked.
-    let admin = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
+    let admin = common::app::https_client(&ca, None);
     let blocked = admin
         .post(format!("{server}/api/v1/devices/block-1/revoke"))
         .bearer_auth(ADMIN)

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pki::{crl_field, openssl_crl, openssl_x509, quick_csr};
+use common::pki::{crl_field, openssl_x509, quick_csr};
 use common::{RedisServer, TestApp, error_code};
 use provisiond::config::{KeyList, Secret, Settings};
 use reqwest::StatusCode;
@@ -47,19 +47,8 @@ async fn issue(app: &TestApp, device: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// The CRL's text as OpenSSL prints it, its signature checked against the CA.
 async fn crl_text(app: &TestApp) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let (crl, ca) = (dir.path().join("crl.pem"), dir.path().join("ca.crt"));
-    let pem = app
-        .client
-        .get(app.url("/api/v1/crl?format=pem"))
-        .send()
-        .await
-        .unwrap();
-    std::fs::write(&crl, pem.text().await.unwrap()).unwrap();
-    std::fs::write(&ca, app.ca_pem().await).unwrap();
-    openssl_crl(&crl, "PEM", &ca)
+    app.crl_text().await
 }
 
 fn crl_number(text: &str) -> String {

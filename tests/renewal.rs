@@ -217,97 +217,83 @@ async fn bad_proofs_are_refused_with_a_clear_code() {
     let csr = old.key.csr_pem(Some(device)).unwrap();
     let key_pem = old.key.private_key_pem();
     let now = unix_now();
-    let cases: Vec<(&str, Option<String>, &str)> = vec![
-        ("no proof", None, "renewal_proof_invalid"),
-        ("not a JWT", Some("abc.def".into()), "renewal_proof_invalid"),
+    let p384 = DeviceKey::generate(KeyKind::P384)
+        .unwrap()
+        .private_key_pem();
+    let (neighbour_key, stranger_key) = (
+        neighbour.key.private_key_pem(),
+        stranger.key.private_key_pem(),
+    );
+    let valid = |sub: &str| claims(sub, now, now + 60, RENEW_AUDIENCE);
+    // (what is wrong, certificate in x5c, signing key, claims, alg)
+    let forgeries: Vec<(&str, Vec<u8>, &str, ProofClaims, Algorithm)> = vec![
         (
             "wrong audience",
-            Some(forged(
-                &old.der(),
-                &key_pem,
-                claims(device, now, now + 60, "provisiond"),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            old.der(),
+            &key_pem,
+            claims(device, now, now + 60, "provisiond"),
+            Algorithm::ES256,
         ),
         (
             "lives too long",
-            Some(forged(
-                &old.der(),
-                &key_pem,
-                claims(device, now, now + 3600, RENEW_AUDIENCE),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            old.der(),
+            &key_pem,
+            claims(device, now, now + 3600, RENEW_AUDIENCE),
+            Algorithm::ES256,
         ),
         (
             "expired",
-            Some(forged(
-                &old.der(),
-                &key_pem,
-                claims(device, now - 400, now - 100, RENEW_AUDIENCE),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            old.der(),
+            &key_pem,
+            claims(device, now - 400, now - 100, RENEW_AUDIENCE),
+            Algorithm::ES256,
         ),
         (
             "another device's subject",
-            Some(forged(
-                &old.der(),
-                &key_pem,
-                claims("bad-2", now, now + 60, RENEW_AUDIENCE),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            old.der(),
+            &key_pem,
+            valid("bad-2"),
+            Algorithm::ES256,
         ),
         (
             "another device's certificate",
-            Some(forged(
-                &neighbour.der(),
-                &neighbour.key.private_key_pem(),
-                claims(device, now, now + 60, RENEW_AUDIENCE),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            neighbour.der(),
+            &neighbour_key,
+            valid(device),
+            Algorithm::ES256,
         ),
         (
             "a certificate from another CA",
-            Some(forged(
-                &stranger.der(),
-                &stranger.key.private_key_pem(),
-                claims(device, now, now + 60, RENEW_AUDIENCE),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            stranger.der(),
+            &stranger_key,
+            valid(device),
+            Algorithm::ES256,
         ),
         (
             "signed by another key",
-            Some(forged(
-                &old.der(),
-                &stranger.key.private_key_pem(),
-                claims(device, now, now + 60, RENEW_AUDIENCE),
-                Algorithm::ES256,
-            )),
-            "renewal_proof_invalid",
+            old.der(),
+            &stranger_key,
+            valid(device),
+            Algorithm::ES256,
         ),
         (
             "an algorithm that does not fit the key",
-            Some(forged(
-                &old.der(),
-                &DeviceKey::generate(KeyKind::P384)
-                    .unwrap()
-                    .private_key_pem(),
-                claims(device, now, now + 60, RENEW_AUDIENCE),
-                Algorithm::ES384,
-            )),
-            "renewal_proof_invalid",
+            old.der(),
+            &p384,
+            valid(device),
+            Algorithm::ES384,
         ),
     ];
-    for (what, proof, code) in cases {
+    let mut cases: Vec<(&str, Option<String>)> =
+        vec![("no proof", None), ("not a JWT", Some("abc.def".into()))];
+    for (what, cert, key, claims, alg) in forgeries {
+        cases.push((what, Some(forged(&cert, key, claims, alg))));
+    }
+    for (what, proof) in cases {
         let refused = renew(&app, device, &csr, proof.as_deref()).await;
         assert_eq!(
             error_code(refused).await,
-            (StatusCode::UNAUTHORIZED, code.to_owned()),
+            (StatusCode::UNAUTHORIZED, "renewal_proof_invalid".to_owned()),
             "{what}"
         );
     }
@@ -357,21 +343,7 @@ async fn revoked_superseded_and_expired_certificates_renew_only_as_configured() 
     )
     .await;
     assert_eq!(status_of(&status, &old.serial), "revoked");
-    let crl = app
-        .client
-        .get(app.url("/api/v1/crl?format=pem"))
-        .send()
-        .await
-        .unwrap();
-    let crl = crl.text().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("crl.pem"), &crl).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), app.ca_pem().await).unwrap();
-    let listed = common::pki::openssl_crl(
-        &dir.path().join("crl.pem"),
-        "PEM",
-        &dir.path().join("ca.crt"),
-    );
+    let listed = app.crl_text().await;
     assert!(
         listed.contains(&old.serial) && listed.contains("Superseded"),
         "{listed}"
@@ -611,20 +583,7 @@ async fn without_redis_the_registry_blocks_and_proofs_survive_a_restart() {
             .status(),
         StatusCode::OK
     );
-    let crl = app
-        .client
-        .get(app.url("/api/v1/crl?format=pem"))
-        .send()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("crl.pem"), crl.text().await.unwrap()).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), app.ca_pem().await).unwrap();
-    let listed = common::pki::openssl_crl(
-        &dir.path().join("crl.pem"),
-        "PEM",
-        &dir.path().join("ca.crt"),
-    );
+    let listed = app.crl_text().await;
     assert!(listed.contains(&revoked.serial), "{listed}");
 }
 
@@ -665,21 +624,9 @@ async fn registry_and_blocks_survive_a_server_restart_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener() {
     let certs = tempfile::tempdir().unwrap();
-    let certs_dir = certs.path().to_str().unwrap();
-    let made = run(
-        &["ca", "server-cert", "--dns", "localhost"],
-        &[("CERTS_DIR", certs_dir)],
-    )
-    .await;
-    assert!(made.status.success(), "{}", text(&made));
-    let mut settings = common::app::test_settings(None, certs.path());
-    settings.server.tls.cert = Some(certs.path().join("server.crt"));
-    settings.server.tls.key = Some(certs.path().join("server.key"));
-    let app = TestApp::spawn_settings(settings).await;
-    let port = app.address.rsplit(':').next().unwrap().to_owned();
-    let server = format!("https://localhost:{port}");
-    let ca_file = certs.path().join("ca.crt");
-    let ca_file = ca_file.to_str().unwrap();
+    let (_app, server) = common::app::spawn_tls(certs.path(), |_| {}).await;
+    let ca_path = certs.path().join("ca.crt");
+    let ca_file = ca_path.to_str().unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();
@@ -735,14 +682,7 @@ async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener
     );
 
     // Mutual TLS: the certificate itself is the proof, no Authorization header.
-    let identity = reqwest::Identity::from_pem(format!("{after}{new_key}").as_bytes()).unwrap();
-    let mtls = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(ca_file).unwrap()).unwrap(),
-        )
-        .identity(identity)
-        .build()
-        .unwrap();
+    let mtls = common::app::https_client(&ca_path, Some(&format!("{after}{new_key}")));
     let device_key = DeviceKey::from_pem(&new_key).unwrap();
     let csr = device_key.csr_pem(Some("cli-1")).unwrap();
     let response = mtls
@@ -766,12 +706,7 @@ async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener
         .unwrap();
     assert_eq!(error_code(other).await.1, "renewal_proof_invalid");
     // Other routes work as before for clients without a certificate.
-    let plain = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(ca_file).unwrap()).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let plain = common::app::https_client(&ca_path, None);
     let onboarded = plain
         .post(format!("{server}/api/v1/onboarding"))
         .json(&json!({ "device_id": "cli-3" }))

@@ -141,6 +141,21 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// The CRL as OpenSSL prints it, its signature checked against the CA.
+    pub async fn crl_text(&self) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (crl, ca) = (dir.path().join("crl.pem"), dir.path().join("ca.crt"));
+        let pem = self
+            .client
+            .get(self.url("/api/v1/crl?format=pem"))
+            .send()
+            .await
+            .unwrap();
+        std::fs::write(&crl, pem.text().await.unwrap()).unwrap();
+        std::fs::write(&ca, self.ca_pem().await).unwrap();
+        super::pki::openssl_crl(&crl, "PEM", &ca)
+    }
+
     /// GET a JSON document.
     pub async fn get_json(&self, path: &str) -> Value {
         self.client
@@ -195,4 +210,34 @@ pub fn jti_of(token: &str) -> String {
         .unwrap();
     let claims: Value = serde_json::from_slice(&bytes).unwrap();
     claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// A server on HTTPS, its certificate made by `provisiond ca server-cert --dns localhost`
+/// from the CA in `certs` (as an operator would make it); its `https://localhost:<port>`
+/// base URL.
+pub async fn spawn_tls(certs: &Path, adjust: impl FnOnce(&mut Settings)) -> (TestApp, String) {
+    let made = super::bin::run(
+        &["ca", "server-cert", "--dns", "localhost"],
+        &[("CERTS_DIR", certs.to_str().unwrap())],
+    )
+    .await;
+    assert!(made.status.success(), "{}", super::bin::text(&made));
+    let mut settings = test_settings(None, certs);
+    settings.server.tls.cert = Some(certs.join("server.crt"));
+    settings.server.tls.key = Some(certs.join("server.key"));
+    adjust(&mut settings);
+    let app = TestApp::spawn_settings(settings).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    (app, format!("https://localhost:{port}"))
+}
+
+/// A client that trusts the CA in `ca_file` for HTTPS and, with `identity_pem`
+/// (certificate and key, PEM), presents it as its TLS client certificate.
+pub fn https_client(ca_file: &Path, identity_pem: Option<&str>) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(ca_file).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder().add_root_certificate(root);
+    if let Some(identity) = identity_pem {
+        builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
 }

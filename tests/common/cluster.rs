@@ -5,17 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::redis::{RedisServer, free_cluster_port, free_port};
-
-/// Each write on disk before Redis answers it.
-const DURABLE: &[&str] = &[
-    "--save",
-    "",
-    "--appendonly",
-    "yes",
-    "--appendfsync",
-    "always",
-];
+use super::redis::{FSYNC_ALWAYS, RedisServer, free_cluster_port, free_port};
 
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
@@ -38,7 +28,7 @@ impl RedisCluster {
                     "--cluster-replica-validity-factor",
                     "0",
                 ];
-                args.extend_from_slice(DURABLE);
+                args.extend_from_slice(FSYNC_ALWAYS);
                 RedisServer::start_on(free_cluster_port, &args)
             })
             .collect();
@@ -140,8 +130,8 @@ pub const MASTER_NAME: &str = "mymaster";
 
 impl SentinelSetup {
     pub async fn start() -> Self {
-        let primary = RedisServer::start_with(DURABLE);
-        let replica = RedisServer::start_with(DURABLE);
+        let primary = RedisServer::start_with(FSYNC_ALWAYS);
+        let replica = RedisServer::start_with(FSYNC_ALWAYS);
         replica.replicate(primary.port()).await;
         let sentinels = (0..3)
             .map(|_| {
