@@ -1,91 +1,205 @@
 //! The audit stream: one event per token issued, consumed, rejected or revoked, per
-//! certificate issued, renewed or revoked, and per device blocked or unblocked, on the tracing target `audit` (route it with
-//! `RUST_LOG=audit=info`; with `LOG_FORMAT=json` each event is one JSON object). Events
-//! name the device and client and a token by the first 8 characters of its jti; never a
-//! token, key or secret.
+//! certificate issued, renewed or revoked, and per device blocked or unblocked, on the
+//! tracing target `audit` (route it with `RUST_LOG=audit=info`; with `LOG_FORMAT=json`
+//! each event is one JSON object). Events name the device and client and a token by the
+//! first 8 characters of its jti; never a token, key or secret.
+//!
+//! The latest events are also kept in memory, for the console's device page.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Mutex;
+
+use serde::Serialize;
 
 use crate::domain::{DeviceId, Jti};
+use crate::timefmt::rfc3339_now;
+
+/// How many events the console can look back on, over every device.
+const KEPT: usize = 5_000;
+/// How many of them one device's page shows.
+const PER_DEVICE: usize = 50;
+
+/// One audit event, as the console shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    pub at: String,
+    /// `token_issued`, `token_consumed`, `token_rejected`, `token_revoked`,
+    /// `certificate_issued`, `certificate_renewed`, `certificate_revoked`,
+    /// `device_blocked` or `device_unblocked`.
+    pub event: &'static str,
+    pub device_id: String,
+    /// What the event adds: a short token id, a serial, a reason.
+    pub detail: String,
+    pub client_ip: String,
+}
+
+#[derive(Default)]
+pub struct Audit {
+    recent: Mutex<VecDeque<AuditEvent>>,
+}
 
 fn ip(client: Option<IpAddr>) -> String {
     client.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
-pub fn token_issued(device: &DeviceId, jti: &Jti, client: Option<IpAddr>) {
-    tracing::info!(target: "audit", event = "token_issued", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
-}
+impl Audit {
+    fn keep(&self, event: &'static str, device: &str, detail: String, client: Option<IpAddr>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(AuditEvent {
+            at: rfc3339_now(),
+            event,
+            device_id: device.to_owned(),
+            detail,
+            client_ip: ip(client),
+        });
+    }
 
-pub fn token_consumed(device: &DeviceId, jti: &Jti, client: Option<IpAddr>) {
-    tracing::info!(target: "audit", event = "token_consumed", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
-}
+    /// The device's latest events, newest first.
+    pub fn of_device(&self, device: &DeviceId) -> Vec<AuditEvent> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .rev()
+            .filter(|e| e.device_id == device.as_str())
+            .take(PER_DEVICE)
+            .cloned()
+            .collect()
+    }
 
-pub fn token_rejected(device: Option<&str>, reason: &str, client: Option<IpAddr>) {
-    tracing::info!(target: "audit", event = "token_rejected", device_id = device.unwrap_or("-"), reason, client_ip = %ip(client));
-}
+    pub fn token_issued(&self, device: &DeviceId, jti: &Jti, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "token_issued", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
+        self.keep(
+            "token_issued",
+            device.as_str(),
+            format!("jti {}", jti.short()),
+            client,
+        );
+    }
 
-pub fn token_revoked(device: &DeviceId, had_token: bool, client: Option<IpAddr>) {
-    tracing::info!(target: "audit", event = "token_revoked", device_id = %device, had_token, client_ip = %ip(client));
-}
+    pub fn token_consumed(&self, device: &DeviceId, jti: &Jti, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "token_consumed", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
+        self.keep(
+            "token_consumed",
+            device.as_str(),
+            format!("jti {}", jti.short()),
+            client,
+        );
+    }
 
-pub fn certificate_issued(
-    device: &DeviceId,
-    serial: &str,
-    key_type: &str,
-    fingerprint_sha256: &str,
-    client: Option<IpAddr>,
-) {
-    tracing::info!(
-        target: "audit",
-        event = "certificate_issued",
-        device_id = %device,
-        serial,
-        key_type,
-        fingerprint_sha256,
-        client_ip = %ip(client),
-    );
-}
+    pub fn token_rejected(&self, device: Option<&str>, reason: &str, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "token_rejected", device_id = device.unwrap_or("-"), reason, client_ip = %ip(client));
+        if let Some(device) = device {
+            self.keep("token_rejected", device, reason.to_owned(), client);
+        }
+    }
 
-pub fn certificate_revoked(
-    device: &DeviceId,
-    serial: &str,
-    reason: &str,
-    first: bool,
-    client: Option<IpAddr>,
-) {
-    tracing::info!(
-        target: "audit",
-        event = "certificate_revoked",
-        device_id = %device,
-        serial,
-        reason,
-        already_revoked = !first,
-        client_ip = %ip(client),
-    );
-}
+    pub fn token_revoked(&self, device: &DeviceId, had_token: bool, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "token_revoked", device_id = %device, had_token, client_ip = %ip(client));
+        let detail = if had_token {
+            "pending token revoked"
+        } else {
+            "no token was pending"
+        };
+        self.keep("token_revoked", device.as_str(), detail.to_owned(), client);
+    }
 
-pub fn certificate_renewed(
-    device: &DeviceId,
-    previous: &str,
-    serial: &str,
-    proof: &str,
-    client: Option<IpAddr>,
-) {
-    tracing::info!(
-        target: "audit",
-        event = "certificate_renewed",
-        device_id = %device,
-        previous_serial = previous,
-        serial,
-        proof,
-        client_ip = %ip(client),
-    );
-}
+    pub fn certificate_issued(
+        &self,
+        device: &DeviceId,
+        serial: &str,
+        key_type: &str,
+        fingerprint_sha256: &str,
+        client: Option<IpAddr>,
+    ) {
+        tracing::info!(
+            target: "audit",
+            event = "certificate_issued",
+            device_id = %device,
+            serial,
+            key_type,
+            fingerprint_sha256,
+            client_ip = %ip(client),
+        );
+        self.keep(
+            "certificate_issued",
+            device.as_str(),
+            format!("{serial} ({key_type})"),
+            client,
+        );
+    }
 
-pub fn device_blocked(device: &DeviceId, reason: &str, client: Option<IpAddr>) {
-    tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(client));
-}
+    pub fn certificate_revoked(
+        &self,
+        device: &DeviceId,
+        serial: &str,
+        reason: &str,
+        first: bool,
+        client: Option<IpAddr>,
+    ) {
+        tracing::info!(
+            target: "audit",
+            event = "certificate_revoked",
+            device_id = %device,
+            serial,
+            reason,
+            already_revoked = !first,
+            client_ip = %ip(client),
+        );
+        let again = if first { "" } else { ", already revoked" };
+        self.keep(
+            "certificate_revoked",
+            device.as_str(),
+            format!("{serial} ({reason}{again})"),
+            client,
+        );
+    }
 
-pub fn device_unblocked(device: &DeviceId, was_blocked: bool, client: Option<IpAddr>) {
-    tracing::info!(target: "audit", event = "device_unblocked", device_id = %device, was_blocked, client_ip = %ip(client));
+    pub fn certificate_renewed(
+        &self,
+        device: &DeviceId,
+        previous: &str,
+        serial: &str,
+        proof: &str,
+        client: Option<IpAddr>,
+    ) {
+        tracing::info!(
+            target: "audit",
+            event = "certificate_renewed",
+            device_id = %device,
+            previous_serial = previous,
+            serial,
+            proof,
+            client_ip = %ip(client),
+        );
+        self.keep(
+            "certificate_renewed",
+            device.as_str(),
+            format!("{previous} -> {serial} ({proof})"),
+            client,
+        );
+    }
+
+    pub fn device_blocked(&self, device: &DeviceId, reason: &str, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(client));
+        self.keep("device_blocked", device.as_str(), reason.to_owned(), client);
+    }
+
+    pub fn device_unblocked(&self, device: &DeviceId, was_blocked: bool, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "device_unblocked", device_id = %device, was_blocked, client_ip = %ip(client));
+        let detail = if was_blocked {
+            "block lifted"
+        } else {
+            "was not blocked"
+        };
+        self.keep(
+            "device_unblocked",
+            device.as_str(),
+            detail.to_owned(),
+            client,
+        );
+    }
 }

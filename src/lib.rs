@@ -8,6 +8,7 @@
 //! from [`config`]. The fleet side ([`cli`], [`client`], [`device`]) lives in the same
 //! crate.
 
+pub mod activity;
 pub mod api;
 pub mod audit;
 pub mod auth;

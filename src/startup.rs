@@ -185,6 +185,8 @@ impl Application {
             limits,
             proxies,
             metrics,
+            audit: Default::default(),
+            activity: Default::default(),
             started: Instant::now(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),

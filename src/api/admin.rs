@@ -9,7 +9,6 @@ use super::AppState;
 use super::body::JsonBody;
 use super::certificates::{CertificateView, note_revocation, reason_in, refresh_crl};
 use super::{no_store, storage_error};
-use crate::audit;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::registry::{Block, Reason, Revocation};
@@ -83,7 +82,9 @@ fn authorized_device(
     path: &str,
 ) -> Result<DeviceId, ApiError> {
     state.authorize_admin(req)?;
-    DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)
+    let device = DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)?;
+    super::note_device(req, &device);
+    Ok(device)
 }
 
 pub async fn device_status(
@@ -128,7 +129,9 @@ pub async fn revoke_token(
     if revoked {
         state.metrics.tokens_revoked.inc();
     }
-    audit::token_revoked(&device, revoked, state.client_ip(&req));
+    state
+        .audit
+        .token_revoked(&device, revoked, state.client_ip(&req));
     Ok(no_store(HttpResponse::Ok()).json(Revoked {
         success: true,
         device_id: device.to_string(),
@@ -171,7 +174,9 @@ pub async fn revoke_device(
             .block(&device, Block { at: now, reason })
             .await
             .map_err(storage_error)?;
-        audit::device_blocked(&device, standing.reason.as_str(), client);
+        state
+            .audit
+            .device_blocked(&device, standing.reason.as_str(), client);
         Some(standing)
     } else {
         None
@@ -184,7 +189,7 @@ pub async fn revoke_device(
     if token_revoked {
         state.metrics.tokens_revoked.inc();
     }
-    audit::token_revoked(&device, token_revoked, client);
+    state.audit.token_revoked(&device, token_revoked, client);
     let revocation = Revocation { at: now, reason };
     // With a block, renewals recorded since the first read are revoked too (the block
     // stops any after it).
@@ -236,7 +241,9 @@ pub async fn unblock(
 ) -> Result<HttpResponse, ApiError> {
     let device = authorized_device(&state, &req, &path)?;
     let unblocked = state.store.unblock(&device).await.map_err(storage_error)?;
-    audit::device_unblocked(&device, unblocked, state.client_ip(&req));
+    state
+        .audit
+        .device_unblocked(&device, unblocked, state.client_ip(&req));
     Ok(no_store(HttpResponse::Ok()).json(Unblocked {
         success: true,
         device_id: device.to_string(),

@@ -20,8 +20,9 @@ pub struct RawBody {
 }
 
 impl RawBody {
+    /// No body at all. (Whitespace is a body, and not JSON: 400.)
     pub fn is_empty(&self) -> bool {
-        self.bytes.iter().all(u8::is_ascii_whitespace)
+        self.bytes.is_empty()
     }
 
     /// The JSON object it holds: 415 for any other content type, 400 for bad JSON.

@@ -8,7 +8,6 @@ use serde::Serialize;
 use super::AppState;
 use super::body::JsonBody;
 use super::{no_store, storage_error};
-use crate::audit;
 use crate::error::ApiError;
 use crate::metrics::ReasonLabel;
 use crate::registry::{CertificateRecord, Reason, Revocation, parse_serial};
@@ -143,7 +142,7 @@ pub(super) fn note_revocation(
             })
             .inc();
     }
-    audit::certificate_revoked(
+    state.audit.certificate_revoked(
         &record.device_id,
         &record.serial_hex(),
         applied.reason.as_str(),

@@ -1,9 +1,11 @@
 //! The HTTP API: the whole URL map, the shared state, and the request logger.
 
+mod activity;
 mod admin;
 mod body;
 mod ca;
 mod certificates;
+mod console;
 mod crl;
 mod health;
 mod onboarding;
@@ -19,10 +21,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::activity::Activity;
+use crate::audit::Audit;
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth, bearer};
 use crate::ca::CertificateAuthority;
 use crate::config::RenewalSettings;
@@ -48,6 +52,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub proxies: TrustedProxies,
     pub metrics: Arc<Metrics>,
+    pub audit: Audit,
+    pub activity: Activity,
     pub started: Instant,
     pub body_limit: usize,
     pub body_timeout: Duration,
@@ -151,7 +157,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/devices/{device_id}/block"),
     ("get", "/api/v1/certificates/{serial}"),
     ("post", "/api/v1/certificates/{serial}/revoke"),
+    ("get", "/api/v1/devices/{device_id}/events"),
+    ("get", "/api/v1/activity"),
+    ("get", "/api/v1/refusals"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/console"),
+    ("get", "/console/"),
+    ("get", "/console/app.js"),
+    ("get", "/console/app.css"),
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
@@ -187,7 +200,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/certificates/{serial}/revoke",
             certificates::revoke,
         ))
+        .service(get(
+            "/api/v1/devices/{device_id}/events",
+            activity::device_events,
+        ))
+        .service(get("/api/v1/activity", activity::activity))
+        .service(get("/api/v1/refusals", activity::refusals))
         .service(get("/api/v1/openapi.json", openapi::document))
+        .service(get("/console", console::redirect))
+        .service(get("/console/", console::index))
+        .service(get("/console/app.js", console::script))
+        .service(get("/console/app.css", console::style))
         .service(get("/health", health::health))
         .service(get("/livez", health::livez))
         .service(get("/readyz", health::readyz))
@@ -253,29 +276,42 @@ pub async fn log_requests(
         key_type = Empty,
     );
     let probe = matches!(req.path(), "/health" | "/livez" | "/readyz" | "/metrics");
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let started = Instant::now();
     let response = next.call(req).instrument(span.clone()).await?;
     let took = started.elapsed();
     let status = response.status().as_u16();
-    if let Some(metrics) = metrics {
-        let request = response.request();
-        metrics
-            .http_request_duration
-            .get_or_create(&RouteLabels {
-                route: route_label(request.match_pattern().as_deref()),
-                method: method_label(request.method()),
-                status,
-            })
-            .observe(took.as_secs_f64());
-    }
-    let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
     let error = response
         .response()
         .error()
         .and_then(|e| e.as_error::<ApiError>());
+    if let Some(state) = state {
+        let request = response.request();
+        let route = route_label(request.match_pattern().as_deref());
+        state
+            .metrics
+            .http_request_duration
+            .get_or_create(&RouteLabels {
+                route,
+                method: method_label(request.method()),
+                status,
+            })
+            .observe(took.as_secs_f64());
+        if status >= 400 && !probe {
+            state.activity.refused(
+                request.method().as_str(),
+                route,
+                status,
+                error.map_or("unknown", ApiError::code),
+                request
+                    .extensions()
+                    .get::<SeenDevice>()
+                    .map(|d| d.0.clone()),
+                state.client_ip(request),
+            );
+        }
+    }
+    let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
     let _entered = span.enter();
     match error {
         Some(ApiError::Internal(cause)) => {
@@ -286,6 +322,17 @@ pub async fn log_requests(
         None => tracing::info!(status, ms, "request done"),
     }
     Ok(response)
+}
+
+/// The device a request is about, once its id is valid: on the request's log line, and
+/// for the console's list of refusals.
+#[derive(Clone)]
+struct SeenDevice(String);
+
+pub fn note_device(req: &HttpRequest, device: &DeviceId) {
+    tracing::Span::current().record("device_id", device.as_str());
+    req.extensions_mut()
+        .insert(SeenDevice(device.as_str().to_owned()));
 }
 
 /// A response that carries a token or a certificate: no cache may keep it.

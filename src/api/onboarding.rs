@@ -5,8 +5,8 @@ use serde::Serialize;
 use tracing::Span;
 
 use super::body::JsonBody;
-use super::{AppState, no_store, storage_error};
-use crate::audit;
+use super::{AppState, no_store, note_device, storage_error};
+use crate::activity::Happened;
 use crate::auth::{OnboardingAuth, authorization};
 use crate::domain::Jti;
 use crate::error::ApiError;
@@ -35,7 +35,7 @@ pub async fn onboarding(
     state.onboarding.check_key(&req)?;
     let body = raw.json()?;
     let device = body.device_id()?;
-    Span::current().record("device_id", device.as_str());
+    note_device(&req, &device);
     if let OnboardingAuth::Derived(keys) = &state.onboarding {
         let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
         let fresh = state
@@ -66,7 +66,8 @@ pub async fn onboarding(
     }
     let issued = state.tokens.issue(&device, jti, state.store.epoch())?;
     state.metrics.tokens_issued.inc();
-    audit::token_issued(&device, &issued.jti, client);
+    state.activity.count(Happened::TokenIssued);
+    state.audit.token_issued(&device, &issued.jti, client);
 
     Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
         success: true,

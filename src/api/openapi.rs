@@ -9,11 +9,14 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::activity::{ActivityAnswer, EventsAnswer, RefusalsAnswer};
 use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
 use super::certificates::{CertificateAnswer, CertificateView};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth};
 use super::onboarding::OnboardingResponse;
 use super::sign_csr::SignCsrResponse;
+use crate::activity::{Refusal, Second, Totals};
+use crate::audit::AuditEvent;
 
 #[derive(Serialize, ToSchema)]
 pub struct OnboardingRequest {
@@ -87,7 +90,14 @@ pub struct ErrorDetail {
         unblock_device,
         certificate,
         revoke_certificate,
+        device_events,
+        activity,
+        refusals,
         openapi_json,
+        console_redirect,
+        console_index,
+        console_script,
+        console_style,
         health,
         livez,
         readyz,
@@ -114,7 +124,14 @@ pub struct ErrorDetail {
         RevokeDeviceRequest,
         DeviceRevoked,
         Unblocked,
-        BlockView
+        BlockView,
+        ActivityAnswer,
+        Second,
+        Totals,
+        RefusalsAnswer,
+        Refusal,
+        EventsAnswer,
+        AuditEvent
     )),
     modifiers(&Security)
 )]
@@ -345,6 +362,73 @@ fn revoke_device() {}
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
 fn unblock_device() {}
+
+/// A device's latest audit events, newest first (admin).
+#[utoipa::path(get, path = "/api/v1/devices/{device_id}/events",
+    params(("device_id" = String, Path, description = "The device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The events", body = EventsAnswer),
+        (status = 400, description = "invalid_device_id", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+    ))]
+fn device_events() {}
+
+/// Tokens, certificates, refusals and failures per second over the last 15 minutes, and
+/// totals since start (admin; what the console charts).
+#[utoipa::path(get, path = "/api/v1/activity",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The timeline", body = ActivityAnswer),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+    ))]
+fn activity() {}
+
+/// The latest refused requests, newest first (admin).
+#[utoipa::path(get, path = "/api/v1/refusals",
+    params(("code" = Option<String>, Query, description = "Only refusals with this error code", pattern = "^[a-z_]{1,64}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The refusals", body = RefusalsAnswer),
+        (status = 400, description = "invalid_query", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+    ))]
+fn refusals() {}
+
+/// The console's address without the slash: a redirect to `/console/`.
+#[utoipa::path(get, path = "/console",
+    responses(
+        (status = 308, description = "To /console/"),
+        (status = 404, description = "not_found: no admin key is configured", body = ErrorBody),
+    ))]
+fn console_redirect() {}
+
+/// The operator console (sign in with an admin key).
+#[utoipa::path(get, path = "/console/",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 404, description = "not_found: no admin key is configured", body = ErrorBody),
+    ))]
+fn console_index() {}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console/app.js",
+    responses(
+        (status = 200, description = "The script", body = String, content_type = "text/javascript"),
+        (status = 404, description = "not_found: no admin key is configured", body = ErrorBody),
+    ))]
+fn console_script() {}
+
+/// The console's style sheet.
+#[utoipa::path(get, path = "/console/app.css",
+    responses(
+        (status = 200, description = "The style sheet", body = String, content_type = "text/css"),
+        (status = 404, description = "not_found: no admin key is configured", body = ErrorBody),
+    ))]
+fn console_style() {}
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json",

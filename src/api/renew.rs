@@ -3,13 +3,11 @@
 //! the certificate itself as its TLS client certificate.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use tracing::Span;
 
 use super::body::JsonBody;
 use super::certificates::{note_revocation, refresh_crl};
 use super::sign_csr::{certify, hand_out};
-use super::{AppState, storage_error};
-use crate::audit;
+use super::{AppState, note_device, storage_error};
 use crate::auth::{bearer, renewal};
 use crate::ca::{PresentedCertificate, check_csr};
 use crate::domain::DeviceId;
@@ -29,7 +27,7 @@ pub async fn renew(
     state.limit_ip(client).await?;
     let body = raw.json()?;
     let device = body.device_id()?;
-    Span::current().record("device_id", device.as_str());
+    note_device(&req, &device);
 
     let now = unix_now();
     let (presented, proof, proof_kind) = prove(&req, &state, &device, now)?;
@@ -71,7 +69,7 @@ pub async fn renew(
         }
     };
     state.metrics.certificates_renewed.inc();
-    audit::certificate_renewed(
+    state.audit.certificate_renewed(
         &device,
         &hex::encode_upper(presented.serial),
         &cert.serial_hex,

@@ -11,8 +11,8 @@ use tracing::Span;
 
 use super::AppState;
 use super::body::JsonBody;
-use super::{no_store, storage_error};
-use crate::audit;
+use super::{no_store, note_device, storage_error};
+use crate::activity::Happened;
 use crate::auth::bearer;
 use crate::ca::{DevicePublicKey, IssuedCertificate, check_csr};
 use crate::domain::DeviceId;
@@ -52,7 +52,9 @@ pub async fn sign_csr(
             .tokens_rejected
             .get_or_create(&ReasonLabel { reason: e.code() })
             .inc();
-        audit::token_rejected(device_seen.as_deref(), e.code(), client);
+        state
+            .audit
+            .token_rejected(device_seen.as_deref(), e.code(), client);
     }
     result
 }
@@ -77,7 +79,7 @@ async fn sign(
     // 2. Issued for this device.
     let body = raw.json()?;
     let device = body.device_id()?;
-    Span::current().record("device_id", device.as_str());
+    note_device(req, &device);
     *device_seen = Some(device.to_string());
     if claims.subject != device.as_str() {
         return Err(ApiError::DeviceMismatch);
@@ -105,7 +107,7 @@ async fn sign(
         ConsumeOutcome::NotFound => return Err(ApiError::TokenUsed),
     }
     state.metrics.tokens_consumed.inc();
-    audit::token_consumed(&device, &claims.jti, client);
+    state.audit.token_consumed(&device, &claims.jti, client);
     Ok(hand_out(state, cert, &record, client))
 }
 
@@ -142,7 +144,7 @@ pub(super) fn hand_out(
 ) -> HttpResponse {
     Span::current().record("serial", cert.serial_hex.as_str());
     Span::current().record("key_type", record.key_type);
-    audit::certificate_issued(
+    state.audit.certificate_issued(
         &record.device_id,
         &cert.serial_hex,
         record.key_type,
@@ -156,6 +158,7 @@ pub(super) fn hand_out(
             key_type: record.key_type,
         })
         .inc();
+    state.activity.count(Happened::CertificateIssued);
     no_store(HttpResponse::Ok()).json(SignCsrResponse {
         success: true,
         certificate: cert.pem,

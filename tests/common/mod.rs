@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bin;
+pub mod browser;
 pub mod cluster;
 pub mod mosquitto;
 pub mod pki;

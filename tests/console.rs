@@ -1,0 +1,187 @@
+//! The operator console in a real browser (headless Chromium over WebDriver): sign in,
+//! watch the counts move, find a device, revoke its token and see the API refuse it;
+//! a wrong key is refused; no console without admin keys. Screenshots land in
+//! `target/console/` (two of them are in the README).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::pki::quick_csr;
+use common::{RedisServer, TestApp, error_code};
+use provisiond::config::{KeyList, Secret};
+use reqwest::StatusCode;
+
+const ADMIN: &str = "console-admin-key-console-admin-key!";
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), |s| {
+        s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+    })
+    .await;
+    let browser = Browser::start().await;
+    let test = async {
+        let console = app.url("/console/");
+        browser.client.goto(&console).await.unwrap();
+        assert!(browser.is_shown("sign-in").await);
+        assert!(!browser.is_shown("overview").await);
+
+        // A wrong key is refused, and says so.
+        browser
+            .type_into("admin-key", "not-the-admin-key-not-the-admin-key")
+            .await;
+        browser.click("sign-in-button").await;
+        let refused = browser
+            .wait_for_text("sign-in-error", |t| !t.is_empty())
+            .await;
+        assert!(refused.contains("not accepted"), "{refused}");
+        assert!(!browser.is_shown("overview").await);
+
+        // The right one opens the overview.
+        browser.type_into("admin-key", ADMIN).await;
+        browser.click("sign-in-button").await;
+        browser.wait_for_text("status", |t| t == "ok").await;
+        assert_eq!(browser.text("storage").await, "redis");
+        browser.wait_for_text("issued", |t| t == "0 tokens").await;
+        // The key is in session storage, never in the address.
+        let url = browser.client.current_url().await.unwrap();
+        assert!(!url.as_str().contains(ADMIN), "{url}");
+
+        // Devices arrive through the API; the counts move.
+        for n in 0..5 {
+            assert_eq!(
+                app.onboard(&format!("console-{n}")).await.status(),
+                StatusCode::OK
+            );
+        }
+        let token = app.token_for("console-target").await;
+        let bad = app.sign_csr("not-a-token", "console-0", "x").await;
+        assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+        browser.wait_for_text("issued", |t| t == "6 tokens").await;
+        browser
+            .wait_for_text("pending", |t| t.starts_with('6') || t.starts_with('7'))
+            .await;
+        browser
+            .wait_for_text("reasons", |t| t.contains("token_invalid"))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser
+            .screenshot(&screenshots().join("overview.png"))
+            .await;
+
+        // Find the device; revoke its pending token, after confirming.
+        browser.click("nav-devices").await;
+        browser.type_into("device-id", "console-target").await;
+        browser.click("device-find").await;
+        browser
+            .wait_for_text("device-pending", |t| t.starts_with("Pending token until"))
+            .await;
+        browser
+            .wait_for_text("events-table", |t| t.contains("token_issued"))
+            .await;
+        browser.click("revoke-token").await;
+        browser
+            .wait_for_text("confirm-text", |t| t.contains("console-target"))
+            .await;
+        browser.click("confirm-ok").await;
+        browser
+            .wait_for_text("notice", |t| t == "Pending token revoked.")
+            .await;
+        browser
+            .wait_for_text("device-pending", |t| t == "No pending token")
+            .await;
+        browser
+            .wait_for_text("events-table", |t| t.contains("token_revoked"))
+            .await;
+        browser.screenshot(&screenshots().join("device.png")).await;
+
+        // The API agrees: the token is dead.
+        let used = app
+            .sign_csr(&token, "console-target", &quick_csr("console-target"))
+            .await;
+        assert_eq!(error_code(used).await.1, "token_used");
+
+        // The refusal shows in the list, with its device.
+        browser.click("nav-refusals").await;
+        browser
+            .wait_for_text("refusals-table", |t| {
+                t.contains("token_used") && t.contains("console-target")
+            })
+            .await;
+        browser
+            .screenshot(&screenshots().join("refusals.png"))
+            .await;
+
+        // Signing out forgets the key.
+        browser.click("sign-out").await;
+        assert!(browser.is_shown("sign-in").await);
+        browser.client.refresh().await.unwrap();
+        assert!(browser.is_shown("sign-in").await);
+    };
+    tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .expect("the browser test ran out of time");
+    // Dropping the browser stops the driver and Chromium.
+    drop(browser);
+}
+
+#[tokio::test]
+async fn without_admin_keys_there_is_no_console() {
+    let app = TestApp::spawn(None).await;
+    for path in [
+        "/console",
+        "/console/",
+        "/console/app.js",
+        "/console/app.css",
+    ] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            error_code(response).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_holds_no_secret() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+    })
+    .await;
+    for path in ["/console/", "/console/app.js", "/console/app.css"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(ADMIN));
+        if path == "/console/" {
+            // No inline script or style for the policy to forbid.
+            assert!(
+                !body.contains("<script>") && !body.contains("style="),
+                "{body}"
+            );
+        }
+    }
+    // The console's data needs the admin key like every admin call.
+    for path in [
+        "/api/v1/activity",
+        "/api/v1/refusals",
+        "/api/v1/devices/d1/events",
+    ] {
+        let anonymous = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(error_code(anonymous).await.1, "unauthorized", "{path}");
+    }
+}
