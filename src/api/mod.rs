@@ -302,7 +302,7 @@ pub async fn log_requests(
                 request.method().as_str(),
                 route,
                 status,
-                error.map_or("unknown", ApiError::code),
+                error.map_or_else(|| status_code_name(status), ApiError::code),
                 request
                     .extensions()
                     .get::<SeenDevice>()
@@ -322,6 +322,15 @@ pub async fn log_requests(
         None => tracing::info!(status, ms, "request done"),
     }
     Ok(response)
+}
+
+/// The error code of a refusal built without an [`ApiError`] (404 and 405 answers).
+fn status_code_name(status: u16) -> &'static str {
+    match status {
+        404 => "not_found",
+        405 => "method_not_allowed",
+        _ => "http_error",
+    }
 }
 
 /// The device a request is about, once its id is valid: on the request's log line, and
