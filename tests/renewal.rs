@@ -81,6 +81,18 @@ async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Option<
     response.json().await.unwrap()
 }
 
+/// A certificate's record, through the admin API.
+async fn record(app: &TestApp, serial: &str) -> Value {
+    let path = format!("/api/v1/certificates/{serial}");
+    admin(app, reqwest::Method::GET, &path, None).await
+}
+
+/// A device's status, through the admin API.
+async fn device_status(app: &TestApp, device: &str) -> Value {
+    let path = format!("/api/v1/devices/{device}");
+    admin(app, reqwest::Method::GET, &path, None).await
+}
+
 fn status_of(device: &Value, serial: &str) -> String {
     device["certificates"]
         .as_array()
@@ -120,13 +132,7 @@ async fn a_proof_renews_once_with_every_key_type_and_openssl_accepts_the_result(
             (StatusCode::UNAUTHORIZED, "renewal_proof_invalid".into()),
             "{device}"
         );
-        let status = admin(
-            &app,
-            reqwest::Method::GET,
-            &format!("/api/v1/devices/{device}"),
-            None,
-        )
-        .await;
+        let status = device_status(&app, device).await;
         assert_eq!(
             status["certificates"].as_array().unwrap().len(),
             2,
@@ -305,13 +311,7 @@ async fn bad_proofs_are_refused_with_a_clear_code() {
         renew(&app, device, &csr, Some(&proof)).await.status(),
         StatusCode::OK
     );
-    let status = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{device}"),
-        None,
-    )
-    .await;
+    let status = device_status(&app, device).await;
     assert_eq!(
         status["certificates"].as_array().unwrap().len(),
         2,
@@ -335,13 +335,7 @@ async fn revoked_superseded_and_expired_certificates_renew_only_as_configured() 
         .json()
         .await
         .unwrap();
-    let status = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{device}"),
-        None,
-    )
-    .await;
+    let status = device_status(&app, device).await;
     assert_eq!(status_of(&status, &old.serial), "revoked");
     let listed = app.crl_text().await;
     assert!(
@@ -489,13 +483,7 @@ async fn a_blocked_device_cannot_onboard_or_renew_until_unblocked() {
     redis.resume();
     app.wait_for_health(WITHIN, |h| h["status"] == "ok").await;
 
-    let status = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{device}"),
-        None,
-    )
-    .await;
+    let status = device_status(&app, device).await;
     assert_eq!(status["blocked"]["reason"], "keyCompromise", "{status}");
     let lifted = admin(
         &app,
@@ -554,21 +542,9 @@ async fn without_redis_the_registry_blocks_and_proofs_survive_a_restart() {
     app.stop().await;
 
     let app = TestApp::spawn_settings(settings()).await;
-    let found = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/certificates/{}", kept.serial),
-        None,
-    )
-    .await;
+    let found = record(&app, &kept.serial).await;
     assert_eq!(found["certificate"]["status"], "valid");
-    let gone = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/certificates/{}", revoked.serial),
-        None,
-    )
-    .await;
+    let gone = record(&app, &revoked.serial).await;
     assert_eq!(gone["certificate"]["reason"], "keyCompromise");
     assert_eq!(
         error_code(app.onboard("file-3").await).await.1,
@@ -607,13 +583,7 @@ async fn registry_and_blocks_survive_a_server_restart_with_redis() {
     .await;
     app.stop().await;
     let app = TestApp::spawn_settings(settings()).await;
-    let found = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/certificates/{}", device.serial),
-        None,
-    )
-    .await;
+    let found = record(&app, &device.serial).await;
     assert_eq!(found["certificate"]["reason"], "cessationOfOperation");
     assert_eq!(
         error_code(app.onboard("keep-1").await).await.1,
