@@ -74,6 +74,17 @@ impl DeviceKey {
     }
 }
 
+/// Whether the certificate `cert_pem` carries `key`'s public key.
+pub fn carries(cert_pem: &str, key: &DeviceKey) -> bool {
+    x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .ok()
+        .and_then(|(_, pem)| {
+            let cert = pem.parse_x509().ok()?;
+            Some(cert.public_key().subject_public_key.data.as_ref() == key.0.public_key_raw())
+        })
+        .unwrap_or(false)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("the certificate does not parse: {0}")]

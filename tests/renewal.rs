@@ -651,6 +651,35 @@ async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener
         "an Ed25519 key: {key_pub}"
     );
 
+    // A rekeying run cut off between writing the certificate and renaming the new key
+    // into place: the next run finishes it before renewing.
+    let staged = out.path().join("cli-1.key.new");
+    std::fs::rename(&key, &staged).unwrap();
+    std::fs::write(&key, &old_key).unwrap();
+    let resumed = run(
+        &[
+            "renew",
+            "--server",
+            &server,
+            "--ca-file",
+            ca_file,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(!staged.exists());
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), new_key);
+    let after = std::fs::read_to_string(&cert).unwrap();
+    assert_eq!(
+        common::pki::openssl_pkey_public(&key),
+        openssl_x509(&after, &["-pubkey", "-noout"])
+    );
+
     // Mutual TLS: the certificate itself is the proof, no Authorization header.
     let mtls = common::app::https_client(&ca_path, Some(&format!("{after}{new_key}")));
     let device_key = DeviceKey::from_pem(&new_key).unwrap();

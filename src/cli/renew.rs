@@ -9,7 +9,7 @@ use clap::Args;
 use super::{CliError, EXIT_CODES_HELP, ServerArgs};
 use crate::auth::renewal;
 use crate::client::Signed;
-use crate::device::{DeviceKey, KeyKind, verify_issued};
+use crate::device::{DeviceKey, KeyKind, carries, verify_issued};
 use crate::fsutil;
 use crate::token::unix_now;
 
@@ -42,7 +42,33 @@ fn local(e: impl Into<anyhow::Error>) -> CliError {
     CliError::LocalIo(e.into())
 }
 
+/// Where a new key waits while the certificate is written.
+fn staged_key(key: &std::path::Path) -> PathBuf {
+    let mut name = key.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// Finishes a renewal with a new key that was cut off after writing the certificate (its
+/// staged key matches it), or drops a staged key whose certificate never came.
+fn finish_interrupted(args: &RenewArgs) -> Result<(), CliError> {
+    let staged = staged_key(&args.key);
+    let Ok(staged_pem) = std::fs::read_to_string(&staged) else {
+        return Ok(());
+    };
+    let cert_pem = std::fs::read_to_string(&args.cert).unwrap_or_default();
+    let matches = DeviceKey::from_pem(&staged_pem).is_ok_and(|key| carries(&cert_pem, &key));
+    if matches {
+        std::fs::rename(&staged, &args.key)
+    } else {
+        std::fs::remove_file(&staged)
+    }
+    .with_context(|| format!("cannot tidy {}", staged.display()))
+    .map_err(local)
+}
+
 pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
+    finish_interrupted(args)?;
     let cert_pem = std::fs::read_to_string(&args.cert)
         .with_context(|| format!("cannot read {}", args.cert.display()))
         .map_err(local)?;
@@ -76,16 +102,23 @@ pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
     let trusted = pinned.as_deref().unwrap_or(&signed.ca_certificate);
     verify_issued(&signed.certificate, trusted, &next, &device_id)?;
 
-    // The key first: a certificate beside a key it does not match is worse than a new
-    // key beside the old certificate, which still works until it expires.
+    // With a new key the two files change together: the key is written beside the old
+    // one, then the certificate, then the key is renamed into place. A run cut off in
+    // between leaves `<key>.new` matching the certificate, and the next run finishes.
+    let staged = staged_key(&args.key);
     if args.rekey.is_some() {
-        fsutil::replace(&args.key, next.private_key_pem().as_bytes(), 0o600)
-            .with_context(|| format!("cannot write {}", args.key.display()))
+        fsutil::replace(&staged, next.private_key_pem().as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", staged.display()))
             .map_err(local)?;
     }
     fsutil::replace(&args.cert, signed.certificate.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", args.cert.display()))
         .map_err(local)?;
+    if args.rekey.is_some() {
+        std::fs::rename(&staged, &args.key)
+            .with_context(|| format!("cannot rename {} into place", staged.display()))
+            .map_err(local)?;
+    }
     Ok(Renewed {
         device_id,
         serial_number: signed.serial_number,
