@@ -502,7 +502,11 @@ async fn metrics_move_with_the_traffic() {
 
 #[tokio::test]
 async fn the_openapi_document_lists_exactly_the_routes_served() {
-    let app = TestApp::spawn(None).await;
+    // With an admin key, so that the console (404 without one) is served too.
+    let app = TestApp::spawn_with(None, |s| {
+        s.admin.keys = KeyList(vec![Secret::new("openapi-admin-key-openapi-admin-key!")]);
+    })
+    .await;
     let doc = app.get_json("/api/v1/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let documented: BTreeSet<(String, String)> = doc["paths"]
