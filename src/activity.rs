@@ -66,6 +66,37 @@ struct State {
     refusals: VecDeque<Refusal>,
 }
 
+impl State {
+    /// Counts `what` in the second `now`, dropping the seconds that left the window.
+    fn add(&mut self, what: Happened, now: u64) {
+        if self.seconds.back().is_none_or(|s| s.at != now) {
+            self.seconds.push_back(Second {
+                at: now,
+                ..Second::default()
+            });
+        }
+        while self
+            .seconds
+            .front()
+            .is_some_and(|s| s.at + WINDOW_SECONDS <= now)
+        {
+            self.seconds.pop_front();
+        }
+        let second = self.seconds.back_mut().expect("pushed above");
+        match what {
+            Happened::TokenIssued => second.tokens += 1,
+            Happened::CertificateIssued => second.certificates += 1,
+            Happened::Refused => second.refused += 1,
+            Happened::Failed => second.errors += 1,
+        }
+        match what {
+            Happened::TokenIssued => self.totals.tokens_issued += 1,
+            Happened::CertificateIssued => self.totals.certificates_issued += 1,
+            Happened::Refused | Happened::Failed => {}
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Activity {
     /// A std `Mutex`: a few increments under it, nothing awaits.
@@ -78,33 +109,7 @@ impl Activity {
     }
 
     pub fn count(&self, what: Happened) {
-        let now = unix_now();
-        let mut state = self.state();
-        if state.seconds.back().is_none_or(|s| s.at != now) {
-            state.seconds.push_back(Second {
-                at: now,
-                ..Second::default()
-            });
-        }
-        while state
-            .seconds
-            .front()
-            .is_some_and(|s| s.at + WINDOW_SECONDS <= now)
-        {
-            state.seconds.pop_front();
-        }
-        let second = state.seconds.back_mut().expect("pushed above");
-        match what {
-            Happened::TokenIssued => second.tokens += 1,
-            Happened::CertificateIssued => second.certificates += 1,
-            Happened::Refused => second.refused += 1,
-            Happened::Failed => second.errors += 1,
-        }
-        match what {
-            Happened::TokenIssued => state.totals.tokens_issued += 1,
-            Happened::CertificateIssued => state.totals.certificates_issued += 1,
-            Happened::Refused | Happened::Failed => {}
-        }
+        self.state().add(what, unix_now());
     }
 
     /// A refused (or failed) request: counted, and kept for the console's list.
@@ -117,12 +122,13 @@ impl Activity {
         device_id: Option<String>,
         client: Option<IpAddr>,
     ) {
-        self.count(if status >= 500 {
+        let what = if status >= 500 {
             Happened::Failed
         } else {
             Happened::Refused
-        });
+        };
         let mut state = self.state();
+        state.add(what, unix_now());
         *state.totals.refusals.entry(code).or_default() += 1;
         if state.refusals.len() == REFUSALS_KEPT {
             state.refusals.pop_front();

@@ -12,8 +12,10 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use time::OffsetDateTime;
+
 use crate::domain::{DeviceId, Jti};
-use crate::timefmt::rfc3339_now;
+use crate::timefmt::rfc3339;
 
 /// How many events the console can look back on, over every device.
 const KEPT: usize = 5_000;
@@ -34,9 +36,18 @@ pub struct AuditEvent {
     pub client_ip: String,
 }
 
+/// An event as kept: formatted only when the console asks for it.
+struct Kept {
+    at: OffsetDateTime,
+    event: &'static str,
+    device_id: String,
+    detail: String,
+    client: Option<IpAddr>,
+}
+
 #[derive(Default)]
 pub struct Audit {
-    recent: Mutex<VecDeque<AuditEvent>>,
+    recent: Mutex<VecDeque<Kept>>,
 }
 
 fn ip(client: Option<IpAddr>) -> String {
@@ -49,12 +60,12 @@ impl Audit {
         if recent.len() == KEPT {
             recent.pop_front();
         }
-        recent.push_back(AuditEvent {
-            at: rfc3339_now(),
+        recent.push_back(Kept {
+            at: OffsetDateTime::now_utc(),
             event,
             device_id: device.to_owned(),
             detail,
-            client_ip: ip(client),
+            client,
         });
     }
 
@@ -66,7 +77,13 @@ impl Audit {
             .rev()
             .filter(|e| e.device_id == device.as_str())
             .take(PER_DEVICE)
-            .cloned()
+            .map(|e| AuditEvent {
+                at: rfc3339(e.at),
+                event: e.event,
+                device_id: e.device_id.clone(),
+                detail: e.detail.clone(),
+                client_ip: ip(e.client),
+            })
             .collect()
     }
 

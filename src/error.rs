@@ -95,8 +95,9 @@ pub enum ApiError {
     DeviceBlocked,
     #[error("no such endpoint")]
     NotFound,
+    /// With the methods the endpoint takes, for the `Allow` header.
     #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("token storage is unavailable; retry shortly")]
     StorageUnavailable,
     #[error("token storage lost recent writes; this request can be served in {0} s")]
@@ -133,7 +134,7 @@ impl ApiError {
             ApiError::CertificateRevoked => "certificate_revoked",
             ApiError::DeviceBlocked => "device_blocked",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -163,7 +164,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CsrPolicy(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -190,6 +191,10 @@ impl ResponseError for ApiError {
             }
             ApiError::RateLimited { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, *retry_after));
+            }
+            // RFC 9110 asks a 405 to say what the endpoint takes.
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, *allow));
             }
             ApiError::Unauthorized(_)
             | ApiError::TokenInvalid(_)

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::TestApp;
-use common::bin::{run, text};
+use common::bin::{renew_files, run, text};
 use common::mosquitto::Mosquitto;
 
 const KEY_TYPES: &[&str] = &["p256", "p384", "ed25519", "rsa2048"];
@@ -289,23 +289,7 @@ async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
     std::fs::copy(&ca, old.join("ca.crt")).unwrap();
 
     // Renewed with a JWT proof and a new key, by the CLI.
-    let renewed = run(
-        &[
-            "renew",
-            "--server",
-            &server,
-            "--ca-file",
-            ca_file,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--rekey",
-            "p384",
-        ],
-        &[],
-    )
-    .await;
+    let renewed = renew_files(&server, ca_file, &cert, &key, Some("p384")).await;
     assert!(renewed.status.success(), "{}", text(&renewed));
     // Renewed again by mutual TLS, the new certificate as client certificate.
     let mtls_dir = out.path().join("mtls");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::bin::{run, text};
+use common::bin::{renew_files, run, text};
 use common::pki::{openssl_verify, openssl_x509};
 use common::{RedisServer, TestApp, error_code};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -620,23 +620,7 @@ async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener
     let before = std::fs::read_to_string(&cert).unwrap();
     let old_key = std::fs::read_to_string(&key).unwrap();
 
-    let renewed = run(
-        &[
-            "renew",
-            "--server",
-            &server,
-            "--ca-file",
-            ca_file,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--rekey",
-            "ed25519",
-        ],
-        &[],
-    )
-    .await;
+    let renewed = renew_files(&server, ca_file, &cert, &key, Some("ed25519")).await;
     assert!(renewed.status.success(), "{}", text(&renewed));
     let after = std::fs::read_to_string(&cert).unwrap();
     let new_key = std::fs::read_to_string(&key).unwrap();
@@ -656,21 +640,7 @@ async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener
     let staged = out.path().join("cli-1.key.new");
     std::fs::rename(&key, &staged).unwrap();
     std::fs::write(&key, &old_key).unwrap();
-    let resumed = run(
-        &[
-            "renew",
-            "--server",
-            &server,
-            "--ca-file",
-            ca_file,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let resumed = renew_files(&server, ca_file, &cert, &key, None).await;
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(!staged.exists());
     assert_eq!(std::fs::read_to_string(&key).unwrap(), new_key);

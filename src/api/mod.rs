@@ -215,7 +215,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/livez", health::livez))
         .service(get("/readyz", health::readyz))
         .service(get("/metrics", health::metrics))
-        .default_service(web::to(|| async { ApiError::NotFound.into_response() }));
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NotFound)
+        }));
 }
 
 fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -241,22 +243,9 @@ where
         .default_service(method_not_allowed("GET, HEAD"))
 }
 
-/// 405, with the `Allow` header RFC 9110 asks for.
+/// 405 (as an error, so that the request log and the console see its code).
 fn method_not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move || async move {
-        let mut response = ApiError::MethodNotAllowed.into_response();
-        response.headers_mut().insert(
-            actix_web::http::header::ALLOW,
-            actix_web::http::header::HeaderValue::from_static(allow),
-        );
-        response
-    })
-}
-
-impl ApiError {
-    fn into_response(self) -> HttpResponse {
-        actix_web::ResponseError::error_response(&self)
-    }
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) })
 }
 
 /// One log line per request, carrying the device id and a short token id that the
@@ -302,7 +291,7 @@ pub async fn log_requests(
                 request.method().as_str(),
                 route,
                 status,
-                error.map_or_else(|| status_code_name(status), ApiError::code),
+                error.map_or("http_error", ApiError::code),
                 request
                     .extensions()
                     .get::<SeenDevice>()
@@ -322,15 +311,6 @@ pub async fn log_requests(
         None => tracing::info!(status, ms, "request done"),
     }
     Ok(response)
-}
-
-/// The error code of a refusal built without an [`ApiError`] (404 and 405 answers).
-fn status_code_name(status: u16) -> &'static str {
-    match status {
-        404 => "not_found",
-        405 => "method_not_allowed",
-        _ => "http_error",
-    }
 }
 
 /// The device a request is about, once its id is valid: on the request's log line, and

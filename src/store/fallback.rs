@@ -52,7 +52,7 @@ pub struct FallbackStore {
     /// is back (they stay in memory too until then, so lookups find them meanwhile).
     unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
     /// The registry's file, with Redis off.
-    ledger: Option<Ledger>,
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl FallbackStore {
@@ -71,18 +71,26 @@ impl FallbackStore {
             metrics,
             stale,
             unsynced: std::sync::Mutex::new(Vec::new()),
-            ledger,
+            ledger: ledger.map(Arc::new),
         }
     }
 
-    /// Writes registry changes to the ledger, when there is one, before they are answered.
-    fn journal(&self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
-        match &self.ledger {
-            Some(ledger) => ledger.append(entries).map_err(|e| {
-                StoreError::Failed(format!("cannot write {}: {e}", ledger.path().display()))
-            }),
-            None => Ok(()),
-        }
+    /// Writes registry changes to the ledger, when there is one, before they are answered;
+    /// the write and its sync run on a blocking thread, not on the request's worker.
+    async fn journal(&self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(());
+        };
+        let (ledger, text) = (ledger.clone(), Ledger::lines(entries));
+        let written = tokio::task::spawn_blocking(move || {
+            ledger
+                .append(&text)
+                .map_err(|e| format!("cannot write {}: {e}", ledger.path().display()))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        written.map_err(StoreError::Failed)
     }
 
     /// Redis when it is enabled and reachable; `Ok(None)` when it is off; unreachable
@@ -314,7 +322,7 @@ impl TokenStore for FallbackStore {
                     if self.redis.is_some() {
                         self.unsynced().push(certificate.clone());
                     }
-                    self.journal(&[Entry::Issued(certificate)])?;
+                    self.journal(&[Entry::Issued(certificate)]).await?;
                 }
                 return Ok(ConsumeOutcome::Consumed);
             }
@@ -445,7 +453,7 @@ impl CertificateRegistry for FallbackStore {
             if let Some(record) = &record
                 && record.revocation == Some(revocation)
             {
-                self.journal(&[Entry::Revoked(serial, revocation)])?;
+                self.journal(&[Entry::Revoked(serial, revocation)]).await?;
             }
             return Ok(record);
         };
@@ -480,7 +488,7 @@ impl CertificateRegistry for FallbackStore {
             {
                 entries.push(Entry::Revoked(previous, revocation));
             }
-            self.journal(&entries)?;
+            self.journal(&entries).await?;
         }
         Ok(renewal)
     }
@@ -491,7 +499,7 @@ impl CertificateRegistry for FallbackStore {
         }
         let standing = self.memory.block(device, block).await?;
         if standing == block {
-            self.journal(&[Entry::Blocked(device, block)])?;
+            self.journal(&[Entry::Blocked(device, block)]).await?;
         }
         Ok(standing)
     }
@@ -502,7 +510,7 @@ impl CertificateRegistry for FallbackStore {
         }
         let lifted = self.memory.unblock(device).await?;
         if lifted {
-            self.journal(&[Entry::Unblocked(device)])?;
+            self.journal(&[Entry::Unblocked(device)]).await?;
         }
         Ok(lifted)
     }

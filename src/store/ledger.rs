@@ -73,6 +73,9 @@ pub struct Registry {
     pub records: HashMap<[u8; 16], CertificateRecord>,
     pub blocked: HashMap<DeviceId, Block>,
     pub proofs: HashMap<u64, u64>,
+    /// Revocations read before their certificate's line: appends run concurrently, so a
+    /// revocation of a record just made can reach the file first.
+    early: HashMap<[u8; 16], Revocation>,
 }
 
 impl Registry {
@@ -81,14 +84,26 @@ impl Registry {
         match (words.next()?, words.next()?) {
             ("issued", serial) => {
                 let serial = parse_serial(serial)?;
-                let record = CertificateRecord::unpack(serial, &hex::decode(words.next()?).ok()?)?;
+                let mut record =
+                    CertificateRecord::unpack(serial, &hex::decode(words.next()?).ok()?)?;
+                if let Some(early) = self.early.remove(&serial) {
+                    record.revocation.get_or_insert(early);
+                }
                 self.records.insert(serial, record);
             }
             ("revoked", serial) => {
                 let at = words.next()?.parse().ok()?;
                 let reason = Reason::from_code(words.next()?.parse().ok()?)?;
-                let record = self.records.get_mut(&parse_serial(serial)?)?;
-                record.revocation.get_or_insert(Revocation { at, reason });
+                let serial = parse_serial(serial)?;
+                let revocation = Revocation { at, reason };
+                match self.records.get_mut(&serial) {
+                    Some(record) => {
+                        record.revocation.get_or_insert(revocation);
+                    }
+                    None => {
+                        self.early.insert(serial, revocation);
+                    }
+                }
             }
             ("blocked", device) => {
                 let at = words.next()?.parse().ok()?;
@@ -168,9 +183,14 @@ impl Ledger {
         ))
     }
 
-    /// Appends the entries and syncs them to disk.
-    pub fn append(&self, entries: &[Entry<'_>]) -> io::Result<()> {
-        let text: String = entries.iter().map(Entry::line).collect();
+    /// The log lines of `entries`.
+    pub fn lines(entries: &[Entry<'_>]) -> String {
+        entries.iter().map(Entry::line).collect()
+    }
+
+    /// Appends lines (from [`Ledger::lines`]) and syncs them to disk: blocking work, for
+    /// a blocking thread.
+    pub fn append(&self, text: &str) -> io::Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         file.write_all(text.as_bytes())?;
         file.sync_data()
@@ -216,33 +236,41 @@ mod tests {
             let (ledger, registry) = Ledger::open(dir.path()).unwrap();
             assert!(registry.records.is_empty());
             ledger
-                .append(&[Entry::Issued(&kept), Entry::Issued(&old)])
+                .append(&Ledger::lines(&[Entry::Issued(&kept), Entry::Issued(&old)]))
                 .unwrap();
             ledger
-                .append(&[
+                .append(&Ledger::lines(&[
                     Entry::Revoked(&kept.serial, revocation),
                     Entry::Blocked(&device, block),
                     Entry::Blocked(&kept.device_id, block),
                     Entry::Unblocked(&kept.device_id),
                     Entry::Proof(0xabc, unix_now() + 60),
                     Entry::Proof(0xdef, 1_000),
-                ])
+                ]))
                 .unwrap();
         }
-        // A crash in the middle of an append leaves a torn last line.
+        // A revocation that reached the file before its certificate's line still applies.
+        let early = record("dev-d", unix_now() + 3600);
         let path = dir.path().join(LEDGER_FILE);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let lines = Ledger::lines(&[
+            Entry::Revoked(&early.serial, revocation),
+            Entry::Issued(&early),
+        ]);
+        file.write_all(lines.as_bytes()).unwrap();
+        // A crash in the middle of an append leaves a torn last line.
         file.write_all(b"revoked 00").unwrap();
 
         let (_, registry) = Ledger::open(dir.path()).unwrap();
-        assert_eq!(registry.records.len(), 1);
+        assert_eq!(registry.records.len(), 2);
         assert_eq!(registry.records[&kept.serial].revocation, Some(revocation));
+        assert_eq!(registry.records[&early.serial].revocation, Some(revocation));
         assert_eq!(registry.blocked.len(), 1);
         assert_eq!(registry.blocked[&device], block);
         assert_eq!(registry.proofs.keys().collect::<Vec<_>>(), [&0xabc]);
         // Compacted: the revocation now lives in the record's line.
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
 
         fs::write(&path, "issued nonsense\nunblocked dev-c\n").unwrap();
         let refused = Ledger::open(dir.path())

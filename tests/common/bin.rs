@@ -24,3 +24,30 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// `provisiond renew` against `server`, trusting `ca_file`, on the device files `cert`
+/// and `key`; with `rekey`, a new key of that type.
+pub async fn renew_files(
+    server: &str,
+    ca_file: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    rekey: Option<&str>,
+) -> Output {
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut args = vec![
+        "renew",
+        "--server",
+        server,
+        "--ca-file",
+        ca_file,
+        "--cert",
+        cert,
+        "--key",
+        key,
+    ];
+    if let Some(kind) = rekey {
+        args.extend(["--rekey", kind]);
+    }
+    run(&args, &[]).await
+}
