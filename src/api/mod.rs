@@ -2,7 +2,7 @@
 
 mod activity;
 mod admin;
-mod body;
+pub mod body;
 mod ca;
 mod certificates;
 mod console;

@@ -196,7 +196,12 @@ pub fn authorization(req: &HttpRequest) -> Option<&str> {
 
 /// The credential of an `Authorization: Bearer <credential>` header.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    let (scheme, credential) = authorization(req)?.trim().split_once(' ')?;
+    bearer_credential(authorization(req)?)
+}
+
+/// The credential of an `Authorization` value of the `Bearer` scheme.
+pub fn bearer_credential(header: &str) -> Option<&str> {
+    let (scheme, credential) = header.trim().split_once(' ')?;
     let credential = credential.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }

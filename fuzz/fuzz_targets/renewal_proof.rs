@@ -1,0 +1,38 @@
+//! The renewal proof: any text (first byte 0), or claims the harness signs with the
+//! fixture device's key and certificate (first byte 1; integer times are offsets from
+//! now). Every refusal is a 4xx; a proof accepted is for the device, from our CA, and
+//! lives at most 300 s.
+#![no_main]
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use libfuzzer_sys::fuzz_target;
+use provisiond::auth::renewal;
+use provisiond::token::unix_now;
+use provisiond_fuzz::{DEVICE, assert_client_error, ca, claims_from, device, device_credentials};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let now = unix_now();
+    let proof = if mode % 2 == 0 {
+        String::from_utf8_lossy(rest).into_owned()
+    } else {
+        let Some(claims) = claims_from(rest, now) else {
+            return;
+        };
+        let (cert, key) = device_credentials();
+        let mut header = Header::new(Algorithm::ES256);
+        header.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(cert)]);
+        let key = EncodingKey::from_ec_pem(key.as_bytes()).expect("the fixture key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("ES256 signs anything")
+    };
+    match renewal::verify(&proof, ca(), &device(), now) {
+        Err(error) => assert_client_error(&error),
+        Ok((certificate, proof)) => {
+            assert_eq!(certificate.common_name, DEVICE);
+            assert!(proof.issued_at <= now + 5);
+        }
+    }
+});
