@@ -1,7 +1,13 @@
-//! Model-based test of the fallback store: random sequences of issue, consume, revoke,
-//! Redis going away and coming back, and reconciliation, run against a real Redis behind
-//! a front the test can cut, must answer as a plain model does. Above all, no token that
-//! the model does not hold live is ever consumed.
+//! Model-based tests of the token stores: random sequences of issue (and re-onboarding,
+//! which is issuing again), consume, revoke, the clock moving on past tokens' TTLs, and
+//! for the stores that use Redis, Redis going away and coming back, run against
+//! `MemoryStore`, `RedisStore` and `FallbackStore` (a real Redis behind a front the test
+//! can cut) must answer as the plain model below does. Above all, no token that the
+//! model does not hold live is ever consumed, and no live token is refused.
+//!
+//! Time is real: TTLs of one and two seconds and pauses of up to 1.3 s. Within
+//! [`MARGIN`] of a token's expiry either answer is right (Redis keeps whole-second TTLs
+//! from when its command ran), and the model learns which one came.
 
 mod common;
 
@@ -21,28 +27,38 @@ use provisiond::store::{
 };
 
 const DEVICES: usize = 2;
-const TTL: Duration = Duration::from_secs(120);
+const TTLS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(120),
+];
+const MARGIN: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 enum Op {
-    Issue(usize),
+    /// Issue for a device with one of [`TTLS`]; a device that has a token is re-onboarded.
+    Issue(usize, usize),
     /// Consume with the device's n-th token ever issued (modulo), or a made-up one.
     Consume(usize, Option<usize>),
     Revoke(usize),
+    /// Let the clock run this many milliseconds.
+    Advance(u64),
     RedisAway,
     RedisBack,
     Reconcile,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(outages: bool) -> impl Strategy<Value = Op> {
+    let outage_weight = if outages { 1 } else { 0 };
     prop_oneof![
-        4 => (0..DEVICES).prop_map(Op::Issue),
+        4 => (0..DEVICES, 0..TTLS.len()).prop_map(|(d, t)| Op::Issue(d, t)),
         5 => (0..DEVICES, proptest::option::weighted(0.9, 0..8usize))
             .prop_map(|(d, n)| Op::Consume(d, n)),
         1 => (0..DEVICES).prop_map(Op::Revoke),
-        1 => Just(Op::RedisAway),
-        1 => Just(Op::RedisBack),
-        1 => Just(Op::Reconcile),
+        1 => (0..1300u64).prop_map(Op::Advance),
+        outage_weight => Just(Op::RedisAway),
+        outage_weight => Just(Op::RedisBack),
+        outage_weight => Just(Op::Reconcile),
     ]
 }
 
@@ -53,13 +69,41 @@ struct Token {
     epoch: u64,
     /// Issued while Redis was reachable: it lives there.
     in_redis: bool,
+    expires: Instant,
+}
+
+impl Token {
+    fn surely_alive(&self, now: Instant) -> bool {
+        now + MARGIN < self.expires
+    }
+
+    fn surely_expired(&self, now: Instant) -> bool {
+        now > self.expires + MARGIN
+    }
 }
 
 #[derive(Default)]
 struct Model {
     issued: HashMap<usize, Vec<Token>>,
-    live: HashMap<usize, Jti>,
+    live: HashMap<usize, Token>,
     redis_up: bool,
+}
+
+/// The store under test and what the test can do to it.
+struct Subject {
+    store: Arc<dyn TokenStore>,
+    /// The store's own Redis connection, when it has one; `None` for memory.
+    redis: Option<Arc<RedisStore>>,
+    /// A store that answers from memory while Redis is away.
+    falls_back: Option<Arc<FallbackStore>>,
+    /// The Redis store's health checks, stopped with the case.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Subject {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|task| task.abort());
+    }
 }
 
 fn device(i: usize) -> DeviceId {
@@ -77,20 +121,30 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<(), TestCaseE
     Ok(())
 }
 
-async fn run_case(
-    ops: Vec<Op>,
-    redis: &RedisServer,
-    front: &SwitchableFront,
-    case: usize,
-) -> Result<(), TestCaseError> {
-    front.switch_to(redis.port());
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Memory,
+    Redis,
+    Fallback,
+}
+
+async fn subject(kind: Kind, front: Option<&SwitchableFront>, case: usize) -> Subject {
+    if kind == Kind::Memory {
+        return Subject {
+            store: Arc::new(MemoryStore::new()),
+            redis: None,
+            falls_back: None,
+            tasks: Vec::new(),
+        };
+    }
+    let front = front.expect("a Redis front");
     let config = RedisConfig {
         url: Secret::new(front.url()),
         display_url: front.url(),
         username: None,
         password: None,
         db: None,
-        key_prefix: format!("model{case}:"),
+        key_prefix: format!("model-{kind:?}-{case}:"),
         connect_timeout: Duration::from_millis(300),
         response_timeout: Duration::from_millis(500),
         health_check_interval: Duration::from_millis(10),
@@ -101,18 +155,48 @@ async fn run_case(
         tls: false,
         sentinel_password: None,
     };
-    let (redis_store, _tasks) = RedisStore::connect(config, Default::default())
+    let (redis, tasks) = RedisStore::connect(config, Default::default())
         .await
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    wait_until("connected", || redis_store.is_connected()).await?;
-    let store = FallbackStore::new(
-        Some(redis_store.clone()),
+        .expect("connects");
+    wait_until("connected", || redis.is_connected())
+        .await
+        .expect("connected");
+    if kind == Kind::Redis {
+        return Subject {
+            store: redis.clone(),
+            redis: Some(redis),
+            falls_back: None,
+            tasks,
+        };
+    }
+    let fallback = Arc::new(FallbackStore::new(
+        Some(redis.clone()),
         Arc::new(MemoryStore::new()),
         FallbackPolicy::Memory,
         Default::default(),
         Default::default(),
         None,
-    );
+    ));
+    Subject {
+        store: fallback.clone(),
+        redis: Some(redis),
+        falls_back: Some(fallback),
+        tasks,
+    }
+}
+
+async fn run_case(
+    kind: Kind,
+    ops: Vec<Op>,
+    redis: Option<(&RedisServer, &SwitchableFront)>,
+    case: usize,
+) -> Result<(), TestCaseError> {
+    if let Some((server, front)) = redis {
+        front.switch_to(server.port());
+    }
+    let subject = subject(kind, redis.map(|(_, front)| front), case).await;
+    let store = &subject.store;
+    let connected = || subject.redis.as_ref().is_some_and(|r| r.is_connected());
     let mut model = Model {
         redis_up: true,
         ..Model::default()
@@ -120,20 +204,27 @@ async fn run_case(
     let dead_port = free_port();
 
     for op in ops {
+        let redis_only_and_away = kind == Kind::Redis && !model.redis_up;
         match op {
-            Op::Issue(d) => {
+            Op::Issue(d, ttl) => {
                 let jti = Jti::random();
-                store
-                    .issue(&device(d), &jti, TTL)
-                    .await
-                    .map_err(|e| TestCaseError::fail(format!("issue: {e}")))?;
+                let answer = store.issue(&device(d), &jti, TTLS[ttl]).await;
+                if redis_only_and_away {
+                    prop_assert!(
+                        matches!(answer, Err(StoreError::Unreachable(_))),
+                        "issue without Redis: {answer:?}"
+                    );
+                    continue;
+                }
+                answer.map_err(|e| TestCaseError::fail(format!("issue: {e}")))?;
                 let token = Token {
                     jti,
                     epoch: store.epoch(),
-                    in_redis: redis_store.is_connected(),
+                    in_redis: connected(),
+                    expires: Instant::now() + TTLS[ttl],
                 };
                 model.issued.entry(d).or_default().push(token);
-                model.live.insert(d, jti);
+                model.live.insert(d, token);
             }
             Op::Consume(d, pick) => {
                 let issued = model.issued.get(&d).cloned().unwrap_or_default();
@@ -143,19 +234,32 @@ async fn run_case(
                         jti: Jti::random(),
                         epoch: store.epoch(),
                         in_redis: true,
+                        expires: Instant::now() + TTLS[2],
                     },
                 };
-                let live = model.live.get(&d) == Some(&token.jti);
                 let answer = store
                     .consume(&device(d), &token.jti, token.epoch, None)
                     .await;
+                let now = Instant::now();
+                let live = model.live.get(&d).is_some_and(|t| t.jti == token.jti);
                 match answer {
                     Ok(ConsumeOutcome::Consumed) => {
                         prop_assert!(live, "consumed a token that is not live: {token:?}");
+                        prop_assert!(
+                            !token.surely_expired(now),
+                            "consumed an expired token: {token:?}"
+                        );
                         model.live.remove(&d);
                     }
                     Ok(ConsumeOutcome::NotFound) => {
-                        prop_assert!(!live, "refused the live token {token:?}");
+                        prop_assert!(
+                            !(live && token.surely_alive(now)),
+                            "refused the live token {token:?}"
+                        );
+                        // Near its expiry: it has expired.
+                        if live {
+                            model.live.remove(&d);
+                        }
                     }
                     Err(StoreError::Unreachable(_)) => {
                         // Only a token Redis may hold, while Redis is away.
@@ -166,79 +270,110 @@ async fn run_case(
                 }
             }
             Op::Revoke(d) => {
-                store
-                    .revoke_device(&device(d))
-                    .await
-                    .map_err(|e| TestCaseError::fail(format!("revoke: {e}")))?;
+                let answer = store.revoke_device(&device(d)).await;
+                if redis_only_and_away {
+                    prop_assert!(
+                        matches!(answer, Err(StoreError::Unreachable(_))),
+                        "revoke without Redis: {answer:?}"
+                    );
+                    continue;
+                }
+                answer.map_err(|e| TestCaseError::fail(format!("revoke: {e}")))?;
                 model.live.remove(&d);
             }
-            Op::RedisAway if model.redis_up => {
-                front.switch_to(dead_port);
-                wait_until("disconnected", || !redis_store.is_connected()).await?;
+            Op::Advance(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Op::RedisAway if model.redis_up && redis.is_some() => {
+                redis.unwrap().1.switch_to(dead_port);
+                wait_until("disconnected", || !connected()).await?;
                 model.redis_up = false;
             }
             Op::RedisBack if !model.redis_up => {
-                front.switch_to(redis.port());
-                wait_until("reconnected", || redis_store.is_connected()).await?;
+                let (server, front) = redis.unwrap();
+                front.switch_to(server.port());
+                wait_until("reconnected", connected).await?;
                 model.redis_up = true;
             }
             Op::Reconcile => {
-                store.reconcile().await;
+                if let Some(fallback) = &subject.falls_back {
+                    fallback.reconcile().await;
+                }
             }
             Op::RedisAway | Op::RedisBack => {}
         }
     }
 
-    // Finally, with Redis back and reconciled, each device's live token (if any) is
+    // Finally, with Redis back (and reconciled), each device's live token (if any) is
     // consumed exactly once, and every other token it ever had is refused.
     if !model.redis_up {
-        front.switch_to(redis.port());
-        wait_until("reconnected", || redis_store.is_connected()).await?;
+        let (server, front) = redis.unwrap();
+        front.switch_to(server.port());
+        wait_until("reconnected", connected).await?;
     }
-    store.reconcile().await;
-    prop_assert_eq!(store.stale_in_redis(), 0);
+    if let Some(fallback) = &subject.falls_back {
+        fallback.reconcile().await;
+        prop_assert_eq!(fallback.stale_in_redis(), 0);
+    }
     for (d, tokens) in &model.issued {
         for token in tokens {
-            let live = model.live.get(d) == Some(&token.jti);
             let answer = store
                 .consume(&device(*d), &token.jti, token.epoch, None)
                 .await
                 .map_err(|e| TestCaseError::fail(format!("final consume: {e}")))?;
-            let expected = if live {
-                ConsumeOutcome::Consumed
-            } else {
-                ConsumeOutcome::NotFound
-            };
-            prop_assert_eq!(answer, expected, "{:?}", token);
-            if live {
-                model.live.remove(d);
+            let now = Instant::now();
+            let live = model.live.get(d).is_some_and(|t| t.jti == token.jti);
+            match answer {
+                ConsumeOutcome::Consumed => {
+                    prop_assert!(live && !token.surely_expired(now), "{:?}", token);
+                    model.live.remove(d);
+                }
+                ConsumeOutcome::NotFound => {
+                    prop_assert!(!(live && token.surely_alive(now)), "{:?}", token);
+                }
             }
         }
     }
     Ok(())
 }
 
-#[test]
-fn the_fallback_store_answers_as_the_model_across_outages() {
-    let redis = RedisServer::start();
+fn check(kind: Kind, cases: u32) {
+    let redis = (kind != Kind::Memory).then(RedisServer::start);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let front = runtime.block_on(SwitchableFront::start(redis.port()));
+    let front = redis
+        .as_ref()
+        .map(|r| runtime.block_on(SwitchableFront::start(r.port())));
     let mut runner = TestRunner::new(Config {
-        cases: 256,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
     // Each case (and each shrinking step) gets its own key prefix.
     let case = std::sync::atomic::AtomicUsize::new(0);
-    let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
+    let ops = proptest::collection::vec(op(kind != Kind::Memory), 1..40);
+    let result = runner.run(&ops, |ops| {
         let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        runtime.block_on(run_case(ops, &redis, &front, case))
+        let redis = redis.as_ref().zip(front.as_ref());
+        runtime.block_on(run_case(kind, ops, redis, case))
     });
     if let Err(e) = result {
-        panic!("{e}");
+        panic!("{kind:?}: {e}");
     }
+}
+
+#[test]
+fn the_memory_store_answers_as_the_model() {
+    check(Kind::Memory, 32);
+}
+
+#[test]
+fn the_redis_store_answers_as_the_model_across_outages() {
+    check(Kind::Redis, 32);
+}
+
+#[test]
+fn the_fallback_store_answers_as_the_model_across_outages() {
+    check(Kind::Fallback, 48);
 }
