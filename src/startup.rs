@@ -143,6 +143,7 @@ impl Application {
         .await;
         tasks.push(crl.spawn());
 
+        raise_open_files_limit();
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
                 format!(
@@ -336,4 +337,21 @@ fn jwt_secret(settings: &Settings) -> Result<Secret, ConfigError> {
         ));
     }
     Ok(secret)
+}
+
+/// Every connection holds a descriptor, idle ones included (keep-alive, or a client that
+/// never sends). At the soft limit most systems start with (1,024), a few thousand idle
+/// connections make accept fail and stall real clients for seconds (`scripts/abuse`),
+/// so the soft limit is raised to the hard one, as Go's runtime does.
+fn raise_open_files_limit() {
+    const FEW: u64 = 4096;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < FEW => tracing::warn!(
+            limit,
+            "few open files allowed (RLIMIT_NOFILE): each connection needs one; raise the \
+             hard limit (systemd LimitNOFILE=, docker --ulimit nofile=)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open files allowed"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise RLIMIT_NOFILE"),
+    }
 }
