@@ -47,6 +47,19 @@ pub enum Scenario {
     Health,
 }
 
+impl Scenario {
+    /// The result a run is counted in.
+    fn unit(self) -> &'static str {
+        match self {
+            Scenario::Flow => "flow",
+            Scenario::Onboarding => "onboarding",
+            Scenario::SignCsr => "sign-csr",
+            Scenario::Cfssl => "cfssl-sign",
+            Scenario::Health => "health",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(after_help = super::EXIT_CODES_HELP)]
 pub struct BenchArgs {
@@ -66,6 +79,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Report this process's CPU time over the measured window, per request
+    /// (`--cpu-of server=PID --cpu-of redis=PID`; Linux /proc)
+    #[arg(long = "cpu-of", value_name = "NAME=PID")]
+    pub cpu_of: Vec<super::cpu::Watched>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +136,9 @@ pub struct Report {
     pub elapsed_seconds: f64,
     /// Per endpoint (`onboarding`, `sign-csr`, `cfssl-sign`) and for the whole `flow`.
     pub results: BTreeMap<&'static str, Stats>,
+    /// CPU of the processes given with `--cpu-of`, per successful unit of the scenario.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu: BTreeMap<String, super::cpu::CpuUse>,
 }
 
 /// Latencies and errors of one endpoint, kept per worker and merged at the end.
@@ -467,6 +487,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
 
     let plan = Arc::new(plan);
+    let cpu = super::cpu::Window::start(&args.cpu_of).map_err(|e| CliError::Failed(e.into()))?;
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for mut conn in connections {
@@ -484,6 +505,8 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let done = total.0.get(args.scenario.unit()).map_or(0, |r| r.ok);
+    let cpu = cpu.end(done).map_err(|e| CliError::Failed(e.into()))?;
     Ok(Report {
         scenario: args.scenario,
         server: args.server.server.clone(),
@@ -494,6 +517,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
             .iter()
             .map(|(name, r)| (*name, r.stats(elapsed)))
             .collect(),
+        cpu,
     })
 }
 
@@ -557,6 +581,14 @@ pub fn print_table(report: &Report) {
         println!(
             "{name:<12} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {errors}",
             s.ok, s.per_second, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+        );
+    }
+    for (name, used) in &report.cpu {
+        println!(
+            "CPU of {name}: {:.1} µs per {} ({:.2} s in all)",
+            used.us_per_request,
+            report.scenario.unit(),
+            used.seconds
         );
     }
 }

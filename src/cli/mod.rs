@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bulk;
+pub mod cpu;
 pub mod crl;
 pub mod enroll;
 mod files;
