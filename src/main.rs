@@ -13,6 +13,11 @@ use provisiond::domain::DeviceId;
 use provisiond::startup::Application;
 use provisiond::{fsutil, telemetry};
 
+/// mimalloc: the request path allocates many small, short-lived buffers (headers, JSON,
+/// DER, log lines) across worker threads, which glibc's malloc serves more slowly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
