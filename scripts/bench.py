@@ -126,9 +126,13 @@ class Server:
         self.log.close()
 
 
-def bench(url, scenario, concurrency, duration=None, devices=None):
+def bench(url, scenario, concurrency, duration=None, devices=None, cpu_of=()):
+    """`cpu_of`: (name, pid) pairs whose CPU time over the measured window is reported
+    per request, from /proc."""
     args = [BIN, "bench", "--server", url, "--scenario", scenario,
             "--concurrency", str(concurrency), "--json"]
+    for name, pid in cpu_of:
+        args += ["--cpu-of", f"{name}={pid}"]
     if duration:
         args += ["--duration", str(duration)]
     if devices:
@@ -137,6 +141,16 @@ def bench(url, scenario, concurrency, duration=None, devices=None):
     if out.returncode != 0:
         raise RuntimeError(f"bench {scenario} failed: {out.stderr}")
     return json.loads(out.stdout)
+
+
+def crypto_floor():
+    """µs of one P-256 sign plus one P-256 verify on one core (`openssl speed`, one
+    process): what a certificate costs at the least."""
+    out = subprocess.run(["openssl", "speed", "-seconds", "3", "ecdsap256"],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)", out)
+    sign, verify = float(m.group(1)), float(m.group(2))
+    return 1e6 / sign, 1e6 / verify
 
 
 def openssl_speed():
@@ -227,6 +241,9 @@ def main():
 
     log("openssl speed ...")
     sign, verify, bound = openssl_speed()
+    sign_us, verify_us = crypto_floor()
+    floor = sign_us + verify_us
+    cpu_rows = {}
 
     rows = {}
     redis = Redis(work)
@@ -234,14 +251,15 @@ def main():
         for mode in ("redis", "memory"):
             server = Server(work, redis if mode == "redis" else None, f"server-{mode}.log")
             try:
+                cpu_of = [("server", server.proc.pid)] + ([("redis", redis.proc.pid)] if mode == "redis" else [])
                 for c in levels:
                     log(f"{mode} c={c} ...")
-                    onboarding = bench(server.url, "onboarding", c, args.duration)
+                    onboarding = bench(server.url, "onboarding", c, args.duration, cpu_of=cpu_of)
                     redis.cli("FLUSHALL")
                     signing = bench(server.url, "sign-csr", c, args.duration,
-                                    devices=max(2000, int(20000 * args.duration)))
+                                    devices=max(2000, int(20000 * args.duration)), cpu_of=cpu_of)
                     redis.cli("FLUSHALL")
-                    flow = bench(server.url, "flow", c, args.duration)
+                    flow = bench(server.url, "flow", c, args.duration, cpu_of=cpu_of)
                     redis.cli("FLUSHALL")
                     rows[(mode, c)] = (onboarding, signing, flow)
             finally:
@@ -254,7 +272,7 @@ def main():
     cfssl = Cfssl(work)
     try:
         for c in levels:
-            cfssl_rows[c] = bench(cfssl.url, "cfssl", c, args.duration)
+            cfssl_rows[c] = bench(cfssl.url, "cfssl", c, args.duration, cpu_of=[("cfssl", cfssl.proc.pid)])
     finally:
         cfssl.stop()
 
@@ -279,6 +297,22 @@ def main():
     print(f"| openssl speed ecdsap256, {os.cpu_count()} processes: sign | | {fmt_rate(sign)} | | |")
     print(f"| openssl speed ecdsap256, {os.cpu_count()} processes: verify | | {fmt_rate(verify)} | | |")
     print(f"| crypto bound of sign-csr (1 verify + 1 sign, all cores) | | {fmt_rate(bound)} | | |")
+
+    print("\n## CPU per request (from /proc, over each measured window)\n")
+    print(f"Crypto floor of a certificate: one P-256 sign ({sign_us:.1f} µs) plus one P-256 verify "
+          f"({verify_us:.1f} µs) on one core (`openssl speed ecdsap256`) = {floor:.1f} µs.\n")
+    print("| store | c | onboarding: server + Redis µs | sign-csr: server µs | Redis µs | vs crypto floor | "
+          "vs cfssl CPU | flow: server + Redis µs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (mode, c), (onboarding, signing, flow) in rows.items():
+        def cpu(report, name):
+            return report.get("cpu", {}).get(name, {}).get("us_per_request", 0.0)
+        cfssl_cpu = cpu(cfssl_rows[c], "cfssl")
+        sc = cpu(signing, "server")
+        print(f"| {mode} | {c} | {cpu(onboarding, 'server'):.1f} + {cpu(onboarding, 'redis'):.1f} = "
+              f"{cpu(onboarding, 'server') + cpu(onboarding, 'redis'):.1f} | {sc:.1f} | {cpu(signing, 'redis'):.1f} | "
+              f"{sc / floor:.2f}x | {sc / cfssl_cpu:.2f}x ({cfssl_cpu:.0f} µs) | "
+              f"{cpu(flow, 'server'):.1f} + {cpu(flow, 'redis'):.1f} |")
 
     if args.quick:
         return
