@@ -21,7 +21,9 @@ impl std::str::FromStr for Watched {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, pid) = s.split_once('=').ok_or("expected name=pid")?;
-        let pid = pid.parse().map_err(|_| format!("{pid} is not a process id"))?;
+        let pid = pid
+            .parse()
+            .map_err(|_| format!("{pid} is not a process id"))?;
         Ok(Self {
             name: name.to_owned(),
             pid,
@@ -42,7 +44,12 @@ fn ticks(pid: u32) -> std::io::Result<u64> {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     Ok(field(11) + field(12))
 }

@@ -52,7 +52,7 @@ pub struct FallbackStore {
     /// is back (they stay in memory too until then, so lookups find them meanwhile).
     unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
     /// The registry's file, with Redis off.
-    ledger: Option<Arc<Ledger>>,
+    ledger: Option<Ledger>,
 }
 
 impl FallbackStore {
@@ -71,26 +71,20 @@ impl FallbackStore {
             metrics,
             stale,
             unsynced: std::sync::Mutex::new(Vec::new()),
-            ledger: ledger.map(Arc::new),
+            ledger,
         }
     }
 
-    /// Writes registry changes to the ledger, when there is one, before they are answered;
-    /// the write and its sync run on a blocking thread, not on the request's worker.
+    /// Writes registry changes to the ledger, when there is one, before they are answered
+    /// (the ledger's own thread writes and syncs, shared with concurrent requests).
     async fn journal(&self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
         let Some(ledger) = &self.ledger else {
             return Ok(());
         };
-        let (ledger, text) = (ledger.clone(), Ledger::lines(entries));
-        let written = tokio::task::spawn_blocking(move || {
-            ledger
-                .append(&text)
-                .map_err(|e| format!("cannot write {}: {e}", ledger.path().display()))
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        written.map_err(StoreError::Failed)
+        ledger
+            .append(Ledger::lines(entries))
+            .await
+            .map_err(StoreError::Failed)
     }
 
     /// Redis when it is enabled and reachable; `Ok(None)` when it is off; unreachable
