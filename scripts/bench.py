@@ -138,8 +138,9 @@ def bench(url, scenario, concurrency, duration=None, devices=None, cpu_of=()):
     if devices:
         args += ["--devices", str(devices)]
     out = subprocess.run(args, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"bench {scenario} failed: {out.stderr}")
+    # 1: some requests failed, which the tables show; anything else is no result.
+    if out.returncode not in (0, 1):
+        raise RuntimeError(f"bench {scenario} failed ({out.returncode}): {out.stderr}")
     return json.loads(out.stdout)
 
 
@@ -243,7 +244,6 @@ def main():
     sign, verify, bound = openssl_speed()
     sign_us, verify_us = crypto_floor()
     floor = sign_us + verify_us
-    cpu_rows = {}
 
     rows = {}
     redis = Redis(work)
@@ -255,12 +255,9 @@ def main():
                 for c in levels:
                     log(f"{mode} c={c} ...")
                     onboarding = bench(server.url, "onboarding", c, args.duration, cpu_of=cpu_of)
-                    redis.cli("FLUSHALL")
                     signing = bench(server.url, "sign-csr", c, args.duration,
                                     devices=max(2000, int(20000 * args.duration)), cpu_of=cpu_of)
-                    redis.cli("FLUSHALL")
                     flow = bench(server.url, "flow", c, args.duration, cpu_of=cpu_of)
-                    redis.cli("FLUSHALL")
                     rows[(mode, c)] = (onboarding, signing, flow)
             finally:
                 server.stop()
