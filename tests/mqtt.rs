@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::TestApp;
-use common::bin::{renew_files, run, text};
+use common::bin::{enroll_into, renew_files, run, text};
 use common::mosquitto::Mosquitto;
 
 const KEY_TYPES: &[&str] = &["p256", "p384", "ed25519", "rsa2048"];
@@ -49,22 +49,7 @@ async fn devices_enrolled_with_every_key_type_publish_to_a_real_broker() {
     let out_dir = out.path().to_str().unwrap();
     for key_type in KEY_TYPES {
         let device = format!("mqtt-{key_type}");
-        let enrolled = run(
-            &[
-                "enroll",
-                "--server",
-                &app.address,
-                "--device-id",
-                &device,
-                "--key-type",
-                key_type,
-                "--out",
-                out_dir,
-            ],
-            &[],
-        )
-        .await;
-        assert!(enrolled.status.success(), "{}", text(&enrolled));
+        enroll_into(&app.address, &device, out_dir, &["--key-type", key_type]).await;
     }
     let bulk_dir = out.path().join("bulk");
     for key_type in KEY_TYPES {
@@ -168,20 +153,7 @@ async fn a_certificate_revoked_through_the_api_is_refused_by_the_broker_after_a_
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();
     for device in ["stolen-1", "honest-1"] {
-        let enrolled = run(
-            &[
-                "enroll",
-                "--server",
-                &app.address,
-                "--device-id",
-                device,
-                "--out",
-                out_dir,
-            ],
-            &[],
-        )
-        .await;
-        assert!(enrolled.status.success(), "{}", text(&enrolled));
+        enroll_into(&app.address, device, out_dir, &[]).await;
     }
     let crl = out.path().join("crl.pem");
     let keep_crl = |exec: Option<String>| {
@@ -261,22 +233,7 @@ async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();
     for device in ["renew-1", "block-1"] {
-        let enrolled = run(
-            &[
-                "enroll",
-                "--server",
-                &server,
-                "--ca-file",
-                ca_file,
-                "--device-id",
-                device,
-                "--out",
-                out_dir,
-            ],
-            &[],
-        )
-        .await;
-        assert!(enrolled.status.success(), "{}", text(&enrolled));
+        enroll_into(&server, device, out_dir, &["--ca-file", ca_file]).await;
     }
     let (cert, key) = (
         out.path().join("renew-1.crt"),

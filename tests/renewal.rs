@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::bin::{renew_files, run, text};
+use common::bin::{enroll_into, renew_files, text};
 use common::pki::{openssl_verify, openssl_x509};
 use common::{RedisServer, TestApp, error_code};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -600,22 +600,7 @@ async fn the_cli_renews_with_a_new_key_and_mutual_tls_renews_on_the_tls_listener
 
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();
-    let enrolled = run(
-        &[
-            "enroll",
-            "--server",
-            &server,
-            "--ca-file",
-            ca_file,
-            "--device-id",
-            "cli-1",
-            "--out",
-            out_dir,
-        ],
-        &[],
-    )
-    .await;
-    assert!(enrolled.status.success(), "{}", text(&enrolled));
+    enroll_into(&server, "cli-1", out_dir, &["--ca-file", ca_file]).await;
     let (cert, key) = (out.path().join("cli-1.crt"), out.path().join("cli-1.key"));
     let before = std::fs::read_to_string(&cert).unwrap();
     let old_key = std::fs::read_to_string(&key).unwrap();

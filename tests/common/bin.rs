@@ -51,3 +51,20 @@ pub async fn renew_files(
     }
     run(&args, &[]).await
 }
+
+/// `provisiond enroll --server <server> --device-id <device> --out <out_dir> <extra...>`,
+/// which must succeed: the device's key and certificate are then in `out_dir`.
+pub async fn enroll_into(server: &str, device: &str, out_dir: &str, extra: &[&str]) {
+    let mut args = vec![
+        "enroll",
+        "--server",
+        server,
+        "--device-id",
+        device,
+        "--out",
+        out_dir,
+    ];
+    args.extend_from_slice(extra);
+    let enrolled = run(&args, &[]).await;
+    assert!(enrolled.status.success(), "{}", text(&enrolled));
+}
