@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::clock::unix_now;
 use crate::timefmt::rfc3339_now;
-use crate::token::unix_now;
 
 /// Seconds the timeline covers.
 pub const WINDOW_SECONDS: u64 = 15 * 60;

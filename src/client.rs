@@ -77,7 +77,7 @@ impl Credential {
             Credential::DeviceKey(key) => Some(crate::auth::derived::authorization(
                 key,
                 device_id,
-                crate::token::unix_now(),
+                crate::clock::unix_now(),
             )),
         }
     }

@@ -13,6 +13,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::secret::{MIN_SECRET_LEN, Secret};
+
 /// Environment variables and the configuration keys they set.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("HOST", "server.host"),
@@ -359,7 +361,7 @@ impl RedisSettings {
 
     /// The URL to connect to, which may carry credentials: never log it.
     pub fn connection_url(&self) -> Secret {
-        Secret(match &self.url {
+        Secret::new(match &self.url {
             Some(url) => url.clone(),
             None => {
                 let scheme = if self.tls { "rediss" } else { "redis" };
@@ -542,27 +544,6 @@ impl Default for MemorySettings {
     }
 }
 
-/// A secret string: never shown by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 /// A list of secrets given either as a TOML array or as one comma-separated string
 /// (the form `ENROLLMENT_KEYS` takes).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -590,7 +571,7 @@ impl<'de> Deserialize<'de> for KeyList {
             keys.into_iter()
                 .map(|k| k.trim().to_owned())
                 .filter(|k| !k.is_empty())
-                .map(Secret)
+                .map(Secret::new)
                 .collect(),
         ))
     }
@@ -603,7 +584,7 @@ pub struct List(pub Vec<String>);
 impl<'de> Deserialize<'de> for List {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let keys = KeyList::deserialize(deserializer)?;
-        Ok(List(keys.0.into_iter().map(|s| s.0).collect()))
+        Ok(List(keys.0.into_iter().map(Secret::into_exposed).collect()))
     }
 }
 
@@ -690,11 +671,11 @@ impl Settings {
             ));
         }
         if let Some(secret) = &self.tokens.jwt_secret
-            && secret.expose().len() < crate::token::MIN_SECRET_LEN
+            && secret.expose().len() < MIN_SECRET_LEN
         {
             return Err(ConfigError::key(
                 "tokens.jwt_secret",
-                format!("must be at least {} bytes", crate::token::MIN_SECRET_LEN),
+                format!("must be at least {} bytes", MIN_SECRET_LEN),
             ));
         }
         if self.ca.validity_days == 0 || self.ca.validity_days > 3650 {
@@ -782,7 +763,7 @@ impl Settings {
         match file {
             Some(path) => crate::fsutil::check_private(path)
                 .and_then(|()| std::fs::read_to_string(path))
-                .map(|s| Some(Secret(s.trim().to_owned())))
+                .map(|s| Some(Secret::new(s.trim())))
                 .map_err(|e| ConfigError::key(key, format!("cannot use {}: {e}", path.display()))),
             None => Ok(inline.cloned()),
         }

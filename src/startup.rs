@@ -15,14 +15,15 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
-use crate::config::{ConfigError, FallbackPolicy, Secret, Settings, TlsSettings};
+use crate::config::{ConfigError, FallbackPolicy, Settings, TlsSettings};
 use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
+use crate::secret::{MIN_SECRET_LEN, Secret};
 use crate::store::{FallbackStore, Ledger, MemoryStore, RedisConfig, RedisStore, StaleInRedis};
-use crate::token::{MIN_SECRET_LEN, TokenService};
+use crate::token::TokenService;
 
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
 

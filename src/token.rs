@@ -3,22 +3,16 @@
 //! The JWT is a cheap pre-check (signature, algorithm, expiry, issuer, audience); the
 //! token store decides whether a token is still unused.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
-
-/// Shortest JWT secret accepted: HS256 wants at least 256 bits of key.
-pub const MIN_SECRET_LEN: usize = 32;
-
-/// How far the clocks of instances sharing a secret may disagree: a token's `iat` and
-/// `nbf` may be this far in the future. (`exp` has no leeway: the store's TTL is exact.)
-pub const CLOCK_LEEWAY_SECS: u64 = 5;
+use crate::secret::Secret;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -141,20 +135,6 @@ impl TokenService {
             epoch: claims.ep,
         })
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
-}
-
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as u64
 }
 
 #[cfg(test)]

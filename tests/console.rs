@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::browser::Browser;
 use common::pki::quick_csr;
 use common::{RedisServer, TestApp, error_code};
-use provisiond::config::{KeyList, Secret};
+use provisiond::config::KeyList;
+use provisiond::secret::Secret;
 use reqwest::StatusCode;
 
 const ADMIN: &str = "console-admin-key-console-admin-key!";

@@ -8,7 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::TEST_JWT_SECRET;
 use common::pki::{openssl_csr, quick_csr, tamper_signature};
 use common::{RedisServer, TestApp, error_code, jti_of};
-use provisiond::config::{KeyList, OnboardingMode, Secret};
+use provisiond::config::{KeyList, OnboardingMode};
+use provisiond::secret::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use common::pki::openssl_verify;
 use common::{RedisServer, TestApp};
-use provisiond::config::{KeyList, OnboardingMode, Secret};
+use provisiond::config::{KeyList, OnboardingMode};
+use provisiond::secret::Secret;
 use serde_json::Value;
 
 use common::bin::{BIN, text};

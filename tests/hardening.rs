@@ -11,8 +11,9 @@ use common::bin::{run, text};
 use common::pki::quick_csr;
 use common::{RedisServer, TestApp, error_code};
 use provisiond::auth::derived;
-use provisiond::config::{KeyList, List, OnboardingMode, Secret};
-use provisiond::token::unix_now;
+use provisiond::clock::unix_now;
+use provisiond::config::{KeyList, List, OnboardingMode};
+use provisiond::secret::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -147,7 +147,7 @@ fn revocation_list(certs: &Path, cert: &Path) -> String {
 async fn a_certificate_revoked_through_the_api_is_refused_by_the_broker_after_a_crl_reload() {
     const ADMIN: &str = "mqtt-admin-key-mqtt-admin-key-mqtt-admin";
     let app = TestApp::spawn_with(None, |s| {
-        s.admin.keys = provisiond::config::KeyList(vec![provisiond::config::Secret::new(ADMIN)]);
+        s.admin.keys = provisiond::config::KeyList(vec![provisiond::secret::Secret::new(ADMIN)]);
     })
     .await;
     let out = tempfile::tempdir().unwrap();
@@ -225,7 +225,7 @@ async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
     let certs = tempfile::tempdir().unwrap();
     let (_app, server) = common::app::spawn_tls(certs.path(), |s| {
         s.renewal.revoke_previous = true;
-        s.admin.keys = provisiond::config::KeyList(vec![provisiond::config::Secret::new(ADMIN)]);
+        s.admin.keys = provisiond::config::KeyList(vec![provisiond::secret::Secret::new(ADMIN)]);
     })
     .await;
     let ca = certs.path().join("ca.crt");

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::pki::{crl_field, openssl_x509, quick_csr};
 use common::{RedisServer, TestApp, error_code};
-use provisiond::config::{KeyList, Secret, Settings};
+use provisiond::config::{KeyList, Settings};
+use provisiond::secret::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -15,9 +15,10 @@ use common::pki::{openssl_verify, openssl_x509};
 use common::{RedisServer, TestApp, error_code};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use provisiond::auth::renewal::{self, ProofClaims, RENEW_AUDIENCE};
-use provisiond::config::{KeyList, Secret, Settings};
+use provisiond::clock::unix_now;
+use provisiond::config::{KeyList, Settings};
 use provisiond::device::{DeviceKey, KeyKind};
-use provisiond::token::unix_now;
+use provisiond::secret::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

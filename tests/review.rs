@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::app::test_settings;
 use common::{TestApp, error_code};
-use provisiond::config::{KeyList, List, Secret};
+use provisiond::config::{KeyList, List};
+use provisiond::secret::Secret;
 use provisiond::startup::Application;
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -11,7 +11,8 @@ use common::bin::{run, text};
 use common::cluster::{MASTER_NAME, RedisCluster, SentinelSetup};
 use common::pki::quick_csr;
 use common::{TestApp, error_code};
-use provisiond::config::{FallbackPolicy, KeyList, List, Secret, Settings};
+use provisiond::config::{FallbackPolicy, KeyList, List, Settings};
+use provisiond::secret::Secret;
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -12,8 +12,9 @@ use common::proxy::SwitchableFront;
 use common::redis::{FSYNC_ALWAYS, NOT_PERSISTENT};
 use common::{RedisServer, TestApp, error_code};
 use provisiond::auth::derived;
-use provisiond::config::{OnboardingMode, Secret};
-use provisiond::token::unix_now;
+use provisiond::clock::unix_now;
+use provisiond::config::OnboardingMode;
+use provisiond::secret::Secret;
 use redis::Commands;
 use reqwest::StatusCode;
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use provisiond::config::Secret;
 use provisiond::domain::{DeviceId, Jti};
 use provisiond::registry::{Block, CertificateRecord, Reason, Revocation, slots};
+use provisiond::secret::Secret;
 use provisiond::store::{
     CertificateRegistry, ConsumeOutcome, Issued, MemoryStore, ProofUse, RedisConfig, RedisStore,
     Renewal, RevokedCertificate, TokenStore,
@@ -220,7 +220,7 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         .unwrap();
     let proof = ProofUse {
         id: 42,
-        issued_at: provisiond::token::unix_now(),
+        issued_at: provisiond::clock::unix_now(),
     };
 
     // Renewed once per proof; the new record is there, the old one stays valid.

@@ -20,8 +20,9 @@ use common::proxy::SwitchableFront;
 use common::redis::free_port;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use provisiond::config::{FallbackPolicy, Secret};
+use provisiond::config::FallbackPolicy;
 use provisiond::domain::{DeviceId, Jti};
+use provisiond::secret::Secret;
 use provisiond::store::{
     ConsumeOutcome, FallbackStore, MemoryStore, RedisConfig, RedisStore, StoreError, TokenStore,
 };

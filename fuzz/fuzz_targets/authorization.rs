@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use provisiond::auth::bearer_credential;
 use provisiond::auth::derived::{self, DerivedKeys};
-use provisiond::config::Secret;
+use provisiond::secret::Secret;
 use provisiond_fuzz::{DEVICE, GROUP_SECRET, assert_client_error};
 
 /// A fixed "now", so that the committed corpus's signatures stay inside the skew.

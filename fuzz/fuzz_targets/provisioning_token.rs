@@ -6,8 +6,8 @@
 
 use jsonwebtoken::{EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
+use provisiond::clock::unix_now;
 use provisiond::domain::DeviceId;
-use provisiond::token::unix_now;
 use provisiond_fuzz::{TOKEN_SECRET, assert_client_error, claims_from, tokens};
 
 fuzz_target!(|data: &[u8]| {

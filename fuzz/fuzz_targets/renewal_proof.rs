@@ -8,7 +8,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
 use provisiond::auth::renewal;
-use provisiond::token::unix_now;
+use provisiond::clock::unix_now;
 use provisiond_fuzz::{DEVICE, assert_client_error, ca, claims_from, device, device_credentials};
 
 fuzz_target!(|data: &[u8]| {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use actix_web::ResponseError;
 use provisiond::ca::CertificateAuthority;
-use provisiond::config::{CaSettings, Secret};
+use provisiond::config::CaSettings;
 use provisiond::domain::DeviceId;
 use provisiond::error::ApiError;
+use provisiond::secret::Secret;
 use provisiond::token::TokenService;
 
 pub const DEVICE: &str = "fuzz-device";

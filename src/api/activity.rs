@@ -7,9 +7,9 @@ use serde::Serialize;
 use super::{AppState, no_store};
 use crate::activity::{Refusal, Second, Totals, WINDOW_SECONDS};
 use crate::audit::AuditEvent;
+use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-use crate::token::unix_now;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ActivityAnswer {

@@ -9,12 +9,12 @@ use super::AppState;
 use super::body::JsonBody;
 use super::certificates::{CertificateView, note_revocation, reason_in, refresh_crl};
 use super::{no_store, storage_error};
+use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::registry::{Block, Reason, Revocation};
 use crate::store::{CertificateRegistry, TokenStore};
 use crate::timefmt::{rfc3339, unix_rfc3339};
-use crate::token::unix_now;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DeviceStatus {

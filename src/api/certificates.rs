@@ -8,12 +8,12 @@ use serde::Serialize;
 use super::AppState;
 use super::body::JsonBody;
 use super::{no_store, storage_error};
+use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::metrics::ReasonLabel;
 use crate::registry::{CertificateRecord, Reason, Revocation, parse_serial};
 use crate::store::CertificateRegistry;
 use crate::timefmt::unix_rfc3339;
-use crate::token::unix_now;
 
 /// One certificate as the admin API shows it.
 #[derive(Serialize, utoipa::ToSchema)]

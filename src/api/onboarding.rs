@@ -8,11 +8,11 @@ use super::body::JsonBody;
 use super::{AppState, no_store, note_device, storage_error};
 use crate::activity::Happened;
 use crate::auth::{OnboardingAuth, authorization};
+use crate::clock::unix_now;
 use crate::domain::Jti;
 use crate::error::ApiError;
 use crate::store::{Issued, TokenStore};
 use crate::timefmt::rfc3339_now;
-use crate::token::unix_now;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct OnboardingResponse {

@@ -10,12 +10,12 @@ use super::sign_csr::{certify, hand_out};
 use super::{AppState, note_device, storage_error};
 use crate::auth::{bearer, renewal};
 use crate::ca::{PresentedCertificate, check_csr};
+use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::net::PeerCertificate;
 use crate::registry::{Reason, Revocation};
 use crate::store::{CertificateRegistry, ProofUse, Renewal};
-use crate::token::unix_now;
 
 pub async fn renew(
     req: HttpRequest,

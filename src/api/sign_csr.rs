@@ -15,13 +15,13 @@ use super::{no_store, note_device, storage_error};
 use crate::activity::Happened;
 use crate::auth::bearer;
 use crate::ca::{DevicePublicKey, IssuedCertificate, check_csr};
+use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::metrics::{KeyTypeLabel, ReasonLabel, key_type_label};
 use crate::registry::{CertificateRecord, slots};
 use crate::store::{ConsumeOutcome, TokenStore};
 use crate::timefmt::{rfc3339, rfc3339_now};
-use crate::token::unix_now;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SignCsrResponse {

@@ -13,8 +13,8 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::config::Secret;
 use crate::error::ApiError;
+use crate::secret::Secret;
 
 pub const SCHEME: &str = "Device";
 

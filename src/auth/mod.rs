@@ -209,7 +209,7 @@ pub fn bearer_credential(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
     use actix_web::test::TestRequest;
 
     fn keys(list: &[&str]) -> OnboardingAuth {

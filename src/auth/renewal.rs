@@ -11,10 +11,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{CertificateAuthority, KeyType, PresentedCertificate};
+use crate::clock::CLOCK_LEEWAY_SECS;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::store::{PROOF_LIFETIME, ProofUse};
-use crate::token::CLOCK_LEEWAY_SECS;
 
 pub const RENEW_AUDIENCE: &str = "provisiond:renew";
 /// Longest `jti` accepted.

@@ -118,7 +118,7 @@ fn check(der: &[u8], ca_pem: &str) -> Result<u64, CliError> {
         .map_err(|_| CliError::NotVerified(VerifyError::NotSignedByCa))?;
     if crl
         .next_update()
-        .is_none_or(|next| next.timestamp() <= crate::token::unix_now() as i64)
+        .is_none_or(|next| next.timestamp() <= crate::clock::unix_now() as i64)
     {
         return Err(bad(
             "the CRL's nextUpdate has passed: a broker would refuse every client with it".into(),

@@ -9,9 +9,9 @@ use clap::Args;
 use super::{CliError, EXIT_CODES_HELP, ServerArgs};
 use crate::auth::renewal;
 use crate::client::Signed;
+use crate::clock::unix_now;
 use crate::device::{DeviceKey, KeyKind, carries, verify_issued};
 use crate::fsutil;
-use crate::token::unix_now;
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXIT_CODES_HELP)]

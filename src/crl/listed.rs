@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::clock::unix_now;
 use crate::registry::{Reason, Revocation, parse_serial};
 use crate::store::RevokedCertificate;
-use crate::token::unix_now;
 
 pub const LISTED_FILE: &str = "crl-listed.log";
 

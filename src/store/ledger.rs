@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::registry::{Block, CertificateRecord, Reason, Revocation, parse_serial};
-use crate::token::unix_now;
 
 pub const LEDGER_FILE: &str = "registry.log";
 

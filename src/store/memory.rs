@@ -13,10 +13,10 @@ use super::{
     CertificateRegistry, ConsumeOutcome, Issued, ProofUse, Renewal, RevokedCertificate,
     RevokedList, StorageMode, StoreError, StoreStats, TokenStore, replay_window,
 };
+use crate::clock::{unix_now, unix_now_ms};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
 use crate::registry::{Block, CertificateRecord, Revocation};
-use crate::token::{unix_now, unix_now_ms};
 
 /// Enough shards that a sweep or a count never holds up a request for long.
 const SHARDS: usize = 64;

@@ -53,7 +53,7 @@ impl ProofUse {
     /// Until when (unix s) the proof must be remembered: it is accepted until
     /// [`PROOF_LIFETIME`] after its `iat`, give or take the clock leeway.
     pub fn remembered_until(&self) -> u64 {
-        self.issued_at + PROOF_LIFETIME.as_secs() + crate::token::CLOCK_LEEWAY_SECS
+        self.issued_at + PROOF_LIFETIME.as_secs() + crate::clock::CLOCK_LEEWAY_SECS
     }
 }
 

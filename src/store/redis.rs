@@ -45,13 +45,14 @@ use super::{
     Renewal, RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
     replay_window,
 };
-use crate::config::{RedisSettings, RedisTopology, Secret, Settings};
+use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
+use crate::config::{RedisSettings, RedisTopology, Settings};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
 use crate::registry::{
     Block, CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Reason, Revocation, slots,
 };
-use crate::token::{CLOCK_LEEWAY_SECS, unix_now};
+use crate::secret::Secret;
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
 /// request re-onboarded the same device in between and won, so with N requests for one

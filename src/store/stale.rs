@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::clock::unix_now;
 use crate::domain::DeviceId;
-use crate::token::unix_now;
 
 pub const JOURNAL_DIR: &str = "stale-in-redis";
 

@@ -17,7 +17,7 @@ use redis::{
     RedisFuture, RedisResult, Value,
 };
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// A connection requests use: to one server, or to the cluster.
 #[derive(Clone)]

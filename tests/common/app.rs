@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use provisiond::config::{FallbackPolicy, OnboardingMode, Secret, Settings};
+use provisiond::config::{FallbackPolicy, OnboardingMode, Settings};
+use provisiond::secret::Secret;
 use provisiond::startup::Application;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};

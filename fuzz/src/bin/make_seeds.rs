@@ -9,9 +9,9 @@ use std::process::Command;
 
 use provisiond::auth::{derived, renewal};
 use provisiond::ca::{CertificateAuthority, check_csr};
+use provisiond::clock::unix_now;
 use provisiond::device::{DeviceKey, KeyKind};
 use provisiond::domain::Jti;
-use provisiond::token::unix_now;
 use provisiond_fuzz::{DEVICE, FIXTURES, GROUP_SECRET, ca, device, tokens};
 
 fn seed(target: &str, name: &str, mode: Option<u8>, body: &[u8]) {
