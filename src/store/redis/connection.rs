@@ -1,0 +1,238 @@
+//! The connections requests use: each thread's own to the one server (or Sentinel's
+//! primary), opened only to the Redis process the health loop checked; the one cluster
+//! connection; and how a failed command marks Redis lost.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{InfoDict, RedisError};
+
+use super::super::StoreError;
+use super::super::incarnation;
+use super::super::topology::RedisConn;
+use super::{Mode, RedisStore};
+use crate::registry::slots;
+
+/// This thread's connections, one per store (a process has one store; tests have many).
+struct LocalConnection {
+    store: u64,
+    generation: u64,
+    conn: MultiplexedConnection,
+}
+
+thread_local! {
+    static LOCAL_CONNECTIONS: RefCell<Vec<LocalConnection>> = const { RefCell::new(Vec::new()) };
+}
+
+impl RedisStore {
+    /// A new connection to the one server (standalone), or to the primary Sentinel names.
+    pub(super) async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+        match &self.mode {
+            Mode::Standalone(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&self.access.config)
+                    .await
+            }
+            Mode::Sentinel(sentinels) => {
+                let (host, port) = sentinels.primary().await?;
+                self.access.open(&host, port).await
+            }
+            Mode::Cluster(_) => Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "a cluster is reached through its cluster connection",
+            ))),
+        }
+    }
+
+    /// The cluster connection of this generation, made when there is none.
+    pub(super) async fn cluster_conn(&self) -> Result<ClusterConnection, RedisError> {
+        let Mode::Cluster(cluster) = &self.mode else {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "not a cluster",
+            )));
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((g, c)) = cluster
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *g == generation
+        {
+            return Ok(c.clone());
+        }
+        let made = cluster.client.get_async_connection().await?;
+        *cluster.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, made.clone()));
+        Ok(made)
+    }
+
+    /// The connection a request uses: on a cluster, the cluster connection (once the
+    /// health check has passed every primary); otherwise this thread's own.
+    pub(super) async fn conn(&self) -> Result<RedisConn, StoreError> {
+        if let Mode::Cluster(_) = &self.mode {
+            if !self.is_connected() {
+                return Err(StoreError::Unreachable("redis is unreachable".into()));
+            }
+            return self
+                .cluster_conn()
+                .await
+                .map(RedisConn::Cluster)
+                .map_err(|e| self.fail(e));
+        }
+        self.single_conn().await.map(RedisConn::Single)
+    }
+
+    /// This thread's connection, opened on first use, and only to the Redis process the
+    /// health loop has checked.
+    pub(super) async fn single_conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let cached = LOCAL_CONNECTIONS.with_borrow(|local| {
+            local
+                .iter()
+                .find(|c| c.store == self.id && c.generation == generation)
+                .map(|c| c.conn.clone())
+        });
+        if let Some(conn) = cached {
+            return Ok(conn);
+        }
+        let Some(verified) = self.verified_run_id() else {
+            return Err(StoreError::Unreachable(
+                "redis has not been checked yet".into(),
+            ));
+        };
+        if !self.is_connected() {
+            return Err(StoreError::Unreachable("redis is unreachable".into()));
+        }
+        let mut conn = self.open().await.map_err(|e| self.fail(e))?;
+        let info: InfoDict = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if incarnation::run_id(&info).as_deref() != Some(verified.as_str()) {
+            // Restarted, or another server answers: the health loop checks it first.
+            self.set_connected(false, None);
+            return Err(StoreError::Unreachable(
+                "redis restarted; checking it for lost writes before use".into(),
+            ));
+        }
+        LOCAL_CONNECTIONS.with_borrow_mut(|local| {
+            local.retain(|c| c.store != self.id);
+            local.push(LocalConnection {
+                store: self.id,
+                generation,
+                conn: conn.clone(),
+            });
+        });
+        Ok(conn)
+    }
+
+    pub(super) fn verified_run_id(&self) -> Option<String> {
+        self.verified_run_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_connected(&self, up: bool, error: Option<&RedisError>) {
+        if self.connected.swap(up, Ordering::SeqCst) != up {
+            if self.ever_connected.swap(true, Ordering::Relaxed) {
+                self.metrics.storage_fallback_switches.inc();
+            }
+            if up {
+                // The workers' connections may still hold the failure from before; the
+                // first request on each would fail again. Give every thread a new one.
+                self.renew_connections();
+                tracing::info!(url = %self.config.display_url, "redis connection is up");
+            } else {
+                tracing::warn!(
+                    url = %self.config.display_url,
+                    error = error.map(tracing::field::display),
+                    "redis connection lost"
+                );
+            }
+        }
+    }
+
+    /// Maps a Redis error to the store's, noting a lost connection on the way.
+    pub(super) fn fail(&self, e: RedisError) -> StoreError {
+        // A primary demoted by a failover answers READONLY: find the new one.
+        let demoted = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || demoted
+        {
+            self.set_connected(false, Some(&e));
+            StoreError::Unreachable(e.to_string())
+        } else {
+            StoreError::Failed(e.to_string())
+        }
+    }
+
+    /// Fresh connections everywhere: the old ones may be broken, or lead to a Redis
+    /// process that is not the one checked.
+    pub(super) fn renew_connections(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// With `redis.wait_replicas`, a consume (or a signed request's first use) counts
+    /// only once that many replicas have it: a failover then cannot bring it back.
+    /// Otherwise the request fails (503); the write stays on the primary, so the device
+    /// onboards (or signs) again.
+    /// `written` names the keys written: on a cluster, the primary of each one's slot
+    /// waits for its own replicas.
+    pub(super) async fn wait_for_replicas(
+        &self,
+        conn: &mut RedisConn,
+        written: &[&str],
+    ) -> Result<(), StoreError> {
+        let wanted = self.config.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted)
+            .arg(self.config.wait_timeout.as_millis() as u64);
+        let acknowledged: u32 = match conn {
+            RedisConn::Single(single) => {
+                wait.query_async(single).await.map_err(|e| self.fail(e))?
+            }
+            RedisConn::Cluster(cluster) => {
+                let mut slots: Vec<u16> = written.iter().map(|k| slots::key_slot(k)).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                let mut fewest = u32::MAX;
+                for slot in slots {
+                    let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                        redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                            redis::cluster_routing::Route::new(
+                                slot,
+                                redis::cluster_routing::SlotAddr::Master,
+                            ),
+                        ),
+                    );
+                    let value = cluster
+                        .route_command(wait.clone(), route)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                    let count: u32 = redis::from_redis_value(value)
+                        .map_err(|e| StoreError::Failed(e.to_string()))?;
+                    fewest = fewest.min(count);
+                }
+                fewest
+            }
+        };
+        if acknowledged < wanted {
+            return Err(StoreError::Failed(format!(
+                "{acknowledged} of the {wanted} replicas required (redis.wait_replicas) \
+                 acknowledged the consume in time"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Key names: the only place that knows the layout drawn in the [`super`] module's docs.
+
+use crate::domain::DeviceId;
+use crate::registry::slots;
+
+/// Key names; the only place that knows the layout.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    pub(super) prefix: String,
+}
+
+impl Keys {
+    pub(super) fn device(&self, device: &DeviceId) -> String {
+        format!("{}device:{{{device}}}", self.prefix)
+    }
+
+    pub(super) fn token(&self, device: &DeviceId, jti: &str) -> String {
+        format!("{}token:{{{device}}}:{jti}", self.prefix)
+    }
+
+    /// The certificate records of every device in `slot`.
+    pub(super) fn certificates(&self, slot: u16) -> String {
+        format!("{}certs:{{{}}}", self.prefix, slots::tag_for(slot))
+    }
+
+    /// The bucket that holds the record of the certificate with `serial`.
+    pub(super) fn certificate_of(&self, serial: &[u8; 16]) -> String {
+        self.certificates(slots::slot_of_serial(serial))
+    }
+
+    /// Revoked serials (upper-case hex), scored by their certificates' notAfter.
+    pub(super) fn revoked(&self) -> String {
+        format!("{}revoked", self.prefix)
+    }
+
+    /// Unix ms of the latest revocation.
+    pub(super) fn revision(&self) -> String {
+        format!("{}revoked:revision", self.prefix)
+    }
+
+    pub(super) fn blocked(&self, device: &DeviceId) -> String {
+        format!("{}blocked:{{{device}}}", self.prefix)
+    }
+
+    pub(super) fn blocked_prefix(&self) -> String {
+        format!("{}blocked:", self.prefix)
+    }
+
+    pub(super) fn proof(&self, device: &DeviceId, id: u64) -> String {
+        format!("{}proof:{{{device}}}:{id:016x}", self.prefix)
+    }
+
+    pub(super) fn device_limit(&self, device: &DeviceId) -> String {
+        format!("{}rl:{{{device}}}", self.prefix)
+    }
+
+    pub(super) fn address_limit(&self, ip: std::net::IpAddr) -> String {
+        format!("{}rl:ip:{{{ip}}}", self.prefix)
+    }
+
+    pub(super) fn nonce(&self, device: &DeviceId, nonce: u64) -> String {
+        format!("{}nonce:{{{device}}}:{nonce}", self.prefix)
+    }
+
+    /// One instance's counter, bumped at every health check.
+    pub(super) fn marker(&self, instance: &str, shard: Option<&str>) -> String {
+        match shard {
+            None => format!("{}marker:{instance}", self.prefix),
+            Some(tag) => format!("{}marker:{{{tag}}}:{instance}", self.prefix),
+        }
+    }
+
+    /// The Redis `run_id` some instance last checked for lost writes.
+    pub(super) fn incarnation(&self, shard: Option<&str>) -> String {
+        match shard {
+            None => format!("{}incarnation", self.prefix),
+            Some(tag) => format!("{}incarnation:{{{tag}}}", self.prefix),
+        }
+    }
+
+    /// The epoch (bumped at each loss of writes any instance noticed) and the moment of
+    /// the latest loss.
+    pub(super) fn lost_writes(&self) -> String {
+        format!("{}lost-writes", self.prefix)
+    }
+
+    pub(super) fn token_prefix(&self) -> String {
+        format!("{}token:", self.prefix)
+    }
+
+    pub(super) fn device_prefix(&self) -> String {
+        format!("{}device:", self.prefix)
+    }
+
+    /// A SCAN pattern for every key of ours, the prefix's glob characters escaped.
+    pub(super) fn scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 1);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pattern
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn keys_follow_the_documented_layout() {
+        let keys = Keys {
+            prefix: "mqtt-lite:".into(),
+        };
+        let device = DeviceId::parse("device-001").unwrap();
+        assert_eq!(keys.device(&device), "mqtt-lite:device:{device-001}");
+        assert_eq!(
+            keys.token(&device, "abc"),
+            "mqtt-lite:token:{device-001}:abc"
+        );
+        assert_eq!(keys.blocked(&device), "mqtt-lite:blocked:{device-001}");
+        assert_eq!(
+            keys.proof(&device, 0xabc),
+            "mqtt-lite:proof:{device-001}:0000000000000abc"
+        );
+        let glob = Keys {
+            prefix: "a*b[".into(),
+        };
+        assert_eq!(glob.scan_pattern(), "a\\*b\\[*");
+    }
+}

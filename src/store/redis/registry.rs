@@ -1,0 +1,353 @@
+//! The [`CertificateRegistry`] on Redis: certificate records by slot, blocks, and the
+//! revoked list the CRL is built from.
+
+use async_trait::async_trait;
+
+use super::super::topology::RedisConn;
+use super::super::{
+    CertificateRegistry, PROOF_LIFETIME, ProofUse, Renewal, RevokedCertificate, RevokedList,
+    StoreError,
+};
+use super::{RedisStore, SCAN_BATCH};
+use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
+use crate::domain::DeviceId;
+use crate::registry::{Block, CertificateRecord, Reason, Revocation, slots};
+
+/// One certificate in this many also prunes its bucket of expired records (Redis cannot
+/// expire hash fields one by one before 7.4).
+pub(super) const PRUNE_ONE_IN: u8 = 32;
+
+impl RedisStore {
+    /// Notes what Redis answered about the device's block.
+    pub(super) fn saw_blocked(&self, device: &DeviceId, blocked: bool) {
+        let mut seen = self.blocked_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked {
+            seen.insert(device.clone());
+        } else {
+            seen.remove(device);
+        }
+    }
+
+    /// Whether the device was blocked in Redis at the last look.
+    pub fn seen_blocked(&self, device: &DeviceId) -> bool {
+        self.blocked_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(device)
+    }
+
+    /// Adds a revoked certificate to the CRL's list and moves the list's revision when
+    /// the list changed (`revoked_now`, or an interrupted revocation being finished), so
+    /// that every instance's CRL follows.
+    pub(super) async fn list_revoked(
+        &self,
+        conn: &mut RedisConn,
+        record: &CertificateRecord,
+        revoked_now: bool,
+    ) -> Result<(), StoreError> {
+        let listed: i64 = redis::cmd("ZADD")
+            .arg(self.keys.revoked())
+            .arg(record.not_after)
+            .arg(record.serial_hex())
+            .query_async(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if revoked_now || listed == 1 {
+            self.advance_script
+                .key(self.keys.revision())
+                .invoke_async::<()>(conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a record made while Redis was away.
+    pub async fn record_certificate(
+        &self,
+        certificate: &CertificateRecord,
+    ) -> Result<(), StoreError> {
+        self.record_script
+            .key(self.keys.certificate_of(&certificate.serial))
+            .arg(&certificate.serial[..])
+            .arg(certificate.pack())
+            .arg(certificate.keep_until())
+            .invoke_async::<()>(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+}
+
+#[async_trait]
+impl CertificateRegistry for RedisStore {
+    async fn certificate(
+        &self,
+        serial: &[u8; 16],
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let packed: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.keys.certificate_of(serial))
+            .arg(&serial[..])
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+    }
+
+    /// Reads the bucket of the device's slot (HSCAN: a few dozen records on a fleet of a
+    /// million, other devices' among them).
+    async fn certificates_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let key = self.keys.certificates(slots::slot_of(device.as_str()));
+        let mut conn = self.conn().await?;
+        let (mut found, mut cursor) = (Vec::new(), 0u64);
+        loop {
+            let (next, fields): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            for (serial, packed) in fields {
+                let Ok(serial) = <[u8; 16]>::try_from(serial.as_slice()) else {
+                    continue;
+                };
+                if let Some(record) = CertificateRecord::unpack(serial, &packed)
+                    && &record.device_id == device
+                {
+                    found.push(record);
+                }
+            }
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The record first (authoritative), then the revoked list and its revision: an
+    /// interrupted revocation is finished by revoking again, which answers the first
+    /// revocation's time and reason and completes the rest.
+    async fn revoke(
+        &self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let answer: Option<(i64, Vec<u8>)> = self
+            .revoke_script
+            .key(self.keys.certificate_of(serial))
+            .arg(&serial[..])
+            .arg(revocation.at)
+            .arg(revocation.reason.code())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let Some((revoked_now, packed)) = answer else {
+            return Ok(None);
+        };
+        let record = unpacked(*serial, &packed)?;
+        self.list_revoked(&mut conn, &record, revoked_now == 1)
+            .await?;
+        let written = [
+            self.keys.certificate_of(serial),
+            self.keys.revoked(),
+            self.keys.revision(),
+        ];
+        self.wait_for_replicas(&mut conn, &written.each_ref().map(String::as_str))
+            .await?;
+        Ok(Some(record))
+    }
+
+    async fn renew(
+        &self,
+        previous: &[u8; 16],
+        proof: Option<ProofUse>,
+        record: &CertificateRecord,
+        supersede: Option<Revocation>,
+    ) -> Result<Renewal, StoreError> {
+        let device = &record.device_id;
+        let mut conn = self.conn().await?;
+        if let Some(proof) = proof
+            && let Some(lost) = self.lost_writes_at()
+        {
+            // As for signed onboarding: a proof that may have been used before Redis lost
+            // the write cannot be told from a fresh one until it is too old.
+            let unsure_until = lost + CLOCK_LEEWAY_SECS + PROOF_LIFETIME.as_secs();
+            if proof.issued_at <= unsure_until {
+                return Err(StoreError::Unsure {
+                    retry_after: unsure_until + 1 - unix_now().min(unsure_until),
+                });
+            }
+        }
+        let slot = slots::slot_of(device.as_str());
+        let mut invocation = self.renew_script.key(self.keys.blocked(device));
+        invocation.key(self.keys.certificates(slot));
+        let proof_life = proof.map_or(0, |p| p.remembered_until().saturating_sub(unix_now()));
+        if let Some(proof) = proof {
+            invocation.key(self.keys.proof(device, proof.id));
+        }
+        // A previous certificate from another slot was not recorded in this layout.
+        let previous_here: &[u8] = if slots::slot_of_serial(previous) == slot {
+            &previous[..]
+        } else {
+            &[]
+        };
+        let (outcome, superseded): (i64, Vec<u8>) = invocation
+            .arg(&record.serial[..])
+            .arg(record.pack())
+            .arg(record.keep_until())
+            .arg(previous_here)
+            .arg(proof_life.max(1))
+            .arg(supersede.map_or(String::new(), |r| r.at.to_string()))
+            .arg(supersede.map_or(Reason::Superseded, |r| r.reason).code())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        match outcome {
+            1 => {}
+            2 => {
+                self.saw_blocked(device, true);
+                return Ok(Renewal::Blocked);
+            }
+            3 => return Ok(Renewal::PreviousRevoked),
+            4 => return Ok(Renewal::ProofUsed),
+            other => {
+                return Err(StoreError::Failed(format!(
+                    "the renew script answered {other}"
+                )));
+            }
+        }
+        let superseded = if superseded.is_empty() {
+            None
+        } else {
+            let superseded = unpacked(*previous, &superseded)?;
+            self.list_revoked(&mut conn, &superseded, true).await?;
+            Some(superseded)
+        };
+        let written = [
+            self.keys.certificates(slot),
+            self.keys.revoked(),
+            self.keys.revision(),
+        ];
+        self.wait_for_replicas(&mut conn, &written.each_ref().map(String::as_str))
+            .await?;
+        Ok(Renewal::Renewed { superseded })
+    }
+
+    async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {
+        let mut conn = self.conn().await?;
+        let standing: Option<String> = redis::cmd("SET")
+            .arg(self.keys.blocked(device))
+            .arg(block.pack())
+            .arg("NX")
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.wait_for_replicas(&mut conn, &[&self.keys.blocked(device)])
+            .await?;
+        self.saw_blocked(device, true);
+        Ok(standing.as_deref().and_then(Block::unpack).unwrap_or(block))
+    }
+
+    async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.keys.blocked(device))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.wait_for_replicas(&mut conn, &[&self.keys.blocked(device)])
+            .await?;
+        self.saw_blocked(device, false);
+        Ok(removed == 1)
+    }
+
+    async fn blocked(&self, device: &DeviceId) -> Result<Option<Block>, StoreError> {
+        let standing: Option<String> = redis::cmd("GET")
+            .arg(self.keys.blocked(device))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let block = standing.as_deref().and_then(Block::unpack);
+        self.saw_blocked(device, block.is_some());
+        Ok(block)
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        let revision: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.revision())
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(revision.unwrap_or(0))
+    }
+
+    /// The revoked list, pruned of expired certificates, each entry's time and reason
+    /// read from its record.
+    async fn revoked(&self) -> Result<RevokedList, StoreError> {
+        let mut conn = self.conn().await?;
+        let now = unix_now();
+        // One command per key, none in a pipeline: on a cluster they live in different
+        // slots. This runs only when the list changed or a CRL slot began.
+        let revision: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.revision())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let serials: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.revoked())
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let _: Result<(), _> = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.revoked())
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .query_async(&mut conn)
+            .await;
+        let serials: Vec<[u8; 16]> = serials
+            .iter()
+            .filter_map(|s| crate::registry::parse_serial(s))
+            .collect();
+        let mut records: Vec<Option<Vec<u8>>> = Vec::with_capacity(serials.len());
+        for serial in &serials {
+            records.push(
+                redis::cmd("HGET")
+                    .arg(self.keys.certificate_of(serial))
+                    .arg(&serial[..])
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.fail(e))?,
+            );
+        }
+        let entries = serials
+            .iter()
+            .zip(records)
+            .filter_map(|(serial, packed)| {
+                let record = CertificateRecord::unpack(*serial, &packed?)?;
+                Some(RevokedCertificate {
+                    serial: *serial,
+                    revocation: record.revocation?,
+                    not_after: record.not_after,
+                })
+            })
+            .collect();
+        Ok(RevokedList {
+            revision: revision.unwrap_or(0),
+            entries,
+        })
+    }
+}
+
+fn unpacked(serial: [u8; 16], packed: &[u8]) -> Result<CertificateRecord, StoreError> {
+    CertificateRecord::unpack(serial, packed)
+        .ok_or_else(|| StoreError::Failed("a certificate record does not parse".into()))
+}
