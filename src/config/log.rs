@@ -1,0 +1,26 @@
+//! `[log]`: how log lines are written.
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+impl LogSettings {
+    /// Nothing to judge: deserializing already refuses an unknown format.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}

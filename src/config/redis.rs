@@ -1,0 +1,320 @@
+//! `[redis]`: how to reach Redis (standalone, cluster or sentinel), what to do while it is
+//! away, and how to show where it is without its credentials.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+use super::values::List;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackPolicy {
+    /// Issue into memory while Redis is away; keep reconnecting.
+    Memory,
+    /// No Redis, no service: 503 until it is back.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub enabled: bool,
+    /// `redis://` or `rediss://`; when set, host, port and tls come from it.
+    pub url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub db: Option<i64>,
+    pub tls: bool,
+    pub key_prefix: String,
+    pub fallback: FallbackPolicy,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+    /// How often the server pings Redis to notice loss and return.
+    pub health_check_interval_ms: u64,
+    /// Replicas that must acknowledge a consume (`WAIT`) before the certificate is
+    /// signed; 0 = off. With fewer, sign-csr answers 503 (the token stays used).
+    pub wait_replicas: u32,
+    /// How long to wait for them.
+    pub wait_timeout_ms: u64,
+    /// How often pending tokens are counted for /health at most (SCAN, never KEYS);
+    /// counting backs off on a large fleet so that it takes at most 5 % of the time.
+    pub count_interval_seconds: f64,
+    /// Redis Cluster: `redis://` or `rediss://` URLs of some of its nodes (instead of
+    /// url/host).
+    pub cluster_nodes: List,
+    /// Redis Sentinel: `host:port` of the sentinels (instead of url/host); with
+    /// `sentinel_master`, the name of the monitored primary.
+    pub sentinels: List,
+    pub sentinel_master: Option<String>,
+    /// For sentinels that require a password (the primary's is `password`).
+    pub sentinel_password: Option<Secret>,
+}
+
+/// How the server reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    Standalone,
+    Cluster {
+        nodes: Vec<String>,
+    },
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+impl RedisTopology {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RedisTopology::Standalone => "standalone",
+            RedisTopology::Cluster { .. } => "cluster",
+            RedisTopology::Sentinel { .. } => "sentinel",
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            password_file: None,
+            db: None,
+            tls: false,
+            key_prefix: "mqtt-lite:".into(),
+            fallback: FallbackPolicy::Memory,
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 2000,
+            health_check_interval_ms: 1000,
+            count_interval_seconds: 1.0,
+            wait_replicas: 0,
+            wait_timeout_ms: 1000,
+            cluster_nodes: List::default(),
+            sentinels: List::default(),
+            sentinel_master: None,
+            sentinel_password: None,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// Which of the three ways to reach Redis is configured; exactly one may be.
+    pub fn topology(&self) -> Result<RedisTopology, ConfigError> {
+        let defaults = Self::default();
+        let standalone_set =
+            self.url.is_some() || self.host != defaults.host || self.port != defaults.port;
+        let cluster = !self.cluster_nodes.0.is_empty();
+        let sentinel = !self.sentinels.0.is_empty();
+        if [standalone_set, cluster, sentinel]
+            .iter()
+            .filter(|m| **m)
+            .count()
+            > 1
+        {
+            return Err(ConfigError::key(
+                "redis",
+                "set exactly one of redis.url (or host/port), redis.cluster_nodes and \
+                 redis.sentinels",
+            ));
+        }
+        if cluster {
+            if let Some(bad) = self
+                .cluster_nodes
+                .0
+                .iter()
+                .find(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
+            {
+                return Err(ConfigError::key(
+                    "redis.cluster_nodes",
+                    format!("{:?} is not a redis:// or rediss:// URL", redact_url(bad)),
+                ));
+            }
+            if self.db.is_some_and(|db| db != 0) {
+                return Err(ConfigError::key(
+                    "redis.db",
+                    "Redis Cluster has only database 0",
+                ));
+            }
+            return Ok(RedisTopology::Cluster {
+                nodes: self.cluster_nodes.0.clone(),
+            });
+        }
+        if sentinel {
+            let Some(master) = self.sentinel_master.clone().filter(|m| !m.is_empty()) else {
+                return Err(ConfigError::key(
+                    "redis.sentinel_master",
+                    "name the primary the sentinels monitor (REDIS_SENTINEL_MASTER)",
+                ));
+            };
+            if let Some(bad) = self.sentinels.0.iter().find(|s| {
+                s.rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            }) {
+                return Err(ConfigError::key(
+                    "redis.sentinels",
+                    format!("{bad:?} is not host:port"),
+                ));
+            }
+            return Ok(RedisTopology::Sentinel {
+                sentinels: self.sentinels.0.clone(),
+                master,
+            });
+        }
+        if self.sentinel_master.is_some() {
+            return Err(ConfigError::key(
+                "redis.sentinel_master",
+                "only with redis.sentinels",
+            ));
+        }
+        Ok(RedisTopology::Standalone)
+    }
+
+    /// The URL to connect to, which may carry credentials: never log it.
+    pub fn connection_url(&self) -> Secret {
+        Secret::new(match &self.url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://{}:{}", self.host, self.port)
+            }
+        })
+    }
+
+    /// Where Redis is, as logs may show it: no user name, no password.
+    pub fn display_url(&self) -> String {
+        match self.topology() {
+            Ok(RedisTopology::Cluster { nodes }) => format!(
+                "cluster {}",
+                nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Ok(RedisTopology::Sentinel { sentinels, master }) => {
+                format!("sentinel {master} via {}", sentinels.join(","))
+            }
+            _ => redact_url(self.connection_url().expose()),
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.wait_replicas > 0 && self.wait_timeout_ms >= self.response_timeout_ms {
+            return Err(ConfigError::key(
+                "redis.wait_timeout_ms",
+                "must be shorter than redis.response_timeout_ms, or a slow replica would look \
+                 like a lost Redis",
+            ));
+        }
+        if self.enabled {
+            self.topology()?;
+        }
+        if self.count_interval_seconds <= 0.0 {
+            return Err(ConfigError::key(
+                "redis.count_interval_seconds",
+                "must be positive",
+            ));
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::key(
+                "redis.key_prefix",
+                "must not contain braces: they are the hash tag around the device id",
+            ));
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::key(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A URL without its userinfo (`redis://user:secret@host` becomes `redis://host`).
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        }
+        // Not a URL: show nothing of it that could be a secret.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{host}")
+            }
+            None => "(unparseable URL)".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        for (url, shown) in [
+            (
+                "redis://default:secret@127.0.0.1:6379/0",
+                "redis://127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://:secret@redis.example:6380",
+                "rediss://redis.example:6380",
+            ),
+            ("redis://user@host", "redis://host"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://us:er:p@ss@wo@rd@[::1]:1", "redis://[::1]:1"),
+        ] {
+            let redacted = redact_url(url);
+            assert!(
+                !redacted.contains("secret") && !redacted.contains("ss@"),
+                "{redacted}"
+            );
+            assert_eq!(redacted, shown);
+        }
+    }
+
+    #[test]
+    fn exactly_one_way_to_reach_redis() {
+        let mut redis = RedisSettings::default();
+        assert_eq!(redis.topology().unwrap(), RedisTopology::Standalone);
+        redis.cluster_nodes = List(vec!["redis://10.0.0.1:7000".into()]);
+        assert_eq!(redis.topology().unwrap().as_str(), "cluster");
+        redis.url = Some("redis://10.0.0.9:6379".into());
+        let both = redis.topology().unwrap_err().to_string();
+        assert!(both.contains("exactly one"), "{both}");
+        redis.url = None;
+        redis.sentinels = List(vec!["10.0.0.2:26379".into()]);
+        assert!(redis.topology().is_err());
+        redis.cluster_nodes = List::default();
+        let unnamed = redis.topology().unwrap_err().to_string();
+        assert!(unnamed.contains("REDIS_SENTINEL_MASTER"), "{unnamed}");
+        redis.sentinel_master = Some("mymaster".into());
+        assert_eq!(redis.topology().unwrap().as_str(), "sentinel");
+        redis.sentinels = List(vec!["no-port".into()]);
+        assert!(redis.topology().is_err());
+        let mut cluster = RedisSettings {
+            cluster_nodes: List(vec!["10.0.0.1:7000".into()]),
+            ..RedisSettings::default()
+        };
+        assert!(cluster.topology().is_err(), "a node must be a URL");
+        cluster.cluster_nodes = List(vec!["redis://:secret@10.0.0.1:7000".into()]);
+        assert!(!cluster.display_url().contains("secret"));
+    }
+}

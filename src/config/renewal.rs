@@ -1,0 +1,29 @@
+//! `[renewal]`: how long after expiry a certificate may still be renewed, and what happens
+//! to the one it replaces.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+
+/// `POST /api/v1/renew`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenewalSettings {
+    /// How many days after its notAfter a certificate may still renew; 0: only before.
+    pub after_expiry_days: u32,
+    /// Revoke the certificate a renewal replaces (reason `superseded`).
+    pub revoke_previous: bool,
+}
+
+impl RenewalSettings {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(u64::from(self.after_expiry_days) * 86_400)
+    }
+
+    /// Nothing to judge: any number of days is a valid grace.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! `[server]`: where and how the HTTP API listens, and its optional TLS.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::values::List;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Actix workers; 0 means one per available core.
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout_seconds: u64,
+    /// How long a client may take to send a request's head.
+    pub request_head_timeout_ms: u64,
+    /// How long a client may take to send a request's body.
+    pub body_timeout_ms: u64,
+    pub keep_alive_seconds: u64,
+    /// Proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed.
+    pub trusted_proxies: List,
+    pub tls: TlsSettings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 3002,
+            workers: 0,
+            body_limit_bytes: 64 * 1024,
+            shutdown_timeout_seconds: 10,
+            request_head_timeout_ms: 5000,
+            body_timeout_ms: 10_000,
+            keep_alive_seconds: 75,
+            trusted_proxies: List::default(),
+            tls: TlsSettings::default(),
+        }
+    }
+}
+
+/// HTTPS on the API port: both files, or neither.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+impl ServerSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit_bytes < 20 * 1024 {
+            return Err(ConfigError::key(
+                "server.body_limit_bytes",
+                "must be at least 20480 so that a 16 KiB CSR fits",
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::key(
+                "server.tls.cert",
+                "set both server.tls.cert and server.tls.key, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
