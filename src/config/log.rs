@@ -2,8 +2,6 @@
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -16,11 +14,4 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
-}
-
-impl LogSettings {
-    /// Nothing to judge: deserializing already refuses an unknown format.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
-    }
 }

@@ -116,11 +116,6 @@ impl Settings {
         self.server.validate()?;
         self.redis.validate()?;
         self.memory.validate()?;
-        self.onboarding.validate()?;
-        self.renewal.validate()?;
-        self.rate_limit.validate()?;
-        self.admin.validate()?;
-        self.log.validate()?;
         Ok(())
     }
 

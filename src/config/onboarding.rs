@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
 use super::values::KeyList;
 use crate::secret::Secret;
 
@@ -47,14 +46,5 @@ impl Default for OnboardingSettings {
             device_id_pattern: None,
             device_allowlist_file: None,
         }
-    }
-}
-
-impl OnboardingSettings {
-    /// Nothing to judge on its own: the keys, the group secret, the pattern and the
-    /// allowlist are judged in `auth` at start, where they are read from inline values or
-    /// files.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
     }
 }

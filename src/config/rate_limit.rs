@@ -3,8 +3,6 @@
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
@@ -28,12 +26,5 @@ impl Default for RateLimitSettings {
             admin_failures_per_minute: 10,
             shared: false,
         }
-    }
-}
-
-impl RateLimitSettings {
-    /// Nothing to judge: every count is valid (0 turns a limit off).
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
     }
 }

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
-
 /// `POST /api/v1/renew`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,10 +18,5 @@ pub struct RenewalSettings {
 impl RenewalSettings {
     pub fn grace(&self) -> Duration {
         Duration::from_secs(u64::from(self.after_expiry_days) * 86_400)
-    }
-
-    /// Nothing to judge: any number of days is a valid grace.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
     }
 }
