@@ -23,6 +23,7 @@ pub mod device;
 pub mod domain;
 pub mod error;
 pub mod fsutil;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;

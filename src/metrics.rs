@@ -40,14 +40,6 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
     }
 }
 
-/// The route patterns the API serves (from [`crate::api::ROUTES`]); anything else is
-/// `unmatched`.
-pub fn route_label(pattern: Option<&str>) -> &'static str {
-    pattern
-        .and_then(|p| crate::api::ROUTES.iter().find(|(_, r)| *r == p))
-        .map_or("unmatched", |(_, r)| r)
-}
-
 /// Key types as counted: RSA by the sizes fleets use, so that a device choosing an odd
 /// modulus length cannot add series.
 pub fn key_type_label(key_type: crate::ca::KeyType) -> &'static str {

@@ -12,12 +12,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinHandle;
 
+use crate::activity::Activity;
 use crate::api::{self, AppState};
+use crate::audit::Audit;
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::CertificateAuthority;
 use crate::config::{ConfigError, FallbackPolicy, Settings, TlsSettings};
 use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
@@ -175,6 +178,17 @@ impl Application {
             "provisiond listening"
         );
 
+        let audit = Arc::new(Audit::default());
+        let activity = Arc::new(Activity::default());
+        let lifecycle = Lifecycle {
+            store: store.clone(),
+            ca: ca.clone(),
+            crl: crl.clone(),
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+            activity: activity.clone(),
+            revoke_previous: settings.renewal.revoke_previous,
+        };
         let state = web::Data::new(AppState {
             store,
             tokens,
@@ -187,8 +201,9 @@ impl Application {
             limits,
             proxies,
             metrics,
-            audit: Default::default(),
-            activity: Default::default(),
+            audit,
+            activity,
+            lifecycle,
             started: Instant::now(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),

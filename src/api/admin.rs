@@ -6,12 +6,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use super::answers::CertificateView;
 use super::body::JsonBody;
-use super::certificates::{CertificateView, note_revocation, reason_in, refresh_crl};
-use super::{no_store, storage_error};
+use super::no_store;
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::lifecycle::storage_error;
 use crate::registry::{Block, Reason, Revocation};
 use crate::store::{CertificateRegistry, TokenStore};
 use crate::timefmt::{rfc3339, unix_rfc3339};
@@ -159,7 +160,7 @@ pub async fn revoke_device(
         (Reason::Unspecified, false)
     } else {
         let body = raw.json()?;
-        (reason_in(&body)?, body.bool_field_or_absent("block")?)
+        (body.reason()?, body.bool_field_or_absent("block")?)
     };
     let client = state.client_ip(&req);
     let now = unix_now();
@@ -205,25 +206,18 @@ pub async fn revoke_device(
     let mut certificates = Vec::with_capacity(held.len());
     for record in held {
         let record = if record.status(now) == "valid" {
-            let revoked = state
-                .store
-                .revoke(&record.serial, revocation)
+            state
+                .lifecycle
+                .revoke(&record.serial, revocation, client)
                 .await
                 .map_err(storage_error)?
-                .unwrap_or(record);
-            note_revocation(
-                &state,
-                &revoked,
-                revoked.revocation == Some(revocation),
-                client,
-            );
-            revoked
+                .unwrap_or(record)
         } else {
             record
         };
         certificates.push(CertificateView::of(&record));
     }
-    refresh_crl(&state).await;
+    state.lifecycle.refresh_crl().await;
     Ok(no_store(HttpResponse::Ok()).json(DeviceRevoked {
         success: true,
         device_id: device.to_string(),

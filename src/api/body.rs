@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::registry::Reason;
 
 /// A JSON object body, read up to `limit` bytes.
 pub struct JsonBody(Map<String, Value>);
@@ -95,6 +96,15 @@ impl JsonBody {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(ApiError::InvalidJson(format!("{name} must be a string"))),
+        }
+    }
+
+    /// The optional `reason` (an RFC 5280 §5.3.1 name, `keyCompromise`), `unspecified`
+    /// when absent; an unknown name is 400 `invalid_reason`.
+    pub fn reason(&self) -> Result<Reason, ApiError> {
+        match self.str_field_or_absent("reason")? {
+            None => Ok(Reason::Unspecified),
+            Some(name) => Reason::parse(name).ok_or(ApiError::InvalidReason),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod activity;
 mod admin;
+mod answers;
 pub mod body;
 mod ca;
 mod certificates;
@@ -34,10 +35,11 @@ use crate::crl::CrlPublisher;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::error::LimitScope;
-use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label, route_label};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label};
 use crate::net::TrustedProxies;
 use crate::ratelimit::RateLimits;
-use crate::store::{FallbackStore, LimitSubject, StoreError};
+use crate::store::{FallbackStore, LimitSubject};
 use crate::token::TokenService;
 
 pub struct AppState {
@@ -52,8 +54,10 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub proxies: TrustedProxies,
     pub metrics: Arc<Metrics>,
-    pub audit: Audit,
-    pub activity: Activity,
+    pub audit: Arc<Audit>,
+    pub activity: Arc<Activity>,
+    /// The issuing and revocation paths, over the same parts as above.
+    pub lifecycle: Lifecycle,
     pub started: Instant,
     pub body_limit: usize,
     pub body_timeout: Duration,
@@ -170,6 +174,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
 ];
+
+/// The route pattern a request matched, as a metric label: one of [`ROUTES`], or
+/// `unmatched`, so that a client cannot add series by inventing paths.
+pub fn route_label(pattern: Option<&str>) -> &'static str {
+    pattern
+        .and_then(|p| ROUTES.iter().find(|(_, r)| *r == p))
+        .map_or("unmatched", |(_, r)| r)
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/api/v1/onboarding", onboarding::onboarding))
@@ -328,12 +340,4 @@ pub fn note_device(req: &HttpRequest, device: &DeviceId) {
 pub fn no_store(mut response: HttpResponseBuilder) -> HttpResponseBuilder {
     response.insert_header((CACHE_CONTROL, "no-store"));
     response
-}
-
-pub fn storage_error(e: StoreError) -> ApiError {
-    tracing::warn!(error = %e, "token store unavailable");
-    match e {
-        StoreError::Unsure { retry_after } => ApiError::StorageRecovering(retry_after),
-        _ => ApiError::StorageUnavailable,
-    }
 }

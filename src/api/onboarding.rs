@@ -5,12 +5,13 @@ use serde::Serialize;
 use tracing::Span;
 
 use super::body::JsonBody;
-use super::{AppState, no_store, note_device, storage_error};
+use super::{AppState, no_store, note_device};
 use crate::activity::Happened;
 use crate::auth::{OnboardingAuth, authorization};
 use crate::clock::unix_now;
 use crate::domain::Jti;
 use crate::error::ApiError;
+use crate::lifecycle::storage_error;
 use crate::store::{Issued, TokenStore};
 use crate::timefmt::rfc3339_now;
 

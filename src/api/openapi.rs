@@ -11,10 +11,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::activity::{ActivityAnswer, EventsAnswer, RefusalsAnswer};
 use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
-use super::certificates::{CertificateAnswer, CertificateView};
+use super::answers::{CertificateAnswer, CertificateView, SignCsrResponse};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth};
 use super::onboarding::OnboardingResponse;
-use super::sign_csr::SignCsrResponse;
 use crate::activity::{Refusal, Second, Totals};
 use crate::audit::AuditEvent;
 

@@ -4,18 +4,17 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::answers::certified;
 use super::body::JsonBody;
-use super::certificates::{note_revocation, refresh_crl};
-use super::sign_csr::{certify, hand_out};
-use super::{AppState, note_device, storage_error};
+use super::{AppState, note_device};
 use crate::auth::{bearer, renewal};
 use crate::ca::{PresentedCertificate, check_csr};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::lifecycle::Renewing;
 use crate::net::PeerCertificate;
-use crate::registry::{Reason, Revocation};
-use crate::store::{CertificateRegistry, ProofUse, Renewal};
+use crate::store::ProofUse;
 
 pub async fn renew(
     req: HttpRequest,
@@ -48,39 +47,20 @@ pub async fn renew(
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     let key = check_csr(csr, &device, state.ca.policy())?;
 
-    let (cert, record) = certify(&state, &device, &key)?;
-    let supersede = state.renewal.revoke_previous.then_some(Revocation {
-        at: now,
-        reason: Reason::Superseded,
-    });
-    let renewal = state
-        .store
-        .renew(&presented.serial, proof, &record, supersede)
-        .await
-        .map_err(storage_error)?;
-    let superseded = match renewal {
-        Renewal::Renewed { superseded } => superseded,
-        Renewal::Blocked => return Err(ApiError::DeviceBlocked),
-        Renewal::PreviousRevoked => return Err(ApiError::CertificateRevoked),
-        Renewal::ProofUsed => {
-            return Err(ApiError::RenewalProofInvalid(
-                "this proof was used already; sign a new one (new jti and iat)".into(),
-            ));
-        }
-    };
-    state.metrics.certificates_renewed.inc();
-    state.audit.certificate_renewed(
-        &device,
-        &hex::encode_upper(presented.serial),
-        &cert.serial_hex,
-        proof_kind,
-        client,
-    );
-    if let Some(superseded) = superseded {
-        note_revocation(&state, &superseded, true, client);
-        refresh_crl(&state).await;
-    }
-    Ok(hand_out(&state, cert, &record, client))
+    let cert = state
+        .lifecycle
+        .renew(
+            Renewing {
+                device: &device,
+                previous: presented.serial,
+                proof,
+                proof_kind,
+            },
+            &key,
+            client,
+        )
+        .await?;
+    Ok(certified(cert))
 }
 
 /// The certificate presented and the proof's single use: the bearer JWT when there is

@@ -1,0 +1,174 @@
+//! Issuing: sign around the device's key, consume the credential and record the
+//! certificate in one store step, then audit and count.
+
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+use tracing::Span;
+
+use super::{Lifecycle, storage_error};
+use crate::activity::Happened;
+use crate::ca::{DevicePublicKey, IssuedCertificate};
+use crate::clock::unix_now;
+use crate::domain::{DeviceId, Jti};
+use crate::error::ApiError;
+use crate::metrics::{KeyTypeLabel, key_type_label};
+use crate::registry::{CertificateRecord, Reason, Revocation, slots};
+use crate::store::{CertificateRegistry, ConsumeOutcome, ProofUse, Renewal, TokenStore};
+
+/// A certificate that left the server: recorded, audited and counted.
+pub struct Certified {
+    /// The device certificate, PEM.
+    pub pem: String,
+    /// The CA chain, PEM, issuing CA first.
+    pub chain_pem: String,
+    /// Upper-case hex, as `openssl x509 -serial` prints it.
+    pub serial_hex: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// A renewal the door has authenticated: the certificate presented and how.
+pub struct Renewing<'a> {
+    pub device: &'a DeviceId,
+    /// The serial of the certificate being replaced.
+    pub previous: [u8; 16],
+    /// The renewal proof's single use (`None` when the proof was the TLS handshake).
+    pub proof: Option<ProofUse>,
+    /// How the door authenticated (`jwt`, `mtls`), for the audit.
+    pub proof_kind: &'static str,
+}
+
+impl Lifecycle {
+    /// Trades a provisioning token (`jti`, issued in store `epoch`) for a certificate
+    /// around `key`. Several requests with one token may sign, but the consume lets one
+    /// through, on any instance; the others' certificates are dropped unseen.
+    ///
+    /// Errors: 401 `token_used` when the token is used, replaced or revoked; 503
+    /// `storage_unavailable` when no store can answer.
+    pub async fn enroll(
+        &self,
+        device: &DeviceId,
+        jti: &Jti,
+        epoch: u64,
+        key: &DevicePublicKey,
+        client: Option<IpAddr>,
+    ) -> Result<Certified, ApiError> {
+        let (cert, record) = self.certify(device, key)?;
+        match self
+            .store
+            .consume(device, jti, epoch, Some(&record))
+            .await
+            .map_err(storage_error)?
+        {
+            ConsumeOutcome::Consumed => {}
+            ConsumeOutcome::NotFound => return Err(ApiError::TokenUsed),
+        }
+        self.metrics.tokens_consumed.inc();
+        self.audit.token_consumed(device, jti, client);
+        Ok(self.hand_out(cert, &record, client))
+    }
+
+    /// Replaces the certificate `renewing.previous` with one around `key`: the proof's
+    /// single use, the block and revocation checks, the new record and (with
+    /// `revoke_previous`) the old one's supersession are one store step.
+    ///
+    /// Errors: 403 `device_blocked`, 403 `certificate_revoked`, 401
+    /// `renewal_proof_invalid` for a proof used before, 503 `storage_unavailable`.
+    pub async fn renew(
+        &self,
+        renewing: Renewing<'_>,
+        key: &DevicePublicKey,
+        client: Option<IpAddr>,
+    ) -> Result<Certified, ApiError> {
+        let device = renewing.device;
+        let (cert, record) = self.certify(device, key)?;
+        let supersede = self.revoke_previous.then_some(Revocation {
+            at: record.issued_at,
+            reason: Reason::Superseded,
+        });
+        let renewal = self
+            .store
+            .renew(&renewing.previous, renewing.proof, &record, supersede)
+            .await
+            .map_err(storage_error)?;
+        let superseded = match renewal {
+            Renewal::Renewed { superseded } => superseded,
+            Renewal::Blocked => return Err(ApiError::DeviceBlocked),
+            Renewal::PreviousRevoked => return Err(ApiError::CertificateRevoked),
+            Renewal::ProofUsed => {
+                return Err(ApiError::RenewalProofInvalid(
+                    "this proof was used already; sign a new one (new jti and iat)".into(),
+                ));
+            }
+        };
+        self.metrics.certificates_renewed.inc();
+        self.audit.certificate_renewed(
+            device,
+            &hex::encode_upper(renewing.previous),
+            &cert.serial_hex,
+            renewing.proof_kind,
+            client,
+        );
+        if let Some(superseded) = superseded {
+            self.note_revocation(&superseded, true, client);
+            self.refresh_crl().await;
+        }
+        Ok(self.hand_out(cert, &record, client))
+    }
+
+    /// Signs a certificate for `device` around `key`, and the record that goes with it.
+    /// The serial carries the device's slot, so that the record is found from the serial
+    /// alone.
+    fn certify(
+        &self,
+        device: &DeviceId,
+        key: &DevicePublicKey,
+    ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
+        let serial = slots::serial_in(slots::slot_of(device.as_str()));
+        let cert = self
+            .ca
+            .issue(device, key, &serial)
+            .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+        let record = CertificateRecord {
+            serial,
+            device_id: device.clone(),
+            issued_at: unix_now(),
+            not_after: cert.not_after.unix_timestamp().max(0) as u64,
+            key_type: key_type_label(key.key_type()),
+            fingerprint_sha256: cert.fingerprint_sha256,
+            revocation: None,
+        };
+        Ok((cert, record))
+    }
+
+    /// A recorded certificate on its way out: audit, metrics, and what the door sends.
+    fn hand_out(
+        &self,
+        cert: IssuedCertificate,
+        record: &CertificateRecord,
+        client: Option<IpAddr>,
+    ) -> Certified {
+        Span::current().record("serial", cert.serial_hex.as_str());
+        Span::current().record("key_type", record.key_type);
+        self.audit.certificate_issued(
+            &record.device_id,
+            &cert.serial_hex,
+            record.key_type,
+            &hex::encode(cert.fingerprint_sha256),
+            client,
+        );
+        self.metrics
+            .certificates_issued
+            .get_or_create(&KeyTypeLabel {
+                key_type: record.key_type,
+            })
+            .inc();
+        self.activity.count(Happened::CertificateIssued);
+        Certified {
+            pem: cert.pem,
+            chain_pem: self.ca.chain_pem().to_owned(),
+            serial_hex: cert.serial_hex,
+            not_after: cert.not_after,
+        }
+    }
+}
