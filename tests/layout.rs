@@ -243,46 +243,39 @@ fn folder_edges(files: &[SourceFile]) -> FolderEdges {
     edges
 }
 
-/// One cycle among `graph`'s nodes, if there is any.
-fn find_cycle(graph: &BTreeMap<String, BTreeMap<String, String>>) -> Option<Vec<String>> {
-    fn visit(
-        node: &str,
-        graph: &BTreeMap<String, BTreeMap<String, String>>,
-        state: &mut BTreeMap<String, u8>,
-        stack: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        state.insert(node.to_owned(), 1);
-        stack.push(node.to_owned());
-        for next in graph.get(node).into_iter().flat_map(|n| n.keys()) {
-            match state.get(next.as_str()).copied().unwrap_or(0) {
-                1 => {
-                    let start = stack.iter().position(|n| n == next).expect("on the stack");
-                    let mut cycle = stack[start..].to_vec();
-                    cycle.push(next.clone());
-                    return Some(cycle);
+type Graph = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The strongly connected components of `graph` with more than one member: each is a
+/// set of children that all reach each other, that is, one or more circles.
+fn circles(graph: &Graph) -> Vec<BTreeSet<String>> {
+    let reach = |from: &str| {
+        let mut seen = BTreeSet::new();
+        let mut pending = vec![from.to_owned()];
+        while let Some(node) = pending.pop() {
+            for next in graph.get(&node).into_iter().flat_map(|n| n.keys()) {
+                if seen.insert(next.clone()) {
+                    pending.push(next.clone());
                 }
-                0 => {
-                    if let Some(cycle) = visit(next, graph, state, stack) {
-                        return Some(cycle);
-                    }
-                }
-                _ => {}
             }
         }
-        stack.pop();
-        state.insert(node.to_owned(), 2);
-        None
-    }
-    let mut state = BTreeMap::new();
-    for node in graph.keys() {
-        if state.get(node.as_str()).copied().unwrap_or(0) == 0 {
-            let mut stack = Vec::new();
-            if let Some(cycle) = visit(node, graph, &mut state, &mut stack) {
-                return Some(cycle);
-            }
+        seen
+    };
+    let reached: BTreeMap<&String, BTreeSet<String>> =
+        graph.keys().map(|n| (n, reach(n))).collect();
+    let mut found: Vec<BTreeSet<String>> = Vec::new();
+    for (node, reaches) in &reached {
+        if !reaches.contains(*node) || found.iter().any(|c| c.contains(*node)) {
+            continue;
         }
+        found.push(
+            reaches
+                .iter()
+                .filter(|other| reached.get(other).is_some_and(|r| r.contains(*node)))
+                .cloned()
+                .collect(),
+        );
     }
-    None
+    found
 }
 
 #[test]
@@ -306,22 +299,22 @@ fn no_folder_has_an_import_circle_between_its_children() {
         edges[&Vec::new()]["api"].contains_key("store"),
         "api's use of the store is seen"
     );
-    let mut circles = Vec::new();
+    let mut found = Vec::new();
     for (folder, graph) in &edges {
-        if let Some(cycle) = find_cycle(graph) {
-            let why: Vec<&String> = cycle.windows(2).map(|w| &graph[&w[0]][&w[1]]).collect();
-            circles.push(format!(
-                "in {}: {} ({why:#?})",
-                if folder.is_empty() {
-                    "src".to_owned()
-                } else {
-                    format!("src/{}", folder.join("/"))
-                },
-                cycle.join(" -> ")
+        for members in circles(graph) {
+            let why: Vec<&String> = members
+                .iter()
+                .flat_map(|m| graph[m].iter())
+                .filter(|(to, _)| members.contains(*to))
+                .map(|(_, why)| why)
+                .collect();
+            found.push(format!(
+                "in src/{}: {members:?}, because {why:#?}",
+                folder.join("/")
             ));
         }
     }
-    assert!(circles.is_empty(), "import circles: {circles:#?}");
+    assert!(found.is_empty(), "import circles: {found:#?}");
 }
 
 #[test]
@@ -341,12 +334,10 @@ fn a_circle_between_siblings_is_found() {
     })
     .collect();
     let edges = folder_edges(&modules);
+    let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(circles(&edges[&Vec::new()]), vec![set(&["a", "b"])]);
     assert_eq!(
-        find_cycle(&edges[&Vec::new()]),
-        Some(vec!["a".into(), "b".into(), "a".into()])
-    );
-    assert_eq!(
-        find_cycle(&edges[&vec!["c".to_owned()]]),
-        Some(vec!["x".into(), "y".into(), "x".into()])
+        circles(&edges[&vec!["c".to_owned()]]),
+        vec![set(&["x", "y"])]
     );
 }
