@@ -97,6 +97,8 @@ pub enum VerifyError {
     NotValidNow,
     #[error("the certificate is not signed by the CA")]
     NotSignedByCa,
+    #[error("the CRL is not installed: {0}")]
+    CrlRefused(String),
 }
 
 /// Checks that `cert_pem` names `device_id`, carries `key`, is valid now, and is signed

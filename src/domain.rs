@@ -5,10 +5,12 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// A device identifier: 1..=128 characters of `[A-Za-z0-9._:-]`.
+/// A device identifier: 1..=128 characters of `[A-Za-z0-9._:-]`, not only dots.
 ///
 /// The alphabet keeps ids safe inside Redis hash tags (no braces), file names (no
-/// slashes) and log lines (no spaces or control characters).
+/// slashes) and log lines (no spaces or control characters). `.` and `..` are refused
+/// because browsers and HTTP clients resolve them as path segments (RFC 3986 §5.2.4):
+/// the admin API and the console could not reach such a device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId(Box<str>);
 
@@ -24,6 +26,9 @@ impl DeviceId {
         }
         if !value.bytes().all(is_device_id_byte) {
             return Err("device_id may contain only letters, digits and . _ : -");
+        }
+        if value.bytes().all(|b| b == b'.') {
+            return Err("device_id must not be only dots (`.` and `..` are path segments)");
         }
         Ok(Self(value.into()))
     }

@@ -102,6 +102,10 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("token storage lost recent writes; this request can be served in {0} s")]
     StorageRecovering(u64),
+    /// The CRL could not be re-signed before its nextUpdate: a broker would refuse every
+    /// client with it, so it is not served.
+    #[error("the CRL is past its nextUpdate and could not be re-signed yet; retry shortly")]
+    CrlExpired,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -136,6 +140,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
+            ApiError::CrlExpired => "crl_expired",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -168,9 +173,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CsrPolicy(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::StorageUnavailable
+            | ApiError::StorageRecovering(_)
+            | ApiError::CrlExpired => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -183,7 +188,7 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::StorageUnavailable => {
+            ApiError::StorageUnavailable | ApiError::CrlExpired => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
             }
             ApiError::StorageRecovering(seconds) => {

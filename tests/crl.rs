@@ -20,12 +20,28 @@ async fn the_crl_is_served_from_the_start_and_signed_by_the_ca() {
 
     let der = app.client.get(app.url("/api/v1/crl")).send().await.unwrap();
     assert_eq!(der.headers()["content-type"], "application/pkix-crl");
-    assert!(
-        der.headers()["cache-control"]
-            .to_str()
-            .unwrap()
-            .starts_with("public, max-age=")
-    );
+    // A revocation replaces the CRL at once: caches revalidate, by the CRL number.
+    assert_eq!(der.headers()["cache-control"], "public, no-cache");
+    let etag = der.headers()["etag"].to_str().unwrap().to_owned();
+    let revalidated = app
+        .client
+        .get(app.url("/api/v1/crl"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.headers()["etag"], etag.as_str());
+    // The PEM form is another representation, with its own tag.
+    let pem = app
+        .client
+        .get(app.url("/api/v1/crl?format=pem"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pem.status(), StatusCode::OK);
+    assert_ne!(pem.headers()["etag"], etag.as_str());
     let der_file = dir.path().join("crl.der");
     std::fs::write(&der_file, der.bytes().await.unwrap()).unwrap();
     let text = openssl_crl(&der_file, "DER", &ca);

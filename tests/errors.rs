@@ -58,6 +58,21 @@ async fn post(
 }
 
 #[tokio::test]
+async fn ids_with_dots_among_other_characters_still_onboard() {
+    let app = TestApp::spawn(None).await;
+    for id in [".a", "a.", "a..b", "._", "..:", "1.2.3"] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/onboarding"))
+            .json(&json!({ "device_id": id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{id}");
+    }
+}
+
+#[tokio::test]
 async fn bad_onboarding_requests_get_400_with_a_code() {
     let app = TestApp::spawn(None).await;
     let cases: Vec<(&str, String)> = vec![
@@ -72,6 +87,10 @@ async fn bad_onboarding_requests_get_400_with_a_code() {
         ("invalid_device_id", r#"{"device_id": "has space"}"#.into()),
         ("invalid_device_id", r#"{"device_id": "{braces}"}"#.into()),
         ("invalid_device_id", r#"{"device_id": "a/b"}"#.into()),
+        // Path segments that clients resolve away: the admin API could not reach them.
+        ("invalid_device_id", r#"{"device_id": "."}"#.into()),
+        ("invalid_device_id", r#"{"device_id": ".."}"#.into()),
+        ("invalid_device_id", r#"{"device_id": "..."}"#.into()),
         ("invalid_device_id", r#"{"device_id": 42}"#.into()),
         ("invalid_device_id", r#"{"device_id": null}"#.into()),
         ("invalid_device_id", r#"{"name": "x"}"#.into()),

@@ -261,6 +261,9 @@ async fn run_case(
                         );
                         model.live.remove(&d);
                     }
+                    Ok(ConsumeOutcome::Blocked) => {
+                        prop_assert!(false, "no device is blocked here: {token:?}");
+                    }
                     Ok(ConsumeOutcome::NotFound) => {
                         prop_assert!(
                             !(live && token.surely_alive(now)),
@@ -335,6 +338,9 @@ async fn run_case(
                 }
                 ConsumeOutcome::NotFound => {
                     prop_assert!(!(live && token.surely_alive(now)), "{:?}", token);
+                }
+                ConsumeOutcome::Blocked => {
+                    prop_assert!(false, "no device is blocked here: {:?}", token);
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! `GET /api/v1/crl`: the current CRL, DER (`application/pkix-crl`), or PEM with
 //! `?format=pem` for brokers that read a file (Mosquitto's `crlfile`).
 
-use actix_web::http::header::CACHE_CONTROL;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::{CACHE_CONTROL, ETag, EntityTag, IfNoneMatch};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use time::OffsetDateTime;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -16,12 +17,27 @@ pub async fn crl(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     // an incomplete one.
     let published = state.crl.current().ok_or(ApiError::StorageUnavailable)?;
     let crl = &published.crl;
-    let mut response = HttpResponse::Ok();
-    // Public, and the same until the next one is signed.
-    response.insert_header((
-        CACHE_CONTROL,
-        format!("public, max-age={}", state.crl.seconds_until_refresh()),
-    ));
+    if crl.next_update <= OffsetDateTime::now_utc() {
+        return Err(ApiError::CrlExpired);
+    }
+    // One tag per number and form: a revocation replaces the CRL at once, so caches must
+    // ask each time (`no-cache`), and are told cheaply when nothing changed.
+    let etag = EntityTag::new_strong(format!("{:x}{}", crl.number, if pem { ".pem" } else { "" }));
+    let not_modified = match req.get_header::<IfNoneMatch>() {
+        Some(IfNoneMatch::Any) => true,
+        Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&etag)),
+        None => false,
+    };
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.insert_header((CACHE_CONTROL, "public, no-cache"));
+    response.insert_header(ETag(etag));
+    if not_modified {
+        return Ok(response.finish());
+    }
     Ok(if pem {
         response
             .content_type("application/x-pem-file")

@@ -20,13 +20,21 @@ use crate::audit::AuditEvent;
 #[derive(Serialize, ToSchema)]
 pub struct OnboardingRequest {
     /// 1..=128 characters of `[A-Za-z0-9._:-]`.
-    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
+    )]
     pub device_id: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SignCsrRequest {
-    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
+    )]
     pub device_id: String,
     /// PKCS#10 request, PEM, at most 16 KiB.
     #[schema(max_length = 16384)]
@@ -35,7 +43,11 @@ pub struct SignCsrRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct RenewRequest {
-    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
+    )]
     pub device_id: String,
     /// PKCS#10 request, PEM, at most 16 KiB: the current key, or a new one.
     #[schema(max_length = 16384)]
@@ -224,7 +236,9 @@ fn renew() {}
 fn ca() {}
 
 /// The CRL signed by the issuing CA: DER, or PEM with `format=pem`. Re-signed at half
-/// its validity (`ca.crl_validity_hours`); every instance serves the same number.
+/// its validity (`ca.crl_validity_hours`) and at each revocation; every instance serves
+/// the same number. `Cache-Control: no-cache` with an `ETag` naming the CRL number: a
+/// cache revalidates (`If-None-Match`, answered 304) and never serves a replaced CRL.
 #[utoipa::path(get, path = "/api/v1/crl",
     params(("format" = Option<CrlFormat>, Query, description = "`der` (default) or `pem`")),
     responses(
@@ -232,8 +246,9 @@ fn ca() {}
             (Vec<u8> = "application/pkix-crl"),
             (String = "application/x-pem-file"),
         )),
+        (status = 304, description = "The CRL named by `If-None-Match` is still current"),
         (status = 400, description = "invalid_query", body = ErrorBody),
-        (status = 503, description = "storage_unavailable: no complete revoked list yet", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: no complete revoked list yet; crl_expired: past its nextUpdate and not re-signed yet", body = ErrorBody),
     ))]
 fn crl() {}
 

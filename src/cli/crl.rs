@@ -1,6 +1,8 @@
 //! `provisiond crl`: keeps a broker's CRL file current. It fetches the CRL, checks it
-//! against the CA, writes it (atomically) only when it is a new one, and then runs a
-//! command, typically the broker's reload.
+//! against the CA, writes it (atomically) only when its CRL number is higher than the
+//! installed one's (RFC 5280 §5.2.3: numbers only grow, so a lower one is a replay or a
+//! rollback that would take revocations off the broker), and then runs a command,
+//! typically the broker's reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +44,42 @@ pub enum Fetched {
     Unchanged(u64),
 }
 
+/// The CRL's issuer: the first certificate of the CA chain.
+struct Issuer {
+    der: Vec<u8>,
+}
+
+impl Issuer {
+    fn parse(ca_pem: &str) -> Result<Self, CliError> {
+        let pem = x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes())
+            .next()
+            .ok_or_else(|| refused("no CA certificate".into()))?
+            .map_err(|e| refused(e.to_string()))?;
+        X509Certificate::from_der(&pem.contents).map_err(|e| refused(e.to_string()))?;
+        Ok(Self { der: pem.contents })
+    }
+
+    fn certificate(&self) -> X509Certificate<'_> {
+        X509Certificate::from_der(&self.der)
+            .expect("parsed before")
+            .1
+    }
+
+    /// Whether `crl` names this issuer and carries its signature.
+    fn signed(&self, crl: &CertificateRevocationList<'_>) -> Result<(), CliError> {
+        let ca = self.certificate();
+        if crl.issuer() != ca.subject() {
+            return Err(refused("the CRL names another issuer than the CA".into()));
+        }
+        crl.verify_signature(ca.public_key())
+            .map_err(|_| CliError::NotVerified(VerifyError::NotSignedByCa))
+    }
+}
+
+fn refused(why: String) -> CliError {
+    CliError::NotVerified(VerifyError::CrlRefused(why))
+}
+
 pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
     let client = args.server.client(1)?;
     loop {
@@ -69,9 +107,19 @@ pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, C
         Some(pem) => pem,
         None => client.ca().await?,
     };
-    let number = check(&der, &ca)?;
-    if number_in(&args.out) == Some(number) {
-        return Ok(Fetched::Unchanged(number));
+    let issuer = Issuer::parse(&ca)?;
+    let number = check(&der, &issuer)?;
+    match installed_number(&args.out, &issuer) {
+        Some(installed) if installed == number => return Ok(Fetched::Unchanged(number)),
+        Some(installed) if installed > number => {
+            return Err(refused(format!(
+                "the CRL served has number {number}, lower than the installed one's \
+                 ({installed}): an old CRL, replayed or from a cache, would take \
+                 revocations off the broker; {} is kept",
+                args.out.display()
+            )));
+        }
+        _ => {}
     }
     let contents = if args.der {
         der
@@ -100,44 +148,36 @@ pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, C
     Ok(Fetched::Written(number))
 }
 
-/// The CRL's number, once it is known to be signed by the issuing CA (the first
-/// certificate of `ca_pem`), to name it, and to be current.
-fn check(der: &[u8], ca_pem: &str) -> Result<u64, CliError> {
-    let bad = |what: String| CliError::NotVerified(VerifyError::Unreadable(what));
+/// The CRL's number, once it is known to be signed by the issuing CA, to name it, and
+/// to be current.
+fn check(der: &[u8], issuer: &Issuer) -> Result<u64, CliError> {
     let (_, crl) = CertificateRevocationList::from_der(der)
-        .map_err(|e| bad(format!("the CRL does not parse: {e}")))?;
-    let ca_pem = x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes())
-        .next()
-        .ok_or_else(|| bad("no CA certificate".into()))?
-        .map_err(|e| bad(e.to_string()))?;
-    let (_, ca) = X509Certificate::from_der(&ca_pem.contents).map_err(|e| bad(e.to_string()))?;
-    if crl.issuer() != ca.subject() {
-        return Err(bad("the CRL names another issuer than the CA".into()));
-    }
-    crl.verify_signature(ca.public_key())
-        .map_err(|_| CliError::NotVerified(VerifyError::NotSignedByCa))?;
+        .map_err(|e| refused(format!("the CRL does not parse: {e}")))?;
+    issuer.signed(&crl)?;
     if crl
         .next_update()
         .is_none_or(|next| next.timestamp() <= crate::clock::unix_now() as i64)
     {
-        return Err(bad(
+        return Err(refused(
             "the CRL's nextUpdate has passed: a broker would refuse every client with it".into(),
         ));
     }
-    number_of(&crl).ok_or_else(|| bad("the CRL has no usable CRL number".into()))
+    number_of(&crl).ok_or_else(|| refused("the CRL has no usable CRL number".into()))
 }
 
 fn number_of(crl: &CertificateRevocationList<'_>) -> Option<u64> {
     crl.crl_number().and_then(|n| u64::try_from(n).ok())
 }
 
-/// The number of the CRL already in `path` (PEM or DER), if it holds one.
-fn number_in(path: &Path) -> Option<u64> {
+/// The number of the CRL already in `path` (PEM or DER), if it holds one from `issuer`:
+/// a CRL of another CA (one the broker trusted before) says nothing about this one's.
+fn installed_number(path: &Path, issuer: &Issuer) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
     let der = match pem::parse(&bytes) {
         Ok(block) => block.into_contents(),
         Err(_) => bytes,
     };
     let (_, crl) = CertificateRevocationList::from_der(&der).ok()?;
+    issuer.signed(&crl).ok()?;
     number_of(&crl)
 }

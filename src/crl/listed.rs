@@ -5,6 +5,10 @@
 //! One line per revoked certificate: `<serial hex> <revoked at> <reason code> <not_after>`.
 //! The file is replaced atomically; each write is the union of what the file holds and
 //! what this instance lists, so instances sharing the directory add to each other's.
+//!
+//! Beside it, `<certs dir>/crl-number` holds the highest CRL number published from this
+//! directory, so that no CRL is ever signed with a lower one (RFC 5280 §5.2.3), even
+//! after a restart that lost the revoked list's revision.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,16 +19,35 @@ use crate::registry::{Reason, Revocation, parse_serial};
 use crate::store::RevokedCertificate;
 
 pub const LISTED_FILE: &str = "crl-listed.log";
+pub const NUMBER_FILE: &str = "crl-number";
 
 pub struct ListedFile {
     path: PathBuf,
+    number: PathBuf,
 }
 
 impl ListedFile {
     pub fn in_dir(certs_dir: &Path) -> Self {
         Self {
             path: certs_dir.join(LISTED_FILE),
+            number: certs_dir.join(NUMBER_FILE),
         }
+    }
+
+    /// The highest CRL number published from this directory; 0 when none was.
+    pub fn last_number(&self) -> u64 {
+        std::fs::read_to_string(&self.number)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Keeps `number` as the highest published, unless a higher one is there already.
+    pub fn published(&self, number: u64) -> io::Result<()> {
+        if self.last_number() >= number {
+            return Ok(());
+        }
+        crate::fsutil::replace(&self.number, format!("{number}\n").as_bytes(), 0o600)
     }
 
     /// The entries that have not expired; a missing file is empty, a line that does not
@@ -108,5 +131,18 @@ mod tests {
         let serials: Vec<u8> = file.load().iter().map(|e| e.serial[0]).collect();
         assert_eq!(serials, [1, 3]);
         assert_eq!(file.load()[0], entry(1, later));
+    }
+
+    #[test]
+    fn the_published_number_only_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ListedFile::in_dir(dir.path());
+        assert_eq!(file.last_number(), 0);
+        file.published(1_800_000_000_123).unwrap();
+        file.published(1_800_000_000_000).unwrap();
+        assert_eq!(
+            ListedFile::in_dir(dir.path()).last_number(),
+            1_800_000_000_123
+        );
     }
 }

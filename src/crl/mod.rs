@@ -9,15 +9,18 @@
 //! revocation, and the number only grows. OpenSSL-based brokers refuse every client once
 //! a CRL's nextUpdate has passed, which is why the refresh comes this early.
 //!
-//! A CRL is only ever built from the whole revoked list: while the store cannot give
-//! it, the current CRL stays (or, before the first, none is served). What a CRL listed
+//! A CRL is only ever built from the whole revoked list. While the store cannot give it
+//! (Redis away), revocations are refused, so the list this instance last read is still
+//! the whole list: at a new slot the CRL is re-signed from it, and brokers never see
+//! one pass its nextUpdate. Before the first read, none is served. What a CRL listed
 //! stays listed until its certificate expires, even when the store lost it: the
 //! publisher keeps it, and so does [`ListedFile`] beside the CA, for instances started
-//! after the loss.
+//! after the loss. A number is never lower than one published before (the same file
+//! keeps the highest): a restart that lost the list's revision continues above it.
 
 mod listed;
 
-pub use listed::{LISTED_FILE, ListedFile};
+pub use listed::{LISTED_FILE, ListedFile, NUMBER_FILE};
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -28,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::ca::{CertificateAuthority, RevocationReason, RevokedEntry, SignedCrl};
 use crate::metrics::Metrics;
 use crate::registry::Reason;
-use crate::store::{CertificateRegistry, RevokedCertificate};
+use crate::store::{CertificateRegistry, RevokedCertificate, RevokedList};
 
 /// How often the publisher looks for revocations (made through other instances) and
 /// for a new slot.
@@ -94,33 +97,33 @@ impl CrlPublisher {
             .is_some_and(|p| p.revoked.iter().any(|r| &r.serial == serial))
     }
 
-    /// Seconds until the current slot ends, for caches.
-    pub fn seconds_until_refresh(&self) -> u64 {
-        let now = OffsetDateTime::now_utc();
-        let (slot_start, _) = slot(self.validity, now);
-        (slot_start + half(self.validity) - now)
-            .whole_seconds()
-            .max(0) as u64
-    }
-
     /// Signs a new CRL when a slot has begun or something was revoked; `true` when it did.
     pub async fn refresh(&self) -> anyhow::Result<bool> {
         let now = OffsetDateTime::now_utc();
         let (slot_start, _) = slot(self.validity, now);
-        let revision = self.registry.revision().await?;
-        if let Some(current) = self.current()
-            && current.slot_start == slot_start
-            && current.revision == revision
-        {
-            return Ok(false);
-        }
-        let mut revoked = self.registry.revoked().await?;
+        let mut revoked = match self.read_list(slot_start).await {
+            Ok(Some(list)) => list,
+            Ok(None) => return Ok(false),
+            Err(e) => match self.current() {
+                // The list held is still whole: the store refuses revocations meanwhile.
+                Some(current) if current.slot_start != slot_start => {
+                    tracing::warn!(error = %e, "the revoked list cannot be read; re-signing the CRL from the list last read");
+                    RevokedList {
+                        revision: current.revision,
+                        entries: current.revoked.clone(),
+                    }
+                }
+                _ => return Err(e),
+            },
+        };
         self.keep_listed(&mut revoked.entries, now.unix_timestamp().max(0) as u64);
         let revised = OffsetDateTime::from_unix_timestamp((revoked.revision / 1000) as i64)?;
         // Never in the future: a broker refuses a CRL that is not valid yet, and the
         // revision comes from another clock.
         let this_update = slot_start.max(revised).min(now);
-        let number = (slot_start.unix_timestamp() as u64 * 1000).max(revoked.revision);
+        let number = self.number_above_published(
+            (slot_start.unix_timestamp() as u64 * 1000).max(revoked.revision),
+        );
         let entries: Vec<RevokedEntry> = revoked
             .entries
             .iter()
@@ -151,6 +154,11 @@ impl CrlPublisher {
         self.metrics
             .crl_next_update
             .set(crl.next_update.unix_timestamp());
+        if let Some(file) = &self.file
+            && let Err(e) = file.published(crl.number)
+        {
+            tracing::warn!(error = %e, "cannot keep the CRL number beside the CA");
+        }
         *current = Some(Arc::new(Published {
             crl,
             slot_start,
@@ -158,6 +166,34 @@ impl CrlPublisher {
             revoked: revoked.entries,
         }));
         Ok(true)
+    }
+
+    /// The whole revoked list, or `None` when the current CRL already shows it and the
+    /// slot has not changed.
+    async fn read_list(&self, slot_start: OffsetDateTime) -> anyhow::Result<Option<RevokedList>> {
+        let revision = self.registry.revision().await?;
+        if let Some(current) = self.current()
+            && current.slot_start == slot_start
+            && current.revision == revision
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.registry.revoked().await?))
+    }
+
+    /// `computed`, unless a CRL was published with that number or a higher one (by this
+    /// instance, or from this certs directory before a restart): then one above it. Two
+    /// instances that read the same list still agree, since the file only holds numbers
+    /// they computed.
+    fn number_above_published(&self, computed: u64) -> u64 {
+        let current = self.current().map_or(0, |c| c.crl.number);
+        let filed = self.file.as_ref().map_or(0, ListedFile::last_number);
+        let published = current.max(filed);
+        if computed >= published {
+            computed
+        } else {
+            published + 1
+        }
     }
 
     /// A revocation never leaves the CRL before its certificate expires, even if the

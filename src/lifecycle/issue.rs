@@ -43,7 +43,8 @@ impl Lifecycle {
     /// around `key`. Several requests with one token may sign, but the consume lets one
     /// through, on any instance; the others' certificates are dropped unseen.
     ///
-    /// Errors: 401 `token_used` when the token is used, replaced or revoked; 503
+    /// Errors: 401 `token_used` when the token is used, replaced or revoked; 403
+    /// `device_blocked` when the device was blocked after its token was issued; 503
     /// `storage_unavailable` when no store can answer.
     pub async fn enroll(
         &self,
@@ -62,6 +63,7 @@ impl Lifecycle {
         {
             ConsumeOutcome::Consumed => {}
             ConsumeOutcome::NotFound => return Err(ApiError::TokenUsed),
+            ConsumeOutcome::Blocked => return Err(ApiError::DeviceBlocked),
         }
         self.metrics.tokens_consumed.inc();
         self.audit.token_consumed(device, jti, client);

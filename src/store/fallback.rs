@@ -105,6 +105,19 @@ impl FallbackStore {
         }
     }
 
+    /// Whether a token held in memory may not buy a certificate: Redis is asked when it
+    /// answers, else what was last seen there, and memory's own blocks without Redis.
+    async fn blocked_at_consume(&self, device: &DeviceId) -> bool {
+        match &self.redis {
+            None => self.memory.is_blocked(device),
+            Some(redis) if redis.is_connected() => match redis.blocked(device).await {
+                Ok(block) => block.is_some(),
+                Err(_) => redis.seen_blocked(device),
+            },
+            Some(redis) => redis.seen_blocked(device),
+        }
+    }
+
     fn unsynced(&self) -> std::sync::MutexGuard<'_, Vec<CertificateRecord>> {
         self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -311,6 +324,11 @@ impl TokenStore for FallbackStore {
     ) -> Result<ConsumeOutcome, StoreError> {
         match self.timed_memory("consume", || self.memory.take(device, jti)) {
             Take::Consumed => {
+                // Another instance may have blocked the device since this one issued the
+                // token into memory.
+                if certificate.is_some() && self.blocked_at_consume(device).await {
+                    return Ok(ConsumeOutcome::Blocked);
+                }
                 if let Some(certificate) = certificate {
                     self.memory.record(certificate);
                     if self.redis.is_some() {

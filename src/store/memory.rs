@@ -301,6 +301,9 @@ impl TokenStore for MemoryStore {
         _epoch: u64,
         certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError> {
+        if certificate.is_some() && self.is_blocked(device) {
+            return Ok(ConsumeOutcome::Blocked);
+        }
         Ok(match self.take(device, jti) {
             Take::Consumed => {
                 if let Some(certificate) = certificate {

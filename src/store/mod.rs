@@ -31,6 +31,9 @@ pub enum ConsumeOutcome {
     Consumed,
     /// Never issued, already used, replaced, revoked or expired.
     NotFound,
+    /// The device is blocked: its token, wherever and whenever it was issued, gets no
+    /// certificate.
+    Blocked,
 }
 
 /// What [`TokenStore::issue`] did.

@@ -34,10 +34,11 @@ impl RedisStore {
         device: &DeviceId,
         jti: &str,
         certificate: Option<&CertificateRecord>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ConsumeOutcome, StoreError> {
         let mut invocation = self.consume_script.key(self.keys.device(device));
         invocation.key(self.keys.token(device, jti)).arg(jti);
         if let Some(certificate) = certificate {
+            invocation.key(self.keys.blocked(device));
             // Now and then (by the serial's random last byte), the bucket is pruned.
             let prune = certificate.serial[15] % PRUNE_ONE_IN == 0;
             invocation
@@ -49,15 +50,22 @@ impl RedisStore {
                 .arg(unix_now())
                 .arg(RETENTION_AFTER_EXPIRY_SECS);
         }
-        let consumed: i64 = invocation
+        let answer: i64 = invocation
             .invoke_async(conn)
             .await
             .map_err(|e| self.fail(e))?;
-        if consumed == 1 {
-            self.wait_for_replicas(conn, &[&self.keys.device(device)])
-                .await?;
+        match answer {
+            1 => {
+                self.wait_for_replicas(conn, &[&self.keys.device(device)])
+                    .await?;
+                Ok(ConsumeOutcome::Consumed)
+            }
+            2 => {
+                self.saw_blocked(device, true);
+                Ok(ConsumeOutcome::Blocked)
+            }
+            _ => Ok(ConsumeOutcome::NotFound),
         }
-        Ok(consumed == 1)
     }
 
     /// The device's pending token and its remaining TTL, if it has one.
@@ -131,16 +139,8 @@ impl TokenStore for RedisStore {
         if epoch < self.epoch() {
             return Ok(ConsumeOutcome::NotFound);
         }
-        Ok(
-            if self
-                .try_consume(&mut conn, device, &jti.to_string(), certificate)
-                .await?
-            {
-                ConsumeOutcome::Consumed
-            } else {
-                ConsumeOutcome::NotFound
-            },
-        )
+        self.try_consume(&mut conn, device, &jti.to_string(), certificate)
+            .await
     }
 
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
@@ -151,6 +151,7 @@ impl TokenStore for RedisStore {
             if self
                 .try_consume(&mut self.conn().await?, device, &jti, None)
                 .await?
+                == ConsumeOutcome::Consumed
             {
                 return Ok(true);
             }
