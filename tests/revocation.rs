@@ -290,3 +290,65 @@ async fn provisiond_crl_refuses_a_crl_older_than_the_one_installed() {
     assert!(replaced.status.success(), "{}", text(&replaced));
     assert!(openssl_crl(&out, "PEM", &ca).contains(&format!("Serial Number: {serial}")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_away_the_crl_is_re_signed_from_the_list_last_read() {
+    use provisiond::ca::CertificateAuthority;
+    use provisiond::crl::CrlPublisher;
+    use provisiond::domain::DeviceId;
+    use provisiond::registry::{CertificateRecord, Reason, Revocation, slots};
+    use provisiond::store::{CertificateRegistry, RedisConfig, RedisStore};
+    let mut redis = RedisServer::start();
+    let certs = tempfile::tempdir().unwrap();
+    let settings = test_settings(Some(&redis), certs.path());
+    let ca = std::sync::Arc::new(CertificateAuthority::load_or_init(&settings.ca).unwrap());
+    let config = RedisConfig::from_settings(&settings.redis).unwrap();
+    let (store, _tasks) = RedisStore::connect(config, Default::default())
+        .await
+        .unwrap();
+    let validity = Duration::from_secs(24 * 3600);
+    let publisher = CrlPublisher::new(ca, store.clone(), validity, Default::default(), None).await;
+    // One revoked certificate on the list.
+    let record = CertificateRecord {
+        serial: slots::serial_in(slots::slot_of("away-1")),
+        device_id: DeviceId::parse("away-1").unwrap(),
+        issued_at: provisiond::clock::unix_now(),
+        not_after: provisiond::clock::unix_now() + 3600,
+        key_type: "ecdsa-p256",
+        fingerprint_sha256: [7; 32],
+        revocation: None,
+    };
+    store.record_certificate(&record).await.unwrap();
+    let revocation = Revocation {
+        at: provisiond::clock::unix_now(),
+        reason: Reason::KeyCompromise,
+    };
+    assert!(
+        store
+            .revoke(&record.serial, revocation)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(publisher.refresh().await.unwrap());
+    let first = publisher.current().expect("a CRL while Redis is up");
+    assert_eq!(first.crl.entries, 1);
+
+    redis.kill();
+    let now = time::OffsetDateTime::now_utc();
+    // Within the slot nothing is due: the current CRL stays.
+    assert!(publisher.refresh_at(now).await.is_err(), "Redis is away");
+    assert_eq!(publisher.current().unwrap().crl.number, first.crl.number);
+    // The next slot begins while Redis is still away: re-signed from the list held.
+    let later = first.crl.this_update + time::Duration::hours(12) + time::Duration::seconds(1);
+    assert!(publisher.refresh_at(later).await.unwrap(), "re-signed");
+    let next = publisher.current().unwrap();
+    assert!(next.crl.number > first.crl.number);
+    assert!(next.crl.next_update > first.crl.next_update);
+    assert_eq!(
+        next.crl.next_update - next.crl.this_update,
+        time::Duration::hours(24)
+    );
+    assert_eq!(next.crl.entries, 1);
+    assert!(publisher.lists(&record.serial));
+}

@@ -99,7 +99,11 @@ impl CrlPublisher {
 
     /// Signs a new CRL when a slot has begun or something was revoked; `true` when it did.
     pub async fn refresh(&self) -> anyhow::Result<bool> {
-        let now = OffsetDateTime::now_utc();
+        self.refresh_at(OffsetDateTime::now_utc()).await
+    }
+
+    /// [`CrlPublisher::refresh`] as at `now` (the tests' clock).
+    pub async fn refresh_at(&self, now: OffsetDateTime) -> anyhow::Result<bool> {
         let (slot_start, _) = slot(self.validity, now);
         let mut revoked = match self.read_list(slot_start).await {
             Ok(Some(list)) => list,
