@@ -149,6 +149,30 @@ impl Audit {
         );
     }
 
+    pub fn certificate_imported(
+        &self,
+        device: &DeviceId,
+        serial: &str,
+        new: bool,
+        client: Option<IpAddr>,
+    ) {
+        tracing::info!(
+            target: "audit",
+            event = "certificate_imported",
+            device_id = %device,
+            serial,
+            already_recorded = !new,
+            client_ip = %ip(client),
+        );
+        let again = if new { "" } else { " (already recorded)" };
+        self.keep(
+            "certificate_imported",
+            device.as_str(),
+            format!("{serial}{again}"),
+            client,
+        );
+    }
+
     pub fn certificate_revoked(
         &self,
         device: &DeviceId,

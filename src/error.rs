@@ -93,6 +93,13 @@ pub enum ApiError {
     CertificateRevoked,
     #[error("this device is blocked; an operator must lift the block first")]
     DeviceBlocked,
+    #[error(
+        "the certificate presented is not in the registry for this device; an operator can \
+         import it (provisiond import), or the device onboards again"
+    )]
+    CertificateUnknown,
+    #[error("certificate not accepted: {0}")]
+    InvalidCertificate(String),
     #[error("no such endpoint")]
     NotFound,
     /// With the methods the endpoint takes, for the `Allow` header.
@@ -137,6 +144,8 @@ impl ApiError {
             ApiError::CertificateExpired(_) => "certificate_expired",
             ApiError::CertificateRevoked => "certificate_revoked",
             ApiError::DeviceBlocked => "device_blocked",
+            ApiError::CertificateUnknown => "certificate_unknown",
+            ApiError::InvalidCertificate(_) => "invalid_certificate",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
@@ -155,6 +164,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidReason
             | ApiError::InvalidDeviceId(_)
             | ApiError::InvalidCsr(_)
+            | ApiError::InvalidCertificate(_)
             | ApiError::CsrSignatureInvalid => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_)
             | ApiError::TokenInvalid(_)
@@ -165,7 +175,8 @@ impl ResponseError for ApiError {
             ApiError::DeviceMismatch
             | ApiError::DeviceNotAllowed
             | ApiError::CertificateRevoked
-            | ApiError::DeviceBlocked => StatusCode::FORBIDDEN,
+            | ApiError::DeviceBlocked
+            | ApiError::CertificateUnknown => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,

@@ -24,6 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
+use crate::registry::retention_after_expiry;
 use crate::secret::{MIN_SECRET_LEN, Secret};
 use crate::store::{FallbackStore, Ledger, MemoryStore, RedisConfig, RedisStore, StaleInRedis};
 use crate::token::TokenService;
@@ -77,7 +78,8 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
-        let memory = Arc::new(MemoryStore::new());
+        let retention = retention_after_expiry(settings.renewal.grace());
+        let memory = Arc::new(MemoryStore::with_retention(retention));
         let mut tasks = vec![
             memory.spawn_sweeper(
                 Duration::from_secs_f64(settings.memory.sweep_interval_seconds),
@@ -86,12 +88,13 @@ impl Application {
             tokio::spawn(forget_idle_limits(Arc::downgrade(&limits))),
         ];
         let redis = if settings.redis.enabled {
-            let (redis, redis_tasks) = RedisStore::connect(
-                RedisConfig::from_settings(&settings.redis)?,
-                metrics.clone(),
-            )
-            .await
-            .map_err(|e| ConfigError::key("redis.url", e))?;
+            let config = RedisConfig {
+                retention_after_expiry: retention,
+                ..RedisConfig::from_settings(&settings.redis)?
+            };
+            let (redis, redis_tasks) = RedisStore::connect(config, metrics.clone())
+                .await
+                .map_err(|e| ConfigError::key("redis.url", e))?;
             tasks.extend(redis_tasks);
             Some(redis)
         } else {
@@ -111,7 +114,7 @@ impl Application {
         let ledger = match &redis {
             Some(_) => None,
             None => {
-                let (ledger, registry) = Ledger::open(certs_dir).with_context(|| {
+                let (ledger, registry) = Ledger::open(certs_dir, retention).with_context(|| {
                     format!("reading the registry log in {}", certs_dir.display())
                 })?;
                 tracing::info!(

@@ -11,10 +11,11 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::bin::{enroll_into, renew_files, text};
+use common::device::{Enrolled, enroll, expired_certificate, renew};
 use common::pki::{openssl_verify, openssl_x509};
 use common::{RedisServer, TestApp, error_code};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use provisiond::auth::renewal::{self, ProofClaims, RENEW_AUDIENCE};
+use provisiond::auth::renewal::{ProofClaims, RENEW_AUDIENCE};
 use provisiond::clock::unix_now;
 use provisiond::config::{KeyList, Settings};
 use provisiond::device::{DeviceKey, KeyKind};
@@ -27,49 +28,6 @@ const WITHIN: Duration = Duration::from_secs(10);
 
 fn with_admin(s: &mut Settings) {
     s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
-}
-
-/// A device with a certificate: its key (PKCS#8 PEM), certificate (PEM) and serial.
-struct Enrolled {
-    key: DeviceKey,
-    cert_pem: String,
-    serial: String,
-}
-
-impl Enrolled {
-    fn der(&self) -> Vec<u8> {
-        pem::parse(&self.cert_pem).unwrap().into_contents()
-    }
-
-    fn proof(&self, device: &str) -> String {
-        renewal::sign(device, &self.der(), &self.key.private_key_pem(), unix_now()).unwrap()
-    }
-}
-
-async fn enroll(app: &TestApp, device: &str, kind: KeyKind) -> Enrolled {
-    let key = DeviceKey::generate(kind).unwrap();
-    let token = app.token_for(device).await;
-    let response = app
-        .sign_csr(&token, device, &key.csr_pem(Some(device)).unwrap())
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let signed: Value = response.json().await.unwrap();
-    Enrolled {
-        key,
-        cert_pem: signed["certificate"].as_str().unwrap().to_owned(),
-        serial: signed["serial_number"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn renew(app: &TestApp, device: &str, csr: &str, proof: Option<&str>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url("/api/v1/renew"))
-        .json(&json!({ "device_id": device, "csr": csr }));
-    if let Some(proof) = proof {
-        request = request.bearer_auth(proof);
-    }
-    request.send().await.unwrap()
 }
 
 async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -379,40 +337,28 @@ async fn revoked_superseded_and_expired_certificates_renew_only_as_configured() 
     );
     let lenient = TestApp::spawn_settings({
         let mut s = common::app::test_settings(Some(&redis), &app.certs);
+        with_admin(&mut s);
         s.renewal.after_expiry_days = 30;
         s
     })
     .await;
+    // Signed by the CA's key outside the registry: unknown until an operator imports it.
+    let unknown = renew(&lenient, "life-2", &csr2, Some(&expired.proof("life-2"))).await;
+    assert_eq!(
+        error_code(unknown).await,
+        (StatusCode::FORBIDDEN, "certificate_unknown".into())
+    );
+    let imported = admin(
+        &lenient,
+        reqwest::Method::POST,
+        "/api/v1/certificates",
+        Some(json!({ "certificate": expired.cert_pem })),
+    )
+    .await;
+    assert_eq!(imported["certificate"]["device_id"], "life-2", "{imported}");
+    assert_eq!(imported["certificate"]["status"], "expired", "{imported}");
     let accepted = renew(&lenient, "life-2", &csr2, Some(&expired.proof("life-2"))).await;
     assert_eq!(accepted.status(), StatusCode::OK);
-}
-
-/// A certificate from the test server's CA that expired yesterday.
-fn expired_certificate(certs: &std::path::Path, device: &str) -> Enrolled {
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.join("ca.key")).unwrap()).unwrap();
-    let ca_der = pem::parse(std::fs::read_to_string(certs.join("ca.crt")).unwrap())
-        .unwrap()
-        .into_contents();
-    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der.into(), ca_key).unwrap();
-    let key = DeviceKey::generate(KeyKind::P256).unwrap();
-    let device_key = rcgen::KeyPair::from_pem(&key.private_key_pem()).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, device);
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(30);
-    params.not_after = now - time::Duration::days(1);
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(
-        &provisiond::registry::slots::serial_in(provisiond::registry::slots::slot_of(device)),
-    ));
-    let cert = params.signed_by(&device_key, &issuer).unwrap();
-    Enrolled {
-        key,
-        cert_pem: cert.pem(),
-        serial: String::new(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +391,8 @@ async fn a_blocked_device_cannot_onboard_or_renew_until_unblocked() {
     let used = app
         .sign_csr(&pending, device, &common::pki::quick_csr(device))
         .await;
-    assert_eq!(error_code(used).await.1, "token_used");
+    // Refused for what it is: the device is blocked (checked at consume).
+    assert_eq!(error_code(used).await.1, "device_blocked");
     assert_eq!(
         error_code(app.onboard(device).await).await,
         (StatusCode::FORBIDDEN, "device_blocked".into())

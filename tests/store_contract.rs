@@ -120,6 +120,7 @@ fn config(redis: &RedisServer, key_prefix: &str, count_interval: Duration) -> Re
         topology: provisiond::config::RedisTopology::Standalone,
         tls: false,
         sentinel_password: None,
+        retention_after_expiry: provisiond::registry::RETENTION_AFTER_EXPIRY_SECS,
     }
 }
 
@@ -222,6 +223,29 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         id: 42,
         issued_at: provisiond::clock::unix_now(),
     };
+
+    // What the registry cannot vouch for never renews: a serial it never recorded, and
+    // another device's certificate (the same slot, so the same bucket on Redis).
+    let stranger = store.renew(&record().serial, None, &record(), None).await;
+    assert_eq!(stranger.unwrap(), Renewal::PreviousUnknown);
+    let neighbour = (0..)
+        .map(|i| DeviceId::parse(&format!("n-b{i}")).unwrap())
+        .find(|d| slots::slot_of(d.as_str()) == slot)
+        .unwrap();
+    let theirs = CertificateRecord {
+        device_id: neighbour.clone(),
+        ..record()
+    };
+    let jti = Jti::random();
+    store.issue(&neighbour, &jti, TTL).await.unwrap();
+    let consumed = store
+        .consume(&neighbour, &jti, store.epoch(), Some(&theirs))
+        .await
+        .unwrap();
+    assert_eq!(consumed, ConsumeOutcome::Consumed);
+    let borrowed = store.renew(&theirs.serial, None, &record(), None).await;
+    assert_eq!(borrowed.unwrap(), Renewal::PreviousUnknown);
+    assert_eq!(store.certificates_of(&device).await.unwrap().len(), 1);
 
     // Renewed once per proof; the new record is there, the old one stays valid.
     let renewed = store.renew(&old.serial, Some(proof), &new, None).await;

@@ -39,6 +39,29 @@ pub async fn certificate(
     Ok(answer(&record))
 }
 
+/// `POST /api/v1/certificates`, body `{"certificate": "<PEM>"}`: records a device
+/// certificate this CA signed that the registry does not know; answers the record as it
+/// stands.
+pub async fn import(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
+    state.authorize_admin(&req)?;
+    let body = raw.json()?;
+    let text = body.str_field("certificate").ok_or_else(|| {
+        ApiError::InvalidCertificate("certificate (a PEM string) is required".into())
+    })?;
+    let der = pem::parse(text)
+        .ok()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .ok_or_else(|| ApiError::InvalidCertificate("not a PEM certificate".into()))?
+        .into_contents();
+    let (record, _) = state.lifecycle.import(&der, state.client_ip(&req)).await?;
+    Ok(answer(&record))
+}
+
 /// `POST /api/v1/certificates/{serial}/revoke`, body `{"reason": "keyCompromise"}`
 /// (optional; `unspecified` by default). Revoking again answers the first revocation.
 pub async fn revoke(

@@ -159,6 +159,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/devices/{device_id}/token"),
     ("post", "/api/v1/devices/{device_id}/revoke"),
     ("delete", "/api/v1/devices/{device_id}/block"),
+    ("post", "/api/v1/certificates"),
     ("get", "/api/v1/certificates/{serial}"),
     ("post", "/api/v1/certificates/{serial}/revoke"),
     ("get", "/api/v1/devices/{device_id}/events"),
@@ -204,6 +205,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(admin::unblock))
                 .default_service(method_not_allowed("DELETE")),
         )
+        .service(post("/api/v1/certificates", certificates::import))
         .service(get(
             "/api/v1/certificates/{serial}",
             certificates::certificate,

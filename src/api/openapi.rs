@@ -55,6 +55,13 @@ pub struct RenewRequest {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct ImportRequest {
+    /// A device certificate signed by this CA, PEM.
+    #[schema(max_length = 16384)]
+    pub certificate: String,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct RevokeDeviceRequest {
     /// RFC 5280 reason name; `unspecified` when absent or null.
     pub reason: Option<RevocationReasonName>,
@@ -77,7 +84,8 @@ pub struct ErrorDetail {
     /// `csr_policy_violation`, `payload_too_large`, `unsupported_media_type`,
     /// `request_timeout`, `rate_limited`, `invalid_query`, `invalid_serial`,
     /// `invalid_reason`, `certificate_not_found`, `renewal_proof_invalid`,
-    /// `certificate_expired`, `certificate_revoked`, `device_blocked`,
+    /// `certificate_expired`, `certificate_revoked`, `certificate_unknown`,
+    /// `invalid_certificate`, `device_blocked`, `crl_expired`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
@@ -100,6 +108,7 @@ pub struct ErrorDetail {
         revoke_device,
         unblock_device,
         certificate,
+        import_certificate,
         revoke_certificate,
         device_events,
         activity,
@@ -133,6 +142,7 @@ pub struct ErrorDetail {
         RevokeRequest,
         RenewRequest,
         RevokeDeviceRequest,
+        ImportRequest,
         DeviceRevoked,
         Unblocked,
         BlockView,
@@ -293,6 +303,25 @@ pub enum RevocationReasonName {
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
 fn certificate() {}
+
+/// Import a device certificate this CA signed that the registry does not know (admin):
+/// one issued before the registry, or with the CA's key elsewhere. Once recorded it can
+/// be revoked, and it renews (renewal refuses what the registry does not know). A record
+/// already there stands and is answered.
+#[utoipa::path(post, path = "/api/v1/certificates",
+    request_body(content = ImportRequest),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The record as it stands", body = CertificateAnswer),
+        (status = 400, description = "invalid_certificate (not this CA's, not a device certificate, or its common name is no device id), invalid_json", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: Redis is away; nothing was recorded", body = ErrorBody),
+    ))]
+fn import_certificate() {}
 
 /// Revoke a certificate (admin): it is listed in the CRL from now on. Revoking again
 /// answers the first revocation's time and reason.

@@ -13,6 +13,8 @@ pub struct PresentedCertificate {
     /// The subject's common name: the device id.
     pub common_name: String,
     /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
     pub not_after: u64,
     pub key_type: KeyType,
     /// The public key as the SubjectPublicKeyInfo's bit string holds it (an EC point,
@@ -40,6 +42,16 @@ impl CertificateAuthority {
         if cert.is_ca() {
             return Err("a CA certificate cannot renew");
         }
+        // Device certificates say clientAuth and nothing for servers; the API's own
+        // certificate (`ca server-cert`) says serverAuth and must never renew as a device.
+        match cert.extended_key_usage() {
+            Ok(Some(eku)) if eku.value.client_auth && !eku.value.server_auth && !eku.value.any => {}
+            _ => {
+                return Err(
+                    "the certificate is not a device certificate (its extended key usage is not clientAuth)",
+                );
+            }
+        }
         let raw = cert.raw_serial();
         let significant = &raw[raw.iter().take_while(|b| **b == 0).count()..];
         if significant.len() > 16 {
@@ -59,6 +71,7 @@ impl CertificateAuthority {
         Ok(PresentedCertificate {
             serial,
             common_name,
+            not_before: cert.validity().not_before.timestamp().max(0) as u64,
             not_after: cert.validity().not_after.timestamp().max(0) as u64,
             key_type,
             public_key: spki.subject_public_key.data.to_vec(),

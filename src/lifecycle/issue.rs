@@ -74,8 +74,9 @@ impl Lifecycle {
     /// single use, the block and revocation checks, the new record and (with
     /// `revoke_previous`) the old one's supersession are one store step.
     ///
-    /// Errors: 403 `device_blocked`, 403 `certificate_revoked`, 401
-    /// `renewal_proof_invalid` for a proof used before, 503 `storage_unavailable`.
+    /// Errors: 403 `device_blocked`, 403 `certificate_revoked`, 403 `certificate_unknown`
+    /// (the registry holds no record of it for this device), 401 `renewal_proof_invalid`
+    /// for a proof used before, 503 `storage_unavailable`.
     pub async fn renew(
         &self,
         renewing: Renewing<'_>,
@@ -97,6 +98,7 @@ impl Lifecycle {
             Renewal::Renewed { superseded } => superseded,
             Renewal::Blocked => return Err(ApiError::DeviceBlocked),
             Renewal::PreviousRevoked => return Err(ApiError::CertificateRevoked),
+            Renewal::PreviousUnknown => return Err(ApiError::CertificateUnknown),
             Renewal::ProofUsed => {
                 return Err(ApiError::RenewalProofInvalid(
                     "this proof was used already; sign a new one (new jti and iat)".into(),

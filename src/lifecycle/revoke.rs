@@ -1,10 +1,14 @@
 //! Revoking: the registry first, then the audit and metrics, then the CRL of this
-//! instance (the others follow the revoked list's revision within two seconds).
+//! instance (the others follow the revoked list's revision within two seconds). And
+//! importing, so that what the CA signed outside the registry can be revoked and renewed.
 
 use std::net::IpAddr;
 
-use super::Lifecycle;
-use crate::metrics::ReasonLabel;
+use super::{Lifecycle, storage_error};
+use crate::crypto::sha256;
+use crate::domain::DeviceId;
+use crate::error::ApiError;
+use crate::metrics::{ReasonLabel, key_type_label};
 use crate::registry::{CertificateRecord, Revocation};
 use crate::store::{CertificateRegistry, StoreError};
 
@@ -24,6 +28,50 @@ impl Lifecycle {
             self.note_revocation(record, record.revocation == Some(revocation), client);
         }
         Ok(record)
+    }
+
+    /// Records a device certificate this CA signed that the registry does not know (made
+    /// before the registry, or by the CA's key elsewhere), so that it can be revoked and
+    /// renewed; a record already there stands. Answers the record and whether it is new.
+    ///
+    /// Errors: 400 `invalid_certificate` (not ours, not a device certificate, a common
+    /// name that is no device id), 503 `storage_unavailable`.
+    pub async fn import(
+        &self,
+        der: &[u8],
+        client: Option<IpAddr>,
+    ) -> Result<(CertificateRecord, bool), ApiError> {
+        let presented = self
+            .ca
+            .check_presented(der)
+            .map_err(|e| ApiError::InvalidCertificate(e.into()))?;
+        let device_id = DeviceId::parse(&presented.common_name).map_err(|e| {
+            ApiError::InvalidCertificate(format!("its common name is no device id: {e}"))
+        })?;
+        let record = CertificateRecord {
+            serial: presented.serial,
+            device_id,
+            issued_at: presented.not_before,
+            not_after: presented.not_after,
+            key_type: key_type_label(presented.key_type),
+            fingerprint_sha256: sha256(der),
+            revocation: None,
+        };
+        let known = self
+            .store
+            .certificate(&record.serial)
+            .await
+            .map_err(storage_error)?;
+        let (standing, new) = match known {
+            Some(known) => (known, false),
+            None => (
+                self.store.import(&record).await.map_err(storage_error)?,
+                true,
+            ),
+        };
+        self.audit
+            .certificate_imported(&record.device_id, &record.serial_hex(), new, client);
+        Ok((standing, new))
     }
 
     /// Counts and audits a revocation; `first` when this request made it.

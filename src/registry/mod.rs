@@ -11,8 +11,16 @@ use std::fmt;
 
 use crate::domain::DeviceId;
 
-/// How long a record is kept after its certificate expired.
+/// How long a record is kept after its certificate expired, at the least (seconds).
 pub const RETENTION_AFTER_EXPIRY_SECS: u64 = 30 * 24 * 3600;
+
+/// How long records are kept after expiry (seconds) when a certificate may still renew
+/// `renewal_grace` after its notAfter: longer than renewal accepts it, by a day, since the
+/// record is what says a certificate is revoked, and a certificate without one never
+/// renews.
+pub fn retention_after_expiry(renewal_grace: std::time::Duration) -> u64 {
+    RETENTION_AFTER_EXPIRY_SECS.max(renewal_grace.as_secs() + 86_400)
+}
 
 /// RFC 5280 revocation reasons (section 5.3.1), by their ASN.1 names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,9 +162,10 @@ impl CertificateRecord {
         }
     }
 
-    /// When its store may forget it.
-    pub fn keep_until(&self) -> u64 {
-        self.not_after + RETENTION_AFTER_EXPIRY_SECS
+    /// When its store may forget it, with records kept `retention` seconds after expiry
+    /// ([`retention_after_expiry`]).
+    pub fn keep_until(&self, retention: u64) -> u64 {
+        self.not_after + retention
     }
 
     /// The stored form: compact, since a fleet has millions of these.

@@ -527,6 +527,17 @@ impl CertificateRegistry for FallbackStore {
         Ok(lifted)
     }
 
+    async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {
+        if let Some(redis) = self.registry_redis()? {
+            return redis.import(record).await;
+        }
+        let standing = self.memory.import(record).await?;
+        if standing == *record {
+            self.journal(&[Entry::Issued(record)]).await?;
+        }
+        Ok(standing)
+    }
+
     async fn blocked(&self, device: &DeviceId) -> Result<Option<Block>, StoreError> {
         match self.registry_redis()? {
             Some(redis) => redis.blocked(device).await,

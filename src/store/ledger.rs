@@ -172,9 +172,9 @@ fn write_batches(mut file: File, path: &Path, mut appends: mpsc::UnboundedReceiv
 }
 
 impl Ledger {
-    /// Reads the log in `certs_dir` (a missing one is empty), rewrites it compacted, and
-    /// opens it for appending.
-    pub fn open(certs_dir: &Path) -> io::Result<(Self, Registry)> {
+    /// Reads the log in `certs_dir` (a missing one is empty), rewrites it compacted (records
+    /// kept `retention` seconds after expiry), and opens it for appending.
+    pub fn open(certs_dir: &Path, retention: u64) -> io::Result<(Self, Registry)> {
         let path = certs_dir.join(LEDGER_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -200,7 +200,9 @@ impl Ledger {
             }
         }
         let now = unix_now();
-        registry.records.retain(|_, r| r.keep_until() > now);
+        registry
+            .records
+            .retain(|_, r| r.keep_until(retention) > now);
         registry.proofs.retain(|_, until| *until >= now);
         let mut compacted = String::new();
         for record in registry.records.values() {
@@ -245,7 +247,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::slots;
+    use crate::registry::{RETENTION_AFTER_EXPIRY_SECS, slots};
 
     fn record(device: &str, not_after: u64) -> CertificateRecord {
         CertificateRecord {
@@ -274,7 +276,7 @@ mod tests {
             reason: Reason::Unspecified,
         };
         {
-            let (ledger, registry) = Ledger::open(dir.path()).unwrap();
+            let (ledger, registry) = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS).unwrap();
             assert!(registry.records.is_empty());
             ledger
                 .append(Ledger::lines(&[Entry::Issued(&kept), Entry::Issued(&old)]))
@@ -304,7 +306,7 @@ mod tests {
         // A crash in the middle of an append leaves a torn last line.
         file.write_all(b"revoked 00").unwrap();
 
-        let (_, registry) = Ledger::open(dir.path()).unwrap();
+        let (_, registry) = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS).unwrap();
         assert_eq!(registry.records.len(), 2);
         assert_eq!(registry.records[&kept.serial].revocation, Some(revocation));
         assert_eq!(registry.records[&early.serial].revocation, Some(revocation));
@@ -316,7 +318,7 @@ mod tests {
         assert_eq!(text.lines().count(), 4, "{text}");
 
         fs::write(&path, "issued nonsense\nunblocked dev-c\n").unwrap();
-        let refused = Ledger::open(dir.path())
+        let refused = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS)
             .err()
             .expect("a bad line is refused");
         assert!(refused.to_string().contains("line 1"), "{refused}");
@@ -325,7 +327,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_are_each_answered_once_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let (ledger, _) = Ledger::open(dir.path()).unwrap();
+        let (ledger, _) = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS).unwrap();
         let ledger = std::sync::Arc::new(ledger);
         let records: Vec<_> = (0..300)
             .map(|i| record(&format!("dev-{i}"), unix_now() + 3600))
@@ -342,7 +344,7 @@ mod tests {
         let text = fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
         assert_eq!(text.lines().count(), 300);
         drop(ledger);
-        let (_, registry) = Ledger::open(dir.path()).unwrap();
+        let (_, registry) = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS).unwrap();
         assert_eq!(registry.records.len(), 300);
     }
 }

@@ -16,7 +16,7 @@ use super::{
 use crate::clock::{unix_now, unix_now_ms};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::registry::{Block, CertificateRecord, Revocation};
+use crate::registry::{Block, CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Revocation};
 
 /// Enough shards that a sweep or a count never holds up a request for long.
 const SHARDS: usize = 64;
@@ -54,6 +54,8 @@ pub struct MemoryStore {
     shard_hasher: RandomState,
     epoch: Instant,
     certificates: Mutex<Certificates>,
+    /// How long certificate records are kept after expiry (seconds).
+    retention: u64,
 }
 
 /// The certificate records kept here (all of them when Redis is off; those issued during
@@ -95,11 +97,18 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Self {
+        Self::with_retention(RETENTION_AFTER_EXPIRY_SECS)
+    }
+
+    /// A store that keeps certificate records `retention` seconds after they expired
+    /// ([`crate::registry::retention_after_expiry`]).
+    pub fn with_retention(retention: u64) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_hasher: RandomState::new(),
             epoch: Instant::now(),
             certificates: Mutex::new(Certificates::default()),
+            retention,
         }
     }
 
@@ -262,7 +271,9 @@ impl MemoryStore {
         let unix = unix_now();
         {
             let mut certs = self.certs();
-            certs.by_serial.retain(|_, c| c.keep_until() > unix);
+            certs
+                .by_serial
+                .retain(|_, c| c.keep_until(self.retention) > unix);
             certs.proofs.retain(|_, until| *until >= unix);
         }
         let now = self.now_ms();
@@ -353,6 +364,15 @@ impl CertificateRegistry for MemoryStore {
         Ok(self.certificates_here(device))
     }
 
+    async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {
+        Ok(self
+            .certs()
+            .by_serial
+            .entry(record.serial)
+            .or_insert_with(|| record.clone())
+            .clone())
+    }
+
     async fn revoke(
         &self,
         serial: &[u8; 16],
@@ -372,12 +392,11 @@ impl CertificateRegistry for MemoryStore {
         if certs.blocked.contains_key(&record.device_id) {
             return Ok(Renewal::Blocked);
         }
-        if certs
-            .by_serial
-            .get(previous)
-            .is_some_and(|p| p.revocation.is_some())
-        {
-            return Ok(Renewal::PreviousRevoked);
+        match certs.by_serial.get(previous) {
+            Some(p) if p.device_id != record.device_id => return Ok(Renewal::PreviousUnknown),
+            Some(p) if p.revocation.is_some() => return Ok(Renewal::PreviousRevoked),
+            Some(_) => {}
+            None => return Ok(Renewal::PreviousUnknown),
         }
         if let Some(proof) = proof {
             if certs

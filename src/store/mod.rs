@@ -77,6 +77,10 @@ pub enum Renewal {
     Blocked,
     /// Nothing recorded: the certificate presented is revoked.
     PreviousRevoked,
+    /// Nothing recorded: the registry holds no record of the certificate presented for
+    /// this device (never recorded, issued elsewhere, or forgotten long after expiry).
+    /// What the registry cannot vouch for never renews: its revocation could be unknown.
+    PreviousUnknown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,11 +243,15 @@ pub trait CertificateRegistry: Send + Sync + 'static {
 
     async fn revoked(&self) -> Result<RevokedList, StoreError>;
 
+    /// Records a certificate the CA signed that the registry does not know (issued
+    /// before the registry, or elsewhere); a record already there stands. Answers the
+    /// record that stands.
+    async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError>;
+
     /// Records `record`, the certificate that renews `previous`, in one atomic step with
     /// the checks that must hold at that moment: the device is not blocked, `previous`
-    /// is not revoked (a record not found is not revoked: it may predate the registry),
-    /// and `proof` was not used before. With `supersede`, `previous` is revoked in the
-    /// same step.
+    /// is recorded for the device and not revoked, and `proof` was not used before. With
+    /// `supersede`, `previous` is revoked in the same step.
     async fn renew(
         &self,
         previous: &[u8; 16],

@@ -5,6 +5,7 @@ pub mod app;
 pub mod bin;
 pub mod browser;
 pub mod cluster;
+pub mod device;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;

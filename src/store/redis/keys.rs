@@ -28,6 +28,13 @@ impl Keys {
         self.certificates(slots::slot_of_serial(serial))
     }
 
+    /// The device of an imported certificate whose serial does not carry its device's
+    /// slot (one made before the registry, or elsewhere): its record lives in the
+    /// device's bucket, and this finds it from the serial.
+    pub(super) fn serial_index(&self, serial: &[u8; 16]) -> String {
+        format!("{}serial:{{{}}}", self.prefix, hex::encode_upper(serial))
+    }
+
     /// Revoked serials (upper-case hex), scored by their certificates' notAfter.
     pub(super) fn revoked(&self) -> String {
         format!("{}revoked", self.prefix)

@@ -55,6 +55,7 @@ use super::topology::{self, NodeAccess, Primary, Sentinels};
 use crate::config::{RedisSettings, RedisTopology, Settings};
 use crate::domain::DeviceId;
 use crate::metrics::Metrics;
+use crate::registry::RETENTION_AFTER_EXPIRY_SECS;
 use crate::secret::Secret;
 use count::count_loop;
 use health::{Health, health_loop};
@@ -86,6 +87,8 @@ pub struct RedisConfig {
     /// TLS to nodes found by address (Sentinel's primary, a cluster's primaries).
     pub tls: bool,
     pub sentinel_password: Option<Secret>,
+    /// How long certificate records are kept after expiry (seconds).
+    pub retention_after_expiry: u64,
 }
 
 impl RedisConfig {
@@ -116,6 +119,7 @@ impl RedisConfig {
                     .iter()
                     .any(|n| n.starts_with("rediss://")),
             sentinel_password: redis.sentinel_password.clone(),
+            retention_after_expiry: RETENTION_AFTER_EXPIRY_SECS,
         })
     }
 }

@@ -38,17 +38,23 @@ impl RedisStore {
 
     /// Adds a revoked certificate to the CRL's list and moves the list's revision when
     /// the list changed (`revoked_now`, or an interrupted revocation being finished), so
-    /// that every instance's CRL follows.
+    /// that every instance's CRL follows. The member carries what the CRL needs
+    /// ([`listed_member`]), so that the list is read in one command, whatever its length.
     pub(super) async fn list_revoked(
         &self,
         conn: &mut RedisConn,
         record: &CertificateRecord,
         revoked_now: bool,
     ) -> Result<(), StoreError> {
+        let Some(revocation) = record.revocation else {
+            return Err(StoreError::Failed(
+                "a record listed as revoked carries no revocation".into(),
+            ));
+        };
         let listed: i64 = redis::cmd("ZADD")
             .arg(self.keys.revoked())
             .arg(record.not_after)
-            .arg(record.serial_hex())
+            .arg(listed_member(&record.serial, revocation))
             .query_async(conn)
             .await
             .map_err(|e| self.fail(e))?;
@@ -62,19 +68,61 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Writes a record made while Redis was away.
+    /// Writes a record made while Redis was away, or imported; a record already there
+    /// stands. It goes to its device's bucket, where renewal looks; a serial that does
+    /// not carry the device's slot is indexed first, so that it is found from the serial.
     pub async fn record_certificate(
         &self,
         certificate: &CertificateRecord,
     ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let keep = certificate.keep_until(self.config.retention_after_expiry);
+        let device_slot = slots::slot_of(certificate.device_id.as_str());
+        if slots::slot_of_serial(&certificate.serial) != device_slot {
+            redis::cmd("SET")
+                .arg(self.keys.serial_index(&certificate.serial))
+                .arg(certificate.device_id.as_str())
+                .arg("EXAT")
+                .arg(keep)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
         self.record_script
-            .key(self.keys.certificate_of(&certificate.serial))
+            .key(self.keys.certificates(device_slot))
             .arg(&certificate.serial[..])
             .arg(certificate.pack())
-            .arg(certificate.keep_until())
-            .invoke_async::<()>(&mut self.conn().await?)
+            .arg(keep)
+            .invoke_async::<()>(&mut conn)
             .await
             .map_err(|e| self.fail(e))
+    }
+
+    /// The bucket that holds the record of `serial`: the one its serial names, or for an
+    /// imported certificate whose serial names another, its device's.
+    async fn bucket_of(
+        &self,
+        conn: &mut RedisConn,
+        serial: &[u8; 16],
+    ) -> Result<String, StoreError> {
+        let native = self.keys.certificate_of(serial);
+        let found: bool = redis::cmd("HEXISTS")
+            .arg(&native)
+            .arg(&serial[..])
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if found {
+            return Ok(native);
+        }
+        let device: Option<String> = redis::cmd("GET")
+            .arg(self.keys.serial_index(serial))
+            .query_async(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(device.map_or(native, |device| {
+            self.keys.certificates(slots::slot_of(&device))
+        }))
     }
 }
 
@@ -84,13 +132,31 @@ impl CertificateRegistry for RedisStore {
         &self,
         serial: &[u8; 16],
     ) -> Result<Option<CertificateRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let bucket = self.bucket_of(&mut conn, serial).await?;
         let packed: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(self.keys.certificate_of(serial))
+            .arg(bucket)
             .arg(&serial[..])
-            .query_async(&mut self.conn().await?)
+            .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+    }
+
+    async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {
+        self.record_certificate(record).await?;
+        let standing = self.certificate(&record.serial).await?;
+        let written = [
+            self.keys
+                .certificates(slots::slot_of(record.device_id.as_str())),
+            self.keys.serial_index(&record.serial),
+        ];
+        self.wait_for_replicas(
+            &mut self.conn().await?,
+            &written.each_ref().map(String::as_str),
+        )
+        .await?;
+        standing.ok_or_else(|| StoreError::Failed("the imported record is not there".into()))
     }
 
     /// Reads the bucket of the device's slot (HSCAN: a few dozen records on a fleet of a
@@ -137,9 +203,10 @@ impl CertificateRegistry for RedisStore {
         revocation: Revocation,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let mut conn = self.conn().await?;
+        let bucket = self.bucket_of(&mut conn, serial).await?;
         let answer: Option<(i64, Vec<u8>)> = self
             .revoke_script
-            .key(self.keys.certificate_of(serial))
+            .key(&bucket)
             .arg(&serial[..])
             .arg(revocation.at)
             .arg(revocation.reason.code())
@@ -152,11 +219,7 @@ impl CertificateRegistry for RedisStore {
         let record = unpacked(*serial, &packed)?;
         self.list_revoked(&mut conn, &record, revoked_now == 1)
             .await?;
-        let written = [
-            self.keys.certificate_of(serial),
-            self.keys.revoked(),
-            self.keys.revision(),
-        ];
+        let written = [bucket, self.keys.revoked(), self.keys.revision()];
         self.wait_for_replicas(&mut conn, &written.each_ref().map(String::as_str))
             .await?;
         Ok(Some(record))
@@ -190,20 +253,15 @@ impl CertificateRegistry for RedisStore {
         if let Some(proof) = proof {
             invocation.key(self.keys.proof(device, proof.id));
         }
-        // A previous certificate from another slot was not recorded in this layout.
-        let previous_here: &[u8] = if slots::slot_of_serial(previous) == slot {
-            &previous[..]
-        } else {
-            &[]
-        };
         let (outcome, superseded): (i64, Vec<u8>) = invocation
             .arg(&record.serial[..])
             .arg(record.pack())
-            .arg(record.keep_until())
-            .arg(previous_here)
+            .arg(record.keep_until(self.config.retention_after_expiry))
+            .arg(&previous[..])
             .arg(proof_life.max(1))
             .arg(supersede.map_or(String::new(), |r| r.at.to_string()))
             .arg(supersede.map_or(Reason::Superseded, |r| r.reason).code())
+            .arg(device.as_str())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
@@ -215,6 +273,7 @@ impl CertificateRegistry for RedisStore {
             }
             3 => return Ok(Renewal::PreviousRevoked),
             4 => return Ok(Renewal::ProofUsed),
+            5 => return Ok(Renewal::PreviousUnknown),
             other => {
                 return Err(StoreError::Failed(format!(
                     "the renew script answered {other}"
@@ -299,11 +358,12 @@ impl CertificateRegistry for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        let serials: Vec<String> = redis::cmd("ZRANGE")
+        let members: Vec<(String, u64)> = redis::cmd("ZRANGE")
             .arg(self.keys.revoked())
             .arg(now)
             .arg("+inf")
             .arg("BYSCORE")
+            .arg("WITHSCORES")
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
@@ -313,38 +373,64 @@ impl CertificateRegistry for RedisStore {
             .arg(format!("({now}"))
             .query_async(&mut conn)
             .await;
-        let serials: Vec<[u8; 16]> = serials
-            .iter()
-            .filter_map(|s| crate::registry::parse_serial(s))
-            .collect();
-        let mut records: Vec<Option<Vec<u8>>> = Vec::with_capacity(serials.len());
-        for serial in &serials {
-            records.push(
-                redis::cmd("HGET")
-                    .arg(self.keys.certificate_of(serial))
-                    .arg(&serial[..])
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.fail(e))?,
-            );
-        }
-        let entries = serials
-            .iter()
-            .zip(records)
-            .filter_map(|(serial, packed)| {
-                let record = CertificateRecord::unpack(*serial, &packed?)?;
-                Some(RevokedCertificate {
-                    serial: *serial,
-                    revocation: record.revocation?,
+        let mut entries = Vec::with_capacity(members.len());
+        for (member, not_after) in members {
+            if let Some((serial, revocation)) = parse_listed_member(&member) {
+                entries.push(RevokedCertificate {
+                    serial,
+                    revocation,
+                    not_after,
+                });
+                continue;
+            }
+            // A member listed before members carried the revocation: its record says it.
+            let Some(serial) = crate::registry::parse_serial(&member) else {
+                continue;
+            };
+            let bucket = self.bucket_of(&mut conn, &serial).await?;
+            let packed: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(bucket)
+                .arg(&serial[..])
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            if let Some(record) = packed.and_then(|p| CertificateRecord::unpack(serial, &p))
+                && let Some(revocation) = record.revocation
+            {
+                entries.push(RevokedCertificate {
+                    serial,
+                    revocation,
                     not_after: record.not_after,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         Ok(RevokedList {
             revision: revision.unwrap_or(0),
             entries,
         })
     }
+}
+
+/// A revoked list member: `<serial hex>:<revoked at, unix s>:<reason code>`. A
+/// revocation never changes once made, so the member of a serial never does either.
+fn listed_member(serial: &[u8; 16], revocation: Revocation) -> String {
+    format!(
+        "{}:{}:{}",
+        hex::encode_upper(serial),
+        revocation.at,
+        revocation.reason.code()
+    )
+}
+
+fn parse_listed_member(member: &str) -> Option<([u8; 16], Revocation)> {
+    let mut parts = member.split(':');
+    let serial = crate::registry::parse_serial(parts.next()?)?;
+    let at = parts.next()?.parse().ok()?;
+    let reason = Reason::from_code(parts.next()?.parse().ok()?)?;
+    parts
+        .next()
+        .is_none()
+        .then_some((serial, Revocation { at, reason }))
 }
 
 fn unpacked(serial: [u8; 16], packed: &[u8]) -> Result<CertificateRecord, StoreError> {

@@ -15,7 +15,7 @@ use super::RedisStore;
 use super::registry::PRUNE_ONE_IN;
 use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
 use crate::domain::{DeviceId, Jti};
-use crate::registry::{CertificateRecord, RETENTION_AFTER_EXPIRY_SECS};
+use crate::registry::CertificateRecord;
 
 /// Attempts at replacing a pending token before giving up. Each lost race means another
 /// request re-onboarded the same device in between and won, so with N requests for one
@@ -45,10 +45,10 @@ impl RedisStore {
                 .key(self.keys.certificate_of(&certificate.serial))
                 .arg(&certificate.serial[..])
                 .arg(certificate.pack())
-                .arg(certificate.keep_until())
+                .arg(certificate.keep_until(self.config.retention_after_expiry))
                 .arg(if prune { "1" } else { "0" })
                 .arg(unix_now())
-                .arg(RETENTION_AFTER_EXPIRY_SECS);
+                .arg(self.config.retention_after_expiry);
         }
         let answer: i64 = invocation
             .invoke_async(conn)
