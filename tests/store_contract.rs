@@ -372,3 +372,49 @@ async fn the_redis_store_counts_without_keys_and_respects_its_prefix() {
     assert!(!stats.contains("cmdstat_keys:"), "{stats}");
     assert!(stats.contains("cmdstat_scan:"), "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_list_written_before_members_carried_the_revocation_is_read_once() {
+    let redis = RedisServer::start();
+    let config = config(&redis, "old:", Duration::from_secs(60));
+    let (store, _tasks) = RedisStore::connect(config, Default::default())
+        .await
+        .unwrap();
+    let device = device("listed-old");
+    let record = CertificateRecord {
+        serial: slots::serial_in(slots::slot_of(device.as_str())),
+        device_id: device.clone(),
+        issued_at: 1_800_000_000,
+        not_after: 4_000_000_000,
+        key_type: "ecdsa-p256",
+        fingerprint_sha256: [5; 32],
+        revocation: None,
+    };
+    let jti = Jti::random();
+    store.issue(&device, &jti, TTL).await.unwrap();
+    store
+        .consume(&device, &jti, store.epoch(), Some(&record))
+        .await
+        .unwrap();
+    let revocation = Revocation {
+        at: 1_800_000_100,
+        reason: Reason::KeyCompromise,
+    };
+    store.revoke(&record.serial, revocation).await.unwrap();
+    let hex = record.serial_hex();
+    let expected = vec![RevokedCertificate {
+        serial: record.serial,
+        revocation,
+        not_after: record.not_after,
+    }];
+    // One member, carrying the revocation.
+    let members: Vec<String> = redis.cmd(&["ZRANGE", "old:revoked", "0", "-1"]);
+    assert_eq!(members, vec![format!("{hex}:1800000100:1")]);
+    assert_eq!(store.revoked().await.unwrap().entries, expected);
+    // A member in the old form (the serial alone) beside it: still one entry.
+    let _: i64 = redis.cmd(&["ZADD", "old:revoked", "4000000000", &hex]);
+    assert_eq!(store.revoked().await.unwrap().entries, expected);
+    // The old form alone: the revocation is read from the record.
+    let _: i64 = redis.cmd(&["ZREM", "old:revoked", &members[0]]);
+    assert_eq!(store.revoked().await.unwrap().entries, expected);
+}

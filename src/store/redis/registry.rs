@@ -374,17 +374,24 @@ impl CertificateRegistry for RedisStore {
             .query_async(&mut conn)
             .await;
         let mut entries = Vec::with_capacity(members.len());
+        // A serial listed in the old form and again in the new (revoked again since) is
+        // one entry.
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
         for (member, not_after) in members {
             if let Some((serial, revocation)) = parse_listed_member(&member) {
-                entries.push(RevokedCertificate {
-                    serial,
-                    revocation,
-                    not_after,
-                });
+                if seen.insert(serial) {
+                    entries.push(RevokedCertificate {
+                        serial,
+                        revocation,
+                        not_after,
+                    });
+                }
                 continue;
             }
             // A member listed before members carried the revocation: its record says it.
-            let Some(serial) = crate::registry::parse_serial(&member) else {
+            let Some(serial) = crate::registry::parse_serial(&member)
+                .filter(|serial| !seen.contains(serial))
+            else {
                 continue;
             };
             let bucket = self.bucket_of(&mut conn, &serial).await?;
@@ -396,6 +403,7 @@ impl CertificateRegistry for RedisStore {
                 .map_err(|e| self.fail(e))?;
             if let Some(record) = packed.and_then(|p| CertificateRecord::unpack(serial, &p))
                 && let Some(revocation) = record.revocation
+                && seen.insert(serial)
             {
                 entries.push(RevokedCertificate {
                     serial,
