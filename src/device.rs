@@ -101,6 +101,23 @@ pub enum VerifyError {
     CrlRefused(String),
 }
 
+/// The renewal proof's `csr_key` claim for the CSR `csr_pem`: what binds a proof to it.
+pub fn csr_key(csr_pem: &str) -> Result<String, VerifyError> {
+    use x509_parser::prelude::FromDer;
+    let unreadable = |e: &dyn fmt::Display| VerifyError::Unreadable(format!("the CSR: {e}"));
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).map_err(|e| unreadable(&e))?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| unreadable(&e))?;
+    Ok(crate::auth::renewal::csr_key_of_raw(
+        &csr.certification_request_info
+            .subject_pki
+            .subject_public_key
+            .data,
+    ))
+}
+
 /// Checks that `cert_pem` names `device_id`, carries `key`, is valid now, and is signed
 /// by the first certificate of `ca_pem` (the issuing CA).
 pub fn verify_issued(

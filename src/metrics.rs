@@ -108,6 +108,9 @@ pub struct Metrics {
     pub certificates_issued: Family<KeyTypeLabel, Counter>,
     /// Certificates issued by renewal (counted in `certificates_issued` too).
     pub certificates_renewed: Counter,
+    /// Renewal proofs accepted without naming the CSR's key (`renewal.require_bound_proof`
+    /// off): when this stays at 0, turn it on.
+    pub renewal_unbound_proofs: Counter,
     pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub store_operation_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
     pub storage_mode: Family<ModeLabel, Gauge>,
@@ -145,6 +148,7 @@ impl Metrics {
             tokens_revoked: Counter::default(),
             certificates_issued: Family::default(),
             certificates_renewed: Counter::default(),
+            renewal_unbound_proofs: Counter::default(),
             http_request_duration: Family::new_with_constructor(latency_histogram),
             store_operation_duration: Family::new_with_constructor(latency_histogram),
             storage_mode: Family::default(),
@@ -189,6 +193,11 @@ impl Metrics {
             "certificates_renewed",
             "Device certificates issued by renewal",
             m.certificates_renewed.clone(),
+        );
+        registry.register(
+            "renewal_unbound_proofs",
+            "Renewal proofs accepted that do not name the CSR's key",
+            m.renewal_unbound_proofs.clone(),
         );
         registry.register(
             "http_request_duration_seconds",

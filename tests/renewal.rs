@@ -166,6 +166,7 @@ fn claims(device: &str, iat: u64, exp: u64, aud: &str) -> ProofClaims {
         iat,
         exp,
         jti: format!("jti-{iat}-{exp}-{aud}"),
+        csr_key: None,
     }
 }
 

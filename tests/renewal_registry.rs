@@ -170,7 +170,7 @@ async fn the_apis_own_server_certificate_never_renews_as_a_device() {
     let chain = std::fs::read_to_string(certs.path().join("server.crt")).unwrap();
     let key = std::fs::read_to_string(certs.path().join("server.key")).unwrap();
     let der = pem::parse(&chain).unwrap().into_contents();
-    let proof = renewal::sign("localhost", &der, &key, unix_now()).unwrap();
+    let proof = renewal::sign("localhost", &der, &key, None, unix_now()).unwrap();
     let device_key = provisiond::device::DeviceKey::from_pem(&key).unwrap();
     let csr = device_key.csr_pem(Some("localhost")).unwrap();
 

@@ -30,9 +30,9 @@ fuzz_target!(|data: &[u8]| {
     };
     match renewal::verify(&proof, ca(), &device(), now) {
         Err(error) => assert_client_error(&error),
-        Ok((certificate, proof)) => {
-            assert_eq!(certificate.common_name, DEVICE);
-            assert!(proof.issued_at <= now + 5);
+        Ok(proof) => {
+            assert_eq!(proof.certificate.common_name, DEVICE);
+            assert!(proof.single_use.issued_at <= now + 5);
         }
     }
 });

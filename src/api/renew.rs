@@ -14,7 +14,6 @@ use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::lifecycle::Renewing;
 use crate::net::PeerCertificate;
-use crate::store::ProofUse;
 
 pub async fn renew(
     req: HttpRequest,
@@ -46,6 +45,15 @@ pub async fn renew(
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     let key = check_csr(csr, &device, state.ca.policy())?;
+    let proof = match proof {
+        Some(proof) => {
+            if !proof.allows(&key, state.renewal.require_bound_proof)? {
+                state.metrics.renewal_unbound_proofs.inc();
+            }
+            Some(proof.single_use)
+        }
+        None => None,
+    };
 
     let cert = state
         .lifecycle
@@ -63,17 +71,17 @@ pub async fn renew(
     Ok(certified(cert))
 }
 
-/// The certificate presented and the proof's single use: the bearer JWT when there is
-/// one, else the TLS client certificate.
+/// The certificate presented and the proof: the bearer JWT when there is one, else the
+/// TLS client certificate (`None`: the handshake was the proof).
 fn prove(
     req: &HttpRequest,
     state: &AppState,
     device: &DeviceId,
     now: u64,
-) -> Result<(PresentedCertificate, Option<ProofUse>, &'static str), ApiError> {
+) -> Result<(PresentedCertificate, Option<renewal::Proof>, &'static str), ApiError> {
     if let Some(token) = bearer(req) {
-        let (presented, proof) = renewal::verify(token, &state.ca, device, now)?;
-        return Ok((presented, Some(proof), "jwt"));
+        let proof = renewal::verify(token, &state.ca, device, now)?;
+        return Ok((proof.certificate.clone(), Some(proof), "jwt"));
     }
     let Some(PeerCertificate(der)) = req.conn_data::<PeerCertificate>() else {
         return Err(ApiError::RenewalProofInvalid(

@@ -3,14 +3,17 @@
 //! for a certificate that has expired (whether that is allowed is the caller's call).
 //!
 //! Claims: `sub` = the device id, `aud` = [`RENEW_AUDIENCE`], `iat`, `exp` (at most
-//! [`PROOF_LIFETIME`] after `iat`) and `jti`, which the store accepts once.
+//! [`PROOF_LIFETIME`] after `iat`) and `jti`, which the store accepts once; and
+//! `csr_key`, the base64url (unpadded) SHA-256 of the public key in the CSR the proof is
+//! for (the SubjectPublicKeyInfo's BIT STRING contents). With it, whoever sees a proof
+//! in flight (a TLS-terminating proxy, a log) cannot spend it on a CSR of their own.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{CertificateAuthority, KeyType, PresentedCertificate};
+use crate::ca::{CertificateAuthority, DevicePublicKey, KeyType, PresentedCertificate};
 use crate::clock::CLOCK_LEEWAY_SECS;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -27,8 +30,49 @@ pub struct ProofClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// What binds the proof to one CSR (see the module's documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr_key: Option<String>,
 }
 
+/// A proof that verified: the certificate it presents, its single use, and the CSR key
+/// it is bound to, if any.
+#[derive(Debug)]
+pub struct Proof {
+    pub certificate: PresentedCertificate,
+    pub single_use: ProofUse,
+    csr_key: Option<String>,
+}
+
+impl Proof {
+    /// Whether this proof may buy a certificate for `key`: a bound proof only for the
+    /// key it names; an unbound one only while `required` is off (`false` answered for
+    /// the caller to count it).
+    ///
+    /// Errors: 401 `renewal_proof_invalid`.
+    pub fn allows(&self, key: &DevicePublicKey, required: bool) -> Result<bool, ApiError> {
+        match &self.csr_key {
+            Some(named) if *named == csr_key_of(key) => Ok(true),
+            Some(_) => Err(invalid(
+                "the proof is bound to another CSR key (csr_key); sign one for this CSR",
+            )),
+            None if required => Err(invalid(
+                "the proof must name the CSR's key (csr_key claim): renewal.require_bound_proof is on",
+            )),
+            None => Ok(false),
+        }
+    }
+}
+
+/// The `csr_key` claim for a CSR whose public key is `key`.
+pub fn csr_key_of(key: &DevicePublicKey) -> String {
+    csr_key_of_raw(key.raw_bytes())
+}
+
+/// The `csr_key` claim for a public key as a SubjectPublicKeyInfo's BIT STRING holds it.
+pub fn csr_key_of_raw(raw: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::sha256(raw))
+}
 fn invalid(why: impl Into<String>) -> ApiError {
     ApiError::RenewalProofInvalid(why.into())
 }
@@ -45,14 +89,16 @@ fn algorithm_fits(algorithm: Algorithm, key: KeyType) -> bool {
 }
 
 /// Checks a renewal proof for `device` at `now`: the certificate in `x5c` is ours and
-/// names the device, and the JWT is signed by its key with the claims above. Answers the
-/// certificate and the proof's single use.
+/// names the device, and the JWT is signed by its key with the claims above. Whether it
+/// may buy a certificate for a CSR is [`Proof::allows`].
+///
+/// Errors: 401 `renewal_proof_invalid`, saying which check failed.
 pub fn verify(
     token: &str,
     ca: &CertificateAuthority,
     device: &DeviceId,
     now: u64,
-) -> Result<(PresentedCertificate, ProofUse), ApiError> {
+) -> Result<Proof, ApiError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|e| invalid(format!("the proof is not a JWS: {e}")))?;
     let chain = header
@@ -98,13 +144,14 @@ pub fn verify(
     if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
         return Err(invalid("jti must have 1..=128 characters"));
     }
-    Ok((
+    Ok(Proof {
         certificate,
-        ProofUse {
+        single_use: ProofUse {
             id: proof_id(device, &claims.jti),
             issued_at: claims.iat,
         },
-    ))
+        csr_key: claims.csr_key,
+    })
 }
 
 /// The proof's id in the store: its `jti`, hashed with the device id.
@@ -114,11 +161,13 @@ fn proof_id(device: &DeviceId, jti: &str) -> u64 {
 }
 
 /// The device side: a proof for the certificate `cert_der`, signed with its key
-/// `key_pem` (PKCS#8), valid for a minute from `now`.
+/// `key_pem` (PKCS#8), valid for a minute from `now`; bound to a CSR when `csr_key` is
+/// given (`crate::device::csr_key`).
 pub fn sign(
     device: &str,
     cert_der: &[u8],
     key_pem: &str,
+    csr_key: Option<String>,
     now: u64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let pem = key_pem.as_bytes();
@@ -144,6 +193,7 @@ pub fn sign(
         iat: now,
         exp: now + 60,
         jti: hex::encode(jti),
+        csr_key,
     };
     jsonwebtoken::encode(&header, &claims, &key)
 }

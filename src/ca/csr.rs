@@ -101,6 +101,11 @@ impl DevicePublicKey {
     pub fn key_type(&self) -> KeyType {
         self.key_type
     }
+
+    /// The key as the SubjectPublicKeyInfo's BIT STRING holds it.
+    pub fn raw_bytes(&self) -> &[u8] {
+        &self.raw
+    }
 }
 
 impl PublicKeyData for DevicePublicKey {

@@ -10,7 +10,7 @@ use super::{CliError, EXIT_CODES_HELP, ServerArgs};
 use crate::auth::renewal;
 use crate::client::Signed;
 use crate::clock::unix_now;
-use crate::device::{DeviceKey, KeyKind, carries, verify_issued};
+use crate::device::{DeviceKey, KeyKind, carries, csr_key, verify_issued};
 use crate::fsutil;
 
 #[derive(Debug, Clone, Args)]
@@ -93,7 +93,8 @@ pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
     let csr = next
         .csr_pem(Some(&device_id))
         .map_err(|e| CliError::Failed(e.into()))?;
-    let proof = renewal::sign(&device_id, &cert_der, &key_pem, unix_now())
+    let bound_to = csr_key(&csr)?;
+    let proof = renewal::sign(&device_id, &cert_der, &key_pem, Some(bound_to), unix_now())
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot sign the renewal proof: {e}")))?;
     let client = args.server.client(1)?;
     let signed: Signed = client.renew(&device_id, &csr, Some(&proof)).await?;

@@ -40,6 +40,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("CRL_VALIDITY_HOURS", "ca.crl_validity_hours"),
     ("RENEWAL_AFTER_EXPIRY_DAYS", "renewal.after_expiry_days"),
     ("RENEWAL_REVOKE_PREVIOUS", "renewal.revoke_previous"),
+    ("RENEWAL_REQUIRE_BOUND_PROOF", "renewal.require_bound_proof"),
     ("MEMORY_SWEEP_INTERVAL", "memory.sweep_interval_seconds"),
     ("TRUSTED_PROXIES", "server.trusted_proxies"),
     ("TLS_CERT_FILE", "server.tls.cert"),

@@ -13,6 +13,10 @@ pub struct RenewalSettings {
     pub after_expiry_days: u32,
     /// Revoke the certificate a renewal replaces (reason `superseded`).
     pub revoke_previous: bool,
+    /// Refuse renewal proofs (JWTs) that do not name the CSR's key (`csr_key`): on once
+    /// every device's renewal client sends it (`provisiond renew` does from this version;
+    /// `provisiond_renewal_unbound_proofs_total` counts those still accepted).
+    pub require_bound_proof: bool,
 }
 
 impl RenewalSettings {

@@ -22,7 +22,21 @@ impl Enrolled {
     }
 
     pub fn proof(&self, device: &str) -> String {
-        renewal::sign(device, &self.der(), &self.key.private_key_pem(), unix_now()).unwrap()
+        renewal::sign(
+            device,
+            &self.der(),
+            &self.key.private_key_pem(),
+            None,
+            unix_now(),
+        )
+        .unwrap()
+    }
+
+    /// A proof bound to `csr` (its `csr_key` claim).
+    pub fn bound_proof(&self, device: &str, csr: &str) -> String {
+        let bound = provisiond::device::csr_key(csr).unwrap();
+        let key = self.key.private_key_pem();
+        renewal::sign(device, &self.der(), &key, Some(bound), unix_now()).unwrap()
     }
 }
 

@@ -162,7 +162,7 @@ fn tokens_and_proofs() {
     );
 
     let (cert, key) = provisiond_fuzz::device_credentials();
-    let proof = renewal::sign(DEVICE, cert, key, unix_now()).unwrap();
+    let proof = renewal::sign(DEVICE, cert, key, None, unix_now()).unwrap();
     seed("renewal_proof", "signed", Some(0), proof.as_bytes());
     let claims = format!(
         r#"{{"sub":"{DEVICE}","aud":"{}","iat":0,"exp":60,"jti":"a1b2c3"}}"#,

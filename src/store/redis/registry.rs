@@ -389,8 +389,8 @@ impl CertificateRegistry for RedisStore {
                 continue;
             }
             // A member listed before members carried the revocation: its record says it.
-            let Some(serial) = crate::registry::parse_serial(&member)
-                .filter(|serial| !seen.contains(serial))
+            let Some(serial) =
+                crate::registry::parse_serial(&member).filter(|serial| !seen.contains(serial))
             else {
                 continue;
             };
