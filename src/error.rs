@@ -98,6 +98,11 @@ pub enum ApiError {
          import it (provisiond import), or the device onboards again"
     )]
     CertificateUnknown,
+    #[error(
+        "the certificate presented was renewed already: renew its successor (a retry for \
+         the same key within a day gets the same successor)"
+    )]
+    CertificateSuperseded,
     #[error("certificate not accepted: {0}")]
     InvalidCertificate(String),
     #[error("no such endpoint")]
@@ -145,6 +150,7 @@ impl ApiError {
             ApiError::CertificateRevoked => "certificate_revoked",
             ApiError::DeviceBlocked => "device_blocked",
             ApiError::CertificateUnknown => "certificate_unknown",
+            ApiError::CertificateSuperseded => "certificate_superseded",
             ApiError::InvalidCertificate(_) => "invalid_certificate",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
@@ -176,7 +182,8 @@ impl ResponseError for ApiError {
             | ApiError::DeviceNotAllowed
             | ApiError::CertificateRevoked
             | ApiError::DeviceBlocked
-            | ApiError::CertificateUnknown => StatusCode::FORBIDDEN,
+            | ApiError::CertificateUnknown
+            | ApiError::CertificateSuperseded => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,

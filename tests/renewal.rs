@@ -303,12 +303,24 @@ async fn revoked_superseded_and_expired_certificates_renew_only_as_configured() 
         "{listed}"
     );
 
-    // The superseded certificate cannot renew again.
-    let again = renew(&app, device, &csr, Some(&old.proof(device))).await;
+    // A retry (the first answer lost) gets the same successor, for the same key only: a
+    // certificate renews once.
+    let again: Value = renew(&app, device, &csr, Some(&old.proof(device)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["serial_number"], renewed["serial_number"], "{again}");
+    assert_eq!(again["certificate"], renewed["certificate"]);
+    let other_key = DeviceKey::generate(KeyKind::P256).unwrap();
+    let other_csr = other_key.csr_pem(Some(device)).unwrap();
+    let refused = renew(&app, device, &other_csr, Some(&old.proof(device))).await;
     assert_eq!(
-        error_code(again).await,
-        (StatusCode::FORBIDDEN, "certificate_revoked".into())
+        error_code(refused).await,
+        (StatusCode::FORBIDDEN, "certificate_superseded".into())
     );
+    let status = device_status(&app, device).await;
+    assert_eq!(status["certificates"].as_array().unwrap().len(), 2);
     // Nor can one an operator revoked.
     let current = Enrolled {
         key: DeviceKey::from_pem(&old.key.private_key_pem()).unwrap(),

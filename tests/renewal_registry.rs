@@ -218,7 +218,8 @@ async fn a_certificate_signed_outside_the_registry_is_imported_revoked_and_renew
     let serial_of = |e: &common::device::Enrolled| {
         let der = e.der();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        hex::encode_upper(cert.raw_serial())
+        // As the registry writes serials: 16 bytes, zero-padded.
+        format!("{:0>32}", hex::encode_upper(cert.raw_serial()))
     };
     let not_found = admin(
         &app,

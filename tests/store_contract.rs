@@ -11,8 +11,8 @@ use provisiond::domain::{DeviceId, Jti};
 use provisiond::registry::{Block, CertificateRecord, Reason, Revocation, slots};
 use provisiond::secret::Secret;
 use provisiond::store::{
-    CertificateRegistry, ConsumeOutcome, Issued, MemoryStore, ProofUse, RedisConfig, RedisStore,
-    Renewal, RevokedCertificate, TokenStore,
+    CertificateRegistry, ConsumeOutcome, Handover, Issued, MemoryStore, ProofUse, RedisConfig,
+    RedisStore, Renewal, RevokedCertificate, TokenStore,
 };
 
 const TTL: Duration = Duration::from_secs(60);
@@ -199,6 +199,16 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(store.revision().await.unwrap(), list.revision);
 }
 
+/// What a renewal hands out, for the key `key`.
+fn handover(record: &CertificateRecord, key: &str) -> Handover {
+    Handover {
+        serial: record.serial,
+        not_after: record.not_after,
+        pem: format!("-----BEGIN CERTIFICATE-----\n{key}\n-----END CERTIFICATE-----\n"),
+        csr_key: key.to_owned(),
+    }
+}
+
 /// Renewal and blocking: what the renew step checks atomically, and what a block stops.
 async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     let device = device("n-a");
@@ -226,7 +236,16 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
 
     // What the registry cannot vouch for never renews: a serial it never recorded, and
     // another device's certificate (the same slot, so the same bucket on Redis).
-    let stranger = store.renew(&record().serial, None, &record(), None).await;
+    let stray = record();
+    let stranger = store
+        .renew(
+            &record().serial,
+            None,
+            &stray,
+            &handover(&stray, "k0"),
+            None,
+        )
+        .await;
     assert_eq!(stranger.unwrap(), Renewal::PreviousUnknown);
     let neighbour = (0..)
         .map(|i| DeviceId::parse(&format!("n-b{i}")).unwrap())
@@ -243,17 +262,57 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         .await
         .unwrap();
     assert_eq!(consumed, ConsumeOutcome::Consumed);
-    let borrowed = store.renew(&theirs.serial, None, &record(), None).await;
+    let borrowed = store
+        .renew(&theirs.serial, None, &stray, &handover(&stray, "k0"), None)
+        .await;
     assert_eq!(borrowed.unwrap(), Renewal::PreviousUnknown);
     assert_eq!(store.certificates_of(&device).await.unwrap().len(), 1);
 
-    // Renewed once per proof; the new record is there, the old one stays valid.
-    let renewed = store.renew(&old.serial, Some(proof), &new, None).await;
+    // Renewed once; the new record is there, the old one stays valid and names it.
+    let given = handover(&new, "k1");
+    let renewed = store
+        .renew(&old.serial, Some(proof), &new, &given, None)
+        .await;
     assert_eq!(renewed.unwrap(), Renewal::Renewed { superseded: None });
-    let replay = store.renew(&old.serial, Some(proof), &newer, None).await;
-    assert_eq!(replay.unwrap(), Renewal::ProofUsed);
+    assert_eq!(
+        store.successor_of(&old.serial).await.unwrap(),
+        Some(new.serial)
+    );
+    assert_eq!(store.successor_of(&new.serial).await.unwrap(), None);
+    // A retry for the same key (its answer lost) gets the same certificate, with a new
+    // proof (a proof gets one answer); for another key nothing more is recorded.
+    let retried = handover(&newer, "k1");
+    let replayed = store
+        .renew(&old.serial, Some(proof), &newer, &retried, None)
+        .await;
+    assert_eq!(replayed.unwrap(), Renewal::ProofUsed);
+    let fresh = ProofUse { id: 44, ..proof };
+    let retry = store
+        .renew(&old.serial, Some(fresh), &newer, &retried, None)
+        .await;
+    assert_eq!(retry.unwrap(), Renewal::AlreadyRenewed(given.clone()));
+    let again = store
+        .renew(&old.serial, Some(fresh), &newer, &retried, None)
+        .await;
+    assert_eq!(again.unwrap(), Renewal::ProofUsed);
+    let other_key = store
+        .renew(&old.serial, None, &newer, &handover(&newer, "k2"), None)
+        .await;
+    assert_eq!(other_key.unwrap(), Renewal::PreviousRenewed);
     assert_eq!(store.certificate(&newer.serial).await.unwrap(), None);
     assert_eq!(store.certificates_of(&device).await.unwrap().len(), 2);
+
+    // A proof renews once.
+    let replay = store
+        .renew(
+            &new.serial,
+            Some(proof),
+            &newer,
+            &handover(&newer, "k3"),
+            None,
+        )
+        .await;
+    assert_eq!(replay.unwrap(), Renewal::ProofUsed);
 
     // Superseding revokes the previous one in the same step, and only once.
     let supersede = Revocation {
@@ -261,10 +320,11 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         reason: Reason::Superseded,
     };
     let proof = ProofUse { id: 43, ..proof };
+    let given = handover(&newer, "k3");
     let Renewal::Renewed {
         superseded: Some(superseded),
     } = store
-        .renew(&new.serial, Some(proof), &newer, Some(supersede))
+        .renew(&new.serial, Some(proof), &newer, &given, Some(supersede))
         .await
         .unwrap()
     else {
@@ -280,8 +340,22 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
             .iter()
             .any(|e| e.serial == new.serial)
     );
-    // A revoked certificate cannot renew, with or without a proof.
-    let from_revoked = store.renew(&new.serial, None, &record(), None).await;
+    // Superseded by its own renewal, it still hands the successor to a retry.
+    let stray = record();
+    let retry = store
+        .renew(&new.serial, None, &stray, &handover(&stray, "k3"), None)
+        .await;
+    assert_eq!(retry.unwrap(), Renewal::AlreadyRenewed(given));
+    // A certificate revoked otherwise cannot renew, with or without a proof, and hands
+    // out nothing.
+    let compromised = Revocation {
+        at: 1_800_000_750,
+        reason: Reason::KeyCompromise,
+    };
+    store.revoke(&old.serial, compromised).await.unwrap();
+    let from_revoked = store
+        .renew(&old.serial, None, &stray, &handover(&stray, "k1"), None)
+        .await;
     assert_eq!(from_revoked.unwrap(), Renewal::PreviousRevoked);
 
     // A block stands until lifted: the first one is kept; it stops tokens and renewals.
@@ -299,13 +373,17 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(store.blocked(&device).await.unwrap(), Some(block));
     let refused = store.issue(&device, &Jti::random(), TTL).await.unwrap();
     assert_eq!(refused, Issued::Blocked);
-    let blocked = store.renew(&newer.serial, None, &record(), None).await;
+    let blocked = store
+        .renew(&newer.serial, None, &stray, &handover(&stray, "k4"), None)
+        .await;
     assert_eq!(blocked.unwrap(), Renewal::Blocked);
     assert!(store.unblock(&device).await.unwrap());
     assert!(!store.unblock(&device).await.unwrap());
     let issued = store.issue(&device, &Jti::random(), TTL).await.unwrap();
     assert_eq!(issued, Issued::Issued);
-    let renewed = store.renew(&newer.serial, None, &record(), None).await;
+    let renewed = store
+        .renew(&newer.serial, None, &stray, &handover(&stray, "k4"), None)
+        .await;
     assert_eq!(renewed.unwrap(), Renewal::Renewed { superseded: None });
 }
 

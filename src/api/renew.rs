@@ -37,10 +37,6 @@ pub async fn renew(
     }
     state.policy.check(&device)?;
     state.limit_device(&device).await?;
-    // A certificate whose record is gone (or predates the registry) may still be listed.
-    if state.crl.lists(&presented.serial) {
-        return Err(ApiError::CertificateRevoked);
-    }
     let csr = body
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;

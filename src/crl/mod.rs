@@ -56,8 +56,6 @@ pub struct Published {
     slot_start: OffsetDateTime,
     revision: u64,
     revoked: Vec<RevokedCertificate>,
-    /// The serials of `revoked`, for [`CrlPublisher::lists`] on every renewal.
-    serials: HashSet<[u8; 16]>,
 }
 
 impl CrlPublisher {
@@ -96,7 +94,8 @@ impl CrlPublisher {
 
     /// Whether the current CRL lists `serial`.
     pub fn lists(&self, serial: &[u8; 16]) -> bool {
-        self.current().is_some_and(|p| p.serials.contains(serial))
+        self.current()
+            .is_some_and(|p| p.revoked.iter().any(|r| &r.serial == serial))
     }
 
     /// Signs a new CRL when a slot has begun or something was revoked; `true` when it did.
@@ -169,7 +168,6 @@ impl CrlPublisher {
             crl,
             slot_start,
             revision: revoked.revision,
-            serials: revoked.entries.iter().map(|r| r.serial).collect(),
             revoked: revoked.entries,
         }));
         Ok(true)

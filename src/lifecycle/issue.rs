@@ -8,13 +8,14 @@ use tracing::Span;
 
 use super::{Lifecycle, storage_error};
 use crate::activity::Happened;
+use crate::auth::renewal::csr_key_of;
 use crate::ca::{DevicePublicKey, IssuedCertificate};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
 use crate::metrics::{KeyTypeLabel, key_type_label};
 use crate::registry::{CertificateRecord, Reason, Revocation, slots};
-use crate::store::{CertificateRegistry, ConsumeOutcome, ProofUse, Renewal, TokenStore};
+use crate::store::{CertificateRegistry, ConsumeOutcome, Handover, ProofUse, Renewal, TokenStore};
 
 /// A certificate that left the server: recorded, audited and counted.
 pub struct Certified {
@@ -72,11 +73,14 @@ impl Lifecycle {
 
     /// Replaces the certificate `renewing.previous` with one around `key`: the proof's
     /// single use, the block and revocation checks, the new record and (with
-    /// `revoke_previous`) the old one's supersession are one store step.
+    /// `revoke_previous`) the old one's supersession are one store step. A certificate
+    /// renews once: a retry for the same key within [`crate::store::HANDOVER_WINDOW`] gets the same
+    /// successor again (its first answer may have been lost), anything later is refused.
     ///
     /// Errors: 403 `device_blocked`, 403 `certificate_revoked`, 403 `certificate_unknown`
-    /// (the registry holds no record of it for this device), 401 `renewal_proof_invalid`
-    /// for a proof used before, 503 `storage_unavailable`.
+    /// (the registry holds no record of it for this device), 403 `certificate_superseded`
+    /// (renewed before), 401 `renewal_proof_invalid` for a proof used before, 503
+    /// `storage_unavailable`.
     pub async fn renew(
         &self,
         renewing: Renewing<'_>,
@@ -89,13 +93,38 @@ impl Lifecycle {
             at: record.issued_at,
             reason: Reason::Superseded,
         });
+        let handover = Handover {
+            serial: record.serial,
+            not_after: record.not_after,
+            pem: cert.pem.clone(),
+            csr_key: csr_key_of(key),
+        };
         let renewal = self
             .store
-            .renew(&renewing.previous, renewing.proof, &record, supersede)
+            .renew(
+                &renewing.previous,
+                renewing.proof,
+                &record,
+                &handover,
+                supersede,
+            )
             .await
             .map_err(storage_error)?;
         let superseded = match renewal {
             Renewal::Renewed { superseded } => superseded,
+            Renewal::AlreadyRenewed(given) => {
+                let serial_hex = hex::encode_upper(given.serial);
+                Span::current().record("serial", serial_hex.as_str());
+                tracing::info!(serial = %serial_hex, "renewed before for this key: the same certificate again");
+                return Ok(Certified {
+                    pem: given.pem,
+                    chain_pem: self.ca.chain_pem().to_owned(),
+                    serial_hex,
+                    not_after: OffsetDateTime::from_unix_timestamp(given.not_after as i64)
+                        .map_err(|e| anyhow::anyhow!("a handover's notAfter: {e}"))?,
+                });
+            }
+            Renewal::PreviousRenewed => return Err(ApiError::CertificateSuperseded),
             Renewal::Blocked => return Err(ApiError::DeviceBlocked),
             Renewal::PreviousRevoked => return Err(ApiError::CertificateRevoked),
             Renewal::PreviousUnknown => return Err(ApiError::CertificateUnknown),

@@ -2,6 +2,7 @@
 //! instance (the others follow the revoked list's revision within two seconds). And
 //! importing, so that what the CA signed outside the registry can be revoked and renewed.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::{Lifecycle, storage_error};
@@ -9,13 +10,15 @@ use crate::crypto::sha256;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::metrics::{ReasonLabel, key_type_label};
-use crate::registry::{CertificateRecord, Revocation};
+use crate::registry::{CertificateRecord, Reason, Revocation};
 use crate::store::{CertificateRegistry, StoreError};
 
 impl Lifecycle {
     /// Revokes the certificate with `serial`; `Ok(None)` when the registry does not know
-    /// it. Revoking again leaves the first revocation standing and answers it. The CRL is
-    /// not refreshed here, so that revoking many certificates re-signs it once: call
+    /// it. Revoking again leaves the first revocation standing and answers it. For
+    /// `keyCompromise`, the certificates it was renewed into are revoked too, down the
+    /// chain: whoever held the key could have renewed it. The CRL is not refreshed here,
+    /// so that revoking many certificates re-signs it once: call
     /// [`Lifecycle::refresh_crl`] after.
     pub async fn revoke(
         &self,
@@ -24,8 +27,20 @@ impl Lifecycle {
         client: Option<IpAddr>,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let record = self.store.revoke(serial, revocation).await?;
-        if let Some(record) = &record {
-            self.note_revocation(record, record.revocation == Some(revocation), client);
+        let Some(first) = &record else {
+            return Ok(None);
+        };
+        self.note_revocation(first, first.revocation == Some(revocation), client);
+        if revocation.reason == Reason::KeyCompromise {
+            let mut seen = HashSet::from([*serial]);
+            let mut next = self.store.successor_of(serial).await?;
+            while let Some(successor) = next.filter(|s| seen.insert(*s)) {
+                if let Some(revoked) = self.store.revoke(&successor, revocation).await? {
+                    let now = revoked.revocation == Some(revocation);
+                    self.note_revocation(&revoked, now, client);
+                }
+                next = self.store.successor_of(&successor).await?;
+            }
         }
         Ok(record)
     }

@@ -34,9 +34,11 @@ use super::ledger::{Entry, Ledger};
 use super::memory::Take;
 use super::stale::StaleInRedis;
 use super::{
-    CertificateRegistry, ConsumeOutcome, Issued, LimitSubject, MemoryStore, ProofUse, RedisStore,
-    Renewal, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
+    CertificateRegistry, ConsumeOutcome, HANDOVER_WINDOW, Handover, Issued, LimitSubject,
+    MemoryStore, ProofUse, RedisStore, Renewal, RevokedList, StorageMode, StoreError, StoreStats,
+    TokenStore,
 };
+use crate::clock::unix_now;
 use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
@@ -479,19 +481,27 @@ impl CertificateRegistry for FallbackStore {
         previous: &[u8; 16],
         proof: Option<ProofUse>,
         record: &CertificateRecord,
+        handover: &Handover,
         supersede: Option<Revocation>,
     ) -> Result<Renewal, StoreError> {
         if let Some(redis) = self.registry_redis()? {
             // The previous certificate may be one made during an outage.
             self.sync_records(redis).await?;
-            return redis.renew(previous, proof, record, supersede).await;
+            return redis
+                .renew(previous, proof, record, handover, supersede)
+                .await;
         }
         let renewal = self
             .memory
-            .renew(previous, proof, record, supersede)
+            .renew(previous, proof, record, handover, supersede)
             .await?;
         if let Renewal::Renewed { superseded } = &renewal {
-            let mut entries = vec![Entry::Issued(record)];
+            let until = unix_now() + HANDOVER_WINDOW.as_secs();
+            let mut entries = vec![
+                Entry::Issued(record),
+                Entry::Renewed(previous, &record.serial),
+                Entry::Handover(previous, handover, until),
+            ];
             if let Some(proof) = proof {
                 entries.push(Entry::Proof(proof.id, proof.remembered_until()));
             }
@@ -501,6 +511,10 @@ impl CertificateRegistry for FallbackStore {
                 entries.push(Entry::Revoked(previous, revocation));
             }
             self.journal(&entries).await?;
+        }
+        if let (Renewal::AlreadyRenewed(_), Some(proof)) = (&renewal, proof) {
+            self.journal(&[Entry::Proof(proof.id, proof.remembered_until())])
+                .await?;
         }
         Ok(renewal)
     }
@@ -525,6 +539,13 @@ impl CertificateRegistry for FallbackStore {
             self.journal(&[Entry::Unblocked(device)]).await?;
         }
         Ok(lifted)
+    }
+
+    async fn successor_of(&self, serial: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError> {
+        match self.registry_redis()? {
+            Some(redis) => redis.successor_of(serial).await,
+            None => self.memory.successor_of(serial).await,
+        }
     }
 
     async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::Handover;
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::registry::{Block, CertificateRecord, Reason, Revocation, parse_serial};
@@ -45,6 +46,10 @@ pub enum Entry<'a> {
     Unblocked(&'a DeviceId),
     /// A renewal proof used, remembered until the given unix second.
     Proof(u64, u64),
+    /// The first certificate was renewed into the second.
+    Renewed(&'a [u8; 16], &'a [u8; 16]),
+    /// What the renewal of a certificate handed out, kept for a retry until a unix second.
+    Handover(&'a [u8; 16], &'a Handover, u64),
 }
 
 impl Entry<'_> {
@@ -66,6 +71,16 @@ impl Entry<'_> {
             }
             Entry::Unblocked(device) => format!("unblocked {device}\n"),
             Entry::Proof(id, until) => format!("proof {id:016x} {until}\n"),
+            Entry::Renewed(previous, next) => format!(
+                "renewed {} {}\n",
+                hex::encode_upper(previous),
+                hex::encode_upper(next)
+            ),
+            Entry::Handover(previous, given, until) => format!(
+                "handover {} {until} {}\n",
+                hex::encode_upper(previous),
+                hex::encode(given.pack())
+            ),
         }
     }
 }
@@ -77,6 +92,10 @@ pub struct Registry {
     pub records: HashMap<[u8; 16], CertificateRecord>,
     pub blocked: HashMap<DeviceId, Block>,
     pub proofs: HashMap<u64, u64>,
+    /// Each renewed certificate's successor.
+    pub successors: HashMap<[u8; 16], [u8; 16]>,
+    /// What renewals handed out, for a retry, until the unix second given.
+    pub handovers: HashMap<[u8; 16], (Handover, u64)>,
     /// Revocations read before their certificate's line: appends run concurrently, so a
     /// revocation of a record just made can reach the file first.
     early: HashMap<[u8; 16], Revocation>,
@@ -118,6 +137,17 @@ impl Registry {
             }
             ("unblocked", device) => {
                 self.blocked.remove(&DeviceId::parse(device).ok()?);
+            }
+            ("handover", previous) => {
+                let until = words.next()?.parse().ok()?;
+                let packed = String::from_utf8(hex::decode(words.next()?).ok()?).ok()?;
+                let given = Handover::unpack(&packed)?;
+                self.handovers
+                    .insert(parse_serial(previous)?, (given, until));
+            }
+            ("renewed", previous) => {
+                let next = parse_serial(words.next()?)?;
+                self.successors.insert(parse_serial(previous)?, next);
             }
             ("proof", id) => {
                 let until = words.next()?.parse().ok()?;
@@ -204,6 +234,11 @@ impl Ledger {
             .records
             .retain(|_, r| r.keep_until(retention) > now);
         registry.proofs.retain(|_, until| *until >= now);
+        let records = &registry.records;
+        registry
+            .successors
+            .retain(|previous, _| records.contains_key(previous));
+        registry.handovers.retain(|_, (_, until)| *until >= now);
         let mut compacted = String::new();
         for record in registry.records.values() {
             compacted.push_str(&Entry::Issued(record).line());
@@ -213,6 +248,12 @@ impl Ledger {
         }
         for (id, until) in &registry.proofs {
             compacted.push_str(&Entry::Proof(*id, *until).line());
+        }
+        for (previous, next) in &registry.successors {
+            compacted.push_str(&Entry::Renewed(previous, next).line());
+        }
+        for (previous, (given, until)) in &registry.handovers {
+            compacted.push_str(&Entry::Handover(previous, given, *until).line());
         }
         crate::fsutil::replace(&path, compacted.as_bytes(), 0o600)?;
         let file = OpenOptions::new().append(true).mode(0o600).open(&path)?;

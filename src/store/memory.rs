@@ -10,13 +10,14 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::{
-    CertificateRegistry, ConsumeOutcome, Issued, ProofUse, Renewal, RevokedCertificate,
-    RevokedList, StorageMode, StoreError, StoreStats, TokenStore, replay_window,
+    CertificateRegistry, ConsumeOutcome, HANDOVER_WINDOW, Handover, Issued, ProofUse, Renewal,
+    RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
+    replay_window,
 };
 use crate::clock::{unix_now, unix_now_ms};
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
-use crate::registry::{Block, CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Revocation};
+use crate::registry::{Block, CertificateRecord, RETENTION_AFTER_EXPIRY_SECS, Reason, Revocation};
 
 /// Enough shards that a sweep or a count never holds up a request for long.
 const SHARDS: usize = 64;
@@ -70,6 +71,10 @@ struct Certificates {
     blocked: HashMap<DeviceId, Block>,
     /// Renewal proofs used, until they expire (unix s).
     proofs: HashMap<u64, u64>,
+    /// Each renewed certificate's successor.
+    successors: HashMap<[u8; 16], [u8; 16]>,
+    /// What each renewal handed out, for a retry, until the unix second given.
+    handovers: HashMap<[u8; 16], (Handover, u64)>,
 }
 
 impl Certificates {
@@ -146,6 +151,8 @@ impl MemoryStore {
         certs.by_serial = registry.records;
         certs.blocked = registry.blocked;
         certs.proofs = registry.proofs;
+        certs.successors = registry.successors;
+        certs.handovers = registry.handovers;
     }
 
     pub fn certificate_here(&self, serial: &[u8; 16]) -> Option<CertificateRecord> {
@@ -275,6 +282,13 @@ impl MemoryStore {
                 .by_serial
                 .retain(|_, c| c.keep_until(self.retention) > unix);
             certs.proofs.retain(|_, until| *until >= unix);
+            certs.handovers.retain(|_, (_, until)| *until >= unix);
+            let Certificates {
+                by_serial,
+                successors,
+                ..
+            } = &mut *certs;
+            successors.retain(|previous, _| by_serial.contains_key(previous));
         }
         let now = self.now_ms();
         self.shards
@@ -386,33 +400,58 @@ impl CertificateRegistry for MemoryStore {
         previous: &[u8; 16],
         proof: Option<ProofUse>,
         record: &CertificateRecord,
+        handover: &Handover,
         supersede: Option<Revocation>,
     ) -> Result<Renewal, StoreError> {
         let mut certs = self.certs();
         if certs.blocked.contains_key(&record.device_id) {
             return Ok(Renewal::Blocked);
         }
-        match certs.by_serial.get(previous) {
-            Some(p) if p.device_id != record.device_id => return Ok(Renewal::PreviousUnknown),
-            Some(p) if p.revocation.is_some() => return Ok(Renewal::PreviousRevoked),
-            Some(_) => {}
-            None => return Ok(Renewal::PreviousUnknown),
-        }
-        if let Some(proof) = proof {
-            if certs
+        let revocation = match certs.by_serial.get(previous) {
+            Some(p) if p.device_id == record.device_id => p.revocation,
+            _ => return Ok(Renewal::PreviousUnknown),
+        };
+        if let Some(proof) = proof
+            && certs
                 .proofs
                 .get(&proof.id)
                 .is_some_and(|u| *u >= unix_now())
-            {
-                return Ok(Renewal::ProofUsed);
+        {
+            return Ok(Renewal::ProofUsed);
+        }
+        // Revoked for anything but its own renewal, it hands out nothing.
+        let superseded_only = revocation.is_none_or(|r| r.reason == Reason::Superseded);
+        if certs.successors.contains_key(previous) && superseded_only {
+            let now = unix_now();
+            let given = match certs.handovers.get(previous) {
+                Some((given, until)) if *until >= now && given.csr_key == handover.csr_key => {
+                    given.clone()
+                }
+                _ => return Ok(Renewal::PreviousRenewed),
+            };
+            if let Some(proof) = proof {
+                certs.proofs.insert(proof.id, proof.remembered_until());
             }
+            return Ok(Renewal::AlreadyRenewed(given));
+        }
+        if revocation.is_some() {
+            return Ok(Renewal::PreviousRevoked);
+        }
+        if let Some(proof) = proof {
             certs.proofs.insert(proof.id, proof.remembered_until());
         }
         certs.by_serial.insert(record.serial, record.clone());
+        certs.successors.insert(*previous, record.serial);
+        let until = unix_now() + HANDOVER_WINDOW.as_secs();
+        certs.handovers.insert(*previous, (handover.clone(), until));
         let superseded = supersede
             .and_then(|revocation| certs.revoke(previous, revocation))
             .and_then(|(now, record)| now.then_some(record));
         Ok(Renewal::Renewed { superseded })
+    }
+
+    async fn successor_of(&self, serial: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError> {
+        Ok(self.certs().successors.get(serial).copied())
     }
 
     async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {

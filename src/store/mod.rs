@@ -81,6 +81,56 @@ pub enum Renewal {
     /// this device (never recorded, issued elsewhere, or forgotten long after expiry).
     /// What the registry cannot vouch for never renews: its revocation could be unknown.
     PreviousUnknown,
+    /// Nothing recorded: the certificate presented was renewed moments ago, for the same
+    /// key (a retry whose first answer was lost): its successor, handed out again.
+    AlreadyRenewed(Handover),
+    /// Nothing recorded: the certificate presented was renewed already (a certificate
+    /// renews once; its successor renews next).
+    PreviousRenewed,
+}
+
+/// How long a renewal's certificate is kept for a retry of that renewal.
+pub const HANDOVER_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The certificate a renewal handed out, kept [`HANDOVER_WINDOW`] so that a retry of
+/// the renewal (its answer lost, or a 503 after the write) gets it again rather than a
+/// refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub serial: [u8; 16],
+    /// Unix seconds.
+    pub not_after: u64,
+    pub pem: String,
+    /// The renewal proof's `csr_key` of the key it carries: only a retry for that key
+    /// gets it.
+    pub csr_key: String,
+}
+
+impl Handover {
+    /// One line of text (the PEM's newlines kept after the first line).
+    pub fn pack(&self) -> String {
+        format!(
+            "{} {} {}\n{}",
+            hex::encode_upper(self.serial),
+            self.not_after,
+            self.csr_key,
+            self.pem
+        )
+    }
+
+    pub fn unpack(text: &str) -> Option<Self> {
+        let (head, pem) = text.split_once('\n')?;
+        let mut words = head.split(' ');
+        let serial = crate::registry::parse_serial(words.next()?)?;
+        let not_after = words.next()?.parse().ok()?;
+        let csr_key = words.next()?.to_owned();
+        Some(Self {
+            serial,
+            not_after,
+            pem: pem.to_owned(),
+            csr_key,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,15 +300,21 @@ pub trait CertificateRegistry: Send + Sync + 'static {
 
     /// Records `record`, the certificate that renews `previous`, in one atomic step with
     /// the checks that must hold at that moment: the device is not blocked, `previous`
-    /// is recorded for the device and not revoked, and `proof` was not used before. With
-    /// `supersede`, `previous` is revoked in the same step.
+    /// is recorded for the device, not renewed before and not revoked, and `proof` was
+    /// not used before. `previous` then names `record` as its successor, and `handover`
+    /// is kept for a retry ([`Renewal::AlreadyRenewed`]). With `supersede`, `previous`
+    /// is revoked in the same step.
     async fn renew(
         &self,
         previous: &[u8; 16],
         proof: Option<ProofUse>,
         record: &CertificateRecord,
+        handover: &Handover,
         supersede: Option<Revocation>,
     ) -> Result<Renewal, StoreError>;
+
+    /// The certificate that renewed `serial`, if it was renewed.
+    async fn successor_of(&self, serial: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError>;
 
     /// Blocks the device; answers the block that stands (the first one, when it was
     /// blocked already).

@@ -35,6 +35,20 @@ impl Keys {
         format!("{}serial:{{{}}}", self.prefix, hex::encode_upper(serial))
     }
 
+    /// Each renewed certificate of the device: serial -> its successor's serial.
+    pub(super) fn successors(&self, device: &DeviceId) -> String {
+        format!("{}renewed:{{{device}}}", self.prefix)
+    }
+
+    /// What the renewal of `previous` handed out, for a retry.
+    pub(super) fn handover(&self, device: &DeviceId, previous: &[u8; 16]) -> String {
+        format!(
+            "{}handover:{{{device}}}:{}",
+            self.prefix,
+            hex::encode_upper(previous)
+        )
+    }
+
     /// Revoked serials (upper-case hex), scored by their certificates' notAfter.
     pub(super) fn revoked(&self) -> String {
         format!("{}revoked", self.prefix)

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use super::super::topology::RedisConn;
 use super::super::{
-    CertificateRegistry, PROOF_LIFETIME, ProofUse, Renewal, RevokedCertificate, RevokedList,
-    StoreError,
+    CertificateRegistry, HANDOVER_WINDOW, Handover, PROOF_LIFETIME, ProofUse, Renewal,
+    RevokedCertificate, RevokedList, StoreError,
 };
 use super::{RedisStore, SCAN_BATCH};
 use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
@@ -143,6 +143,19 @@ impl CertificateRegistry for RedisStore {
         Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
     }
 
+    async fn successor_of(&self, serial: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError> {
+        let Some(record) = self.certificate(serial).await? else {
+            return Ok(None);
+        };
+        let next: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.keys.successors(&record.device_id))
+            .arg(&serial[..])
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(next.and_then(|n| <[u8; 16]>::try_from(n.as_slice()).ok()))
+    }
+
     async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {
         self.record_certificate(record).await?;
         let standing = self.certificate(&record.serial).await?;
@@ -230,6 +243,7 @@ impl CertificateRegistry for RedisStore {
         previous: &[u8; 16],
         proof: Option<ProofUse>,
         record: &CertificateRecord,
+        handover: &Handover,
         supersede: Option<Revocation>,
     ) -> Result<Renewal, StoreError> {
         let device = &record.device_id;
@@ -248,7 +262,10 @@ impl CertificateRegistry for RedisStore {
         }
         let slot = slots::slot_of(device.as_str());
         let mut invocation = self.renew_script.key(self.keys.blocked(device));
-        invocation.key(self.keys.certificates(slot));
+        invocation
+            .key(self.keys.certificates(slot))
+            .key(self.keys.successors(device))
+            .key(self.keys.handover(device, previous));
         let proof_life = proof.map_or(0, |p| p.remembered_until().saturating_sub(unix_now()));
         if let Some(proof) = proof {
             invocation.key(self.keys.proof(device, proof.id));
@@ -262,6 +279,9 @@ impl CertificateRegistry for RedisStore {
             .arg(supersede.map_or(String::new(), |r| r.at.to_string()))
             .arg(supersede.map_or(Reason::Superseded, |r| r.reason).code())
             .arg(device.as_str())
+            .arg(handover.pack())
+            .arg(&handover.csr_key)
+            .arg(HANDOVER_WINDOW.as_secs())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
@@ -274,6 +294,14 @@ impl CertificateRegistry for RedisStore {
             3 => return Ok(Renewal::PreviousRevoked),
             4 => return Ok(Renewal::ProofUsed),
             5 => return Ok(Renewal::PreviousUnknown),
+            6 => {
+                let given = String::from_utf8(superseded)
+                    .ok()
+                    .and_then(|text| Handover::unpack(&text))
+                    .ok_or_else(|| StoreError::Failed("a handover does not parse".into()))?;
+                return Ok(Renewal::AlreadyRenewed(given));
+            }
+            7 => return Ok(Renewal::PreviousRenewed),
             other => {
                 return Err(StoreError::Failed(format!(
                     "the renew script answered {other}"
