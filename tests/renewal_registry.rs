@@ -196,7 +196,8 @@ async fn a_certificate_signed_outside_the_registry_is_imported_revoked_and_renew
     let legacy = |device: &str| {
         let mut serial = [0u8; 16];
         provisiond::crypto::fill_random(&mut serial);
-        serial[0] &= 0x7f;
+        // Positive, and no leading zero byte (which DER would drop).
+        serial[0] = (serial[0] & 0x7f) | 0x10;
         while slots::slot_of_serial(&serial) == slots::slot_of(device) {
             serial[15] = serial[15].wrapping_add(1);
         }
@@ -277,4 +278,74 @@ async fn a_certificate_signed_outside_the_registry_is_imported_revoked_and_renew
             "{body}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_for_key_compromise_revokes_what_the_certificate_was_renewed_into() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), with_admin).await;
+    let device = "chain-1";
+    let first = common::device::enroll(&app, device, provisiond::device::KeyKind::P256).await;
+    // Whoever holds the first key renews it, then renews what they got, with new keys.
+    let mut chain = vec![first.serial.clone()];
+    let mut held: Option<common::device::Enrolled> = None;
+    for _ in 0..2 {
+        let key =
+            provisiond::device::DeviceKey::generate(provisiond::device::KeyKind::P256).unwrap();
+        let csr = key.csr_pem(Some(device)).unwrap();
+        let proof = held.as_ref().unwrap_or(&first).bound_proof(device, &csr);
+        let answer: Value = renew(&app, device, &csr, Some(&proof))
+            .await
+            .json()
+            .await
+            .unwrap();
+        chain.push(answer["serial_number"].as_str().unwrap().to_owned());
+        held = Some(common::device::Enrolled {
+            key,
+            cert_pem: answer["certificate"].as_str().unwrap().to_owned(),
+            serial: answer["serial_number"].as_str().unwrap().to_owned(),
+        });
+    }
+    let held = held.unwrap();
+    // The first certificate renews no more: once is the bound.
+    let key = provisiond::device::DeviceKey::generate(provisiond::device::KeyKind::P256).unwrap();
+    let csr = key.csr_pem(Some(device)).unwrap();
+    let again = renew(&app, device, &csr, Some(&first.bound_proof(device, &csr))).await;
+    assert_eq!(error_code(again).await.1, "certificate_superseded");
+
+    let revoked = admin(
+        &app,
+        &format!("/api/v1/certificates/{}/revoke", chain[0]),
+        Some(json!({ "reason": "keyCompromise" })),
+    )
+    .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let status: Value = app
+        .client
+        .get(app.url(&format!("/api/v1/devices/{device}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for serial in &chain {
+        let record = status["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["serial_number"] == serial.as_str())
+            .unwrap_or_else(|| panic!("{serial} in {status}"));
+        assert_eq!(record["status"], "revoked", "{status}");
+        assert_eq!(record["reason"], "keyCompromise", "{status}");
+    }
+    let listed = app.crl_text().await;
+    for serial in &chain {
+        assert!(listed.contains(serial.as_str()), "{serial}: {listed}");
+    }
+    // The last of the chain is refused too.
+    let csr = held.key.csr_pem(Some(device)).unwrap();
+    let refused = renew(&app, device, &csr, Some(&held.bound_proof(device, &csr))).await;
+    assert_eq!(error_code(refused).await.1, "certificate_revoked");
 }
