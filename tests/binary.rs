@@ -477,6 +477,55 @@ async fn the_redis_password_never_reaches_the_logs_or_health() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinels_password_in_its_url_is_used_and_never_logged() {
+    const PASSWORD: &str = "s3cret-sentinel-pass";
+    let setup = common::cluster::SentinelSetup::start_with_password(Some(PASSWORD)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sentinels = setup.urls().join(",");
+    let (child, base) = start(
+        dir.path(),
+        &[
+            ("RUST_LOG", "debug"),
+            ("REDIS_ENABLED", "true"),
+            ("REDIS_SENTINELS", &sentinels),
+            ("REDIS_SENTINEL_MASTER", common::cluster::MASTER_NAME),
+            ("ONBOARDING_MODE", "open"),
+        ],
+    )
+    .await;
+    // Through sentinels that require the password, the server finds the primary.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let health = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!health.contains(PASSWORD), "{health}");
+        if health.contains(r#""status":"ok""#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never found the primary: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = stop(child);
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(log.contains("redis connection is up"), "{log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the sentinel password is in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_generated_at_start_up_is_a_warning_naming_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("mistyped-certs");

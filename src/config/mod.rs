@@ -35,7 +35,7 @@ pub use log::{LogFormat, LogSettings};
 pub use memory::MemorySettings;
 pub use onboarding::{OnboardingMode, OnboardingSettings};
 pub use rate_limit::RateLimitSettings;
-pub use redis::{FallbackPolicy, RedisSettings, RedisTopology, redact_url};
+pub use redis::{FallbackPolicy, RedisSettings, RedisTopology, SentinelAddress, redact_url};
 pub use renewal::RenewalSettings;
 pub use server::{ServerSettings, TlsSettings};
 pub use tokens::TokenSettings;

@@ -48,8 +48,9 @@ pub struct RedisSettings {
     /// Redis Cluster: `redis://` or `rediss://` URLs of some of its nodes (instead of
     /// url/host).
     pub cluster_nodes: List,
-    /// Redis Sentinel: `host:port` of the sentinels (instead of url/host); with
-    /// `sentinel_master`, the name of the monitored primary.
+    /// Redis Sentinel: the sentinels (instead of url/host), each `host:port` or a
+    /// `redis://` / `rediss://` URL that may carry its password; with `sentinel_master`,
+    /// the name of the monitored primary.
     pub sentinels: List,
     pub sentinel_master: Option<String>,
     /// For sentinels that require a password (the primary's is `password`).
@@ -64,9 +65,48 @@ pub enum RedisTopology {
         nodes: Vec<String>,
     },
     Sentinel {
-        sentinels: Vec<String>,
+        sentinels: Vec<SentinelAddress>,
         master: String,
     },
+}
+
+/// One sentinel: where it is, whether it speaks TLS, and its own password if its entry
+/// named one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub password: Option<Secret>,
+}
+
+impl SentinelAddress {
+    /// `host:port`, or a `redis://` / `rediss://` URL (`redis://:password@host:port`);
+    /// `None` for anything else.
+    pub fn parse(entry: &str) -> Option<Self> {
+        if entry.starts_with("redis://") || entry.starts_with("rediss://") {
+            let url = url::Url::parse(entry).ok()?;
+            let password = redis::IntoConnectionInfo::into_connection_info(entry)
+                .ok()
+                .and_then(|info| info.redis_settings().password().map(Secret::new));
+            return Some(Self {
+                host: url.host_str().filter(|h| !h.is_empty())?.to_owned(),
+                port: url.port().unwrap_or(26379),
+                tls: url.scheme() == "rediss",
+                password,
+            });
+        }
+        let (host, port) = entry.rsplit_once(':')?;
+        if host.is_empty() || host.contains('/') {
+            return None;
+        }
+        Some(Self {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+            tls: false,
+            password: None,
+        })
+    }
 }
 
 impl RedisTopology {
@@ -156,19 +196,17 @@ impl RedisSettings {
                     "name the primary the sentinels monitor (REDIS_SENTINEL_MASTER)",
                 ));
             };
-            if let Some(bad) = self.sentinels.0.iter().find(|s| {
-                s.rsplit_once(':')
-                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            }) {
-                return Err(ConfigError::key(
-                    "redis.sentinels",
-                    format!("{bad:?} is not host:port"),
-                ));
+            let mut sentinels = Vec::with_capacity(self.sentinels.0.len());
+            for entry in &self.sentinels.0 {
+                let Some(address) = SentinelAddress::parse(entry) else {
+                    return Err(ConfigError::key(
+                        "redis.sentinels",
+                        format!("{:?} is not host:port or a redis:// URL", redact_url(entry)),
+                    ));
+                };
+                sentinels.push(address);
             }
-            return Ok(RedisTopology::Sentinel {
-                sentinels: self.sentinels.0.clone(),
-                master,
-            });
+            return Ok(RedisTopology::Sentinel { sentinels, master });
         }
         if self.sentinel_master.is_some() {
             return Err(ConfigError::key(
@@ -201,9 +239,14 @@ impl RedisSettings {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            Ok(RedisTopology::Sentinel { sentinels, master }) => {
-                format!("sentinel {master} via {}", sentinels.join(","))
-            }
+            Ok(RedisTopology::Sentinel { sentinels, master }) => format!(
+                "sentinel {master} via {}",
+                sentinels
+                    .iter()
+                    .map(|s| format!("{}:{}", s.host, s.port))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             _ => redact_url(self.connection_url().expose()),
         }
     }
@@ -316,5 +359,44 @@ mod tests {
         assert!(cluster.topology().is_err(), "a node must be a URL");
         cluster.cluster_nodes = List(vec!["redis://:secret@10.0.0.1:7000".into()]);
         assert!(!cluster.display_url().contains("secret"));
+    }
+
+    #[test]
+    fn sentinels_are_host_port_or_urls_whose_passwords_are_kept_apart() {
+        let parsed = |entry: &str| SentinelAddress::parse(entry);
+        assert_eq!(
+            parsed("10.0.0.2:26379"),
+            Some(SentinelAddress {
+                host: "10.0.0.2".into(),
+                port: 26379,
+                tls: false,
+                password: None,
+            })
+        );
+        let with_password = parsed("redis://:p%40ss@sentinel.example:26380").unwrap();
+        assert_eq!(with_password.host, "sentinel.example");
+        assert_eq!(with_password.port, 26380);
+        assert_eq!(with_password.password, Some(Secret::new("p@ss")));
+        assert!(parsed("rediss://10.0.0.3").unwrap().tls);
+        assert_eq!(parsed("rediss://10.0.0.3").unwrap().port, 26379);
+        for bad in ["no-port", ":26379", "http://x:1", "a/b:1", "redis://:pw@"] {
+            assert_eq!(parsed(bad), None, "{bad}");
+        }
+        let redis = RedisSettings {
+            sentinels: List(vec![
+                "redis://:topsecret@10.0.0.2:26379".into(),
+                "10.0.0.3:26379".into(),
+            ]),
+            sentinel_master: Some("mymaster".into()),
+            ..RedisSettings::default()
+        };
+        let shown = redis.display_url();
+        assert_eq!(shown, "sentinel mymaster via 10.0.0.2:26379,10.0.0.3:26379");
+        let refused = RedisSettings {
+            sentinels: List(vec!["redis://:topsecret@".into()]),
+            ..redis
+        };
+        let error = refused.topology().unwrap_err().to_string();
+        assert!(!error.contains("topsecret"), "{error}");
     }
 }

@@ -17,6 +17,7 @@ use redis::{
     RedisFuture, RedisResult, Value,
 };
 
+use crate::config::SentinelAddress;
 use crate::secret::Secret;
 
 /// A connection requests use: to one server, or to the cluster.
@@ -88,41 +89,62 @@ impl NodeAccess {
     }
 }
 
-/// Where the primary is, by asking the sentinels in turn.
+/// Where the primary is, by asking the sentinels in turn. Each sentinel is reached with
+/// TLS when the mode uses TLS (or its entry says `rediss://`), and with its own password
+/// or else `redis.sentinel_password`.
 pub(super) struct Sentinels {
-    pub addresses: Vec<(String, u16)>,
+    pub addresses: Vec<SentinelAddress>,
     pub master: String,
     pub password: Option<Secret>,
+    pub tls: bool,
     pub config: AsyncConnectionConfig,
 }
 
 impl Sentinels {
     pub fn new(
-        addresses: &[String],
+        addresses: &[SentinelAddress],
         master: String,
         password: Option<Secret>,
+        tls: bool,
         config: AsyncConnectionConfig,
     ) -> Self {
-        let addresses = addresses
-            .iter()
-            .filter_map(|a| {
-                let (host, port) = a.rsplit_once(':')?;
-                Some((host.to_owned(), port.parse().ok()?))
-            })
-            .collect();
         Self {
-            addresses,
+            addresses: addresses.to_vec(),
             master,
             password,
+            tls,
             config,
         }
+    }
+
+    /// How to reach `sentinel`: its scheme and credentials, never logged.
+    fn info(&self, sentinel: &SentinelAddress) -> RedisResult<ConnectionInfo> {
+        let scheme = if self.tls || sentinel.tls {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let info =
+            format!("{scheme}://{}:{}", sentinel.host, sentinel.port).into_connection_info()?;
+        Ok(
+            match sentinel.password.as_ref().or(self.password.as_ref()) {
+                Some(password) => {
+                    let settings = info
+                        .redis_settings()
+                        .clone()
+                        .set_password(password.expose());
+                    info.set_redis_settings(settings)
+                }
+                None => info,
+            },
+        )
     }
 
     /// The primary's address, from the first sentinel that knows it.
     pub async fn primary(&self) -> RedisResult<(String, u16)> {
         let mut last = None;
-        for (host, port) in &self.addresses {
-            match self.ask(host, *port).await {
+        for sentinel in &self.addresses {
+            match self.ask(sentinel).await {
                 Ok(Some(primary)) => return Ok(primary),
                 Ok(None) => {}
                 Err(e) => last = Some(e),
@@ -137,19 +159,8 @@ impl Sentinels {
         }))
     }
 
-    async fn ask(&self, host: &str, port: u16) -> RedisResult<Option<(String, u16)>> {
-        let info = format!("redis://{host}:{port}").into_connection_info()?;
-        let info = match &self.password {
-            Some(password) => {
-                let settings = info
-                    .redis_settings()
-                    .clone()
-                    .set_password(password.expose());
-                info.set_redis_settings(settings)
-            }
-            None => info,
-        };
-        let mut conn = redis::Client::open(info)?
+    async fn ask(&self, sentinel: &SentinelAddress) -> RedisResult<Option<(String, u16)>> {
+        let mut conn = redis::Client::open(self.info(sentinel)?)?
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
@@ -223,4 +234,59 @@ pub(super) fn cluster_client(
         builder = builder.password(password.expose());
     }
     builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::ConnectionAddr;
+
+    use super::*;
+
+    #[test]
+    fn sentinels_are_reached_with_the_modes_tls_and_their_own_password() {
+        let plain = SentinelAddress::parse("10.0.0.2:26379").unwrap();
+        let own = SentinelAddress::parse("rediss://:own@10.0.0.3:26380").unwrap();
+        let config = AsyncConnectionConfig::new();
+        let with_tls = Sentinels::new(
+            &[plain.clone(), own.clone()],
+            "m".into(),
+            Some(Secret::new("shared")),
+            true,
+            config.clone(),
+        );
+        for sentinel in [&plain, &own] {
+            let info = with_tls.info(sentinel).unwrap();
+            assert!(
+                matches!(info.addr(), ConnectionAddr::TcpTls { .. }),
+                "{info:?}"
+            );
+        }
+        assert_eq!(
+            with_tls.info(&plain).unwrap().redis_settings().password(),
+            Some("shared")
+        );
+        assert_eq!(
+            with_tls.info(&own).unwrap().redis_settings().password(),
+            Some("own")
+        );
+        let without = Sentinels::new(
+            &[plain.clone(), own.clone()],
+            "m".into(),
+            None,
+            false,
+            config,
+        );
+        assert!(matches!(
+            without.info(&plain).unwrap().addr(),
+            ConnectionAddr::Tcp(..)
+        ));
+        assert!(matches!(
+            without.info(&own).unwrap().addr(),
+            ConnectionAddr::TcpTls { .. }
+        ));
+        assert_eq!(
+            without.info(&plain).unwrap().redis_settings().password(),
+            None
+        );
+    }
 }

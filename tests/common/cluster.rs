@@ -124,12 +124,22 @@ pub struct SentinelSetup {
     pub primary: RedisServer,
     pub replica: RedisServer,
     sentinels: Vec<(u16, Child, tempfile::TempDir)>,
+    /// What the sentinels require (`requirepass`), if anything.
+    password: Option<String>,
 }
 
 pub const MASTER_NAME: &str = "mymaster";
 
 impl SentinelSetup {
     pub async fn start() -> Self {
+        Self::start_with_password(None).await
+    }
+
+    /// Sentinels that require `password` (of each other too).
+    pub async fn start_with_password(password: Option<&str>) -> Self {
+        let auth = password.map_or(String::new(), |p| {
+            format!("requirepass {p}\nsentinel sentinel-pass {p}\n")
+        });
         let primary = RedisServer::start_with(FSYNC_ALWAYS);
         let replica = RedisServer::start_with(FSYNC_ALWAYS);
         replica.replicate(primary.port()).await;
@@ -145,7 +155,7 @@ impl SentinelSetup {
                          sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
                          sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                          sentinel failover-timeout {MASTER_NAME} 5000\n\
-                         sentinel parallel-syncs {MASTER_NAME} 1\n",
+                         sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
                         dir.path().display(),
                         primary.port()
                     ),
@@ -165,6 +175,7 @@ impl SentinelSetup {
             primary,
             replica,
             sentinels,
+            password: password.map(str::to_owned),
         };
         setup.wait_for_sentinels(Duration::from_secs(15));
         setup
@@ -177,10 +188,26 @@ impl SentinelSetup {
             .collect()
     }
 
+    /// A sentinel as a URL, with its password when it requires one.
+    pub fn url(&self, port: u16) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
+            None => format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Every sentinel as a URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(port, ..)| self.url(*port))
+            .collect()
+    }
+
     /// The primary's port, as the first sentinel that answers says.
     pub fn primary_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|(port, ..)| {
-            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            let mut conn = redis::Client::open(self.url(*port))
                 .ok()?
                 .get_connection_with_timeout(Duration::from_millis(300))
                 .ok()?;
@@ -198,7 +225,7 @@ impl SentinelSetup {
         let deadline = Instant::now() + within;
         loop {
             let ready = self.sentinels.iter().all(|(port, ..)| {
-                let answer = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                let answer = redis::Client::open(self.url(*port))
                     .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(300)))
                     .and_then(|mut c| {
                         redis::cmd("SENTINEL")

@@ -98,11 +98,27 @@ impl RedisConfig {
             redis.password_file.as_deref(),
             "redis.password_file",
         )?;
+        // Credentials written into the cluster nodes' URLs serve every connection the mode
+        // opens (the health checks' to each primary too), unless given on their own.
+        let (node_username, node_password) = redis
+            .cluster_nodes
+            .0
+            .iter()
+            .filter_map(|node| node.as_str().into_connection_info().ok())
+            .map(|info| {
+                let settings = info.redis_settings();
+                (
+                    settings.username().map(str::to_owned),
+                    settings.password().map(Secret::new),
+                )
+            })
+            .find(|(user, password)| user.is_some() || password.is_some())
+            .unwrap_or_default();
         Ok(Self {
             url: redis.connection_url(),
             display_url: redis.display_url(),
-            username: redis.username.clone(),
-            password,
+            username: redis.username.clone().or(node_username),
+            password: password.or(node_password),
             db: redis.db,
             key_prefix: redis.key_prefix.clone(),
             connect_timeout: Duration::from_millis(redis.connect_timeout_ms),
@@ -218,6 +234,7 @@ impl RedisStore {
                 sentinels,
                 master.clone(),
                 config.sentinel_password.clone(),
+                config.tls,
                 connection_config.clone(),
             )),
             RedisTopology::Cluster { nodes } => Mode::Cluster(Box::new(Cluster {
@@ -291,5 +308,35 @@ impl RedisStore {
             Mode::Cluster(_) => ("cluster", Some(self.answering.load(Ordering::Relaxed))),
             _ => (self.config.topology.as_str(), None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::List;
+
+    #[test]
+    fn credentials_in_the_cluster_nodes_urls_serve_every_connection() {
+        let redis = RedisSettings {
+            cluster_nodes: List(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://app:n0de-secret@10.0.0.2:7000".into(),
+            ]),
+            ..RedisSettings::default()
+        };
+        let config = RedisConfig::from_settings(&redis).unwrap();
+        assert_eq!(config.username.as_deref(), Some("app"));
+        assert_eq!(config.password, Some(Secret::new("n0de-secret")));
+        assert!(!config.display_url.contains("n0de-secret"));
+        // Given on their own, they win.
+        let given = RedisSettings {
+            username: Some("other".into()),
+            password: Some(Secret::new("given")),
+            ..redis
+        };
+        let config = RedisConfig::from_settings(&given).unwrap();
+        assert_eq!(config.username.as_deref(), Some("other"));
+        assert_eq!(config.password, Some(Secret::new("given")));
     }
 }
