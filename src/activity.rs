@@ -37,9 +37,14 @@ pub struct Refusal {
     pub route: String,
     pub status: u16,
     pub code: &'static str,
-    /// Set once the request named a valid device id.
+    /// Set once the caller proved to act for the device (a token or proof that verified
+    /// for it, an enrollment or admin key); not from what a body merely names.
     pub device_id: Option<String>,
     pub client_ip: String,
+    /// Order of arrival, across both kinds of refusal.
+    #[serde(skip)]
+    #[schema(ignore)]
+    seq: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -63,7 +68,12 @@ pub enum Happened {
 struct State {
     seconds: VecDeque<Second>,
     totals: Totals,
+    /// Refusals of requests whose caller proved to act for a device.
     refusals: VecDeque<Refusal>,
+    /// The others (no credential, or one that did not verify): kept apart, so that
+    /// anyone's flood of them pushes out only its own kind.
+    anonymous: VecDeque<Refusal>,
+    refused_so_far: u64,
 }
 
 impl State {
@@ -130,10 +140,17 @@ impl Activity {
         let mut state = self.state();
         state.add(what, unix_now());
         *state.totals.refusals.entry(code).or_default() += 1;
-        if state.refusals.len() == REFUSALS_KEPT {
-            state.refusals.pop_front();
+        state.refused_so_far += 1;
+        let seq = state.refused_so_far;
+        let kept = if device_id.is_some() {
+            &mut state.refusals
+        } else {
+            &mut state.anonymous
+        };
+        if kept.len() == REFUSALS_KEPT {
+            kept.pop_front();
         }
-        state.refusals.push_back(Refusal {
+        kept.push_back(Refusal {
             at: rfc3339_now(),
             method: method.to_owned(),
             route: route.to_owned(),
@@ -141,6 +158,7 @@ impl Activity {
             code,
             device_id,
             client_ip: client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            seq,
         });
     }
 
@@ -159,13 +177,16 @@ impl Activity {
 
     /// The latest refusals, newest first; only those with `code` when given.
     pub fn refusals(&self, code: Option<&str>) -> Vec<Refusal> {
-        self.state()
+        let state = self.state();
+        let mut refusals: Vec<Refusal> = state
             .refusals
             .iter()
-            .rev()
+            .chain(&state.anonymous)
             .filter(|r| code.is_none_or(|c| r.code == c))
             .cloned()
-            .collect()
+            .collect();
+        refusals.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        refusals
     }
 }
 

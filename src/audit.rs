@@ -4,9 +4,12 @@
 //! each event is one JSON object). Events name the device and client and a token by the
 //! first 8 characters of its jti; never a token, key or secret.
 //!
-//! The latest events are also kept in memory, for the console's device page.
+//! The latest events are also kept in memory, for the console's device page. Refused
+//! tokens are kept apart, a few per device: whoever holds one token can send refusals
+//! as fast as the server answers, and must not push every other device's history out.
+//! A refusal is filed under a device only once its token verified for that device.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -21,6 +24,9 @@ use crate::timefmt::rfc3339;
 const KEPT: usize = 5_000;
 /// How many of them one device's page shows.
 const PER_DEVICE: usize = 50;
+/// How many devices' refused tokens are kept; past it, the device refused longest ago
+/// makes room.
+const REJECTED_DEVICES: usize = 1_000;
 
 /// One audit event, as the console shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -48,6 +54,8 @@ struct Kept {
 #[derive(Default)]
 pub struct Audit {
     recent: Mutex<VecDeque<Kept>>,
+    /// Refused tokens, by device: at most [`PER_DEVICE`] each.
+    rejected: Mutex<HashMap<String, VecDeque<Kept>>>,
 }
 
 fn ip(client: Option<IpAddr>) -> String {
@@ -69,13 +77,44 @@ impl Audit {
         });
     }
 
+    fn keep_rejected(&self, device: &str, reason: &str, client: Option<IpAddr>) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        if !rejected.contains_key(device) && rejected.len() >= REJECTED_DEVICES {
+            let stalest = rejected
+                .iter()
+                .min_by_key(|(_, kept)| kept.back().map(|k| k.at))
+                .map(|(device, _)| device.clone());
+            if let Some(stalest) = stalest {
+                rejected.remove(&stalest);
+            }
+        }
+        let kept = rejected.entry(device.to_owned()).or_default();
+        if kept.len() == PER_DEVICE {
+            kept.pop_front();
+        }
+        kept.push_back(Kept {
+            at: OffsetDateTime::now_utc(),
+            event: "token_rejected",
+            device_id: device.to_owned(),
+            detail: reason.to_owned(),
+            client,
+        });
+    }
+
     /// The device's latest events, newest first.
     pub fn of_device(&self, device: &DeviceId) -> Vec<AuditEvent> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent
+        let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events: Vec<&Kept> = recent
             .iter()
             .rev()
             .filter(|e| e.device_id == device.as_str())
+            .take(PER_DEVICE)
+            .chain(rejected.get(device.as_str()).into_iter().flatten())
+            .collect();
+        events.sort_by_key(|e| std::cmp::Reverse(e.at));
+        events
+            .into_iter()
             .take(PER_DEVICE)
             .map(|e| AuditEvent {
                 at: rfc3339(e.at),
@@ -107,10 +146,13 @@ impl Audit {
         );
     }
 
-    pub fn token_rejected(&self, device: Option<&str>, reason: &str, client: Option<IpAddr>) {
-        tracing::info!(target: "audit", event = "token_rejected", device_id = device.unwrap_or("-"), reason, client_ip = %ip(client));
+    /// A token refused; `device` only when the token verified for it (who sent it is
+    /// otherwise unknown, and the body's device id is anyone's to write).
+    pub fn token_rejected(&self, device: Option<&DeviceId>, reason: &str, client: Option<IpAddr>) {
+        let shown = device.map_or("-", DeviceId::as_str);
+        tracing::info!(target: "audit", event = "token_rejected", device_id = shown, reason, client_ip = %ip(client));
         if let Some(device) = device {
-            self.keep("token_rejected", device, reason.to_owned(), client);
+            self.keep_rejected(device.as_str(), reason, client);
         }
     }
 

@@ -84,7 +84,8 @@ fn authorized_device(
 ) -> Result<DeviceId, ApiError> {
     state.authorize_admin(req)?;
     let device = DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)?;
-    super::note_device(req, &device);
+    super::note_device(&device);
+    super::attribute(req, &device);
     Ok(device)
 }
 

@@ -327,13 +327,20 @@ pub async fn log_requests(
     Ok(response)
 }
 
-/// The device a request is about, once its id is valid: on the request's log line, and
-/// for the console's list of refusals.
+/// The device a request acts for, once the caller proved it may (a token or proof that
+/// verified for it, an enrollment key, an admin key): what the console's list of
+/// refusals files the request under. Before that, a refusal is anonymous: a body's
+/// device id is anyone's to write.
 #[derive(Clone)]
 struct SeenDevice(String);
 
-pub fn note_device(req: &HttpRequest, device: &DeviceId) {
+/// The device a request names, on the request's log line.
+pub fn note_device(device: &DeviceId) {
     tracing::Span::current().record("device_id", device.as_str());
+}
+
+/// The device the caller has proved to act for (see [`SeenDevice`]).
+pub fn attribute(req: &HttpRequest, device: &DeviceId) {
     req.extensions_mut()
         .insert(SeenDevice(device.as_str().to_owned()));
 }

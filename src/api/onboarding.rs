@@ -5,7 +5,7 @@ use serde::Serialize;
 use tracing::Span;
 
 use super::body::JsonBody;
-use super::{AppState, no_store, note_device};
+use super::{AppState, attribute, no_store, note_device};
 use crate::activity::Happened;
 use crate::auth::{OnboardingAuth, authorization};
 use crate::clock::unix_now;
@@ -36,7 +36,7 @@ pub async fn onboarding(
     state.onboarding.check_key(&req)?;
     let body = raw.json()?;
     let device = body.device_id()?;
-    note_device(&req, &device);
+    note_device(&device);
     if let OnboardingAuth::Derived(keys) = &state.onboarding {
         let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
         let fresh = state
@@ -50,6 +50,8 @@ pub async fn onboarding(
             ));
         }
     }
+    // The enrollment key (or the open mode) was checked above, the device's own key here.
+    attribute(&req, &device);
     state.policy.check(&device)?;
     // Only after authentication: otherwise anyone could use up a device's allowance.
     state.limit_device(&device).await?;

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::answers::certified;
 use super::body::JsonBody;
-use super::{AppState, note_device};
+use super::{AppState, attribute, note_device};
 use crate::auth::{bearer, renewal};
 use crate::ca::{PresentedCertificate, check_csr};
 use crate::clock::unix_now;
@@ -25,10 +25,11 @@ pub async fn renew(
     state.limit_ip(client).await?;
     let body = raw.json()?;
     let device = body.device_id()?;
-    note_device(&req, &device);
+    note_device(&device);
 
     let now = unix_now();
     let (presented, proof, proof_kind) = prove(&req, &state, &device, now)?;
+    attribute(&req, &device);
     let grace = state.renewal.grace().as_secs();
     if presented.not_after + grace < now {
         return Err(ApiError::CertificateExpired(

@@ -10,9 +10,10 @@ use tracing::Span;
 
 use super::answers::certified;
 use super::body::JsonBody;
-use super::{AppState, note_device};
+use super::{AppState, attribute, note_device};
 use crate::auth::bearer;
 use crate::ca::check_csr;
+use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::metrics::ReasonLabel;
 
@@ -22,8 +23,8 @@ pub async fn sign_csr(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client = state.client_ip(&req);
-    let mut device_seen = None;
-    let result = sign(&req, payload, &state, client, &mut device_seen).await;
+    let mut verified = None;
+    let result = sign(&req, payload, &state, client, &mut verified).await;
     if let Err(e) = &result
         && e.status_code().is_client_error()
     {
@@ -34,7 +35,7 @@ pub async fn sign_csr(
             .inc();
         state
             .audit
-            .token_rejected(device_seen.as_deref(), e.code(), client);
+            .token_rejected(verified.as_ref(), e.code(), client);
     }
     result
 }
@@ -44,7 +45,7 @@ async fn sign(
     payload: web::Payload,
     state: &AppState,
     client: Option<IpAddr>,
-    device_seen: &mut Option<String>,
+    verified: &mut Option<DeviceId>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
     state.limit_ip(client).await?;
@@ -55,12 +56,16 @@ async fn sign(
     ))?;
     let claims = state.tokens.verify(token)?;
     Span::current().record("jti", claims.jti.short());
+    // From here on the caller acts for the token's device: refusals are filed under it.
+    if let Ok(subject) = DeviceId::parse(&claims.subject) {
+        attribute(req, &subject);
+        *verified = Some(subject);
+    }
 
     // 2. Issued for this device.
     let body = raw.json()?;
     let device = body.device_id()?;
-    note_device(req, &device);
-    *device_seen = Some(device.to_string());
+    note_device(&device);
     if claims.subject != device.as_str() {
         return Err(ApiError::DeviceMismatch);
     }
