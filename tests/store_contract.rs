@@ -496,3 +496,63 @@ async fn a_revoked_list_written_before_members_carried_the_revocation_is_read_on
     let _: i64 = redis.cmd(&["ZREM", "old:revoked", &members[0]]);
     assert_eq!(store.revoked().await.unwrap().entries, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supersede_that_missed_the_revoked_list_is_listed_by_the_retry() {
+    let redis = RedisServer::start();
+    let config = config(&redis, "missed:", Duration::from_secs(60));
+    let (store, _tasks) = RedisStore::connect(config, Default::default())
+        .await
+        .unwrap();
+    let device = device("missed-1");
+    let record = || CertificateRecord {
+        serial: slots::serial_in(slots::slot_of(device.as_str())),
+        device_id: device.clone(),
+        issued_at: 1_800_000_000,
+        not_after: 4_000_000_000,
+        key_type: "ecdsa-p256",
+        fingerprint_sha256: [6; 32],
+        revocation: None,
+    };
+    let (old, new) = (record(), record());
+    let jti = Jti::random();
+    store.issue(&device, &jti, TTL).await.unwrap();
+    store
+        .consume(&device, &jti, store.epoch(), Some(&old))
+        .await
+        .unwrap();
+    let supersede = Revocation {
+        at: 1_800_000_500,
+        reason: Reason::Superseded,
+    };
+    let given = handover(&new, "k");
+    let renewed = store
+        .renew(&old.serial, None, &new, &given, Some(supersede))
+        .await
+        .unwrap();
+    assert!(matches!(
+        renewed,
+        Renewal::Renewed {
+            superseded: Some(_)
+        }
+    ));
+    // As if Redis went away between the renew script and the listing.
+    let _: i64 = redis.cmd(&["DEL", "missed:revoked"]);
+    assert!(store.revoked().await.unwrap().entries.is_empty());
+    // The device retries (its answer was lost): the same successor, and now the list.
+    let retried = store
+        .renew(
+            &old.serial,
+            None,
+            &record(),
+            &handover(&record(), "k"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried, Renewal::AlreadyRenewed(given));
+    let listed = store.revoked().await.unwrap().entries;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].serial, old.serial);
+    assert_eq!(listed[0].revocation, supersede);
+}

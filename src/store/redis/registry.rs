@@ -299,6 +299,13 @@ impl CertificateRegistry for RedisStore {
                     .ok()
                     .and_then(|text| Handover::unpack(&text))
                     .ok_or_else(|| StoreError::Failed("a handover does not parse".into()))?;
+                // The first attempt may have failed between superseding the previous
+                // certificate and listing it (the list is another slot): the retry lists it.
+                if let Some(previous) = self.certificate(previous).await?
+                    && previous.revocation.is_some()
+                {
+                    self.list_revoked(&mut conn, &previous, false).await?;
+                }
                 return Ok(Renewal::AlreadyRenewed(given));
             }
             7 => return Ok(Renewal::PreviousRenewed),
