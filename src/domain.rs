@@ -17,6 +17,8 @@ pub struct DeviceId(Box<str>);
 pub const DEVICE_ID_MAX_LEN: usize = 128;
 
 impl DeviceId {
+    /// Any id the server may hold: what it stored, a token's subject, an admin's path.
+    /// A device taking an id from now on goes through [`DeviceId::parse_new`].
     pub fn parse(value: &str) -> Result<Self, &'static str> {
         if value.is_empty() {
             return Err("device_id must not be empty");
@@ -27,10 +29,18 @@ impl DeviceId {
         if !value.bytes().all(is_device_id_byte) {
             return Err("device_id may contain only letters, digits and . _ : -");
         }
-        if value.bytes().all(|b| b == b'.') {
+        Ok(Self(value.into()))
+    }
+
+    /// An id a device may take (onboarding, a CSR, a renewal, an import): [`DeviceId::parse`]
+    /// and not only dots. Ids of only dots were accepted once and may still be stored;
+    /// they stay readable, and reachable with the admin API by a client that does not
+    /// resolve dot segments (`curl --path-as-is`).
+    pub fn parse_new(value: &str) -> Result<Self, &'static str> {
+        if !value.is_empty() && value.bytes().all(|b| b == b'.') {
             return Err("device_id must not be only dots (`.` and `..` are path segments)");
         }
-        Ok(Self(value.into()))
+        Self::parse(value)
     }
 
     pub fn as_str(&self) -> &str {
@@ -119,6 +129,11 @@ mod tests {
         ] {
             assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
         }
+        for dots in [".", "..", "..."] {
+            assert!(DeviceId::parse_new(dots).is_err(), "{dots}");
+            assert!(DeviceId::parse(dots).is_ok(), "{dots} as stored before");
+        }
+        assert!(DeviceId::parse_new("a..b").is_ok());
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub enum ApiError {
     DeviceBlocked,
     #[error(
         "the certificate presented is not in the registry for this device; an operator can \
-         import it (provisiond import), or the device onboards again"
+         import it (POST /api/v1/certificates), or the device onboards again"
     )]
     CertificateUnknown,
     #[error(

@@ -119,7 +119,7 @@ fn server_cert(
 }
 
 fn derive_key(config: Option<&Path>, device_id: &str) -> anyhow::Result<()> {
-    let device = DeviceId::parse(device_id).map_err(|e| anyhow::anyhow!("--device-id: {e}"))?;
+    let device = DeviceId::parse_new(device_id).map_err(|e| anyhow::anyhow!("--device-id: {e}"))?;
     let settings = Settings::load(config, &Overrides::default())?;
     let secret = Settings::read_secret(
         settings.onboarding.group_secret.as_ref(),

@@ -349,3 +349,50 @@ async fn revoking_for_key_compromise_revokes_what_the_certificate_was_renewed_in
     let refused = renew(&app, device, &csr, Some(&held.bound_proof(device, &csr))).await;
     assert_eq!(error_code(refused).await.1, "certificate_revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_certificate_whose_revocation_redis_lost_keeps_it_revoked() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Some(&redis), with_admin).await;
+    let device = "relost-1";
+    let held = common::device::enroll(&app, device, provisiond::device::KeyKind::P256).await;
+    let revoked = admin(
+        &app,
+        &format!("/api/v1/certificates/{}/revoke", held.serial),
+        Some(json!({ "reason": "keyCompromise" })),
+    )
+    .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    // Redis restarted without persistence: the record and the list are gone; the CRL
+    // keeps listing it (and says so in crl-listed.log).
+    let _: () = redis.cmd(&["FLUSHALL"]);
+    let csr = held.key.csr_pem(Some(device)).unwrap();
+    let unknown = renew(&app, device, &csr, Some(&held.bound_proof(device, &csr))).await;
+    assert_eq!(error_code(unknown).await.1, "certificate_unknown");
+
+    // The operator imports it, as the refusal suggests: it comes back revoked.
+    let imported: Value = import(&app, &held.cert_pem).await.json().await.unwrap();
+    assert_eq!(imported["certificate"]["status"], "revoked", "{imported}");
+    assert_eq!(
+        imported["certificate"]["reason"], "keyCompromise",
+        "{imported}"
+    );
+    let refused = renew(&app, device, &csr, Some(&held.bound_proof(device, &csr))).await;
+    assert_eq!(error_code(refused).await.1, "certificate_revoked");
+
+    // A notAfter past 2106 does not fit the registry: refused, not truncated.
+    let now = OffsetDateTime::now_utc();
+    let far = signed_outside_the_registry(
+        &app.certs,
+        "far-1",
+        now - Duration::days(1),
+        OffsetDateTime::from_unix_timestamp(4_300_000_000).unwrap(),
+        &slots::serial_in(slots::slot_of("far-1")),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let refused = import(&app, &far.cert_pem).await;
+    assert_eq!(
+        error_code(refused).await,
+        (StatusCode::BAD_REQUEST, "invalid_certificate".into())
+    );
+}

@@ -344,11 +344,17 @@ async fn while_redis_is_away_the_crl_is_re_signed_from_the_list_last_read() {
     assert!(publisher.refresh_at(later).await.unwrap(), "re-signed");
     let next = publisher.current().unwrap();
     assert!(next.crl.number > first.crl.number);
+    // Below what any instance reading the list this slot signs (see crl::number).
+    let slot_ms = next.crl.this_update.unix_timestamp() as u64 * 1000;
+    assert_eq!(next.crl.number, slot_ms - 1);
     assert!(next.crl.next_update > first.crl.next_update);
     assert_eq!(
         next.crl.next_update - next.crl.this_update,
         time::Duration::hours(24)
     );
     assert_eq!(next.crl.entries, 1);
-    assert!(publisher.lists(&record.serial));
+    assert_eq!(
+        publisher.listed_revocation(&record.serial),
+        Some(revocation)
+    );
 }

@@ -80,7 +80,7 @@ impl JsonBody {
 
     pub fn device_id(&self) -> Result<DeviceId, ApiError> {
         match self.0.get("device_id") {
-            Some(Value::String(id)) => DeviceId::parse(id).map_err(ApiError::InvalidDeviceId),
+            Some(Value::String(id)) => DeviceId::parse_new(id).map_err(ApiError::InvalidDeviceId),
             Some(_) => Err(ApiError::InvalidDeviceId("device_id must be a string")),
             None => Err(ApiError::InvalidDeviceId("device_id is required")),
         }

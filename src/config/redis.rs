@@ -70,13 +70,14 @@ pub enum RedisTopology {
     },
 }
 
-/// One sentinel: where it is, whether it speaks TLS, and its own password if its entry
-/// named one.
+/// One sentinel: where it is, whether it speaks TLS, and its own credentials if its
+/// entry named them (an ACL user, a password).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentinelAddress {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    pub username: Option<String>,
     pub password: Option<Secret>,
 }
 
@@ -86,14 +87,14 @@ impl SentinelAddress {
     pub fn parse(entry: &str) -> Option<Self> {
         if entry.starts_with("redis://") || entry.starts_with("rediss://") {
             let url = url::Url::parse(entry).ok()?;
-            let password = redis::IntoConnectionInfo::into_connection_info(entry)
-                .ok()
-                .and_then(|info| info.redis_settings().password().map(Secret::new));
+            let info = redis::IntoConnectionInfo::into_connection_info(entry).ok();
+            let settings = info.as_ref().map(|info| info.redis_settings());
             return Some(Self {
                 host: url.host_str().filter(|h| !h.is_empty())?.to_owned(),
                 port: url.port().unwrap_or(26379),
                 tls: url.scheme() == "rediss",
-                password,
+                username: settings.and_then(|s| s.username()).map(str::to_owned),
+                password: settings.and_then(|s| s.password()).map(Secret::new),
             });
         }
         let (host, port) = entry.rsplit_once(':')?;
@@ -104,6 +105,7 @@ impl SentinelAddress {
             host: host.to_owned(),
             port: port.parse().ok()?,
             tls: false,
+            username: None,
             password: None,
         })
     }
@@ -370,9 +372,13 @@ mod tests {
                 host: "10.0.0.2".into(),
                 port: 26379,
                 tls: false,
+                username: None,
                 password: None,
             })
         );
+        let with_user = parsed("redis://watcher:pw@10.0.0.4:26379").unwrap();
+        assert_eq!(with_user.username.as_deref(), Some("watcher"));
+        assert_eq!(with_user.password, Some(Secret::new("pw")));
         let with_password = parsed("redis://:p%40ss@sentinel.example:26380").unwrap();
         assert_eq!(with_password.host, "sentinel.example");
         assert_eq!(with_password.port, 26380);

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::ca::{CertificateAuthority, RevocationReason, RevokedEntry, SignedCrl};
 use crate::metrics::Metrics;
-use crate::registry::Reason;
+use crate::registry::{Reason, Revocation};
 use crate::store::{CertificateRegistry, RevokedCertificate, RevokedList};
 
 /// How often the publisher looks for revocations (made through other instances) and
@@ -92,10 +92,23 @@ impl CrlPublisher {
             .clone()
     }
 
-    /// Whether the current CRL lists `serial`.
-    pub fn lists(&self, serial: &[u8; 16]) -> bool {
-        self.current()
-            .is_some_and(|p| p.revoked.iter().any(|r| &r.serial == serial))
+    /// The revocation this instance's CRLs list for `serial`, if any: also one the store
+    /// has lost, which the CRL keeps until the certificate expires.
+    pub fn listed_revocation(&self, serial: &[u8; 16]) -> Option<Revocation> {
+        let current = self.current();
+        let in_current = current
+            .iter()
+            .flat_map(|p| p.revoked.iter())
+            .find(|r| &r.serial == serial)
+            .map(|r| r.revocation);
+        in_current.or_else(|| {
+            self.listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|r| &r.serial == serial)
+                .map(|r| r.revocation)
+        })
     }
 
     /// Signs a new CRL when a slot has begun or something was revoked; `true` when it did.
@@ -106,17 +119,20 @@ impl CrlPublisher {
     /// [`CrlPublisher::refresh`] as at `now` (the tests' clock).
     pub async fn refresh_at(&self, now: OffsetDateTime) -> anyhow::Result<bool> {
         let (slot_start, _) = slot(self.validity, now);
-        let mut revoked = match self.read_list(slot_start).await {
-            Ok(Some(list)) => list,
+        let (mut revoked, held) = match self.read_list(slot_start).await {
+            Ok(Some(list)) => (list, false),
             Ok(None) => return Ok(false),
             Err(e) => match self.current() {
-                // The list held is still whole: the store refuses revocations meanwhile.
+                // This instance cannot revoke meanwhile; another one that still reaches
+                // Redis may, so the CRL re-signed from the list held is numbered below
+                // any this slot's read of the list gets (see `number`).
                 Some(current) if current.slot_start != slot_start => {
                     tracing::warn!(error = %e, "the revoked list cannot be read; re-signing the CRL from the list last read");
-                    RevokedList {
+                    let list = RevokedList {
                         revision: current.revision,
                         entries: current.revoked.clone(),
-                    }
+                    };
+                    (list, true)
                 }
                 _ => return Err(e),
             },
@@ -126,9 +142,7 @@ impl CrlPublisher {
         // Never in the future: a broker refuses a CRL that is not valid yet, and the
         // revision comes from another clock.
         let this_update = slot_start.max(revised).min(now);
-        let number = self.number_above_published(
-            (slot_start.unix_timestamp() as u64 * 1000).max(revoked.revision),
-        );
+        let number = self.number_above_published(number(slot_start, revoked.revision, held));
         let entries: Vec<RevokedEntry> = revoked
             .entries
             .iter()
@@ -269,6 +283,20 @@ fn crl_reason(reason: Reason) -> RevocationReason {
     }
 }
 
+/// A CRL's number: the start of its slot or its list's revision (unix ms), whichever is
+/// later, so that instances reading the same list in the same slot sign the same number.
+/// A list `held` from before Redis went away is numbered one below the slot's start: an
+/// instance that still reads Redis may have listed more since, and its CRL must be the
+/// higher, or a broker holding the held one would take it for the same.
+fn number(slot_start: OffsetDateTime, revision: u64, held: bool) -> u64 {
+    let slot_ms = slot_start.unix_timestamp() as u64 * 1000;
+    if held {
+        slot_ms - 1
+    } else {
+        slot_ms.max(revision)
+    }
+}
+
 fn half(validity: Duration) -> time::Duration {
     time::Duration::seconds((validity.as_secs() / 2).max(1) as i64)
 }
@@ -300,5 +328,16 @@ mod tests {
             let inside = start + time::Duration::seconds(offset);
             assert_eq!(slot(validity, inside), (start, number));
         }
+    }
+
+    #[test]
+    fn a_list_held_through_an_outage_is_numbered_below_any_read_of_the_slot() {
+        let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let slot_ms = 1_800_000_000_000;
+        assert_eq!(number(start, 1_799_000_000_000, false), slot_ms);
+        assert_eq!(number(start, slot_ms + 7, false), slot_ms + 7);
+        // Whatever another instance lists this slot, its number is higher.
+        assert_eq!(number(start, 1_799_000_000_000, true), slot_ms - 1);
+        assert!(number(start, 0, true) < number(start, 0, false));
     }
 }

@@ -64,9 +64,14 @@ impl Lifecycle {
             .ca
             .check_presented(der)
             .map_err(|e| ApiError::InvalidCertificate(e.into()))?;
-        let device_id = DeviceId::parse(&presented.common_name).map_err(|e| {
+        let device_id = DeviceId::parse_new(&presented.common_name).map_err(|e| {
             ApiError::InvalidCertificate(format!("its common name is no device id: {e}"))
         })?;
+        if presented.not_after > u64::from(u32::MAX) {
+            return Err(ApiError::InvalidCertificate(
+                "its notAfter is past 2106, which the registry cannot hold".into(),
+            ));
+        }
         let record = CertificateRecord {
             serial: presented.serial,
             device_id,
@@ -81,13 +86,25 @@ impl Lifecycle {
             .certificate(&record.serial)
             .await
             .map_err(storage_error)?;
-        let (standing, new) = match known {
+        let (mut standing, new) = match known {
             Some(known) => (known, false),
             None => (
                 self.store.import(&record).await.map_err(storage_error)?,
                 true,
             ),
         };
+        // A revocation the store lost but the CRL still lists (Redis restarted without
+        // persistence) comes back with the record: importing never un-revokes.
+        if standing.revocation.is_none()
+            && let Some(listed) = self.crl.listed_revocation(&record.serial)
+        {
+            standing = self
+                .revoke(&record.serial, listed, client)
+                .await
+                .map_err(storage_error)?
+                .unwrap_or(standing);
+            self.refresh_crl().await;
+        }
         self.audit
             .certificate_imported(&record.device_id, &record.serial_hex(), new, client);
         Ok((standing, new))

@@ -512,9 +512,14 @@ impl CertificateRegistry for FallbackStore {
             }
             self.journal(&entries).await?;
         }
-        if let (Renewal::AlreadyRenewed(_), Some(proof)) = (&renewal, proof) {
-            self.journal(&[Entry::Proof(proof.id, proof.remembered_until())])
-                .await?;
+        if let Renewal::AlreadyRenewed(given) = &renewal {
+            // Journaled again, so that a registry file that failed under the first attempt
+            // (its answer then a 503) fails this one too: nothing unrecorded leaves.
+            let mut entries = vec![Entry::Renewed(previous, &given.serial)];
+            if let Some(proof) = proof {
+                entries.push(Entry::Proof(proof.id, proof.remembered_until()));
+            }
+            self.journal(&entries).await?;
         }
         Ok(renewal)
     }

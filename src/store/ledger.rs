@@ -112,6 +112,10 @@ impl Registry {
                 if let Some(early) = self.early.remove(&serial) {
                     record.revocation.get_or_insert(early);
                 }
+                // Written again (an import racing another): a revocation already read stands.
+                if let Some(known) = self.records.get(&serial) {
+                    record.revocation = known.revocation.or(record.revocation);
+                }
                 self.records.insert(serial, record);
             }
             ("revoked", serial) => {
@@ -214,19 +218,23 @@ impl Ledger {
         let mut registry = Registry::default();
         let lines: Vec<&str> = text.split_terminator('\n').collect();
         for (n, line) in lines.iter().enumerate() {
-            if registry.apply(line).is_none() {
-                let torn = n + 1 == lines.len() && !text.ends_with('\n');
-                if !torn {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: line {} does not parse: {line:?}",
-                            path.display(),
-                            n + 1
-                        ),
-                    ));
-                }
+            // A last line without its newline was never synced whole, so never answered:
+            // dropped even when what is left of it parses (a reason code cut short, a
+            // certificate cut short).
+            let torn = n + 1 == lines.len() && !text.ends_with('\n');
+            if torn {
                 tracing::warn!(path = %path.display(), "dropping a torn last line of the registry log");
+                continue;
+            }
+            if registry.apply(line).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: line {} does not parse: {line:?}",
+                        path.display(),
+                        n + 1
+                    ),
+                ));
             }
         }
         let now = unix_now();
@@ -357,6 +365,24 @@ mod tests {
         // Compacted: the revocation now lives in the record's line.
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 4, "{text}");
+
+        // A torn last line that still parses (a reason code "10" cut to "1") is dropped
+        // all the same: it was never answered.
+        let fresh = record("dev-e", unix_now() + 3600);
+        let aa = Revocation {
+            at: 1_800_000_000,
+            reason: Reason::AaCompromise,
+        };
+        let line = Ledger::lines(&[Entry::Revoked(&fresh.serial, aa)]);
+        let cut = line.trim_end_matches('\n');
+        assert!(cut.ends_with(" 10"), "{cut}");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(Ledger::lines(&[Entry::Issued(&fresh)]).as_bytes())
+            .unwrap();
+        file.write_all(&cut.as_bytes()[..cut.len() - 1]).unwrap();
+        let (_, reread) = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS).unwrap();
+        assert_eq!(reread.records[&fresh.serial].revocation, None);
+        assert_eq!(reread.records.len(), 3);
 
         fs::write(&path, "issued nonsense\nunblocked dev-c\n").unwrap();
         let refused = Ledger::open(dir.path(), RETENTION_AFTER_EXPIRY_SECS)

@@ -126,18 +126,14 @@ impl Sentinels {
         };
         let info =
             format!("{scheme}://{}:{}", sentinel.host, sentinel.port).into_connection_info()?;
-        Ok(
-            match sentinel.password.as_ref().or(self.password.as_ref()) {
-                Some(password) => {
-                    let settings = info
-                        .redis_settings()
-                        .clone()
-                        .set_password(password.expose());
-                    info.set_redis_settings(settings)
-                }
-                None => info,
-            },
-        )
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &sentinel.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = sentinel.password.as_ref().or(self.password.as_ref()) {
+            settings = settings.set_password(password.expose());
+        }
+        Ok(info.set_redis_settings(settings))
     }
 
     /// The primary's address, from the first sentinel that knows it.

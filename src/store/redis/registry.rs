@@ -61,6 +61,7 @@ impl RedisStore {
         if revoked_now || listed == 1 {
             self.advance_script
                 .key(self.keys.revision())
+                .arg(crate::clock::unix_now_ms())
                 .invoke_async::<()>(conn)
                 .await
                 .map_err(|e| self.fail(e))?;
