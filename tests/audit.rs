@@ -18,15 +18,7 @@ async fn spawn() -> TestApp {
 }
 
 async fn admin_get(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.json().await.unwrap()
+    app.get_json_as(ADMIN, path).await
 }
 
 async fn events(app: &TestApp, device: &str) -> Vec<String> {

@@ -10,15 +10,7 @@ use provisiond::device::{DeviceKey, KeyKind};
 use reqwest::StatusCode;
 
 async fn metric(app: &TestApp, name: &str) -> String {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     text.lines()
         .find(|l| l.starts_with(name))
         .unwrap_or_else(|| panic!("no {name} in {text}"))

@@ -15,15 +15,10 @@ use provisiond::startup::Application;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-async fn metrics_text(app: &TestApp) -> String {
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
-    response.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
     let app = TestApp::spawn(None).await;
-    let before = metrics_text(&app).await;
+    let before = app.metrics().await;
     // Documented series exist before anything happened.
     for series in [
         r#"provisiond_rate_limited_total{scope="ip"} 0"#,
@@ -46,7 +41,7 @@ async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
             .unwrap();
         assert!(response.status().is_client_error());
     }
-    let after = metrics_text(&app).await;
+    let after = app.metrics().await;
     assert!(
         after.len() < before.len() + 8 * 1024,
         "/metrics grew from {} to {} bytes",
@@ -223,7 +218,7 @@ async fn failed_admin_authentication_is_rate_limited_per_address() {
     let held = ask(KEY).await.unwrap();
     assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(
-        metrics_text(&app)
+        app.metrics()
             .await
             .contains(r#"provisiond_rate_limited_total{scope="admin"} 2"#)
     );

@@ -41,15 +41,7 @@ async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response
 }
 
 async fn admin_get(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.json().await.unwrap()
+    app.get_json_as(ADMIN, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,15 +81,7 @@ async fn a_device_blocked_through_another_instance_gets_nothing_for_a_token_held
         assert!(status["blocked"].is_object(), "{status}");
     }
     // And no certificate was counted as issued.
-    let metrics = a
-        .client
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.contains(r#"provisiond_tokens_rejected_total{reason="device_blocked"} 1"#),
         "{metrics}"

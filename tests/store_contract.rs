@@ -451,15 +451,9 @@ async fn the_redis_store_counts_without_keys_and_respects_its_prefix() {
     assert!(stats.contains("cmdstat_scan:"), "{stats}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_list_written_before_members_carried_the_revocation_is_read_once() {
-    let redis = RedisServer::start();
-    let config = config(&redis, "old:", Duration::from_secs(60));
-    let (store, _tasks) = RedisStore::connect(config, Default::default())
-        .await
-        .unwrap();
-    let device = device("listed-old");
-    let record = CertificateRecord {
+/// A certificate record for `device` (a new serial in its slot each call).
+fn record_of(device: &DeviceId) -> CertificateRecord {
+    CertificateRecord {
         serial: slots::serial_in(slots::slot_of(device.as_str())),
         device_id: device.clone(),
         issued_at: 1_800_000_000,
@@ -467,13 +461,29 @@ async fn a_revoked_list_written_before_members_carried_the_revocation_is_read_on
         key_type: "ecdsa-p256",
         fingerprint_sha256: [5; 32],
         revocation: None,
-    };
+    }
+}
+
+/// Records `record` as sign-csr does: a token issued, then consumed with it.
+async fn recorded<S: TokenStore>(store: &S, record: &CertificateRecord) {
     let jti = Jti::random();
-    store.issue(&device, &jti, TTL).await.unwrap();
-    store
-        .consume(&device, &jti, store.epoch(), Some(&record))
+    store.issue(&record.device_id, &jti, TTL).await.unwrap();
+    let consumed = store
+        .consume(&record.device_id, &jti, store.epoch(), Some(record))
         .await
         .unwrap();
+    assert_eq!(consumed, ConsumeOutcome::Consumed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_list_written_before_members_carried_the_revocation_is_read_once() {
+    let redis = RedisServer::start();
+    let config = config(&redis, "old:", Duration::from_secs(60));
+    let (store, _tasks) = RedisStore::connect(config, Default::default())
+        .await
+        .unwrap();
+    let record = record_of(&device("listed-old"));
+    recorded(&*store, &record).await;
     let revocation = Revocation {
         at: 1_800_000_100,
         reason: Reason::KeyCompromise,
@@ -505,22 +515,9 @@ async fn a_supersede_that_missed_the_revoked_list_is_listed_by_the_retry() {
         .await
         .unwrap();
     let device = device("missed-1");
-    let record = || CertificateRecord {
-        serial: slots::serial_in(slots::slot_of(device.as_str())),
-        device_id: device.clone(),
-        issued_at: 1_800_000_000,
-        not_after: 4_000_000_000,
-        key_type: "ecdsa-p256",
-        fingerprint_sha256: [6; 32],
-        revocation: None,
-    };
+    let record = || record_of(&device);
     let (old, new) = (record(), record());
-    let jti = Jti::random();
-    store.issue(&device, &jti, TTL).await.unwrap();
-    store
-        .consume(&device, &jti, store.epoch(), Some(&old))
-        .await
-        .unwrap();
+    recorded(&*store, &old).await;
     let supersede = Revocation {
         at: 1_800_000_500,
         reason: Reason::Superseded,

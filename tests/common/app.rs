@@ -157,6 +157,31 @@ impl TestApp {
         super::pki::openssl_crl(&crl, "PEM", &ca)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// GET a JSON document with `Authorization: Bearer <key>`, insisting on a 200.
+    pub async fn get_json_as(&self, key: &str, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
     /// GET a JSON document.
     pub async fn get_json(&self, path: &str) -> Value {
         self.client

@@ -99,6 +99,22 @@ impl RedisStore {
             .map_err(|e| self.fail(e))
     }
 
+    /// The record of `serial`, wherever its bucket is.
+    async fn record_on(
+        &self,
+        conn: &mut RedisConn,
+        serial: &[u8; 16],
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let bucket = self.bucket_of(conn, serial).await?;
+        let packed: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(bucket)
+            .arg(&serial[..])
+            .query_async(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+    }
+
     /// The bucket that holds the record of `serial`: the one its serial names, or for an
     /// imported certificate whose serial names another, its device's.
     async fn bucket_of(
@@ -133,15 +149,7 @@ impl CertificateRegistry for RedisStore {
         &self,
         serial: &[u8; 16],
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        let mut conn = self.conn().await?;
-        let bucket = self.bucket_of(&mut conn, serial).await?;
-        let packed: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(bucket)
-            .arg(&serial[..])
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+        self.record_on(&mut self.conn().await?, serial).await
     }
 
     async fn successor_of(&self, serial: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError> {
@@ -430,14 +438,7 @@ impl CertificateRegistry for RedisStore {
             else {
                 continue;
             };
-            let bucket = self.bucket_of(&mut conn, &serial).await?;
-            let packed: Option<Vec<u8>> = redis::cmd("HGET")
-                .arg(bucket)
-                .arg(&serial[..])
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.fail(e))?;
-            if let Some(record) = packed.and_then(|p| CertificateRecord::unpack(serial, &p))
+            if let Some(record) = self.record_on(&mut conn, &serial).await?
                 && let Some(revocation) = record.revocation
                 && seen.insert(serial)
             {
