@@ -340,7 +340,7 @@ impl TokenStore for FallbackStore {
                 }
                 return Ok(ConsumeOutcome::Consumed);
             }
-            Take::Replaced => return Ok(ConsumeOutcome::NotFound),
+            Take::Replaced | Take::Expired => return Ok(ConsumeOutcome::NotFound),
             Take::Absent => {}
         }
         // Memory replaced whatever Redis holds for this device (rule 2).

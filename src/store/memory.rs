@@ -28,6 +28,9 @@ pub enum Take {
     Consumed,
     /// The device has a live token here, but another one: the presented one is dead.
     Replaced,
+    /// The presented token was issued here and has expired: it is dead whatever Redis
+    /// holds (a token issued into memory replaced any in Redis), so no need to ask it.
+    Expired,
     /// No live token for the device here.
     Absent,
 }
@@ -221,8 +224,9 @@ impl MemoryStore {
         let tokens = &mut self.shard(device).tokens;
         match tokens.get(device) {
             Some(entry) if entry.expires_ms <= now => {
+                let ours = entry.jti == *jti;
                 tokens.remove(device);
-                Take::Absent
+                if ours { Take::Expired } else { Take::Absent }
             }
             Some(entry) if entry.jti == *jti => {
                 tokens.remove(device);
@@ -336,7 +340,7 @@ impl TokenStore for MemoryStore {
                 }
                 ConsumeOutcome::Consumed
             }
-            Take::Replaced | Take::Absent => ConsumeOutcome::NotFound,
+            Take::Replaced | Take::Expired | Take::Absent => ConsumeOutcome::NotFound,
         })
     }
 
@@ -503,6 +507,11 @@ mod tests {
         store.insert(&device, &jti, Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(store.live_count(), 0);
+        // Known for what it was until swept: answered without asking Redis.
+        assert_eq!(store.take(&device, &Jti::random()), Take::Absent);
+        store.insert(&device, &jti, Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(store.take(&device, &jti), Take::Expired);
         assert_eq!(store.take(&device, &jti), Take::Absent);
     }
 
