@@ -430,16 +430,7 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 #[tokio::test]
 async fn metrics_move_with_the_traffic() {
     let app = TestApp::spawn(None).await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || app.metrics();
     let token = app.token_for("m-1").await;
     app.token_for("m-2").await;
     let csr = quick_csr("m-1");

@@ -320,16 +320,9 @@ async fn revoking_for_key_compromise_revokes_what_the_certificate_was_renewed_in
     )
     .await;
     assert_eq!(revoked.status(), StatusCode::OK);
-    let status: Value = app
-        .client
-        .get(app.url(&format!("/api/v1/devices/{device}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = app
+        .get_json_as(ADMIN, &format!("/api/v1/devices/{device}"))
+        .await;
     for serial in &chain {
         let record = status["certificates"]
             .as_array()

@@ -382,16 +382,9 @@ async fn a_cluster_primary_killed_under_load_fails_over_without_a_second_use() {
 /// certificate each.
 async fn one_certificate_per_device(app: &TestApp) {
     for device in ["spent-0", "spent-1", "spent-29"] {
-        let status: Value = app
-            .client
-            .get(app.url(&format!("/api/v1/devices/{device}")))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = app
+            .get_json_as(ADMIN, &format!("/api/v1/devices/{device}"))
+            .await;
         assert_eq!(
             status["certificates"].as_array().map(Vec::len),
             Some(1),

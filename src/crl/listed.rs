@@ -19,7 +19,7 @@ use crate::registry::{Reason, Revocation, parse_serial};
 use crate::store::RevokedCertificate;
 
 pub const LISTED_FILE: &str = "crl-listed.log";
-pub const NUMBER_FILE: &str = "crl-number";
+const NUMBER_FILE: &str = "crl-number";
 
 pub struct ListedFile {
     path: PathBuf,

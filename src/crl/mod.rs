@@ -20,7 +20,7 @@
 
 mod listed;
 
-pub use listed::{LISTED_FILE, ListedFile, NUMBER_FILE};
+pub use listed::{LISTED_FILE, ListedFile};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock, Weak};

@@ -99,47 +99,69 @@ impl RedisStore {
             .map_err(|e| self.fail(e))
     }
 
-    /// The record of `serial`, wherever its bucket is.
+    /// The record of `serial`, wherever its bucket is: one round trip for a serial that
+    /// names its bucket (every one this server issued), two more for an imported one.
     async fn record_on(
         &self,
         conn: &mut RedisConn,
         serial: &[u8; 16],
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        let bucket = self.bucket_of(conn, serial).await?;
-        let packed: Option<Vec<u8>> = redis::cmd("HGET")
+        let mut packed = self
+            .packed_in(conn, &self.keys.certificate_of(serial), serial)
+            .await?;
+        if packed.is_none()
+            && let Some(bucket) = self.imported_bucket(conn, serial).await?
+        {
+            packed = self.packed_in(conn, &bucket, serial).await?;
+        }
+        Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+    }
+
+    async fn packed_in(
+        &self,
+        conn: &mut RedisConn,
+        bucket: &str,
+        serial: &[u8; 16],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        redis::cmd("HGET")
             .arg(bucket)
             .arg(&serial[..])
             .query_async(conn)
             .await
-            .map_err(|e| self.fail(e))?;
-        Ok(packed.and_then(|p| CertificateRecord::unpack(*serial, &p)))
+            .map_err(|e| self.fail(e))
     }
 
-    /// The bucket that holds the record of `serial`: the one its serial names, or for an
-    /// imported certificate whose serial names another, its device's.
-    async fn bucket_of(
+    /// The revoke script on `bucket`: `None` when the serial is not there.
+    async fn revoke_in(
+        &self,
+        conn: &mut RedisConn,
+        bucket: &str,
+        serial: &[u8; 16],
+        revocation: Revocation,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.revoke_script
+            .key(bucket)
+            .arg(&serial[..])
+            .arg(revocation.at)
+            .arg(revocation.reason.code())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The bucket of an imported certificate whose serial names another (its device's,
+    /// from the serial's index), if it is one.
+    async fn imported_bucket(
         &self,
         conn: &mut RedisConn,
         serial: &[u8; 16],
-    ) -> Result<String, StoreError> {
-        let native = self.keys.certificate_of(serial);
-        let found: bool = redis::cmd("HEXISTS")
-            .arg(&native)
-            .arg(&serial[..])
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        if found {
-            return Ok(native);
-        }
+    ) -> Result<Option<String>, StoreError> {
         let device: Option<String> = redis::cmd("GET")
             .arg(self.keys.serial_index(serial))
             .query_async(conn)
             .await
             .map_err(|e| self.fail(e))?;
-        Ok(device.map_or(native, |device| {
-            self.keys.certificates(slots::slot_of(&device))
-        }))
+        Ok(device.map(|device| self.keys.certificates(slots::slot_of(&device))))
     }
 }
 
@@ -225,16 +247,18 @@ impl CertificateRegistry for RedisStore {
         revocation: Revocation,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        let bucket = self.bucket_of(&mut conn, serial).await?;
-        let answer: Option<(i64, Vec<u8>)> = self
-            .revoke_script
-            .key(&bucket)
-            .arg(&serial[..])
-            .arg(revocation.at)
-            .arg(revocation.reason.code())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let mut bucket = self.keys.certificate_of(serial);
+        let mut answer = self
+            .revoke_in(&mut conn, &bucket, serial, revocation)
+            .await?;
+        if answer.is_none()
+            && let Some(imported) = self.imported_bucket(&mut conn, serial).await?
+        {
+            answer = self
+                .revoke_in(&mut conn, &imported, serial, revocation)
+                .await?;
+            bucket = imported;
+        }
         let Some((revoked_now, packed)) = answer else {
             return Ok(None);
         };
