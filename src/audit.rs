@@ -241,6 +241,26 @@ impl Audit {
         );
     }
 
+    /// A serial put on the CRL with no record of its certificate: no device to file it
+    /// under, so the recent events show it with an empty device id.
+    pub fn serial_listed(&self, serial: &str, reason: &str, first: bool, client: Option<IpAddr>) {
+        tracing::info!(
+            target: "audit",
+            event = "serial_listed",
+            serial,
+            reason,
+            already_listed = !first,
+            client_ip = %ip(client),
+        );
+        let again = if first { "" } else { ", already listed" };
+        self.keep(
+            "serial_listed",
+            "",
+            format!("{serial} ({reason}{again})"),
+            client,
+        );
+    }
+
     pub fn certificate_renewed(
         &self,
         device: &DeviceId,

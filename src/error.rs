@@ -75,13 +75,17 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     InvalidQuery(&'static str),
-    #[error("a serial number is 32 hex digits (as sign-csr answers it)")]
+    #[error(
+        "a serial number is 32 hex digits in a path (as sign-csr answers it), 1 to 32 in a body, not zero"
+    )]
     InvalidSerial,
     #[error(
         "reason must be an RFC 5280 reason name: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn or aACompromise"
     )]
     InvalidReason,
-    #[error("no certificate with this serial number was issued here (or it expired long ago)")]
+    #[error(
+        "the registry holds no certificate with this serial number (to put it on the CRL anyway, POST {{\"serial\": ...}} to /api/v1/crl/entries)"
+    )]
     CertificateNotFound,
     #[error("{0}")]
     RenewalProofInvalid(String),

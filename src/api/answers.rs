@@ -8,6 +8,7 @@ use super::no_store;
 use crate::clock::unix_now;
 use crate::lifecycle::Certified;
 use crate::registry::CertificateRecord;
+use crate::store::RevokedCertificate;
 use crate::timefmt::{rfc3339, rfc3339_now, unix_rfc3339};
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -73,4 +74,55 @@ impl CertificateView {
 pub struct CertificateAnswer {
     pub success: bool,
     pub certificate: CertificateView,
+}
+
+/// A CRL entry as the admin API shows it: a recorded certificate's or a bare serial's.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ListedView {
+    /// Upper-case hex, 32 digits.
+    pub serial_number: String,
+    /// The device of a recorded certificate; null for a serial listed without a record.
+    pub device_id: Option<String>,
+    pub revoked_at: String,
+    /// RFC 5280 name of the revocation reason.
+    pub reason: &'static str,
+    /// When the entry leaves the CRL: the certificate's notAfter, or for a serial
+    /// without a record the CA certificate's.
+    pub listed_until: String,
+    /// Whether the registry holds the certificate's record.
+    pub recorded: bool,
+}
+
+impl ListedView {
+    pub fn of_record(record: &CertificateRecord) -> Self {
+        let revocation = record.revocation.unwrap_or(crate::registry::Revocation {
+            at: record.issued_at,
+            reason: crate::registry::Reason::Unspecified,
+        });
+        Self {
+            serial_number: record.serial_hex(),
+            device_id: Some(record.device_id.to_string()),
+            revoked_at: unix_rfc3339(revocation.at),
+            reason: revocation.reason.as_str(),
+            listed_until: unix_rfc3339(record.not_after),
+            recorded: true,
+        }
+    }
+
+    pub fn of_entry(entry: &RevokedCertificate) -> Self {
+        Self {
+            serial_number: hex::encode_upper(entry.serial),
+            device_id: None,
+            revoked_at: unix_rfc3339(entry.revocation.at),
+            reason: entry.revocation.reason.as_str(),
+            listed_until: unix_rfc3339(entry.not_after),
+            recorded: false,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ListedAnswer {
+    pub success: bool,
+    pub entry: ListedView,
 }

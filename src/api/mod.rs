@@ -162,6 +162,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/certificates"),
     ("get", "/api/v1/certificates/{serial}"),
     ("post", "/api/v1/certificates/{serial}/revoke"),
+    ("post", "/api/v1/crl/entries"),
     ("get", "/api/v1/devices/{device_id}/events"),
     ("get", "/api/v1/activity"),
     ("get", "/api/v1/refusals"),
@@ -214,6 +215,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/certificates/{serial}/revoke",
             certificates::revoke,
         ))
+        .service(post("/api/v1/crl/entries", certificates::list_serial))
         .service(get(
             "/api/v1/devices/{device_id}/events",
             activity::device_events,

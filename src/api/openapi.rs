@@ -11,7 +11,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::activity::{ActivityAnswer, EventsAnswer, RefusalsAnswer};
 use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
-use super::answers::{CertificateAnswer, CertificateView, SignCsrResponse};
+use super::answers::{
+    CertificateAnswer, CertificateView, ListedAnswer, ListedView, SignCsrResponse,
+};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth};
 use super::onboarding::OnboardingResponse;
 use crate::activity::{Refusal, Second, Totals};
@@ -110,6 +112,7 @@ pub struct ErrorDetail {
         certificate,
         import_certificate,
         revoke_certificate,
+        list_serial,
         device_events,
         activity,
         refusals,
@@ -143,6 +146,9 @@ pub struct ErrorDetail {
         RenewRequest,
         RevokeDeviceRequest,
         ImportRequest,
+        ListRequest,
+        ListedView,
+        ListedAnswer,
         DeviceRevoked,
         Unblocked,
         BlockView,
@@ -341,6 +347,39 @@ fn import_certificate() {}
         (status = 503, description = "storage_unavailable: Redis is away; nothing was revoked", body = ErrorBody),
     ))]
 fn revoke_certificate() {}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListRequest {
+    /// The serial, 1 to 32 hex digits; colons or spaces between bytes are allowed.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[0-9A-Fa-f: ]*[1-9A-Fa-f][0-9A-Fa-f: ]*$"
+    )]
+    pub serial: String,
+    /// RFC 5280 reason name; `unspecified` when absent or null.
+    pub reason: Option<RevocationReasonName>,
+}
+
+/// Put a serial the CA signed on the CRL (admin), whether or not the registry holds its
+/// certificate: one signed before the registry or elsewhere, whose certificate is lost
+/// (RFC 5280 §5.3). A recorded serial is revoked through its record; an unrecorded one
+/// is listed until the CA certificate's notAfter, and if its certificate is imported
+/// later, its record comes back revoked. Listing again answers the first listing.
+#[utoipa::path(post, path = "/api/v1/crl/entries",
+    request_body(content = ListRequest),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The entry, listed", body = ListedAnswer),
+        (status = 400, description = "invalid_serial, invalid_reason, invalid_json", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 408, description = "request_timeout", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: Redis is away; nothing was listed", body = ErrorBody),
+    ))]
+fn list_serial() {}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -90,6 +90,11 @@ impl CertificateAuthority {
         &self.chain_pem
     }
 
+    /// The CA certificate's notAfter: no certificate it signs outlives it.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
     pub fn subject(&self) -> &str {
         &self.subject
     }

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::{FallbackStore, StoreError};
 
 pub use issue::{Certified, Renewing};
+pub use revoke::Listing;
 
 /// What issuing and revoking touch. Cheap to clone: every part is shared.
 #[derive(Clone)]

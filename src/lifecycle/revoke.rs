@@ -12,7 +12,15 @@ use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::metrics::{ReasonLabel, key_type_label};
 use crate::registry::{CertificateRecord, Reason, Revocation};
-use crate::store::{CertificateRegistry, StoreError};
+use crate::store::{CertificateRegistry, RevokedCertificate, StoreError};
+
+/// What [`Lifecycle::revoke_serial`] put on the CRL.
+pub enum Listing {
+    /// The registry's record, revoked (or revoked before).
+    Recorded(CertificateRecord),
+    /// A serial the registry holds no record of, listed on its own (or listed before).
+    Unrecorded(RevokedCertificate),
+}
 
 /// How long a revoking request waits for this instance's new CRL.
 pub const CRL_WAIT: Duration = Duration::from_millis(250);
@@ -47,6 +55,44 @@ impl Lifecycle {
             }
         }
         Ok(record)
+    }
+
+    /// Puts `serial` on the CRL although the registry may hold no certificate of it
+    /// (RFC 5280 §5.3: an entry needs only the serial): one the CA signed elsewhere or
+    /// before the registry, whose certificate is lost. A serial the registry knows is
+    /// revoked through its record, as [`Lifecycle::revoke`] does. An unrecorded serial
+    /// is listed until the CA certificate's notAfter, since its own is unknown; importing
+    /// its certificate later gives a revoked record. The CRL is not refreshed here.
+    pub async fn revoke_serial(
+        &self,
+        serial: &[u8; 16],
+        revocation: Revocation,
+        client: Option<IpAddr>,
+    ) -> Result<Listing, StoreError> {
+        if let Some(record) = self.revoke(serial, revocation, client).await? {
+            return Ok(Listing::Recorded(record));
+        }
+        let entry = RevokedCertificate {
+            serial: *serial,
+            revocation,
+            not_after: self.ca.not_after().unix_timestamp().max(0) as u64,
+        };
+        let standing = self.store.list_unrecorded(entry).await?;
+        if standing == entry {
+            self.metrics
+                .certificates_revoked
+                .get_or_create(&ReasonLabel {
+                    reason: revocation.reason.as_str(),
+                })
+                .inc();
+        }
+        self.audit.serial_listed(
+            &hex::encode_upper(serial),
+            standing.revocation.reason.as_str(),
+            standing == entry,
+            client,
+        );
+        Ok(Listing::Unrecorded(standing))
     }
 
     /// Records a device certificate this CA signed that the registry does not know (made

@@ -13,6 +13,9 @@
 //! blocked <device id> <unix s> <reason code>
 //! unblocked <device id>
 //! proof <proof id hex> <unix s until which it is remembered>
+//! renewed <previous serial hex> <successor serial hex>
+//! handover <previous serial hex> <unix s until which it is kept> <handover hex>
+//! listed <serial hex> <unix s> <reason code> <unix s until which it is listed>
 //! ```
 //!
 //! At start the log is read into memory and rewritten without the records past their
@@ -31,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Handover;
+use super::{Handover, RevokedCertificate};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::registry::{Block, CertificateRecord, Reason, Revocation, parse_serial};
@@ -50,6 +53,8 @@ pub enum Entry<'a> {
     Renewed(&'a [u8; 16], &'a [u8; 16]),
     /// What the renewal of a certificate handed out, kept for a retry until a unix second.
     Handover(&'a [u8; 16], &'a Handover, u64),
+    /// A serial put on the CRL without a record of its certificate.
+    Listed(&'a RevokedCertificate),
 }
 
 impl Entry<'_> {
@@ -81,6 +86,13 @@ impl Entry<'_> {
                 hex::encode_upper(previous),
                 hex::encode(given.pack())
             ),
+            Entry::Listed(entry) => format!(
+                "listed {} {} {} {}\n",
+                hex::encode_upper(entry.serial),
+                entry.revocation.at,
+                entry.revocation.reason.code(),
+                entry.not_after
+            ),
         }
     }
 }
@@ -96,6 +108,8 @@ pub struct Registry {
     pub successors: HashMap<[u8; 16], [u8; 16]>,
     /// What renewals handed out, for a retry, until the unix second given.
     pub handovers: HashMap<[u8; 16], (Handover, u64)>,
+    /// Serials listed on the CRL without a record, the first listing of each.
+    pub unrecorded: HashMap<[u8; 16], RevokedCertificate>,
     /// Revocations read before their certificate's line: appends run concurrently, so a
     /// revocation of a record just made can reach the file first.
     early: HashMap<[u8; 16], Revocation>,
@@ -152,6 +166,17 @@ impl Registry {
             ("renewed", previous) => {
                 let next = parse_serial(words.next()?)?;
                 self.successors.insert(parse_serial(previous)?, next);
+            }
+            ("listed", serial) => {
+                let serial = parse_serial(serial)?;
+                let at = words.next()?.parse().ok()?;
+                let reason = Reason::from_code(words.next()?.parse().ok()?)?;
+                let not_after = words.next()?.parse().ok()?;
+                self.unrecorded.entry(serial).or_insert(RevokedCertificate {
+                    serial,
+                    revocation: Revocation { at, reason },
+                    not_after,
+                });
             }
             ("proof", id) => {
                 let until = words.next()?.parse().ok()?;
@@ -247,6 +272,7 @@ impl Ledger {
             .successors
             .retain(|previous, _| records.contains_key(previous));
         registry.handovers.retain(|_, (_, until)| *until >= now);
+        registry.unrecorded.retain(|_, entry| entry.not_after > now);
         let mut compacted = String::new();
         for record in registry.records.values() {
             compacted.push_str(&Entry::Issued(record).line());
@@ -262,6 +288,9 @@ impl Ledger {
         }
         for (previous, (given, until)) in &registry.handovers {
             compacted.push_str(&Entry::Handover(previous, given, *until).line());
+        }
+        for entry in registry.unrecorded.values() {
+            compacted.push_str(&Entry::Listed(entry).line());
         }
         crate::fsutil::replace(&path, compacted.as_bytes(), 0o600)?;
         let file = OpenOptions::new().append(true).mode(0o600).open(&path)?;

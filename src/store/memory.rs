@@ -78,6 +78,8 @@ struct Certificates {
     successors: HashMap<[u8; 16], [u8; 16]>,
     /// What each renewal handed out, for a retry, until the unix second given.
     handovers: HashMap<[u8; 16], (Handover, u64)>,
+    /// Serials listed without a record.
+    unrecorded: HashMap<[u8; 16], RevokedCertificate>,
 }
 
 impl Certificates {
@@ -149,8 +151,10 @@ impl MemoryStore {
             .records
             .values()
             .filter_map(|r| r.revocation.map(|r| r.at * 1000))
+            .chain(registry.unrecorded.values().map(|e| e.revocation.at * 1000))
             .max()
             .unwrap_or(0);
+        certs.unrecorded = registry.unrecorded;
         certs.by_serial = registry.records;
         certs.blocked = registry.blocked;
         certs.proofs = registry.proofs;
@@ -474,6 +478,23 @@ impl CertificateRegistry for MemoryStore {
         Ok(self.certs().revision)
     }
 
+    async fn list_unrecorded(
+        &self,
+        entry: RevokedCertificate,
+    ) -> Result<RevokedCertificate, StoreError> {
+        let mut certs = self.certs();
+        if let Some(standing) = certs.unrecorded.get(&entry.serial) {
+            return Ok(*standing);
+        }
+        certs.unrecorded.insert(entry.serial, entry);
+        certs.revision = certs
+            .revision
+            .max(entry.revocation.at * 1000)
+            .max(unix_now_ms())
+            + 1;
+        Ok(entry)
+    }
+
     async fn revoked(&self) -> Result<RevokedList, StoreError> {
         let now = unix_now();
         let certs = self.certs();
@@ -490,6 +511,13 @@ impl CertificateRegistry for MemoryStore {
                         not_after: c.not_after,
                     })
                 })
+                .chain(
+                    certs
+                        .unrecorded
+                        .values()
+                        .filter(|e| e.not_after > now && !certs.by_serial.contains_key(&e.serial))
+                        .copied(),
+                )
                 .collect(),
         })
     }

@@ -293,6 +293,15 @@ pub trait CertificateRegistry: Send + Sync + 'static {
 
     async fn revoked(&self) -> Result<RevokedList, StoreError>;
 
+    /// Puts a serial the registry holds no record of on the revoked list, until
+    /// `entry.not_after` (RFC 5280 §5.3: a CRL entry needs only the serial). A serial
+    /// listed before keeps its first revocation, which is answered. The caller checks that
+    /// no record exists: a recorded certificate is revoked through its record.
+    async fn list_unrecorded(
+        &self,
+        entry: RevokedCertificate,
+    ) -> Result<RevokedCertificate, StoreError>;
+
     /// Records a certificate the CA signed that the registry does not know (issued
     /// before the registry, or elsewhere); a record already there stands. Answers the
     /// record that stands.

@@ -54,6 +54,12 @@ impl Keys {
         format!("{}revoked", self.prefix)
     }
 
+    /// Serials whose revocation may have changed their record but not reached the
+    /// revoked list yet, scored by when (unix s).
+    pub(super) fn owed_listings(&self) -> String {
+        format!("{}revoked:pending", self.prefix)
+    }
+
     /// Unix ms of the latest revocation.
     pub(super) fn revision(&self) -> String {
         format!("{}revoked:revision", self.prefix)

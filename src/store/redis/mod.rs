@@ -9,7 +9,9 @@
 //! <prefix>proof:{<device_id>}:<id>   -> 1                        EX the renewal proof's life
 //! <prefix>nonce:{<device_id>}:<ts>   -> 1                        EX the replay window
 //! <prefix>certs:{<slot tag>}         -> hash serial -> record    (the tag is in the device's slot)
-//! <prefix>revoked                    -> zset serial by not_after (one key: the CRL's list)
+//! <prefix>revoked                    -> zset <serial>:<at>:<reason> by not_after (the CRL's list)
+//! <prefix>revoked:revision           -> unix ms of the latest change to that list
+//! <prefix>revoked:pending            -> zset serial by unix s: listings a revocation owes
 //! ```
 //!
 //! Issue and consume are each one Lua script with every key declared. Redis expires the
@@ -29,7 +31,8 @@
 //! `connection` the connections requests use; `health` the lost-writes check and epochs;
 //! `count` the SCAN counts for `/health`; `keys` the layout above; `tokens` the
 //! [`TokenStore`](super::TokenStore); `registry` the
-//! [`CertificateRegistry`](super::CertificateRegistry), blocks and the revoked list;
+//! [`CertificateRegistry`](super::CertificateRegistry) and blocks; `listing` the revoked
+//! list and the listings revocations owe it;
 //! `limits` the shared rate limits. Each Lua script sits beside this file, loaded here.
 
 mod connection;
@@ -37,6 +40,7 @@ mod count;
 mod health;
 mod keys;
 mod limits;
+mod listing;
 mod registry;
 mod tokens;
 

@@ -36,39 +36,6 @@ impl RedisStore {
             .contains(device)
     }
 
-    /// Adds a revoked certificate to the CRL's list and moves the list's revision when
-    /// the list changed (`revoked_now`, or an interrupted revocation being finished), so
-    /// that every instance's CRL follows. The member carries what the CRL needs
-    /// ([`listed_member`]), so that the list is read in one command, whatever its length.
-    pub(super) async fn list_revoked(
-        &self,
-        conn: &mut RedisConn,
-        record: &CertificateRecord,
-        revoked_now: bool,
-    ) -> Result<(), StoreError> {
-        let Some(revocation) = record.revocation else {
-            return Err(StoreError::Failed(
-                "a record listed as revoked carries no revocation".into(),
-            ));
-        };
-        let listed: i64 = redis::cmd("ZADD")
-            .arg(self.keys.revoked())
-            .arg(record.not_after)
-            .arg(listed_member(&record.serial, revocation))
-            .query_async(conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        if revoked_now || listed == 1 {
-            self.advance_script
-                .key(self.keys.revision())
-                .arg(crate::clock::unix_now_ms())
-                .invoke_async::<()>(conn)
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
-        Ok(())
-    }
-
     /// Writes a record made while Redis was away, or imported; a record already there
     /// stands. It goes to its device's bucket, where renewal looks; a serial that does
     /// not carry the device's slot is indexed first, so that it is found from the serial.
@@ -101,7 +68,7 @@ impl RedisStore {
 
     /// The record of `serial`, wherever its bucket is: one round trip for a serial that
     /// names its bucket (every one this server issued), two more for an imported one.
-    async fn record_on(
+    pub(super) async fn record_on(
         &self,
         conn: &mut RedisConn,
         serial: &[u8; 16],
@@ -247,6 +214,7 @@ impl CertificateRegistry for RedisStore {
         revocation: Revocation,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let mut conn = self.conn().await?;
+        self.owe_listing(&mut conn, serial).await?;
         let mut bucket = self.keys.certificate_of(serial);
         let mut answer = self
             .revoke_in(&mut conn, &bucket, serial, revocation)
@@ -260,6 +228,7 @@ impl CertificateRegistry for RedisStore {
             bucket = imported;
         }
         let Some((revoked_now, packed)) = answer else {
+            self.settle_listing(&mut conn, serial).await;
             return Ok(None);
         };
         let record = unpacked(*serial, &packed)?;
@@ -293,6 +262,9 @@ impl CertificateRegistry for RedisStore {
                 });
             }
         }
+        if supersede.is_some() {
+            self.owe_listing(&mut conn, previous).await?;
+        }
         let slot = slots::slot_of(device.as_str());
         let mut invocation = self.renew_script.key(self.keys.blocked(device));
         invocation
@@ -318,6 +290,9 @@ impl CertificateRegistry for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
+        if supersede.is_some() && (outcome != 1 || superseded.is_empty()) && outcome != 6 {
+            self.settle_listing(&mut conn, previous).await;
+        }
         match outcome {
             1 => {}
             2 => {
@@ -332,12 +307,14 @@ impl CertificateRegistry for RedisStore {
                     .ok()
                     .and_then(|text| Handover::unpack(&text))
                     .ok_or_else(|| StoreError::Failed("a handover does not parse".into()))?;
-                // The first attempt may have failed between superseding the previous
-                // certificate and listing it (the list is another slot): the retry lists it.
-                if let Some(previous) = self.certificate(previous).await?
-                    && previous.revocation.is_some()
-                {
-                    self.list_revoked(&mut conn, &previous, false).await?;
+                // The first attempt may have stopped between superseding the previous
+                // certificate and listing it (the list is another slot): the retry lists
+                // it at once, before the owed listing's poll would.
+                match self.certificate(previous).await? {
+                    Some(previous) if previous.revocation.is_some() => {
+                        self.list_revoked(&mut conn, &previous, false).await?;
+                    }
+                    _ => self.settle_listing(&mut conn, previous).await,
                 }
                 return Ok(Renewal::AlreadyRenewed(given));
             }
@@ -405,101 +382,29 @@ impl CertificateRegistry for RedisStore {
         Ok(block)
     }
 
+    /// Lists what an interrupted revocation left unlisted first (see
+    /// [`RedisStore::owe_listing`]): this is polled by every instance.
     async fn revision(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        self.list_owed(&mut conn).await?;
         let revision: Option<u64> = redis::cmd("GET")
             .arg(self.keys.revision())
-            .query_async(&mut self.conn().await?)
+            .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(revision.unwrap_or(0))
     }
 
-    /// The revoked list, pruned of expired certificates, each entry's time and reason
-    /// read from its record.
     async fn revoked(&self) -> Result<RevokedList, StoreError> {
-        let mut conn = self.conn().await?;
-        let now = unix_now();
-        // One command per key, none in a pipeline: on a cluster they live in different
-        // slots. This runs only when the list changed or a CRL slot began.
-        let revision: Option<u64> = redis::cmd("GET")
-            .arg(self.keys.revision())
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let members: Vec<(String, u64)> = redis::cmd("ZRANGE")
-            .arg(self.keys.revoked())
-            .arg(now)
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let _: Result<(), _> = redis::cmd("ZREMRANGEBYSCORE")
-            .arg(self.keys.revoked())
-            .arg("-inf")
-            .arg(format!("({now}"))
-            .query_async(&mut conn)
-            .await;
-        let mut entries = Vec::with_capacity(members.len());
-        // A serial listed in the old form and again in the new (revoked again since) is
-        // one entry.
-        let mut seen = std::collections::HashSet::with_capacity(members.len());
-        for (member, not_after) in members {
-            if let Some((serial, revocation)) = parse_listed_member(&member) {
-                if seen.insert(serial) {
-                    entries.push(RevokedCertificate {
-                        serial,
-                        revocation,
-                        not_after,
-                    });
-                }
-                continue;
-            }
-            // A member listed before members carried the revocation: its record says it.
-            let Some(serial) =
-                crate::registry::parse_serial(&member).filter(|serial| !seen.contains(serial))
-            else {
-                continue;
-            };
-            if let Some(record) = self.record_on(&mut conn, &serial).await?
-                && let Some(revocation) = record.revocation
-                && seen.insert(serial)
-            {
-                entries.push(RevokedCertificate {
-                    serial,
-                    revocation,
-                    not_after: record.not_after,
-                });
-            }
-        }
-        Ok(RevokedList {
-            revision: revision.unwrap_or(0),
-            entries,
-        })
+        self.read_revoked().await
     }
-}
 
-/// A revoked list member: `<serial hex>:<revoked at, unix s>:<reason code>`. A
-/// revocation never changes once made, so the member of a serial never does either.
-fn listed_member(serial: &[u8; 16], revocation: Revocation) -> String {
-    format!(
-        "{}:{}:{}",
-        hex::encode_upper(serial),
-        revocation.at,
-        revocation.reason.code()
-    )
-}
-
-fn parse_listed_member(member: &str) -> Option<([u8; 16], Revocation)> {
-    let mut parts = member.split(':');
-    let serial = crate::registry::parse_serial(parts.next()?)?;
-    let at = parts.next()?.parse().ok()?;
-    let reason = Reason::from_code(parts.next()?.parse().ok()?)?;
-    parts
-        .next()
-        .is_none()
-        .then_some((serial, Revocation { at, reason }))
+    async fn list_unrecorded(
+        &self,
+        entry: RevokedCertificate,
+    ) -> Result<RevokedCertificate, StoreError> {
+        self.list_without_record(entry).await
+    }
 }
 
 fn unpacked(serial: [u8; 16], packed: &[u8]) -> Result<CertificateRecord, StoreError> {
