@@ -197,6 +197,27 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         }]
     );
     assert_eq!(store.revision().await.unwrap(), list.revision);
+
+    // A serial with no record is listed on its own; listing again keeps the first.
+    let bare = RevokedCertificate {
+        serial: [0x5a; 16],
+        revocation: Revocation {
+            at: 1_800_001_000,
+            reason: Reason::KeyCompromise,
+        },
+        not_after: 4_100_000_000,
+    };
+    assert_eq!(store.list_unrecorded(bare).await.unwrap(), bare);
+    let later = RevokedCertificate {
+        revocation: again,
+        ..bare
+    };
+    assert_eq!(store.list_unrecorded(later).await.unwrap(), bare);
+    let with_bare = store.revoked().await.unwrap();
+    assert!(with_bare.revision > list.revision);
+    assert_eq!(with_bare.entries.len(), 2, "{with_bare:?}");
+    assert!(with_bare.entries.contains(&bare), "{with_bare:?}");
+    assert_eq!(store.certificate(&bare.serial).await.unwrap(), None);
 }
 
 /// What a renewal hands out, for the key `key`.
