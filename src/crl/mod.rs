@@ -112,14 +112,14 @@ impl CrlPublisher {
     }
 
     /// Signs a new CRL when a slot has begun or something was revoked; `true` when it did.
-    pub async fn refresh(&self) -> anyhow::Result<bool> {
+    pub async fn refresh(self: &Arc<Self>) -> anyhow::Result<bool> {
         self.refresh_at(OffsetDateTime::now_utc()).await
     }
 
     /// [`CrlPublisher::refresh`] as at `now` (the tests' clock).
-    pub async fn refresh_at(&self, now: OffsetDateTime) -> anyhow::Result<bool> {
+    pub async fn refresh_at(self: &Arc<Self>, now: OffsetDateTime) -> anyhow::Result<bool> {
         let (slot_start, _) = slot(self.validity, now);
-        let (mut revoked, held) = match self.read_list(slot_start).await {
+        let (revoked, held) = match self.read_list(slot_start).await {
             Ok(Some(list)) => (list, false),
             Ok(None) => return Ok(false),
             Err(e) => match self.current() {
@@ -137,6 +137,22 @@ impl CrlPublisher {
                 _ => return Err(e),
             },
         };
+        // Signing a long list takes a while (100,000 entries: about 300 ms) and the files
+        // beside the CA are synced: neither may hold up an async worker serving requests.
+        let publisher = Arc::clone(self);
+        tokio::task::spawn_blocking(move || publisher.publish(revoked, held, slot_start, now))
+            .await?
+    }
+
+    /// Signs the CRL of `revoked` (read at `now`, or `held` from the last read) and makes
+    /// it current, unless a newer one is already.
+    fn publish(
+        &self,
+        mut revoked: RevokedList,
+        held: bool,
+        slot_start: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
         self.keep_listed(&mut revoked.entries, now.unix_timestamp().max(0) as u64);
         let revised = OffsetDateTime::from_unix_timestamp((revoked.revision / 1000) as i64)?;
         // Never in the future: a broker refuses a CRL that is not valid yet, and the
