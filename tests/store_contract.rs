@@ -120,6 +120,7 @@ fn config(redis: &RedisServer, key_prefix: &str, count_interval: Duration) -> Re
         topology: provisiond::config::RedisTopology::Standalone,
         tls: false,
         sentinel_password: None,
+        tls_certificates: None,
         retention_after_expiry: provisiond::registry::RETENTION_AFTER_EXPIRY_SECS,
     }
 }

@@ -155,6 +155,7 @@ async fn subject(kind: Kind, front: Option<&SwitchableFront>, case: usize) -> Su
         topology: provisiond::config::RedisTopology::Standalone,
         tls: false,
         sentinel_password: None,
+        tls_certificates: None,
         retention_after_expiry: provisiond::registry::RETENTION_AFTER_EXPIRY_SECS,
     };
     let (redis, tasks) = RedisStore::connect(config, Default::default())

@@ -45,6 +45,12 @@ pub struct RedisHealth {
     /// When Redis was last found to have lost writes (restart without
     /// `appendfsync always`, failover); null if never.
     pub lost_writes_at: Option<String>,
+    /// Why Redis is not in use (or refused a request's command in the last minute):
+    /// `configuration` (Redis refuses this server's user, password, permissions or TLS
+    /// certificate; waiting will not help) or `unreachable`; null when all is well.
+    pub problem: Option<&'static str>,
+    /// What went wrong and what to change, in words; null when all is well.
+    pub reason: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -90,6 +96,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 count_millis: counts.map(|c| c.took.as_millis() as u64),
                 epoch: state.store.epoch(),
                 lost_writes_at: state.store.redis_lost_writes_at().map(unix_rfc3339),
+                problem: redis.problem.as_ref().map(|p| p.kind.as_str()),
+                reason: redis.problem.as_ref().map(|p| p.message.clone()),
             }
         }
         None => RedisHealth {
@@ -103,6 +111,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             count_millis: None,
             epoch: 0,
             lost_writes_at: None,
+            problem: None,
+            reason: None,
         },
     };
     let body = Health {

@@ -31,6 +31,15 @@ pub struct RedisSettings {
     pub password_file: Option<PathBuf>,
     pub db: Option<i64>,
     pub tls: bool,
+    /// PEM CA certificates to verify Redis's TLS certificate with, instead of the system
+    /// trust store (a private CA). For every node: standalone, Sentinel's sentinels and
+    /// primary, a cluster's nodes.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (and chain) for Redis's `tls-auth-clients`, with
+    /// `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     pub key_prefix: String,
     pub fallback: FallbackPolicy,
     pub connect_timeout_ms: u64,
@@ -133,6 +142,9 @@ impl Default for RedisSettings {
             password_file: None,
             db: None,
             tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             key_prefix: "mqtt-lite:".into(),
             fallback: FallbackPolicy::Memory,
             connect_timeout_ms: 1000,
@@ -284,7 +296,72 @@ impl RedisSettings {
                 "must start with redis:// or rediss://",
             ));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::key(
+                "redis.tls_cert_file",
+                "give redis.tls_cert_file and redis.tls_key_file together \
+                 (REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE)",
+            ));
+        }
+        let tls_files = self.tls_ca_file.is_some() || self.tls_cert_file.is_some();
+        if self.enabled && tls_files && !self.uses_tls() {
+            return Err(ConfigError::key(
+                "redis.tls_ca_file",
+                "TLS files are set but Redis is reached without TLS: use rediss:// URLs or \
+                 redis.tls = true (REDIS_TLS)",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether some connection of the configured topology uses TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls
+            || self.connection_url().expose().starts_with("rediss://")
+            || self
+                .cluster_nodes
+                .0
+                .iter()
+                .chain(&self.sentinels.0)
+                .any(|n| n.starts_with("rediss://"))
+    }
+
+    /// The TLS files read: the CA to trust and the client identity, `None` when neither
+    /// is set (the system trust store, no client certificate).
+    pub fn tls_certificates(&self) -> Result<Option<redis::TlsCertificates>, ConfigError> {
+        let read = |path: &PathBuf, key: &str| {
+            std::fs::read(path)
+                .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
+        };
+        let root_cert = match &self.tls_ca_file {
+            Some(path) => Some(read(path, "redis.tls_ca_file")?),
+            None => None,
+        };
+        let client_tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert, "redis.tls_cert_file")?,
+                client_key: read(key, "redis.tls_key_file")?,
+            }),
+            _ => None,
+        };
+        if root_cert.is_none() && client_tls.is_none() {
+            return Ok(None);
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        // Parsed now, so that a wrong file stops the start with its name, not every
+        // connection later with a TLS error.
+        redis::Client::build_with_tls("rediss://127.0.0.1:6379", certificates.clone()).map_err(
+            |e| {
+                ConfigError::key(
+                    "redis.tls_ca_file",
+                    format!("the TLS files do not parse: {e}"),
+                )
+            },
+        )?;
+        Ok(Some(certificates))
     }
 }
 

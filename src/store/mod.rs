@@ -22,7 +22,7 @@ use crate::registry::{Block, CertificateRecord, Revocation};
 pub use fallback::FallbackStore;
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
-pub use redis::{LimitSubject, RedisConfig, RedisStore};
+pub use redis::{LimitSubject, ProblemKind, RedisConfig, RedisProblem, RedisStore};
 pub use stale::StaleInRedis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +191,8 @@ pub struct RedisStats {
     pub topology: (&'static str, Option<usize>),
     /// `None` until the first count has finished.
     pub counts: Option<RedisCounts>,
+    /// Why Redis is not in use, or refused a request's command within the last minute.
+    pub problem: Option<RedisProblem>,
 }
 
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
 };
 
 use crate::config::SentinelAddress;
@@ -63,6 +63,21 @@ pub(super) struct NodeAccess {
     pub password: Option<Secret>,
     pub db: Option<i64>,
     pub config: AsyncConnectionConfig,
+    /// A private CA and a client identity for TLS (`redis.tls_*_file`).
+    pub certificates: Option<TlsCertificates>,
+}
+
+/// A client for `info`, with the configured TLS files when it speaks TLS.
+pub(super) fn client(
+    info: ConnectionInfo,
+    certificates: Option<&TlsCertificates>,
+) -> RedisResult<Client> {
+    match certificates {
+        Some(certificates) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
+            Client::build_with_tls(info, certificates.clone())
+        }
+        _ => Client::open(info),
+    }
 }
 
 impl NodeAccess {
@@ -83,7 +98,7 @@ impl NodeAccess {
     }
 
     pub async fn open(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
-        redis::Client::open(self.info(host, port)?)?
+        client(self.info(host, port)?, self.certificates.as_ref())?
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
     }
@@ -96,8 +111,8 @@ pub(super) struct Sentinels {
     pub addresses: Vec<SentinelAddress>,
     pub master: String,
     pub password: Option<Secret>,
-    pub tls: bool,
-    pub config: AsyncConnectionConfig,
+    /// The mode's TLS, timeouts and TLS files (its credentials are the primary's).
+    pub access: NodeAccess,
 }
 
 impl Sentinels {
@@ -105,21 +120,19 @@ impl Sentinels {
         addresses: &[SentinelAddress],
         master: String,
         password: Option<Secret>,
-        tls: bool,
-        config: AsyncConnectionConfig,
+        access: NodeAccess,
     ) -> Self {
         Self {
             addresses: addresses.to_vec(),
             master,
             password,
-            tls,
-            config,
+            access,
         }
     }
 
     /// How to reach `sentinel`: its scheme and credentials, never logged.
     fn info(&self, sentinel: &SentinelAddress) -> RedisResult<ConnectionInfo> {
-        let scheme = if self.tls || sentinel.tls {
+        let scheme = if self.access.tls || sentinel.tls {
             "rediss"
         } else {
             "redis"
@@ -156,8 +169,8 @@ impl Sentinels {
     }
 
     async fn ask(&self, sentinel: &SentinelAddress) -> RedisResult<Option<(String, u16)>> {
-        let mut conn = redis::Client::open(self.info(sentinel)?)?
-            .get_multiplexed_async_connection_with_config(&self.config)
+        let mut conn = client(self.info(sentinel)?, self.access.certificates.as_ref())?
+            .get_multiplexed_async_connection_with_config(&self.access.config)
             .await?;
         let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
@@ -229,26 +242,33 @@ pub(super) fn cluster_client(
     if let Some(password) = &access.password {
         builder = builder.password(password.expose());
     }
+    if let Some(certificates) = &access.certificates {
+        builder = builder.certs(certificates.clone());
+    }
     builder.build()
 }
 
 #[cfg(test)]
 mod tests {
-    use redis::ConnectionAddr;
-
     use super::*;
 
     #[test]
     fn sentinels_are_reached_with_the_modes_tls_and_their_own_password() {
         let plain = SentinelAddress::parse("10.0.0.2:26379").unwrap();
         let own = SentinelAddress::parse("rediss://:own@10.0.0.3:26380").unwrap();
-        let config = AsyncConnectionConfig::new();
+        let access = |tls| NodeAccess {
+            tls,
+            username: None,
+            password: None,
+            db: None,
+            config: AsyncConnectionConfig::new(),
+            certificates: None,
+        };
         let with_tls = Sentinels::new(
             &[plain.clone(), own.clone()],
             "m".into(),
             Some(Secret::new("shared")),
-            true,
-            config.clone(),
+            access(true),
         );
         for sentinel in [&plain, &own] {
             let info = with_tls.info(sentinel).unwrap();
@@ -269,8 +289,7 @@ mod tests {
             &[plain.clone(), own.clone()],
             "m".into(),
             None,
-            false,
-            config,
+            access(false),
         );
         assert!(matches!(
             without.info(&plain).unwrap().addr(),

@@ -10,6 +10,7 @@ pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
 pub mod redis;
+pub mod redis_tls;
 
 pub use app::{TestApp, error_code, jti_of};
 pub use redis::RedisServer;

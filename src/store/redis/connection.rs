@@ -12,7 +12,7 @@ use redis::{InfoDict, RedisError};
 use super::super::StoreError;
 use super::super::incarnation;
 use super::super::topology::RedisConn;
-use super::{Mode, RedisStore};
+use super::{Mode, RedisProblem, RedisStore};
 use crate::registry::slots;
 
 /// This thread's connections, one per store (a process has one store; tests have many).
@@ -170,6 +170,8 @@ impl RedisStore {
             self.set_connected(false, Some(&e));
             StoreError::Unreachable(e.to_string())
         } else {
+            self.problems
+                .request_failed(RedisProblem::of(&e, self.config.username.as_deref()));
             StoreError::Failed(e.to_string())
         }
     }

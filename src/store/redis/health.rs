@@ -10,7 +10,7 @@ use redis::{InfoDict, RedisError};
 use super::super::TokenStore;
 use super::super::incarnation::{self, Probe, Watch};
 use super::super::topology::{self, Primary, RedisConn};
-use super::{Mode, RedisStore};
+use super::{Mode, RedisProblem, RedisStore};
 use crate::clock::unix_now;
 use crate::registry::slots;
 
@@ -91,8 +91,15 @@ impl Health {
             Health::Cluster(checks) => check_cluster(checks, store).await,
         };
         match &result {
-            Ok(()) => store.set_connected(true, None),
-            Err(e) => store.set_connected(false, Some(e)),
+            Ok(()) => {
+                store.problems.health_checked(None);
+                store.set_connected(true, None);
+            }
+            Err(e) => {
+                let problem = RedisProblem::of(e, store.config.username.as_deref());
+                store.problems.health_checked(Some(problem));
+                store.set_connected(false, Some(e));
+            }
         }
         result
     }

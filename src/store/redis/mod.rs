@@ -41,6 +41,7 @@ mod health;
 mod keys;
 mod limits;
 mod listing;
+mod problem;
 mod registry;
 mod tokens;
 
@@ -66,6 +67,7 @@ use health::{Health, health_loop};
 use keys::Keys;
 
 pub use limits::LimitSubject;
+pub use problem::{ProblemKind, RedisProblem};
 
 /// Keys asked for per SCAN call.
 const SCAN_BATCH: usize = 1000;
@@ -91,6 +93,9 @@ pub struct RedisConfig {
     /// TLS to nodes found by address (Sentinel's primary, a cluster's primaries).
     pub tls: bool,
     pub sentinel_password: Option<Secret>,
+    /// The CA to trust and the client identity for TLS connections (`redis.tls_*_file`);
+    /// `None`: the system trust store and no client certificate.
+    pub tls_certificates: Option<redis::TlsCertificates>,
     /// How long certificate records are kept after expiry (seconds).
     pub retention_after_expiry: u64,
 }
@@ -139,6 +144,7 @@ impl RedisConfig {
                     .iter()
                     .any(|n| n.starts_with("rediss://")),
             sentinel_password: redis.sentinel_password.clone(),
+            tls_certificates: redis.tls_certificates()?,
             retention_after_expiry: RETENTION_AFTER_EXPIRY_SECS,
         })
     }
@@ -181,6 +187,8 @@ pub struct RedisStore {
     counts: Mutex<Option<RedisCounts>>,
     /// Cluster primaries that passed the last health check.
     answering: std::sync::atomic::AtomicUsize,
+    /// Why Redis is not in use, or a request's command was refused.
+    problems: problem::Problems,
     config: RedisConfig,
     metrics: Arc<Metrics>,
 }
@@ -231,15 +239,17 @@ impl RedisStore {
             password: config.password.clone(),
             db: config.db,
             config: connection_config.clone(),
+            certificates: config.tls_certificates.clone(),
         };
         let mode = match &config.topology {
-            RedisTopology::Standalone => Mode::Standalone(redis::Client::open(info)?),
+            RedisTopology::Standalone => {
+                Mode::Standalone(topology::client(info, config.tls_certificates.as_ref())?)
+            }
             RedisTopology::Sentinel { sentinels, master } => Mode::Sentinel(Sentinels::new(
                 sentinels,
                 master.clone(),
                 config.sentinel_password.clone(),
-                config.tls,
-                connection_config.clone(),
+                access.clone(),
             )),
             RedisTopology::Cluster { nodes } => Mode::Cluster(Box::new(Cluster {
                 client: topology::cluster_client(
@@ -279,11 +289,16 @@ impl RedisStore {
             ever_connected: AtomicBool::new(false),
             counts: Mutex::new(None),
             answering: std::sync::atomic::AtomicUsize::new(0),
+            problems: problem::Problems::default(),
             config,
             metrics,
         });
         let mut health = Health::for_mode(&store.mode);
-        if let Err(e) = health.run(&store).await {
+        if let Err(e) = health.run(&store).await
+            && store
+                .problem()
+                .is_none_or(|p| p.kind == ProblemKind::Unreachable)
+        {
             tracing::warn!(
                 url = %store.config.display_url,
                 error = %e,
@@ -304,6 +319,11 @@ impl RedisStore {
     /// When Redis was last seen to have lost writes (unix seconds), if ever.
     pub fn lost_writes_at(&self) -> Option<u64> {
         Some(self.lost_writes_at.load(Ordering::SeqCst)).filter(|&t| t > 0)
+    }
+
+    /// Why Redis is not in use (or refused a request's command lately), if it is not.
+    pub fn problem(&self) -> Option<RedisProblem> {
+        self.problems.current()
     }
 
     /// The topology's name, and on a cluster how many primaries answered the last check.

@@ -202,6 +202,7 @@ impl TokenStore for RedisStore {
         StoreStats {
             mode: StorageMode::Redis,
             redis: Some(RedisStats {
+                problem: self.problem(),
                 connected: self.is_connected(),
                 topology: self.topology(),
                 counts: *self.counts.lock().unwrap_or_else(|p| p.into_inner()),
