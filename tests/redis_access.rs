@@ -47,8 +47,11 @@ fn as_user(redis: &RedisServer, certs: &std::path::Path, user: &str) -> Settings
     let mut s = test_settings(Some(redis), certs);
     s.redis.username = Some(user.into());
     s.redis.password = Some(Secret::new(PASSWORD));
+    s.admin.keys = provisiond::config::KeyList(vec![Secret::new(ADMIN)]);
     s
 }
+
+const ADMIN: &str = "redis-access-admin-key-redis-access";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_a_permission_is_told_apart_from_an_outage_and_works_once_granted() {
@@ -76,9 +79,28 @@ async fn a_user_without_a_permission_is_told_apart_from_an_outage_and_works_once
     assert!(reason.contains("ACL SETUSER app"), "{reason}");
     assert!(!reason.contains(PASSWORD), "{reason}");
 
-    // Granted what the README lists, it is used at the next check, with no restart,
-    // and every step of a certificate's life runs under that user.
-    let _: () = redis.cmd(&["ACL", "SETUSER", "app", "+info"]);
+    // Given what the README lists (and nothing more), it is used at the next check,
+    // with no restart, and every step of a certificate's life runs under that user.
+    let _: () = redis.cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "reset",
+        "on",
+        &format!(">{PASSWORD}"),
+        "~mqtt-lite:*",
+        "-@all",
+        "+@read",
+        "+@write",
+        "+@scripting",
+        "+@connection",
+        "+@keyspace",
+        "+info",
+        "+time",
+        "+wait",
+        "+cluster|slots",
+        "+config|get",
+    ]);
     let health = app.wait_for_health(WITHIN, |h| h["status"] == "ok").await;
     assert_eq!(health["redis"]["problem"], Value::Null, "{health}");
     assert_eq!(health["redis"]["reason"], Value::Null, "{health}");
@@ -101,9 +123,27 @@ async fn a_user_without_a_permission_is_told_apart_from_an_outage_and_works_once
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let revoked = app
+        .client
+        .post(app.url(&format!("/api/v1/certificates/{serial}/revoke")))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "reason": "keyCompromise" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let listed = app
+        .client
+        .post(app.url("/api/v1/crl/entries"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "serial": "0A0B0C" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
     let crl = app.crl_text().await;
-    assert!(crl.contains("Certificate Revocation List"), "{crl}");
-    assert!(!serial.is_empty());
+    assert!(crl.contains(&format!("Serial Number: {serial}")), "{crl}");
+    assert!(crl.contains("Serial Number: 0A0B0C"), "{crl}");
 
     // An outage is an outage.
     redis.kill();
@@ -188,5 +228,128 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
     app.wait_for_health(WITHIN, |h| h["status"] == "ok").await;
     certificate(&app, "tls-device").await;
     assert!(recorded_in_redis(&redis, "tls-device"));
+    app.stop().await;
+}
+
+/// A process the test started, stopped when the test ends, passed or not.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn with_tls_files(s: &mut Settings, files: &RedisTlsFiles) {
+    s.redis.tls = true;
+    s.redis.tls_ca_file = Some(files.ca.clone());
+    s.redis.tls_cert_file = Some(files.client_cert.clone());
+    s.redis.tls_key_file = Some(files.client_key.clone());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_with_a_private_ca() {
+    let files = RedisTlsFiles::new();
+    let (primary, primary_tls) = tls_redis(&files);
+    let dir = tempfile::tempdir().unwrap();
+    let sentinel_port = free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}bind 127.0.0.1\ndir {}\nsentinel monitor tlsmaster 127.0.0.1 {primary_tls} 1\n",
+            files.sentinel_conf(sentinel_port),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _sentinel = Spawned(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let certs = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(None, certs.path());
+    settings.redis.enabled = true;
+    settings.redis.sentinels = provisiond::config::List(vec![format!("127.0.0.1:{sentinel_port}")]);
+    settings.redis.sentinel_master = Some("tlsmaster".into());
+    with_tls_files(&mut settings, &files);
+    let app = TestApp::spawn_settings(settings).await;
+    let health = app
+        .wait_for_health(Duration::from_secs(20), |h| h["status"] == "ok")
+        .await;
+    assert_eq!(health["redis"]["mode"], "sentinel", "{health}");
+    certificate(&app, "sentinel-tls-device").await;
+    assert!(recorded_in_redis(&primary, "sentinel-tls-device"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_with_a_private_ca() {
+    let files = RedisTlsFiles::new();
+    let nodes: Vec<(RedisServer, u16)> = (0..3)
+        .map(|_| {
+            let tls_port = free_port();
+            let mut args = files.server_args(tls_port);
+            args.extend(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--tls-cluster",
+                    "yes",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]
+                .map(String::from),
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (
+                RedisServer::start_on(common::redis::free_cluster_port, &args),
+                tls_port,
+            )
+        })
+        .collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|(n, _)| format!("127.0.0.1:{}", n.port())))
+        .args(["--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let certs = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(None, certs.path());
+    settings.redis.enabled = true;
+    settings.redis.cluster_nodes = provisiond::config::List(
+        nodes
+            .iter()
+            .map(|(_, tls)| format!("rediss://127.0.0.1:{tls}"))
+            .collect(),
+    );
+    with_tls_files(&mut settings, &files);
+    let app = TestApp::spawn_settings(settings).await;
+    let health = app
+        .wait_for_health(Duration::from_secs(30), |h| h["status"] == "ok")
+        .await;
+    assert_eq!(health["redis"]["primaries"], 3, "{health}");
+    for device in ["cluster-tls-a", "cluster-tls-b", "cluster-tls-c"] {
+        certificate(&app, device).await;
+        assert!(
+            nodes.iter().any(|(n, _)| recorded_in_redis(n, device)),
+            "{device}"
+        );
+    }
     app.stop().await;
 }

@@ -347,6 +347,23 @@ impl RedisSettings {
         if root_cert.is_none() && client_tls.is_none() {
             return Ok(None);
         }
+        let certificates_in = |pem_text: &[u8], key: &str| {
+            let blocks = pem::parse_many(pem_text).unwrap_or_default();
+            if blocks.iter().any(|b| b.tag() == "CERTIFICATE") {
+                Ok(())
+            } else {
+                Err(ConfigError::key(
+                    key,
+                    "the TLS files do not parse: no PEM CERTIFICATE in it",
+                ))
+            }
+        };
+        if let Some(root) = &root_cert {
+            certificates_in(root, "redis.tls_ca_file")?;
+        }
+        if let Some(client) = &client_tls {
+            certificates_in(&client.client_cert, "redis.tls_cert_file")?;
+        }
         let certificates = redis::TlsCertificates {
             client_tls,
             root_cert,
@@ -410,6 +427,42 @@ mod tests {
             );
             assert_eq!(redacted, shown);
         }
+    }
+
+    #[test]
+    fn tls_files_need_tls_and_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        let plain = RedisSettings {
+            tls_ca_file: Some(ca.clone()),
+            ..RedisSettings::default()
+        };
+        let refused = plain.validate().unwrap_err().to_string();
+        assert!(refused.contains("without TLS"), "{refused}");
+        let half = RedisSettings {
+            tls: true,
+            tls_cert_file: Some(ca.clone()),
+            ..RedisSettings::default()
+        };
+        let refused = half.validate().unwrap_err().to_string();
+        assert!(refused.contains("together"), "{refused}");
+        let missing = RedisSettings {
+            tls: true,
+            tls_ca_file: Some(ca.clone()),
+            ..RedisSettings::default()
+        };
+        assert!(missing.validate().is_ok());
+        let refused = missing.tls_certificates().unwrap_err().to_string();
+        assert!(refused.contains("cannot read"), "{refused}");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let refused = missing.tls_certificates().unwrap_err().to_string();
+        assert!(refused.contains("do not parse"), "{refused}");
+        assert!(
+            RedisSettings::default()
+                .tls_certificates()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -29,18 +29,26 @@ impl RedisTlsFiles {
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca, ca_key);
-        let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let leaf = |name: &str, usage: &[ExtendedKeyUsagePurpose]| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
             params
                 .subject_alt_names
                 .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
             params.distinguished_name.push(DnType::CommonName, name);
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usage.to_vec();
             (params.signed_by(&key, &issuer).unwrap(), key)
         };
-        let (server, server_key) = leaf("redis", ExtendedKeyUsagePurpose::ServerAuth);
-        let (client, client_key) = leaf("provisiond", ExtendedKeyUsagePurpose::ClientAuth);
+        // Redis nodes are clients of each other too (replication, the cluster bus,
+        // sentinels): their certificate says both.
+        let (server, server_key) = leaf(
+            "redis",
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let (client, client_key) = leaf("provisiond", &[ExtendedKeyUsagePurpose::ClientAuth]);
         let write = |name: &str, text: String| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
@@ -72,5 +80,19 @@ impl RedisTlsFiles {
             "--tls-auth-clients".into(),
             "yes".into(),
         ]
+    }
+}
+
+impl RedisTlsFiles {
+    /// The same arguments as lines of a `redis.conf` (a sentinel's), with the TLS
+    /// settings a sentinel needs to reach the primary it watches over TLS.
+    pub fn sentinel_conf(&self, tls_port: u16) -> String {
+        format!(
+            "port 0\ntls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
+             tls-ca-cert-file {}\ntls-auth-clients yes\ntls-replication yes\n",
+            self.server_cert.display(),
+            self.server_key.display(),
+            self.ca.display()
+        )
     }
 }
