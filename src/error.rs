@@ -118,6 +118,10 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("token storage lost recent writes; this request can be served in {0} s")]
     StorageRecovering(u64),
+    /// Storage is up but cannot keep this request's writes as configured (a shard without
+    /// the replicas `redis.wait_replicas` asks for): why, in words.
+    #[error("token storage cannot keep this request safe now: {0}; retry shortly")]
+    StorageDegraded(String),
     /// The CRL could not be re-signed before its nextUpdate: a broker would refuse every
     /// client with it, so it is not served.
     #[error("the CRL is past its nextUpdate and could not be re-signed yet; retry shortly")]
@@ -158,7 +162,9 @@ impl ApiError {
             ApiError::InvalidCertificate(_) => "invalid_certificate",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::StorageUnavailable | ApiError::StorageRecovering(_) => "storage_unavailable",
+            ApiError::StorageUnavailable
+            | ApiError::StorageRecovering(_)
+            | ApiError::StorageDegraded(_) => "storage_unavailable",
             ApiError::CrlExpired => "crl_expired",
             ApiError::Internal(_) => "internal_error",
         }
@@ -197,6 +203,7 @@ impl ResponseError for ApiError {
             ApiError::CsrPolicy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StorageUnavailable
             | ApiError::StorageRecovering(_)
+            | ApiError::StorageDegraded(_)
             | ApiError::CrlExpired => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -210,7 +217,7 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::StorageUnavailable | ApiError::CrlExpired => {
+            ApiError::StorageUnavailable | ApiError::StorageDegraded(_) | ApiError::CrlExpired => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
             }
             ApiError::StorageRecovering(seconds) => {

@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::bin::{run, text};
 use common::cluster::{MASTER_NAME, RedisCluster, SentinelSetup};
 use common::pki::quick_csr;
 use common::{TestApp, error_code};
@@ -161,55 +160,6 @@ async fn two_instances_on_a_cluster_keep_every_token_single_use() {
     .await;
 }
 
-/// Runs `provisiond bench --scenario flow` against `server` for `seconds`; its JSON report.
-async fn bench(server: String, seconds: u32) -> Value {
-    let out = run(
-        &[
-            "bench",
-            "--server",
-            &server,
-            "--scenario",
-            "flow",
-            "--concurrency",
-            "16",
-            "--duration",
-            &seconds.to_string(),
-            "--json",
-        ],
-        &[],
-    )
-    .await;
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("bench printed no report: {}", text(&out)))
-}
-
-/// Device ids whose keys live on the primary on `port`.
-fn devices_served_by(cluster: &RedisCluster, port: u16) -> Vec<String> {
-    let node = cluster.nodes.iter().find(|n| n.port() == port).unwrap();
-    let slots: Vec<Vec<redis::Value>> = node.cmd(&["CLUSTER", "SLOTS"]);
-    let served_here = |range: &Vec<redis::Value>| {
-        matches!(&range[2], redis::Value::Array(node)
-            if node.get(1) == Some(&redis::Value::Int(i64::from(port))))
-    };
-    let ranges: Vec<(u16, u16)> = slots
-        .iter()
-        .filter(|r| served_here(r))
-        .filter_map(|r| match (&r[0], &r[1]) {
-            (redis::Value::Int(a), redis::Value::Int(b)) => Some((*a as u16, *b as u16)),
-            _ => None,
-        })
-        .collect();
-    assert!(!ranges.is_empty(), "{port} serves no slots");
-    (0..)
-        .map(|n| format!("shard-probe-{n}"))
-        .filter(|id| {
-            let slot = provisiond::registry::slots::slot_of(id);
-            ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
-        })
-        .take(50)
-        .collect()
-}
-
 /// From the kill, tries a whole flow through each instance every 50 ms (for devices of
 /// the failed shard), until every instance signs again; the window from the kill.
 async fn serving_again(apps: &[&TestApp], devices: &[String], killed: Instant) -> Duration {
@@ -322,12 +272,12 @@ async fn a_cluster_primary_killed_under_load_fails_over_without_a_second_use() {
                 .await;
         }
         let spent = spent_tokens(&a, "spent", 30).await;
-        let load_a = tokio::spawn(bench(a.address.clone(), 14));
-        let load_b = tokio::spawn(bench(b.address.clone(), 14));
+        let load_a = tokio::spawn(common::bin::bench_flow(a.address.clone(), 16, 14));
+        let load_b = tokio::spawn(common::bin::bench_flow(b.address.clone(), 16, 14));
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         let victim = cluster.primaries()[0];
-        let victims_devices = devices_served_by(&cluster, victim);
+        let victims_devices = cluster.devices_served_by(victim, "shard-probe", 50);
         cluster.node(victim).kill();
         let killed = Instant::now();
         // The crashed machine comes back, and rejoins as the new primary's replica (with
@@ -407,8 +357,8 @@ async fn a_sentinel_failover_under_load_is_followed_without_a_restart() {
             assert_eq!(health["redis"]["mode"], "sentinel", "{health}");
         }
         let spent = spent_tokens(&a, "spent", 30).await;
-        let load_a = tokio::spawn(bench(a.address.clone(), 16));
-        let load_b = tokio::spawn(bench(b.address.clone(), 16));
+        let load_a = tokio::spawn(common::bin::bench_flow(a.address.clone(), 16, 16));
+        let load_b = tokio::spawn(common::bin::bench_flow(b.address.clone(), 16, 16));
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         let old = setup.primary.port();

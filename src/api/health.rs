@@ -51,6 +51,20 @@ pub struct RedisHealth {
     pub problem: Option<&'static str>,
     /// What went wrong and what to change, in words; null when all is well.
     pub reason: Option<String>,
+    /// With `redis.wait_replicas`, the primaries that had fewer online replicas than it
+    /// asks for at the last check: writes to their keys are refused (503) meanwhile.
+    pub replicas_missing: Vec<ReplicasMissing>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicasMissing {
+    /// `host:port` of the primary (standalone and Sentinel: where Redis is).
+    pub primary: String,
+    /// Replicas online at the last check.
+    pub online: u32,
+    /// What `redis.wait_replicas` asks for.
+    pub wanted: u32,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -98,6 +112,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 lost_writes_at: state.store.redis_lost_writes_at().map(unix_rfc3339),
                 problem: redis.problem.as_ref().map(|p| p.kind.as_str()),
                 reason: redis.problem.as_ref().map(|p| p.message.clone()),
+                replicas_missing: redis
+                    .shortfalls
+                    .iter()
+                    .map(|s| ReplicasMissing {
+                        primary: s.primary.clone(),
+                        online: s.online,
+                        wanted: s.wanted,
+                    })
+                    .collect(),
             }
         }
         None => RedisHealth {
@@ -113,6 +136,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             lost_writes_at: None,
             problem: None,
             reason: None,
+            replicas_missing: Vec::new(),
         },
     };
     let body = Health {

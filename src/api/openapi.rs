@@ -14,7 +14,7 @@ use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
 use super::answers::{
     CertificateAnswer, CertificateView, ListedAnswer, ListedView, SignCsrResponse,
 };
-use super::health::{Health, MemoryHealth, Probe, RedisHealth};
+use super::health::{Health, MemoryHealth, Probe, RedisHealth, ReplicasMissing};
 use super::onboarding::OnboardingResponse;
 use crate::activity::{Refusal, Second, Totals};
 use crate::audit::AuditEvent;
@@ -135,6 +135,7 @@ pub struct ErrorDetail {
         ErrorDetail,
         Health,
         RedisHealth,
+        ReplicasMissing,
         MemoryHealth,
         Probe,
         DeviceStatus,

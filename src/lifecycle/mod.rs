@@ -43,6 +43,7 @@ pub fn storage_error(e: StoreError) -> ApiError {
     tracing::warn!(error = %e, "token store unavailable");
     match e {
         StoreError::Unsure { retry_after } => ApiError::StorageRecovering(retry_after),
+        StoreError::ReplicasMissing(why) => ApiError::StorageDegraded(why),
         _ => ApiError::StorageUnavailable,
     }
 }

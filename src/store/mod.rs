@@ -22,7 +22,7 @@ use crate::registry::{Block, CertificateRecord, Revocation};
 pub use fallback::FallbackStore;
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
-pub use redis::{LimitSubject, ProblemKind, RedisConfig, RedisProblem, RedisStore};
+pub use redis::{LimitSubject, ProblemKind, RedisConfig, RedisProblem, RedisStore, Shortfall};
 pub use stale::StaleInRedis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,11 @@ pub enum StoreError {
     /// up, and a token issued beside it would be a second live token for the device.
     #[error("token store failed: {0}")]
     Failed(String),
+    /// The shard that holds this request's keys has fewer online replicas than
+    /// `redis.wait_replicas` asks for: refused before anything is written, with why.
+    /// Memory must not step in: Redis is up.
+    #[error("{0}")]
+    ReplicasMissing(String),
     /// Redis lost writes a while ago, and whether this request was already served before
     /// that cannot be told until `retry_after` seconds have passed.
     #[error("token store lost recent writes; retry in {retry_after} s")]
@@ -193,6 +198,8 @@ pub struct RedisStats {
     pub counts: Option<RedisCounts>,
     /// Why Redis is not in use, or refused a request's command within the last minute.
     pub problem: Option<RedisProblem>,
+    /// Primaries with fewer online replicas than `redis.wait_replicas`, at the last check.
+    pub shortfalls: Vec<Shortfall>,
 }
 
 #[derive(Debug, Clone)]

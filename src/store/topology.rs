@@ -113,6 +113,8 @@ pub(super) struct Sentinels {
     pub password: Option<Secret>,
     /// The mode's TLS, timeouts and TLS files (its credentials are the primary's).
     pub access: NodeAccess,
+    /// The primary the sentinels named last, `host:port`.
+    pub named: std::sync::Mutex<Option<String>>,
 }
 
 impl Sentinels {
@@ -127,6 +129,7 @@ impl Sentinels {
             master,
             password,
             access,
+            named: std::sync::Mutex::new(None),
         }
     }
 
@@ -154,7 +157,11 @@ impl Sentinels {
         let mut last = None;
         for sentinel in &self.addresses {
             match self.ask(sentinel).await {
-                Ok(Some(primary)) => return Ok(primary),
+                Ok(Some(primary)) => {
+                    *self.named.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("{}:{}", primary.0, primary.1));
+                    return Ok(primary);
+                }
                 Ok(None) => {}
                 Err(e) => last = Some(e),
             }
@@ -188,15 +195,18 @@ pub(super) struct Primary {
     pub host: String,
     pub port: u16,
     pub first_slot: u16,
+    /// Every slot range it serves (inclusive).
+    pub ranges: Vec<(u16, u16)>,
 }
 
 /// The cluster's primaries, from `CLUSTER SLOTS` (one per shard, by its lowest slot).
 pub(super) async fn primaries(conn: &mut ClusterConnection) -> RedisResult<Vec<Primary>> {
     let slots: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
-    let mut by_address: BTreeMap<(String, u16), u16> = BTreeMap::new();
+    let mut by_address: BTreeMap<(String, u16), Vec<(u16, u16)>> = BTreeMap::new();
     for range in slots {
         let Value::Array(parts) = range else { continue };
-        let (Some(Value::Int(start)), Some(Value::Array(node))) = (parts.first(), parts.get(2))
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(node))) =
+            (parts.first(), parts.get(1), parts.get(2))
         else {
             continue;
         };
@@ -208,15 +218,21 @@ pub(super) async fn primaries(conn: &mut ClusterConnection) -> RedisResult<Vec<P
         let Some(Value::Int(port)) = node.get(1) else {
             continue;
         };
-        let first = by_address.entry((host, *port as u16)).or_insert(u16::MAX);
-        *first = (*first).min(*start as u16);
+        by_address
+            .entry((host, *port as u16))
+            .or_default()
+            .push((*start as u16, *end as u16));
     }
     let mut primaries: Vec<Primary> = by_address
         .into_iter()
-        .map(|((host, port), first_slot)| Primary {
-            host,
-            port,
-            first_slot,
+        .map(|((host, port), mut ranges)| {
+            ranges.sort_unstable();
+            Primary {
+                host,
+                port,
+                first_slot: ranges.first().map_or(u16::MAX, |r| r.0),
+                ranges,
+            }
         })
         .collect();
     primaries.sort_by_key(|p| p.first_slot);

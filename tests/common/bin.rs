@@ -68,3 +68,26 @@ pub async fn enroll_into(server: &str, device: &str, out_dir: &str, extra: &[&st
     let enrolled = run(&args, &[]).await;
     assert!(enrolled.status.success(), "{}", text(&enrolled));
 }
+
+/// `provisiond bench --scenario flow` against `server` for `seconds` with `concurrency`
+/// workers; its JSON report.
+pub async fn bench_flow(server: String, concurrency: u32, seconds: u32) -> serde_json::Value {
+    let out = run(
+        &[
+            "bench",
+            "--server",
+            &server,
+            "--scenario",
+            "flow",
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            &seconds.to_string(),
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("bench printed no report: {}", text(&out)))
+}

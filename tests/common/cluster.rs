@@ -110,6 +110,34 @@ impl RedisCluster {
             .collect()
     }
 
+    /// `n` device ids (`<prefix>-0`, `<prefix>-1`, ...) whose keys live on the primary on
+    /// `port`, as it answers CLUSTER SLOTS.
+    pub fn devices_served_by(&self, port: u16, prefix: &str, n: usize) -> Vec<String> {
+        let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
+        let slots: Vec<Vec<redis::Value>> = node.cmd(&["CLUSTER", "SLOTS"]);
+        let served_here = |range: &Vec<redis::Value>| {
+            matches!(&range[2], redis::Value::Array(node)
+                if node.get(1) == Some(&redis::Value::Int(i64::from(port))))
+        };
+        let ranges: Vec<(u16, u16)> = slots
+            .iter()
+            .filter(|r| served_here(r))
+            .filter_map(|r| match (&r[0], &r[1]) {
+                (redis::Value::Int(a), redis::Value::Int(b)) => Some((*a as u16, *b as u16)),
+                _ => None,
+            })
+            .collect();
+        assert!(!ranges.is_empty(), "{port} serves no slots");
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .filter(|id| {
+                let slot = provisiond::registry::slots::slot_of(id);
+                ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .take(n)
+            .collect()
+    }
+
     /// The running node on `port`.
     pub fn node(&mut self, port: u16) -> &mut RedisServer {
         self.nodes

@@ -10,7 +10,8 @@ use redis::{InfoDict, RedisError};
 use super::super::TokenStore;
 use super::super::incarnation::{self, Probe, Watch};
 use super::super::topology::{self, Primary, RedisConn};
-use super::{Mode, RedisProblem, RedisStore};
+use super::replicas::online_replicas;
+use super::{Mode, RedisProblem, RedisStore, Shortfall};
 use crate::clock::unix_now;
 use crate::registry::slots;
 
@@ -64,8 +65,8 @@ impl RedisStore {
     }
 }
 
-/// INFO server, the marker after INCR, EXPIRE, the recorded run_id.
-type ProbeReply = (InfoDict, u64, (), Option<String>);
+/// INFO server, INFO replication, the marker after INCR, EXPIRE, the recorded run_id.
+type ProbeReply = (InfoDict, InfoDict, u64, (), Option<String>);
 
 /// The health loop's checks: one for the server (standalone, or Sentinel's primary), or
 /// one per shard of a cluster, by the shard's first slot (which a failover keeps, so
@@ -87,9 +88,28 @@ impl Health {
     /// unreachable.
     pub(super) async fn run(&mut self, store: &RedisStore) -> Result<(), RedisError> {
         let result = match self {
-            Health::Single(check) => check.check_single(store).await,
+            Health::Single(check) => check.check_single(store).await.map(|online| {
+                let primary = match &store.mode {
+                    Mode::Sentinel(sentinels) => sentinels
+                        .named
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
+                    _ => None,
+                };
+                vec![Shortfall {
+                    primary: primary.unwrap_or_else(|| store.config.display_url.clone()),
+                    online,
+                    wanted: store.config.wait_replicas,
+                    ranges: Vec::new(),
+                }]
+            }),
             Health::Cluster(checks) => check_cluster(checks, store).await,
         };
+        let result = result.map(|checked| {
+            let wanted = store.config.wait_replicas;
+            store.note_shortfalls(checked.into_iter().filter(|s| s.online < wanted).collect());
+        });
         match &result {
             Ok(()) => {
                 store.problems.health_checked(None);
@@ -105,11 +125,12 @@ impl Health {
     }
 }
 
-/// Every primary of the cluster, each on its own connection: all must pass.
+/// Every primary of the cluster, each on its own connection: all must pass. Answers each
+/// primary with its online replicas.
 async fn check_cluster(
     checks: &mut std::collections::BTreeMap<u16, HealthCheck>,
     store: &RedisStore,
-) -> Result<(), RedisError> {
+) -> Result<Vec<Shortfall>, RedisError> {
     let Mode::Cluster(cluster_mode) = &store.mode else {
         unreachable!("only for a cluster");
     };
@@ -127,6 +148,7 @@ async fn check_cluster(
         }
     };
     let (mut answering, mut failure) = (0, None);
+    let mut checked = Vec::with_capacity(found.len());
     for primary in &found {
         let check = checks.entry(primary.first_slot).or_default();
         if check.node.as_ref() != Some(primary) {
@@ -136,7 +158,15 @@ async fn check_cluster(
         }
         let mut shared = RedisConn::Cluster(cluster.clone());
         match check.check(store, &mut shared).await {
-            Ok(()) => answering += 1,
+            Ok(online) => {
+                answering += 1;
+                checked.push(Shortfall {
+                    primary: format!("{}:{}", primary.host, primary.port),
+                    online,
+                    wanted: store.config.wait_replicas,
+                    ranges: primary.ranges.clone(),
+                });
+            }
             Err(e) => {
                 check.conn = None;
                 failure.get_or_insert(e);
@@ -155,7 +185,7 @@ async fn check_cluster(
             redis::ErrorKind::Io,
             "the cluster has no primary serving slots",
         ))),
-        None => Ok(()),
+        None => Ok(checked),
     }
 }
 
@@ -169,7 +199,7 @@ pub(super) struct HealthCheck {
 }
 
 impl HealthCheck {
-    pub(super) async fn check_single(&mut self, store: &RedisStore) -> Result<(), RedisError> {
+    pub(super) async fn check_single(&mut self, store: &RedisStore) -> Result<u32, RedisError> {
         let result = async {
             let mut conn = RedisConn::Single(self.connection(store).await?.clone());
             self.check(store, &mut conn).await
@@ -201,21 +231,23 @@ impl HealthCheck {
     }
 
     /// `shared` reaches the keys every instance shares (`<prefix>lost-writes`), which on
-    /// a cluster live on some other node.
+    /// a cluster live on some other node. Answers the server's online replicas.
     pub(super) async fn check(
         &mut self,
         store: &RedisStore,
         shared: &mut RedisConn,
-    ) -> Result<(), RedisError> {
+    ) -> Result<u32, RedisError> {
         let keys = &store.keys;
         let shard = self.shard();
         let marker = keys.marker(&store.instance, shard);
         let incarnation_key = keys.incarnation(shard);
         // A handle to the same connection: the watch is updated below.
         let conn = &mut self.connection(store).await?.clone();
-        let (info, marker_value, (), recorded_run_id): ProbeReply = redis::pipe()
+        let (info, replication, marker_value, (), recorded_run_id): ProbeReply = redis::pipe()
             .cmd("INFO")
             .arg("server")
+            .cmd("INFO")
+            .arg("replication")
             .incr(&marker, 1)
             .expire(&marker, MARKER_TTL_SECS as i64)
             .get(&incarnation_key)
@@ -234,10 +266,12 @@ impl HealthCheck {
         };
         store.learn(shared_epoch.unwrap_or(0), shared_at.unwrap_or(0));
         let waited = store.config.wait_replicas > 0;
-        if waited {
+        let online = online_replicas(&replication);
+        if waited && online >= store.config.wait_replicas {
             // The marker reaches the replicas too, or a failover would look like a loss.
             // Best effort: a replica that does not answer in time only makes a later
-            // failover refuse tokens, never accept one twice.
+            // failover refuse tokens, never accept one twice. Skipped when too few are
+            // online: it could only wait out its timeout.
             redis::cmd("WAIT")
                 .arg(store.config.wait_replicas)
                 .arg(store.config.wait_timeout.as_millis() as u64)
@@ -273,7 +307,7 @@ impl HealthCheck {
                 .unwrap_or_else(|p| p.into_inner()) = Some(probe.run_id);
             store.renew_connections();
         }
-        Ok(())
+        Ok(online)
     }
 }
 

@@ -143,6 +143,7 @@ impl RedisStore {
         &self,
         entry: RevokedCertificate,
     ) -> Result<RevokedCertificate, StoreError> {
+        self.replicas_ready(&[&self.keys.revoked(), &self.keys.revision()])?;
         let mut conn = self.conn().await?;
         let serial_hex = hex::encode_upper(entry.serial);
         // A member starts with its serial and a colon: one ZSCAN finds an earlier one.

@@ -43,6 +43,7 @@ mod limits;
 mod listing;
 mod problem;
 mod registry;
+mod replicas;
 mod tokens;
 
 use std::collections::HashSet;
@@ -68,6 +69,7 @@ use keys::Keys;
 
 pub use limits::LimitSubject;
 pub use problem::{ProblemKind, RedisProblem};
+pub use replicas::Shortfall;
 
 /// Keys asked for per SCAN call.
 const SCAN_BATCH: usize = 1000;
@@ -189,6 +191,8 @@ pub struct RedisStore {
     answering: std::sync::atomic::AtomicUsize,
     /// Why Redis is not in use, or a request's command was refused.
     problems: problem::Problems,
+    /// Primaries with fewer online replicas than `redis.wait_replicas` at the last check.
+    shortfalls: Mutex<Vec<Shortfall>>,
     config: RedisConfig,
     metrics: Arc<Metrics>,
 }
@@ -290,6 +294,7 @@ impl RedisStore {
             counts: Mutex::new(None),
             answering: std::sync::atomic::AtomicUsize::new(0),
             problems: problem::Problems::default(),
+            shortfalls: Mutex::new(Vec::new()),
             config,
             metrics,
         });

@@ -155,6 +155,9 @@ impl CertificateRegistry for RedisStore {
     }
 
     async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {
+        self.replicas_ready(&[&self
+            .keys
+            .certificates(slots::slot_of(record.device_id.as_str()))])?;
         self.record_certificate(record).await?;
         let standing = self.certificate(&record.serial).await?;
         let written = [
@@ -213,9 +216,10 @@ impl CertificateRegistry for RedisStore {
         serial: &[u8; 16],
         revocation: Revocation,
     ) -> Result<Option<CertificateRecord>, StoreError> {
+        let mut bucket = self.keys.certificate_of(serial);
+        self.replicas_ready(&[&bucket, &self.keys.revoked(), &self.keys.revision()])?;
         let mut conn = self.conn().await?;
         self.owe_listing(&mut conn, serial).await?;
-        let mut bucket = self.keys.certificate_of(serial);
         let mut answer = self
             .revoke_in(&mut conn, &bucket, serial, revocation)
             .await?;
@@ -262,10 +266,15 @@ impl CertificateRegistry for RedisStore {
                 });
             }
         }
+        let slot = slots::slot_of(device.as_str());
+        self.replicas_ready(&[
+            &self.keys.certificates(slot),
+            &self.keys.revoked(),
+            &self.keys.revision(),
+        ])?;
         if supersede.is_some() {
             self.owe_listing(&mut conn, previous).await?;
         }
-        let slot = slots::slot_of(device.as_str());
         let mut invocation = self.renew_script.key(self.keys.blocked(device));
         invocation
             .key(self.keys.certificates(slot))
@@ -343,6 +352,7 @@ impl CertificateRegistry for RedisStore {
     }
 
     async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {
+        self.replicas_ready(&[&self.keys.blocked(device)])?;
         let mut conn = self.conn().await?;
         let standing: Option<String> = redis::cmd("SET")
             .arg(self.keys.blocked(device))
@@ -359,6 +369,7 @@ impl CertificateRegistry for RedisStore {
     }
 
     async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        self.replicas_ready(&[&self.keys.blocked(device)])?;
         let mut conn = self.conn().await?;
         let removed: i64 = redis::cmd("DEL")
             .arg(self.keys.blocked(device))

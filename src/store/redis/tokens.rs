@@ -35,6 +35,7 @@ impl RedisStore {
         jti: &str,
         certificate: Option<&CertificateRecord>,
     ) -> Result<ConsumeOutcome, StoreError> {
+        self.replicas_ready(&[&self.keys.device(device)])?;
         let mut invocation = self.consume_script.key(self.keys.device(device));
         invocation.key(self.keys.token(device, jti)).arg(jti);
         if let Some(certificate) = certificate {
@@ -178,6 +179,7 @@ impl TokenStore for RedisStore {
                 });
             }
         }
+        self.replicas_ready(&[&self.keys.nonce(device, ts)])?;
         let set: Option<String> = redis::cmd("SET")
             .arg(self.keys.nonce(device, ts))
             .arg(1)
@@ -203,6 +205,7 @@ impl TokenStore for RedisStore {
             mode: StorageMode::Redis,
             redis: Some(RedisStats {
                 problem: self.problem(),
+                shortfalls: self.shortfalls(),
                 connected: self.is_connected(),
                 topology: self.topology(),
                 counts: *self.counts.lock().unwrap_or_else(|p| p.into_inner()),
