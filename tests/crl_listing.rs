@@ -31,13 +31,7 @@ fn settings(redis: Option<&RedisServer>, certs: &std::path::Path) -> Settings {
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.post_json_as(ADMIN, path, &body).await
 }
 
 async fn list(app: &TestApp, serial: &str, reason: &str) -> Value {

@@ -190,13 +190,12 @@ async fn a_certificate_revoked_through_the_api_is_refused_by_the_broker_after_a_
     );
     let serial = serial.trim().trim_start_matches("serial=").to_owned();
     let revoked = app
-        .client
-        .post(app.url(&format!("/api/v1/certificates/{serial}/revoke")))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({ "reason": "keyCompromise" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            ADMIN,
+            &format!("/api/v1/certificates/{serial}/revoke"),
+            &serde_json::json!({ "reason": "keyCompromise" }),
+        )
+        .await;
     assert_eq!(revoked.status(), reqwest::StatusCode::OK);
     // ...and `provisiond crl` writes the new CRL and reloads the broker.
     let reload = format!("kill -HUP {}", broker.pid());

@@ -124,22 +124,20 @@ async fn a_user_without_a_permission_is_told_apart_from_an_outage_and_works_once
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let revoked = app
-        .client
-        .post(app.url(&format!("/api/v1/certificates/{serial}/revoke")))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({ "reason": "keyCompromise" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            ADMIN,
+            &format!("/api/v1/certificates/{serial}/revoke"),
+            &serde_json::json!({ "reason": "keyCompromise" }),
+        )
+        .await;
     assert_eq!(revoked.status(), StatusCode::OK);
     let listed = app
-        .client
-        .post(app.url("/api/v1/crl/entries"))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({ "serial": "0A0B0C" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            ADMIN,
+            "/api/v1/crl/entries",
+            &serde_json::json!({ "serial": "0A0B0C" }),
+        )
+        .await;
     assert_eq!(listed.status(), StatusCode::OK);
     let crl = app.crl_text().await;
     assert!(crl.contains(&format!("Serial Number: {serial}")), "{crl}");

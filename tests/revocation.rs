@@ -31,13 +31,7 @@ async fn two_instances(redis: &RedisServer, certs: &std::path::Path) -> (TestApp
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.post_json_as(ADMIN, path, &body).await
 }
 
 async fn admin_get(app: &TestApp, path: &str) -> Value {

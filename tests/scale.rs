@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{MASTER_NAME, RedisCluster, SentinelSetup};
 use common::pki::quick_csr;
-use common::{TestApp, error_code};
+use common::{TestApp, error_code, within};
 use provisiond::config::{FallbackPolicy, KeyList, List, Settings};
 use provisiond::secret::Secret;
 use reqwest::StatusCode;
@@ -37,12 +37,6 @@ fn on_sentinels(setup: &SentinelSetup, certs: &std::path::Path) -> Settings {
 }
 
 /// Bounds a test: the processes it spawned stop when it fails.
-async fn within<F: Future>(limit: Duration, test: F) -> F::Output {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("the test ran out of time")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_a_cluster_keep_every_token_single_use() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))

@@ -10,16 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{RedisCluster, SentinelSetup};
 use common::pki::quick_csr;
-use common::{TestApp, error_code};
+use common::{TestApp, error_code, within};
 use provisiond::config::{FallbackPolicy, List, Settings};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-async fn within<F: Future>(limit: Duration, test: F) -> F::Output {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("the test ran out of time")
-}
 
 fn waiting_for_a_replica(mut s: Settings) -> Settings {
     s.redis.fallback = FallbackPolicy::None;

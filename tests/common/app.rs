@@ -182,6 +182,17 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// POST a JSON body with `Authorization: Bearer <key>`; the response, whatever it is.
+    pub async fn post_json_as(&self, key: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// GET a JSON document.
     pub async fn get_json(&self, path: &str) -> Value {
         self.client

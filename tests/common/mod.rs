@@ -14,3 +14,10 @@ pub mod redis_tls;
 
 pub use app::{TestApp, error_code, jti_of};
 pub use redis::RedisServer;
+
+/// Runs `test`, failing it if it takes longer than `limit`.
+pub async fn within<F: std::future::Future>(limit: std::time::Duration, test: F) -> F::Output {
+    tokio::time::timeout(limit, test)
+        .await
+        .expect("the test ran out of time")
+}
