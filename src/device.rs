@@ -97,6 +97,12 @@ pub enum VerifyError {
     NotValidNow,
     #[error("the certificate is not signed by the CA")]
     NotSignedByCa,
+    /// Signed by the CA's key, but naming another issuer: OpenSSL, GnuTLS and brokers
+    /// build the chain by name and refuse it.
+    #[error(
+        "the certificate names its issuer {issuer:?}, but the CA's subject is {ca:?}:          verifiers that build the chain by name (OpenSSL, Mosquitto) refuse it"
+    )]
+    WrongIssuerName { issuer: String, ca: String },
     #[error("the CRL is not installed: {0}")]
     CrlRefused(String),
 }
@@ -134,12 +140,12 @@ pub fn verify_issued(
         .subject()
         .iter_common_name()
         .next()
-        .and_then(|cn| cn.as_str().ok())
+        .and_then(|cn| crate::ca::directory_string(cn).ok())
         .unwrap_or_default();
     if found != device_id {
         return Err(VerifyError::WrongSubject {
             expected: device_id.to_owned(),
-            found: found.to_owned(),
+            found,
         });
     }
     if leaf.public_key().subject_public_key.data.as_ref() != key.0.public_key_raw() {
@@ -154,7 +160,14 @@ pub fn verify_issued(
         .map_err(|e| unreadable(&e))?;
     let ca = issuing.parse_x509().map_err(|e| unreadable(&e))?;
     leaf.verify_signature(Some(ca.public_key()))
-        .map_err(|_| VerifyError::NotSignedByCa)
+        .map_err(|_| VerifyError::NotSignedByCa)?;
+    if leaf.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(VerifyError::WrongIssuerName {
+            issuer: leaf.issuer().to_string(),
+            ca: ca.subject().to_string(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,16 +8,19 @@ use std::fmt;
 
 use rcgen::{PublicKeyData, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::der_parser::oid::Oid;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::ParsedExtension;
+use x509_parser::objects::{oid_registry, oid2sn};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519,
+    OID_SIG_ECDSA_WITH_SHA512, OID_SIG_ED25519,
 };
 use x509_parser::pem::parse_x509_pem;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
+use super::name::directory_string;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 
@@ -158,16 +161,10 @@ pub fn check_csr(
     let key_type = key_type(&info.subject_pki)?;
     policy.check(key_type)?;
 
-    csr.verify_signature().map_err(|e| match e {
-        X509Error::SignatureUnsupportedAlgorithm => ApiError::CsrPolicy(format!(
-            "CSR signature algorithm {} is not accepted",
-            csr.signature_algorithm.algorithm
-        )),
-        _ => ApiError::CsrSignatureInvalid,
-    })?;
+    verify_signature(&csr, key_type)?;
 
     for cn in info.subject.iter_common_name() {
-        match cn.as_str() {
+        match directory_string(cn) {
             Ok(cn) if cn == device.as_str() => {}
             Ok(cn) => {
                 return Err(ApiError::CsrPolicy(format!(
@@ -175,10 +172,8 @@ pub fn check_csr(
                     device = device.as_str()
                 )));
             }
-            Err(_) => {
-                return Err(ApiError::CsrPolicy(
-                    "subject CN is not a readable string".into(),
-                ));
+            Err(why) => {
+                return Err(ApiError::CsrPolicy(format!("subject CN is {why}")));
             }
         }
     }
@@ -194,6 +189,57 @@ pub fn check_csr(
         raw: info.subject_pki.subject_public_key.data.to_vec(),
         key_type,
     })
+}
+
+/// Proof of possession: the CSR's signature by its own key, with any standard hash for
+/// the key's type (RFC 5758 §3.2: ECDSA with SHA-256, -384 or -512; RSA PKCS#1 v1.5 and
+/// PSS with SHA-256, -384 or -512; Ed25519). x509-parser knows all but ECDSA with
+/// SHA-512, which Python's `cryptography` and `openssl req -sha512` make: verified here.
+fn verify_signature(csr: &X509CertificationRequest<'_>, key_type: KeyType) -> Result<(), ApiError> {
+    let algorithm = &csr.signature_algorithm.algorithm;
+    let unsupported = match csr.verify_signature() {
+        Ok(()) => return Ok(()),
+        Err(X509Error::SignatureUnsupportedAlgorithm) => true,
+        Err(_) => false,
+    };
+    if !unsupported {
+        return Err(ApiError::CsrSignatureInvalid);
+    }
+    let sha512 = match key_type {
+        _ if *algorithm != OID_SIG_ECDSA_WITH_SHA512 => None,
+        KeyType::EcdsaP256 => Some(&aws_lc_rs::signature::ECDSA_P256_SHA512_ASN1),
+        KeyType::EcdsaP384 => Some(&aws_lc_rs::signature::ECDSA_P384_SHA512_ASN1),
+        _ => None,
+    };
+    let Some(verification) = sha512 else {
+        let name = algorithm_name(algorithm);
+        return Err(ApiError::CsrPolicy(format!(
+            "CSR signature algorithm {name} ({algorithm}) is not accepted for {key_type} keys: \
+             sign with SHA-256, SHA-384 or SHA-512"
+        )));
+    };
+    let info = &csr.certification_request_info;
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        verification,
+        &info.subject_pki.subject_public_key.data,
+    )
+    .verify(info.raw, &csr.signature_value.data)
+    .map_err(|_| ApiError::CsrSignatureInvalid)
+}
+
+/// A signature algorithm in words: the weak ones a refusal names that the OID registry
+/// lacks, then the registry's short name.
+fn algorithm_name(algorithm: &Oid<'_>) -> String {
+    let known = match algorithm.to_id_string().as_str() {
+        "1.2.840.10045.4.1" => "ecdsa-with-SHA1",
+        "1.2.840.10045.4.3.1" => "ecdsa-with-SHA224",
+        "1.2.840.113549.1.1.4" => "md5WithRSAEncryption",
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.113549.1.1.14" => "sha224WithRSAEncryption",
+        "1.2.840.10040.4.3" => "dsa-with-SHA1",
+        _ => oid2sn(algorithm, oid_registry()).unwrap_or("an unknown algorithm"),
+    };
+    known.to_owned()
 }
 
 pub(super) fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, ApiError> {

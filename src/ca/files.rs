@@ -146,6 +146,21 @@ fn load(dir: &Path) -> anyhow::Result<CaFiles> {
             cert_file.display()
         );
     }
+    // RFC 5280 §4.2.1.3: without keyUsage every usage is allowed; with it, signing
+    // certificates and CRLs must both be there, or verifiers refuse what is signed.
+    match cert.key_usage() {
+        Ok(Some(usage)) if !usage.value.key_cert_sign() => bail!(
+            "{} lacks the keyCertSign key usage: the certificates it signs would be refused",
+            cert_file.display()
+        ),
+        Ok(Some(usage)) if !usage.value.crl_sign() => bail!(
+            "{} lacks the cRLSign key usage: brokers would refuse its CRLs (use a CA \
+             certificate with keyUsage keyCertSign, cRLSign)",
+            cert_file.display()
+        ),
+        Ok(_) => {}
+        Err(e) => bail!("{}: its keyUsage does not parse: {e}", cert_file.display()),
+    }
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         bail!(
             "{} and {} do not belong together: the key does not match the certificate",
@@ -157,6 +172,13 @@ fn load(dir: &Path) -> anyhow::Result<CaFiles> {
     let now = OffsetDateTime::now_utc();
     if not_after <= now {
         bail!("the CA certificate {} has expired", cert_file.display());
+    }
+    let not_before = cert.validity().not_before.to_datetime();
+    if not_before > now + super::BACKDATE {
+        bail!(
+            "the CA certificate {} is not valid until {not_before} (is this clock right?)",
+            cert_file.display()
+        );
     }
     if not_after - now < time::Duration::days(30) {
         tracing::warn!(%not_after, "the CA certificate expires within 30 days");

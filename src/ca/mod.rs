@@ -4,6 +4,7 @@
 mod crl;
 mod csr;
 pub mod files;
+mod name;
 mod presented;
 
 use std::path::Path;
@@ -17,13 +18,15 @@ use time::OffsetDateTime;
 
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
+pub use name::directory_string;
 pub use presented::PresentedCertificate;
 
 use crate::config::CaSettings;
 use crate::domain::DeviceId;
 
-/// Back-dating of notBefore, for devices whose clocks run a little behind.
-const BACKDATE: Duration = Duration::from_secs(300);
+/// Back-dating of notBefore (and of a CRL's thisUpdate), for devices and brokers whose
+/// clocks run a little behind.
+pub const BACKDATE: Duration = Duration::from_secs(300);
 
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
@@ -54,8 +57,15 @@ impl CertificateAuthority {
     /// Loads the CA from `settings.dir`, generating one on first start.
     pub fn load_or_init(settings: &CaSettings) -> anyhow::Result<Self> {
         let files = files::load_or_init(&settings.dir, &settings.common_name)?;
-        let issuer = Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key)?;
-        Ok(Self {
+        let issuer =
+            Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key).map_err(|e| {
+                anyhow::anyhow!(
+                    "the CA certificate's subject ({}) cannot be used as an issuer name: {e} \
+                     (multi-valued RDNs are not supported)",
+                    files.subject
+                )
+            })?;
+        let ca = Self {
             key_identifier: files
                 .key_identifier
                 .map_or(rcgen::KeyIdMethod::Sha256, rcgen::KeyIdMethod::PreSpecified),
@@ -73,7 +83,33 @@ impl CertificateAuthority {
                 rsa_min_bits: settings.rsa_min_bits,
                 rsa_max_bits: settings.rsa_max_bits,
             },
-        })
+        };
+        ca.check_issuer_name()?;
+        Ok(ca)
+    }
+
+    /// The issuer name written into certificates and CRLs must be the CA certificate's
+    /// subject byte for byte: OpenSSL, GnuTLS and brokers build the chain by name, and a
+    /// valid signature under another name is refused by every one of them. rcgen rebuilds
+    /// the name from its parts, which loses a repeated attribute (`DC=example, DC=com`):
+    /// such a CA is refused here rather than issuing certificates no broker accepts.
+    fn check_issuer_name(&self) -> anyhow::Result<()> {
+        use x509_parser::prelude::FromDer;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let probe = CertificateParams::default().signed_by(&key, &self.issuer)?;
+        let (_, probe) = x509_parser::certificate::X509Certificate::from_der(probe.der())?;
+        let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&self.cert_der)?;
+        if probe.issuer().as_raw() != ca.subject().as_raw() {
+            anyhow::bail!(
+                "the CA certificate's subject ({}) cannot be copied byte for byte into the \
+                 certificates it would sign (they would name {}): verifiers would refuse \
+                 them. Repeated attributes (two DC=, two OU=) are the usual cause: use an \
+                 issuing CA whose subject names each attribute once",
+                ca.subject(),
+                probe.issuer()
+            );
+        }
+        Ok(())
     }
 
     /// `provisiond ca init`: writes a new CA into `dir`.

@@ -63,9 +63,8 @@ impl CertificateAuthority {
             .subject()
             .iter_common_name()
             .next()
-            .and_then(|cn| cn.as_str().ok())
-            .ok_or("the certificate names no device")?
-            .to_owned();
+            .and_then(|cn| super::name::directory_string(cn).ok())
+            .ok_or("the certificate names no device")?;
         let spki: &SubjectPublicKeyInfo<'_> = cert.public_key();
         let key_type = key_type(spki).map_err(|_| "the certificate's key type is not accepted")?;
         Ok(PresentedCertificate {

@@ -1,8 +1,8 @@
 //! Publishing the CRL: which one is current, and when to sign the next.
 //!
 //! Time is cut into slots of half the CRL's validity. A CRL's thisUpdate is the start of
-//! its slot or the moment of the latest revocation, whichever is later; its nextUpdate
-//! one validity after that; its number that moment in unix milliseconds (revocations
+//! its slot or the moment of the latest revocation, whichever is later, back-dated five
+//! minutes for brokers whose clocks run behind; its nextUpdate one validity after that; its number that moment in unix milliseconds (revocations
 //! get distinct moments from the store). So every instance signs the same CRL number
 //! for the same revocations without talking to the others, a new CRL is signed at each
 //! slot boundary (brokers always hold one with at least half its life left) and at each
@@ -169,6 +169,10 @@ impl CrlPublisher {
                 reason: crl_reason(r.revocation.reason),
             })
             .collect();
+        // Signed earlier by the margin certificates' notBefore has: a broker whose clock
+        // runs a few seconds behind would take a CRL signed this second as not yet valid,
+        // and refuse every device until its clock caught up. The life stays `validity`.
+        let this_update = this_update - crate::ca::BACKDATE;
         let next_update = this_update + time::Duration::seconds(self.validity.as_secs() as i64);
         let crl = self
             .ca

@@ -141,6 +141,20 @@ pub fn openssl_x509(cert_pem: &str, args: &[&str]) -> String {
     x509_of_file(&file, args)
 }
 
+/// `openssl asn1parse` of a PEM document: how each value is encoded.
+pub fn openssl_asn1parse(pem_text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doc.pem");
+    std::fs::write(&file, pem_text).unwrap();
+    let output = Command::new("openssl")
+        .args(["asn1parse", "-in"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
 fn x509_of_file(file: &Path, args: &[&str]) -> String {
     let output = Command::new("openssl")
         .args(["x509", "-noout", "-in"])
