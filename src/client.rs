@@ -105,6 +105,9 @@ pub struct Signed {
     pub ca_certificate: String,
     pub serial_number: String,
     pub expires_at: String,
+    /// The server's clock when it answered (RFC 3339).
+    #[serde(default)]
+    pub timestamp: Option<String>,
 }
 
 #[derive(Debug, Clone)]

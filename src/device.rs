@@ -93,8 +93,6 @@ pub enum VerifyError {
     WrongSubject { expected: String, found: String },
     #[error("the certificate is not for this device's key")]
     WrongKey,
-    #[error("the certificate is not valid now")]
-    NotValidNow,
     #[error("the certificate is not signed by the CA")]
     NotSignedByCa,
     /// Signed by the CA's key, but naming another issuer: OpenSSL, GnuTLS and brokers
@@ -124,8 +122,10 @@ pub fn csr_key(csr_pem: &str) -> Result<String, VerifyError> {
     ))
 }
 
-/// Checks that `cert_pem` names `device_id`, carries `key`, is valid now, and is signed
-/// by the first certificate of `ca_pem` (the issuing CA).
+/// Checks that `cert_pem` names `device_id`, carries `key`, and is signed by the first
+/// certificate of `ca_pem` (the issuing CA) under that CA's name. Not its validity
+/// period against this machine's clock: the server just issued it by its own, the broker
+/// judges it by its own, and the token is spent either way (see [`clock_warning`]).
 pub fn verify_issued(
     cert_pem: &str,
     ca_pem: &str,
@@ -151,9 +151,6 @@ pub fn verify_issued(
     if leaf.public_key().subject_public_key.data.as_ref() != key.0.public_key_raw() {
         return Err(VerifyError::WrongKey);
     }
-    if !leaf.validity().is_valid() {
-        return Err(VerifyError::NotValidNow);
-    }
     let issuing = Pem::iter_from_buffer(ca_pem.as_bytes())
         .next()
         .ok_or_else(|| VerifyError::Unreadable("no CA certificate".into()))?
@@ -168,6 +165,37 @@ pub fn verify_issued(
         });
     }
     Ok(())
+}
+
+/// What to tell the operator when this machine's clock disagrees with the validity of a
+/// certificate the server has just issued: its period, this clock, and how far it is
+/// from the server's (`server_time`, RFC 3339, from the answer). `None` when the
+/// certificate is valid by this clock.
+pub fn clock_warning(cert_pem: &str, server_time: Option<&str>) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let validity = cert.validity();
+    let now = time::OffsetDateTime::now_utc();
+    if validity.not_before.to_datetime() <= now && now <= validity.not_after.to_datetime() {
+        return None;
+    }
+    let server = server_time
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|server| {
+            format!(
+                "; the server's clock read {server} ({} s from this one)",
+                (server - now).whole_seconds()
+            )
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "the certificate is valid from {} to {}, but this device's clock reads {now}{server}. \
+         It was kept: a broker judges validity by its own clock. Set this device's clock \
+         (NTP) before it connects",
+        validity.not_before, validity.not_after
+    ))
 }
 
 #[cfg(test)]

@@ -105,3 +105,42 @@ fn enroll_refuses_a_certificate_that_names_another_issuer() {
         "{refused}"
     );
 }
+
+/// A device ten minutes slow gets a certificate valid from the server's "now": it keeps
+/// it (the token is spent, the broker judges by its own clock) and is told why.
+#[test]
+fn a_certificate_valid_by_the_servers_clock_is_kept_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(
+        dir.path(),
+        "/O=Example/CN=Example CA",
+        "keyCertSign,cRLSign",
+    );
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
+            .unwrap();
+    let ca_der = pem::parse(&ca_pem).unwrap().into_contents();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der.into(), ca_key).unwrap();
+    let device = DeviceKey::generate(KeyKind::P256).unwrap();
+    let device_key = rcgen::KeyPair::from_pem(&device.private_key_pem()).unwrap();
+    let server_now = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "slow-clock");
+    leaf.not_before = server_now - time::Duration::minutes(5);
+    leaf.not_after = server_now + time::Duration::days(90);
+    let leaf = leaf.signed_by(&device_key, &issuer).unwrap().pem();
+
+    verify_issued(&leaf, &ca_pem, &device, "slow-clock").expect("kept");
+    let server_time = server_now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let warning = provisiond::device::clock_warning(&leaf, Some(&server_time)).unwrap();
+    assert!(warning.contains("this device's clock"), "{warning}");
+    assert!(
+        warning.contains("(600 s from this one)") || warning.contains("(599 s from this one)"),
+        "{warning}"
+    );
+    assert!(provisiond::device::clock_warning(&ca_pem, None).is_none());
+}

@@ -211,7 +211,8 @@ async fn bad_proofs_are_refused_with_a_clear_code() {
             "expired",
             old.der(),
             &key_pem,
-            claims(device, now - 400, now - 100, RENEW_AUDIENCE),
+            // Past even a device clock 600 s slow.
+            claims(device, now - 1000, now - 700, RENEW_AUDIENCE),
             Algorithm::ES256,
         ),
         (

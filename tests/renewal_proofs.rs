@@ -99,3 +99,56 @@ async fn unbound_proofs_are_counted_and_refused_once_binding_is_required() {
         assert!(renewed.status.success(), "{}", text(&renewed));
     }
 }
+
+/// A device whose clock drifts renews within the documented window (600 s either way),
+/// and its proof is still used once; beyond the window it is told by how much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_clock_drifts_minutes_renews_once() {
+    use provisiond::auth::renewal;
+    use provisiond::clock::unix_now;
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Some(&redis)).await;
+    for (device, drift) in [("slow-400", -400i64), ("fast-30", 30), ("fast-590", 590)] {
+        let held = enroll(&app, device, KeyKind::P256).await;
+        let csr = held.key.csr_pem(Some(device)).unwrap();
+        let bound = provisiond::device::csr_key(&csr).unwrap();
+        let device_now = unix_now().saturating_add_signed(drift);
+        let proof = renewal::sign(
+            device,
+            &held.der(),
+            &held.key.private_key_pem(),
+            Some(bound),
+            device_now,
+        )
+        .unwrap();
+        let renewed = renew(&app, device, &csr, Some(&proof)).await;
+        assert_eq!(renewed.status(), StatusCode::OK, "{device}");
+        let replayed = renew(&app, device, &csr, Some(&proof)).await;
+        assert_eq!(
+            error_code(replayed).await.1,
+            "renewal_proof_invalid",
+            "{device}"
+        );
+    }
+    for (device, drift, says) in [
+        ("slow-900", -900i64, "does not verify"),
+        ("fast-700", 700, "ahead of the server's clock"),
+    ] {
+        let held = enroll(&app, device, KeyKind::P256).await;
+        let csr = held.key.csr_pem(Some(device)).unwrap();
+        let bound = provisiond::device::csr_key(&csr).unwrap();
+        let proof = renewal::sign(
+            device,
+            &held.der(),
+            &held.key.private_key_pem(),
+            Some(bound),
+            unix_now().saturating_add_signed(drift),
+        )
+        .unwrap();
+        let refused = renew(&app, device, &csr, Some(&proof)).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{device}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{device}: {message}");
+    }
+}

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{CertificateAuthority, DevicePublicKey, KeyType, PresentedCertificate};
-use crate::clock::CLOCK_LEEWAY_SECS;
+use crate::clock::DEVICE_CLOCK_SKEW_SECS;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::store::{PROOF_LIFETIME, ProofUse};
@@ -128,7 +128,8 @@ pub fn verify(
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[RENEW_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-    validation.leeway = CLOCK_LEEWAY_SECS;
+    // A device's clock may be minutes off either way (`exp` and `nbf` get the leeway).
+    validation.leeway = DEVICE_CLOCK_SKEW_SECS;
     let claims = jsonwebtoken::decode::<ProofClaims>(token, &key, &validation)
         .map_err(|e| invalid(format!("the proof does not verify: {e}")))?
         .claims;
@@ -138,8 +139,12 @@ pub fn verify(
     if claims.exp.saturating_sub(claims.iat) > PROOF_LIFETIME.as_secs() {
         return Err(invalid("exp may be at most 300 s after iat"));
     }
-    if claims.iat > now + CLOCK_LEEWAY_SECS {
-        return Err(invalid("iat is in the future"));
+    if claims.iat > now + DEVICE_CLOCK_SKEW_SECS {
+        return Err(invalid(format!(
+            "iat is {} s ahead of the server's clock (at most {DEVICE_CLOCK_SKEW_SECS} s): \
+             set the device's clock",
+            claims.iat - now
+        )));
     }
     if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
         return Err(invalid("jti must have 1..=128 characters"));

@@ -9,7 +9,7 @@ use super::files::DeviceFiles;
 use super::{CliError, EXIT_CODES_HELP, ServerArgs};
 use crate::auth::derived;
 use crate::client::{Credential, Signed};
-use crate::device::{DeviceKey, KeyKind, verify_issued};
+use crate::device::{DeviceKey, KeyKind, clock_warning, verify_issued};
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXIT_CODES_HELP)]
@@ -88,6 +88,9 @@ pub async fn run(args: &EnrollArgs) -> Result<Enrolled, CliError> {
 
     let trusted = pinned_ca.as_deref().unwrap_or(&signed.ca_certificate);
     verify_issued(&signed.certificate, trusted, &key, &args.device_id)?;
+    if let Some(warning) = clock_warning(&signed.certificate, signed.timestamp.as_deref()) {
+        eprintln!("provisiond: warning: {warning}");
+    }
 
     files
         .write(

@@ -10,7 +10,7 @@ use super::{CliError, EXIT_CODES_HELP, ServerArgs};
 use crate::auth::renewal;
 use crate::client::Signed;
 use crate::clock::unix_now;
-use crate::device::{DeviceKey, KeyKind, carries, csr_key, verify_issued};
+use crate::device::{DeviceKey, KeyKind, carries, clock_warning, csr_key, verify_issued};
 use crate::fsutil;
 
 #[derive(Debug, Clone, Args)]
@@ -102,6 +102,9 @@ pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
     let pinned = args.server.pinned_ca()?;
     let trusted = pinned.as_deref().unwrap_or(&signed.ca_certificate);
     verify_issued(&signed.certificate, trusted, &next, &device_id)?;
+    if let Some(warning) = clock_warning(&signed.certificate, signed.timestamp.as_deref()) {
+        eprintln!("provisiond: warning: {warning}");
+    }
 
     // With a new key the two files change together: the key is written beside the old
     // one, then the certificate, then the key is renamed into place. A run cut off in

@@ -26,7 +26,8 @@ pub struct OnboardingSettings {
     /// The secret device keys are derived from (`derived` mode), at least 32 bytes.
     pub group_secret: Option<Secret>,
     pub group_secret_file: Option<PathBuf>,
-    /// How far a device's clock may be from ours (`derived` mode).
+    /// How far a device's clock may be from ours (`derived` mode); by default the one
+    /// window every device-made time gets ([`crate::clock::DEVICE_CLOCK_SKEW_SECS`]).
     pub clock_skew_seconds: u64,
     /// Only device ids matching this regular expression (whole id) may onboard.
     pub device_id_pattern: Option<String>,
@@ -42,7 +43,7 @@ impl Default for OnboardingSettings {
             enrollment_keys_file: None,
             group_secret: None,
             group_secret_file: None,
-            clock_skew_seconds: 300,
+            clock_skew_seconds: crate::clock::DEVICE_CLOCK_SKEW_SECS,
             device_id_pattern: None,
             device_allowlist_file: None,
         }

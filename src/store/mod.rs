@@ -54,9 +54,10 @@ pub struct ProofUse {
 
 impl ProofUse {
     /// Until when (unix s) the proof must be remembered: it is accepted until
-    /// [`PROOF_LIFETIME`] after its `iat`, give or take the clock leeway.
+    /// [`PROOF_LIFETIME`] after its `iat`, give or take a device's clock skew
+    /// ([`crate::clock::DEVICE_CLOCK_SKEW_SECS`]): its `exp` is accepted that late.
     pub fn remembered_until(&self) -> u64 {
-        self.issued_at + PROOF_LIFETIME.as_secs() + crate::clock::CLOCK_LEEWAY_SECS
+        self.issued_at + PROOF_LIFETIME.as_secs() + crate::clock::DEVICE_CLOCK_SKEW_SECS
     }
 }
 

@@ -9,7 +9,7 @@ use super::super::{
     RevokedCertificate, RevokedList, StoreError,
 };
 use super::{RedisStore, SCAN_BATCH};
-use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
+use crate::clock::{DEVICE_CLOCK_SKEW_SECS, unix_now};
 use crate::domain::DeviceId;
 use crate::registry::{Block, CertificateRecord, Reason, Revocation, slots};
 
@@ -259,7 +259,7 @@ impl CertificateRegistry for RedisStore {
         {
             // As for signed onboarding: a proof that may have been used before Redis lost
             // the write cannot be told from a fresh one until it is too old.
-            let unsure_until = lost + CLOCK_LEEWAY_SECS + PROOF_LIFETIME.as_secs();
+            let unsure_until = lost + DEVICE_CLOCK_SKEW_SECS + PROOF_LIFETIME.as_secs();
             if proof.issued_at <= unsure_until {
                 return Err(StoreError::Unsure {
                     retry_after: unsure_until + 1 - unix_now().min(unsure_until),
