@@ -5,7 +5,8 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// A device identifier: 1..=128 characters of `[A-Za-z0-9._:-]`, not only dots.
+/// A device identifier: 1..=64 characters of `[A-Za-z0-9._:-]`, not only dots, for a
+/// device taking one ([`DeviceId::parse_new`]); up to 128 for ids stored before.
 ///
 /// The alphabet keeps ids safe inside Redis hash tags (no braces), file names (no
 /// slashes) and log lines (no spaces or control characters). `.` and `..` are refused
@@ -15,6 +16,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub struct DeviceId(Box<str>);
 
 pub const DEVICE_ID_MAX_LEN: usize = 128;
+
+/// The longest id a device may take from now on: the id becomes its certificate's
+/// common name, which RFC 5280 (Appendix A, `ub-common-name`) limits to 64 characters;
+/// linters mark a longer one fatal and `openssl req -subj /CN=<id>` cannot request it.
+/// Ids up to [`DEVICE_ID_MAX_LEN`] taken before stay readable.
+pub const NEW_DEVICE_ID_MAX_LEN: usize = 64;
 
 impl DeviceId {
     /// Any id the server may hold: what it stored, a token's subject, an admin's path.
@@ -32,13 +39,19 @@ impl DeviceId {
         Ok(Self(value.into()))
     }
 
-    /// An id a device may take (onboarding, a CSR, a renewal, an import): [`DeviceId::parse`]
-    /// and not only dots. Ids of only dots were accepted once and may still be stored;
+    /// An id a device may take (onboarding, a CSR, a renewal, an import): [`DeviceId::parse`],
+    /// at most [`NEW_DEVICE_ID_MAX_LEN`] characters, and not only dots. Ids of only dots were accepted once and may still be stored;
     /// they stay readable, and reachable with the admin API by a client that does not
     /// resolve dot segments (`curl --path-as-is`).
     pub fn parse_new(value: &str) -> Result<Self, &'static str> {
         if !value.is_empty() && value.bytes().all(|b| b == b'.') {
             return Err("device_id must not be only dots (`.` and `..` are path segments)");
+        }
+        if value.len() > NEW_DEVICE_ID_MAX_LEN {
+            return Err(
+                "device_id must be at most 64 characters: it becomes the certificate's common \
+                 name, which RFC 5280 limits to 64 (ub-common-name)",
+            );
         }
         Self::parse(value)
     }
@@ -129,6 +142,13 @@ mod tests {
         ] {
             assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
         }
+        // A new id becomes a common name: 64 characters at most (RFC 5280).
+        assert!(DeviceId::parse_new(&"x".repeat(64)).is_ok());
+        assert!(DeviceId::parse_new(&"x".repeat(65)).is_err());
+        assert!(
+            DeviceId::parse(&"x".repeat(65)).is_ok(),
+            "stored ids stay readable"
+        );
         for dots in [".", "..", "..."] {
             assert!(DeviceId::parse_new(dots).is_err(), "{dots}");
             assert!(DeviceId::parse(dots).is_ok(), "{dots} as stored before");

@@ -102,8 +102,14 @@ async fn bad_onboarding_requests_get_400_with_a_code() {
             "{body}"
         );
     }
-    // 128 characters is still fine.
-    assert_eq!(app.onboard(&"x".repeat(128)).await.status(), StatusCode::OK);
+    // 64 characters is fine; 65 would make a common name RFC 5280 does not allow.
+    assert_eq!(app.onboard(&"x".repeat(64)).await.status(), StatusCode::OK);
+    let long = app.onboard(&"x".repeat(65)).await;
+    let (status, code) = error_code(long).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_device_id")
+    );
 }
 
 #[tokio::test]

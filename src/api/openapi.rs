@@ -21,10 +21,11 @@ use crate::audit::AuditEvent;
 
 #[derive(Serialize, ToSchema)]
 pub struct OnboardingRequest {
-    /// 1..=128 characters of `[A-Za-z0-9._:-]`.
+    /// 1..=64 characters of `[A-Za-z0-9._:-]` (it becomes the certificate's CN, which
+    /// RFC 5280 limits to 64).
     #[schema(
         min_length = 1,
-        max_length = 128,
+        max_length = 64,
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
@@ -34,7 +35,7 @@ pub struct OnboardingRequest {
 pub struct SignCsrRequest {
     #[schema(
         min_length = 1,
-        max_length = 128,
+        max_length = 64,
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
@@ -47,7 +48,7 @@ pub struct SignCsrRequest {
 pub struct RenewRequest {
     #[schema(
         min_length = 1,
-        max_length = 128,
+        max_length = 64,
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,

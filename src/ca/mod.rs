@@ -201,12 +201,17 @@ impl CertificateAuthority {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
+        // The names are in the subjectAltName, where TLS clients look (RFC 6125); the CN
+        // repeats the first that fits its 64 characters (RFC 5280 ub-common-name), or is
+        // left out.
         let cn = dns
-            .first()
+            .iter()
+            .find(|n| n.len() <= 64)
             .cloned()
-            .or_else(|| ips.first().map(|ip| ip.to_string()))
-            .unwrap_or_default();
-        name.push(DnType::CommonName, cn);
+            .or_else(|| ips.first().map(|ip| ip.to_string()));
+        if let Some(cn) = cn {
+            name.push(DnType::CommonName, cn);
+        }
         params.distinguished_name = name;
         for host in dns {
             params

@@ -61,6 +61,12 @@ impl CaSettings {
                 "must be an http:// (or https://) URL that brokers can fetch",
             ));
         }
+        if self.common_name.is_empty() || self.common_name.chars().count() > 64 {
+            return Err(ConfigError::key(
+                "ca.common_name",
+                "use 1..=64 characters (RFC 5280 ub-common-name)",
+            ));
+        }
         if self.rsa_min_bits > self.rsa_max_bits {
             return Err(ConfigError::key(
                 "ca.rsa_min_bits",
