@@ -126,6 +126,9 @@ pub enum ApiError {
     /// client with it, so it is not served.
     #[error("the CRL is past its nextUpdate and could not be re-signed yet; retry shortly")]
     CrlExpired,
+    /// No CRL could be signed, for a reason other than storage: the reason, in words.
+    #[error("no CRL could be signed: {0}")]
+    CrlUnavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -166,6 +169,7 @@ impl ApiError {
             | ApiError::StorageRecovering(_)
             | ApiError::StorageDegraded(_) => "storage_unavailable",
             ApiError::CrlExpired => "crl_expired",
+            ApiError::CrlUnavailable(_) => "crl_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -204,7 +208,8 @@ impl ResponseError for ApiError {
             ApiError::StorageUnavailable
             | ApiError::StorageRecovering(_)
             | ApiError::StorageDegraded(_)
-            | ApiError::CrlExpired => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::CrlExpired
+            | ApiError::CrlUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -217,7 +222,10 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::StorageUnavailable | ApiError::StorageDegraded(_) | ApiError::CrlExpired => {
+            ApiError::StorageUnavailable
+            | ApiError::StorageDegraded(_)
+            | ApiError::CrlExpired
+            | ApiError::CrlUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
             }
             ApiError::StorageRecovering(seconds) => {

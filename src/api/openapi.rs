@@ -88,7 +88,7 @@ pub struct ErrorDetail {
     /// `request_timeout`, `rate_limited`, `invalid_query`, `invalid_serial`,
     /// `invalid_reason`, `certificate_not_found`, `renewal_proof_invalid`,
     /// `certificate_expired`, `certificate_revoked`, `certificate_unknown`, `certificate_superseded`,
-    /// `invalid_certificate`, `device_blocked`, `crl_expired`,
+    /// `invalid_certificate`, `device_blocked`, `crl_expired`, `crl_unavailable`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
@@ -266,7 +266,7 @@ fn ca() {}
         )),
         (status = 304, description = "The CRL named by `If-None-Match` is still current"),
         (status = 400, description = "invalid_query", body = ErrorBody),
-        (status = 503, description = "storage_unavailable: no complete revoked list yet; crl_expired: past its nextUpdate and not re-signed yet", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: no complete revoked list yet; crl_unavailable: no CRL could be signed (the message says why); crl_expired: past its nextUpdate and not re-signed yet", body = ErrorBody),
     ))]
 fn crl() {}
 

@@ -48,6 +48,17 @@ pub struct CrlPublisher {
     /// and those it lost.
     listed: Mutex<Vec<RevokedCertificate>>,
     file: Option<ListedFile>,
+    /// Why the last refresh failed, if it did: what `/api/v1/crl` says while it has none.
+    failure: Mutex<Option<CrlFailure>>,
+}
+
+/// Why no CRL could be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrlFailure {
+    /// The revoked list cannot be read (Redis away): a CRL is only built from all of it.
+    Storage(String),
+    /// Anything else, in words: signing failed, or the CA cannot sign CRLs.
+    Signing(String),
 }
 
 /// A signed CRL and what it was made from.
@@ -77,6 +88,7 @@ impl CrlPublisher {
             metrics,
             listed: Mutex::new(listed),
             file,
+            failure: Mutex::new(None),
         });
         if let Err(e) = publisher.refresh().await {
             tracing::warn!(error = %e, "no CRL yet: the revoked list cannot be read; retrying");
@@ -116,8 +128,29 @@ impl CrlPublisher {
         self.refresh_at(OffsetDateTime::now_utc()).await
     }
 
+    /// Why the last refresh failed, when it did.
+    pub fn failure(&self) -> Option<CrlFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// [`CrlPublisher::refresh`] as at `now` (the tests' clock).
     pub async fn refresh_at(self: &Arc<Self>, now: OffsetDateTime) -> anyhow::Result<bool> {
+        let result = self.try_refresh_at(now).await;
+        let failure = result.as_ref().err().map(|e| {
+            if e.downcast_ref::<crate::store::StoreError>().is_some() {
+                CrlFailure::Storage(format!("{e:#}"))
+            } else {
+                CrlFailure::Signing(format!("{e:#}"))
+            }
+        });
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+        result
+    }
+
+    async fn try_refresh_at(self: &Arc<Self>, now: OffsetDateTime) -> anyhow::Result<bool> {
         let (slot_start, _) = slot(self.validity, now);
         let (revoked, held) = match self.read_list(slot_start).await {
             Ok(Some(list)) => (list, false),
