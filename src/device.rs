@@ -98,7 +98,8 @@ pub enum VerifyError {
     /// Signed by the CA's key, but naming another issuer: OpenSSL, GnuTLS and brokers
     /// build the chain by name and refuse it.
     #[error(
-        "the certificate names its issuer {issuer:?}, but the CA's subject is {ca:?}:          verifiers that build the chain by name (OpenSSL, Mosquitto) refuse it"
+        "the certificate names its issuer {issuer:?}, but the CA's subject is {ca:?}: \
+         verifiers that build the chain by name (OpenSSL, Mosquitto) refuse it"
     )]
     WrongIssuerName { issuer: String, ca: String },
     #[error("the CRL is not installed: {0}")]

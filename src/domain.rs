@@ -39,21 +39,30 @@ impl DeviceId {
         Ok(Self(value.into()))
     }
 
-    /// An id a device may take (onboarding, a CSR, a renewal, an import): [`DeviceId::parse`],
-    /// at most [`NEW_DEVICE_ID_MAX_LEN`] characters, and not only dots. Ids of only dots were accepted once and may still be stored;
+    /// An id a device may take (onboarding, a CSR, a renewal, an import): [`DeviceId::parse`]
+    /// and not only dots. Ids of only dots were accepted once and may still be stored;
     /// they stay readable, and reachable with the admin API by a client that does not
     /// resolve dot segments (`curl --path-as-is`).
     pub fn parse_new(value: &str) -> Result<Self, &'static str> {
         if !value.is_empty() && value.bytes().all(|b| b == b'.') {
             return Err("device_id must not be only dots (`.` and `..` are path segments)");
         }
-        if value.len() > NEW_DEVICE_ID_MAX_LEN {
+        Self::parse(value)
+    }
+
+    /// An id onboarding may give a token to: [`DeviceId::parse_new`] and at most
+    /// [`NEW_DEVICE_ID_MAX_LEN`] characters. Only onboarding (and the fleet commands that
+    /// make devices) asks: a device that took a longer id before still signs the token it
+    /// holds, renews and is imported.
+    pub fn parse_onboarding(value: &str) -> Result<Self, &'static str> {
+        let id = Self::parse_new(value)?;
+        if id.0.len() > NEW_DEVICE_ID_MAX_LEN {
             return Err(
                 "device_id must be at most 64 characters: it becomes the certificate's common \
                  name, which RFC 5280 limits to 64 (ub-common-name)",
             );
         }
-        Self::parse(value)
+        Ok(id)
     }
 
     pub fn as_str(&self) -> &str {
@@ -143,8 +152,12 @@ mod tests {
             assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
         }
         // A new id becomes a common name: 64 characters at most (RFC 5280).
-        assert!(DeviceId::parse_new(&"x".repeat(64)).is_ok());
-        assert!(DeviceId::parse_new(&"x".repeat(65)).is_err());
+        assert!(DeviceId::parse_onboarding(&"x".repeat(64)).is_ok());
+        assert!(DeviceId::parse_onboarding(&"x".repeat(65)).is_err());
+        assert!(
+            DeviceId::parse_new(&"x".repeat(65)).is_ok(),
+            "a device that has one renews"
+        );
         assert!(
             DeviceId::parse(&"x".repeat(65)).is_ok(),
             "stored ids stay readable"

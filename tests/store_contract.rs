@@ -219,6 +219,22 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(with_bare.entries.len(), 2, "{with_bare:?}");
     assert!(with_bare.entries.contains(&bare), "{with_bare:?}");
     assert_eq!(store.certificate(&bare.serial).await.unwrap(), None);
+
+    // Its certificate turns up later (an import on any instance): the record is revoked
+    // as listed, by the store itself, and the serial is listed once.
+    let found = CertificateRecord {
+        not_after: bare.not_after,
+        ..record(bare.serial)
+    };
+    let imported = store.import(&found).await.unwrap();
+    assert_eq!(imported.revocation, Some(bare.revocation), "{imported:?}");
+    let listed = store.revoked().await.unwrap();
+    let times = listed
+        .entries
+        .iter()
+        .filter(|e| e.serial == bare.serial)
+        .count();
+    assert_eq!(times, 1, "{listed:?}");
 }
 
 /// What a renewal hands out, for the key `key`.

@@ -134,6 +134,8 @@ pub async fn list_serial(
 /// allowed, not zero; left-padded to the registry's 16 bytes.
 fn any_serial(text: &str) -> Option<[u8; 16]> {
     let digits: String = text.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
+    // A leading zero byte is how a serial with its top bit set is written as DER bytes.
+    let digits = digits.trim_start_matches('0');
     if digits.is_empty() || digits.len() > 32 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
@@ -152,6 +154,10 @@ mod tests {
         assert!(short[..14].iter().all(|b| *b == 0));
         assert_eq!(any_serial("01ab"), Some(short));
         assert_eq!(any_serial(&"F".repeat(32)), Some([0xff; 16]));
+        assert_eq!(
+            any_serial(&format!("00:{}", "FF:".repeat(16))),
+            Some([0xff; 16])
+        );
         for bad in ["", "0", "00:00", "xyz", &"1".repeat(33), "0x12"] {
             assert_eq!(any_serial(bad), None, "{bad:?}");
         }

@@ -16,10 +16,13 @@ pub async fn crl(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     };
     // Before the first CRL could be built from the whole revoked list: none rather than
     // an incomplete one.
-    let published = state.crl.current().ok_or_else(|| match state.crl.failure() {
-        Some(CrlFailure::Signing(why)) => ApiError::CrlUnavailable(why),
-        _ => ApiError::StorageUnavailable,
-    })?;
+    let published = state
+        .crl
+        .current()
+        .ok_or_else(|| match state.crl.failure() {
+            Some(CrlFailure::Signing(why)) => ApiError::CrlUnavailable(why),
+            _ => ApiError::StorageUnavailable,
+        })?;
     let crl = &published.crl;
     if crl.next_update <= OffsetDateTime::now_utc() {
         return Err(ApiError::CrlExpired);

@@ -9,7 +9,7 @@ use super::{AppState, attribute, no_store, note_device};
 use crate::activity::Happened;
 use crate::auth::{OnboardingAuth, authorization};
 use crate::clock::unix_now;
-use crate::domain::Jti;
+use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
 use crate::lifecycle::storage_error;
 use crate::store::{Issued, TokenStore};
@@ -36,6 +36,8 @@ pub async fn onboarding(
     state.onboarding.check_key(&req)?;
     let body = raw.json()?;
     let device = body.device_id()?;
+    // A new token makes a new certificate, whose common name the id becomes.
+    DeviceId::parse_onboarding(device.as_str()).map_err(ApiError::InvalidDeviceId)?;
     note_device(&device);
     if let OnboardingAuth::Derived(keys) = &state.onboarding {
         let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
@@ -56,17 +58,24 @@ pub async fn onboarding(
     // Only after authentication: otherwise anyone could use up a device's allowance.
     state.limit_device(&device).await?;
 
-    let jti = Jti::random();
-    Span::current().record("jti", jti.short());
-    match state
-        .store
-        .issue(&device, &jti, state.tokens.ttl())
-        .await
-        .map_err(storage_error)?
-    {
-        Issued::Issued => {}
-        Issued::Blocked => return Err(ApiError::DeviceBlocked),
+    // A token Redis may or may not have kept (it stopped answering mid-write) is never
+    // also put into memory: the next attempt has a new jti (and goes to memory, Redis
+    // being marked away by then).
+    let mut jti = Jti::random();
+    for attempt in 1.. {
+        match state
+            .store
+            .issue(&device, &jti, state.tokens.ttl())
+            .await
+            .map_err(storage_error)?
+        {
+            Issued::Issued => break,
+            Issued::Blocked => return Err(ApiError::DeviceBlocked),
+            Issued::Unsure if attempt < 3 => jti = Jti::random(),
+            Issued::Unsure => return Err(ApiError::StorageUnavailable),
+        }
     }
+    Span::current().record("jti", jti.short());
     let issued = state.tokens.issue(&device, jti, state.store.epoch())?;
     state.metrics.tokens_issued.inc();
     state.activity.count(Happened::TokenIssued);

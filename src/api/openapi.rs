@@ -35,7 +35,7 @@ pub struct OnboardingRequest {
 pub struct SignCsrRequest {
     #[schema(
         min_length = 1,
-        max_length = 64,
+        max_length = 128,
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
@@ -48,7 +48,7 @@ pub struct SignCsrRequest {
 pub struct RenewRequest {
     #[schema(
         min_length = 1,
-        max_length = 64,
+        max_length = 128,
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,

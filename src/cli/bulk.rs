@@ -160,7 +160,7 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
             progress.advance(&tally);
             continue;
         }
-        if let Err(reason) = DeviceId::parse_new(id) {
+        if let Err(reason) = DeviceId::parse_onboarding(id) {
             tally.fail(id, "invalid_device_id", reason);
             progress.advance(&tally);
             continue;

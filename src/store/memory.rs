@@ -83,6 +83,16 @@ struct Certificates {
 }
 
 impl Certificates {
+    /// A record whose serial was put on the CRL before the record existed is revoked as
+    /// listed: otherwise it would renew while the CRL lists it.
+    fn join_listing(&self, record: &mut CertificateRecord) {
+        if record.revocation.is_none()
+            && let Some(listed) = self.unrecorded.get(&record.serial)
+        {
+            record.revocation = Some(listed.revocation);
+        }
+    }
+
     fn revoke(
         &mut self,
         serial: &[u8; 16],
@@ -129,9 +139,10 @@ impl MemoryStore {
     }
 
     pub fn record(&self, certificate: &CertificateRecord) {
-        self.certs()
-            .by_serial
-            .insert(certificate.serial, certificate.clone());
+        let mut certs = self.certs();
+        let mut certificate = certificate.clone();
+        certs.join_listing(&mut certificate);
+        certs.by_serial.insert(certificate.serial, certificate);
     }
 
     /// Drops a record once Redis holds it.
@@ -156,6 +167,11 @@ impl MemoryStore {
             .unwrap_or(0);
         certs.unrecorded = registry.unrecorded;
         certs.by_serial = registry.records;
+        let mut records = std::mem::take(&mut certs.by_serial);
+        for record in records.values_mut() {
+            certs.join_listing(record);
+        }
+        certs.by_serial = records;
         certs.blocked = registry.blocked;
         certs.proofs = registry.proofs;
         certs.successors = registry.successors;
@@ -387,11 +403,13 @@ impl CertificateRegistry for MemoryStore {
     }
 
     async fn import(&self, record: &CertificateRecord) -> Result<CertificateRecord, StoreError> {
-        Ok(self
-            .certs()
+        let mut certs = self.certs();
+        let mut joined = record.clone();
+        certs.join_listing(&mut joined);
+        Ok(certs
             .by_serial
             .entry(record.serial)
-            .or_insert_with(|| record.clone())
+            .or_insert(joined)
             .clone())
     }
 
@@ -487,6 +505,12 @@ impl CertificateRegistry for MemoryStore {
             return Ok(*standing);
         }
         certs.unrecorded.insert(entry.serial, entry);
+        // A record of the serial made meanwhile (the caller found none) is revoked too.
+        if let Some(record) = certs.by_serial.get_mut(&entry.serial)
+            && record.revocation.is_none()
+        {
+            record.revocation = Some(entry.revocation);
+        }
         certs.revision = certs
             .revision
             .max(entry.revocation.at * 1000)
@@ -515,7 +539,15 @@ impl CertificateRegistry for MemoryStore {
                     certs
                         .unrecorded
                         .values()
-                        .filter(|e| e.not_after > now && !certs.by_serial.contains_key(&e.serial))
+                        // A record of the serial lists itself once revoked; until then
+                        // (it cannot be: records join their listing) the listing does.
+                        .filter(|e| {
+                            e.not_after > now
+                                && certs
+                                    .by_serial
+                                    .get(&e.serial)
+                                    .is_none_or(|r| r.revocation.is_none())
+                        })
                         .copied(),
                 )
                 .collect(),

@@ -42,6 +42,10 @@ pub enum Issued {
     Issued,
     /// The device is blocked: nothing was written.
     Blocked,
+    /// Redis stopped answering while the token was being written, so it may hold it:
+    /// that `jti` must not go into memory as well (another instance could use the copy in
+    /// Redis, this one the copy in memory). Issue again with a new `jti`.
+    Unsure,
 }
 
 /// The single use of a renewal proof: an id for it (from the JWT's `jti`) and when it was

@@ -39,7 +39,7 @@ use super::{
     CertificateRegistry, ConsumeOutcome, Issued, LimitSubject, MemoryStore, RedisStore,
     StorageMode, StoreError, StoreStats, TokenStore,
 };
-use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
+use crate::clock::unix_now;
 use crate::config::FallbackPolicy;
 use crate::domain::{DeviceId, Jti};
 use crate::metrics::Metrics;
@@ -131,16 +131,15 @@ impl FallbackStore {
     }
 
     /// Writes the records made during an outage; stops at the first failure. A device
-    /// blocked in Redis before its certificate was issued here (through another instance,
-    /// which this one could not hear while cut off) has that certificate revoked as it
-    /// arrives: the block holds, one reconcile late.
+    /// blocked in Redis meanwhile (through another instance, which this one could not
+    /// hear while cut off) has that certificate revoked as it arrives, whenever it was
+    /// issued: blocking revoked every certificate Redis knew of, and would have revoked
+    /// this one too. The block holds, one reconcile late.
     async fn sync_records(&self, redis: &RedisStore) -> Result<(), StoreError> {
         let pending: Vec<CertificateRecord> = self.unsynced().clone();
         for record in &pending {
             redis.record_certificate(record).await?;
-            if let Some(block) = redis.blocked(&record.device_id).await?
-                && block.at <= record.issued_at + CLOCK_LEEWAY_SECS
-            {
+            if redis.blocked(&record.device_id).await?.is_some() {
                 let withdrawn = Revocation {
                     at: unix_now(),
                     reason: Reason::PrivilegeWithdrawn,
@@ -152,7 +151,7 @@ impl FallbackStore {
                     device_id = %record.device_id,
                     serial = %record.serial_hex(),
                     reason = "privilegeWithdrawn",
-                    "a certificate issued during the outage to a device blocked meanwhile is revoked"
+                    "a certificate issued during the outage to a device blocked since is revoked"
                 );
             }
             self.unsynced().retain(|r| r.serial != record.serial);
@@ -315,8 +314,10 @@ impl TokenStore for FallbackStore {
                     return Ok(Issued::Issued);
                 }
                 Ok(Issued::Blocked) => return Ok(Issued::Blocked),
+                Ok(Issued::Unsure) => return Ok(Issued::Unsure),
                 Err(e @ StoreError::Unreachable(_)) if self.memory_allowed() => {
-                    tracing::warn!(%device, error = %e, "issuing into memory instead");
+                    tracing::warn!(%device, error = %e, "issuing into memory instead, with a new jti");
+                    return Ok(Issued::Unsure);
                 }
                 Err(e) => return Err(e),
             }

@@ -155,8 +155,10 @@ impl CertificateRegistry for FallbackStore {
         if let Some(redis) = self.registry_redis()? {
             return redis.import(record).await;
         }
+        let known = self.memory.certificate_here(&record.serial).is_some();
         let standing = self.memory.import(record).await?;
-        if standing == *record {
+        if !known {
+            // A listing the record joined is in the log already: replaying joins it again.
             self.journal(&[Entry::Issued(record)]).await?;
         }
         Ok(standing)
@@ -177,9 +179,9 @@ impl CertificateRegistry for FallbackStore {
             return redis.list_unrecorded(entry).await;
         }
         let standing = self.memory.list_unrecorded(entry).await?;
-        if standing == entry {
-            self.journal(&[Entry::Listed(&entry)]).await?;
-        }
+        // Journaled again on a retry too: a first attempt whose write failed (its answer
+        // a 503) must not leave the listing only in memory. The log keeps the first.
+        self.journal(&[Entry::Listed(&standing)]).await?;
         Ok(standing)
     }
 

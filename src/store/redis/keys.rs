@@ -60,6 +60,12 @@ impl Keys {
         format!("{}revoked:pending", self.prefix)
     }
 
+    /// A serial listed on the CRL without a record: `<revoked at>:<reason code>`, kept
+    /// until the listing's end, so that a record written later comes back revoked.
+    pub(super) fn listed(&self, serial: &[u8; 16]) -> String {
+        format!("{}listed:{{{}}}", self.prefix, hex::encode_upper(serial))
+    }
+
     /// Unix ms of the latest revocation.
     pub(super) fn revision(&self) -> String {
         format!("{}revoked:revision", self.prefix)

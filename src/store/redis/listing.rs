@@ -10,7 +10,7 @@
 //! revoked record reaches the CRL whether or not its request finished.
 
 use super::super::topology::RedisConn;
-use super::super::{RevokedCertificate, RevokedList, StoreError};
+use super::super::{CertificateRegistry, RevokedCertificate, RevokedList, StoreError};
 use super::RedisStore;
 use crate::clock::unix_now;
 use crate::registry::{CertificateRecord, Reason, Revocation};
@@ -83,18 +83,17 @@ impl RedisStore {
         conn: &mut RedisConn,
         serial: &[u8; 16],
     ) -> Result<(), StoreError> {
-        redis::cmd("ZADD")
-            .arg(self.keys.owed_listings())
-            .arg(unix_now())
+        self.owe_script
+            .key(self.keys.owed_listings())
             .arg(hex::encode_upper(serial))
-            .query_async::<()>(conn)
+            .invoke_async::<()>(conn)
             .await
             .map_err(|e| self.fail(e))
     }
 
-    /// The listing is made (or the step revoked nothing): the debt goes. A failure here
-    /// only leaves the debt to [`RedisStore::list_owed`], which settles it the same way.
-    pub(super) async fn settle_listing(&self, conn: &mut RedisConn, serial: &[u8; 16]) {
+    /// The listing is made: the debt goes. A failure here only leaves the debt to
+    /// [`RedisStore::list_owed`], which settles it the same way.
+    async fn settle_listing(&self, conn: &mut RedisConn, serial: &[u8; 16]) {
         let _: Result<(), _> = redis::cmd("ZREM")
             .arg(self.keys.owed_listings())
             .arg(hex::encode_upper(serial))
@@ -102,18 +101,37 @@ impl RedisStore {
             .await;
     }
 
+    /// A step that owed `serial`'s listing ended without listing it (it refused, or
+    /// revoked nothing). The debt is one member per serial, which another request's step
+    /// may share: so the record decides, as the sweep does. Revoked, it is listed (by
+    /// whichever step revoked it); otherwise the debt goes.
+    pub(super) async fn settle_unlisted(
+        &self,
+        conn: &mut RedisConn,
+        serial: &[u8; 16],
+    ) -> Result<(), StoreError> {
+        match self.record_on(conn, serial).await? {
+            Some(record) if record.revocation.is_some() => {
+                self.list_revoked(conn, &record, false).await
+            }
+            _ => {
+                self.settle_listing(conn, serial).await;
+                Ok(())
+            }
+        }
+    }
+
     /// Lists the revoked records whose revocation was interrupted before its listing, and
-    /// drops debts whose record was never revoked (the step refused, or never ran).
+    /// drops debts whose record was never revoked (the step refused, or never ran). A
+    /// debt that cannot be settled now (its shard does not answer) is left for the next
+    /// poll and does not hold up the others.
     pub(super) async fn list_owed(&self, conn: &mut RedisConn) -> Result<(), StoreError> {
-        let owed: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.owed_listings())
-            .arg("-inf")
-            .arg(unix_now().saturating_sub(OWED_AFTER_SECS))
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
+        let owed: Vec<String> = self
+            .owed_script
+            .key(self.keys.owed_listings())
+            .arg(OWED_AFTER_SECS)
             .arg(OWED_PER_POLL)
-            .query_async(conn)
+            .invoke_async(conn)
             .await
             .map_err(|e| self.fail(e))?;
         for member in owed {
@@ -125,54 +143,74 @@ impl RedisStore {
                     .await;
                 continue;
             };
-            match self.record_on(conn, &serial).await? {
-                Some(record) if record.revocation.is_some() => {
-                    tracing::warn!(serial = %member, "listing a revocation whose request stopped before it reached the CRL");
-                    self.list_revoked(conn, &record, false).await?;
-                }
-                _ => self.settle_listing(conn, &serial).await,
+            if let Err(e) = self.settle_unlisted(conn, &serial).await {
+                tracing::warn!(serial = %member, error = %e, "an owed CRL listing waits for the next poll");
             }
         }
         Ok(())
     }
 
     /// Lists a serial the registry holds no record of (a certificate the CA signed
-    /// elsewhere, or before the registry, and lost since), until `entry.not_after`. A
-    /// serial listed before keeps its first revocation: that one is answered.
+    /// elsewhere, or before the registry, and lost since), until `entry.not_after`. The
+    /// listing is also kept by serial (`<prefix>listed:{<serial>}`, first one wins), so
+    /// that a record of that serial written later (an import, an outage's record) comes
+    /// back revoked. A serial listed before keeps its first revocation: that one is
+    /// answered.
     pub(super) async fn list_without_record(
         &self,
         entry: RevokedCertificate,
     ) -> Result<RevokedCertificate, StoreError> {
-        self.replicas_ready(&[&self.keys.revoked(), &self.keys.revision()])?;
+        let listed_key = self.keys.listed(&entry.serial);
+        self.replicas_ready(&[&listed_key, &self.keys.revoked(), &self.keys.revision()])?;
         let mut conn = self.conn().await?;
-        let serial_hex = hex::encode_upper(entry.serial);
-        // A member starts with its serial and a colon: one ZSCAN finds an earlier one.
-        let (_, found): (u64, Vec<String>) = redis::cmd("ZSCAN")
-            .arg(self.keys.revoked())
-            .arg(0)
-            .arg("MATCH")
-            .arg(format!("{serial_hex}:*"))
-            .arg("COUNT")
-            .arg(u32::MAX)
+        let standing: Option<String> = redis::cmd("SET")
+            .arg(&listed_key)
+            .arg(format!(
+                "{}:{}",
+                entry.revocation.at,
+                entry.revocation.reason.code()
+            ))
+            .arg("NX")
+            .arg("GET")
+            .arg("EXAT")
+            .arg(entry.not_after)
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        let standing = found
-            .chunks(2)
-            .filter_map(|pair| parse_listed_member(&pair[0]))
-            .map(|(_, revocation)| revocation)
-            .min_by_key(|r| r.at);
-        if let Some(revocation) = standing {
-            return Ok(RevokedCertificate {
+        let entry = match standing.as_deref().and_then(parse_listing) {
+            Some(revocation) => RevokedCertificate {
                 revocation,
                 ..entry
-            });
+            },
+            None => entry,
+        };
+        // Listed again (a retry) or new: the list gets it either way, idempotently.
+        self.list(&mut conn, &entry, standing.is_none()).await?;
+        // A record of this serial written meanwhile did not see the listing: revoke it
+        // here. (Each side writes its key, then reads the other's: one of them sees both.)
+        if let Some(record) = self.record_on(&mut conn, &entry.serial).await?
+            && record.revocation.is_none()
+        {
+            CertificateRegistry::revoke(self, &entry.serial, entry.revocation).await?;
         }
-        self.list(&mut conn, &entry, true).await?;
-        let written = [self.keys.revoked(), self.keys.revision()];
+        let written = [listed_key, self.keys.revoked(), self.keys.revision()];
         self.wait_for_replicas(&mut conn, &written.each_ref().map(String::as_str))
             .await?;
         Ok(entry)
+    }
+
+    /// The listing of `serial` made without a record, if there is one.
+    pub(super) async fn bare_listing(
+        &self,
+        conn: &mut RedisConn,
+        serial: &[u8; 16],
+    ) -> Result<Option<Revocation>, StoreError> {
+        let listed: Option<String> = redis::cmd("GET")
+            .arg(self.keys.listed(serial))
+            .query_async(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(listed.as_deref().and_then(parse_listing))
     }
 
     /// The revoked list, pruned of expired certificates.
@@ -249,6 +287,15 @@ fn listed_member(serial: &[u8; 16], revocation: Revocation) -> String {
         revocation.at,
         revocation.reason.code()
     )
+}
+
+/// A bare listing's value: `<revoked at, unix s>:<reason code>`.
+fn parse_listing(value: &str) -> Option<Revocation> {
+    let (at, code) = value.split_once(':')?;
+    Some(Revocation {
+        at: at.parse().ok()?,
+        reason: Reason::from_code(code.parse().ok()?)?,
+    })
 }
 
 fn parse_listed_member(member: &str) -> Option<([u8; 16], Revocation)> {

@@ -169,6 +169,8 @@ pub struct RedisStore {
     record_script: Script,
     advance_script: Script,
     renew_script: Script,
+    owe_script: Script,
+    owed_script: Script,
     /// Devices seen blocked in Redis (by the count's scan, and by this instance's own
     /// requests): what onboarding from memory goes by while Redis is away.
     blocked_seen: Mutex<HashSet<DeviceId>>,
@@ -284,6 +286,8 @@ impl RedisStore {
             record_script: Script::new(include_str!("record.lua")),
             advance_script: Script::new(include_str!("advance.lua")),
             renew_script: Script::new(include_str!("renew.lua")),
+            owe_script: Script::new(include_str!("owe.lua")),
+            owed_script: Script::new(include_str!("owed.lua")),
             blocked_seen: Mutex::new(HashSet::new()),
             instance: hex::encode(instance),
             verified_run_id: Mutex::new(None),

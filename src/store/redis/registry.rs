@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use super::super::topology::RedisConn;
 use super::super::{
-    CertificateRegistry, HANDOVER_WINDOW, Handover, PROOF_LIFETIME, ProofUse, Renewal,
-    RevokedCertificate, RevokedList, StoreError,
+    CertificateRegistry, HANDOVER_WINDOW, Handover, ProofUse, Renewal, RevokedCertificate,
+    RevokedList, StoreError,
 };
 use super::{RedisStore, SCAN_BATCH};
 use crate::clock::{DEVICE_CLOCK_SKEW_SECS, unix_now};
@@ -63,7 +63,15 @@ impl RedisStore {
             .arg(keep)
             .invoke_async::<()>(&mut conn)
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        // Its serial was put on the CRL before the record existed: the record says so too,
+        // or the certificate would renew while the CRL lists it.
+        if certificate.revocation.is_none()
+            && let Some(listed) = self.bare_listing(&mut conn, &certificate.serial).await?
+        {
+            CertificateRegistry::revoke(self, &certificate.serial, listed).await?;
+        }
+        Ok(())
     }
 
     /// The record of `serial`, wherever its bucket is: one round trip for a serial that
@@ -232,7 +240,8 @@ impl CertificateRegistry for RedisStore {
             bucket = imported;
         }
         let Some((revoked_now, packed)) = answer else {
-            self.settle_listing(&mut conn, serial).await;
+            // No record: nothing anyone could have revoked, so nothing to list.
+            let _ = self.settle_unlisted(&mut conn, serial).await;
             return Ok(None);
         };
         let record = unpacked(*serial, &packed)?;
@@ -259,7 +268,9 @@ impl CertificateRegistry for RedisStore {
         {
             // As for signed onboarding: a proof that may have been used before Redis lost
             // the write cannot be told from a fresh one until it is too old.
-            let unsure_until = lost + DEVICE_CLOCK_SKEW_SECS + PROOF_LIFETIME.as_secs();
+            // One used before the loss was presented before it, so its iat is at most a
+            // device clock's skew past it.
+            let unsure_until = lost + DEVICE_CLOCK_SKEW_SECS;
             if proof.issued_at <= unsure_until {
                 return Err(StoreError::Unsure {
                     retry_after: unsure_until + 1 - unix_now().min(unsure_until),
@@ -300,7 +311,8 @@ impl CertificateRegistry for RedisStore {
             .await
             .map_err(|e| self.fail(e))?;
         if supersede.is_some() && (outcome != 1 || superseded.is_empty()) && outcome != 6 {
-            self.settle_listing(&mut conn, previous).await;
+            // Left to the sweep if this fails: the answer does not depend on it.
+            let _ = self.settle_unlisted(&mut conn, previous).await;
         }
         match outcome {
             1 => {}
@@ -319,12 +331,7 @@ impl CertificateRegistry for RedisStore {
                 // The first attempt may have stopped between superseding the previous
                 // certificate and listing it (the list is another slot): the retry lists
                 // it at once, before the owed listing's poll would.
-                match self.certificate(previous).await? {
-                    Some(previous) if previous.revocation.is_some() => {
-                        self.list_revoked(&mut conn, &previous, false).await?;
-                    }
-                    _ => self.settle_listing(&mut conn, previous).await,
-                }
+                self.settle_unlisted(&mut conn, previous).await?;
                 return Ok(Renewal::AlreadyRenewed(given));
             }
             7 => return Ok(Renewal::PreviousRenewed),
@@ -397,7 +404,11 @@ impl CertificateRegistry for RedisStore {
     /// [`RedisStore::owe_listing`]): this is polled by every instance.
     async fn revision(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
-        self.list_owed(&mut conn).await?;
+        // The revision is what the CRL polls: a debt that cannot be settled now must not
+        // stop every CRL from following the revocations that can.
+        if let Err(e) = self.list_owed(&mut conn).await {
+            tracing::debug!(error = %e, "owed CRL listings wait for the next poll");
+        }
         let revision: Option<u64> = redis::cmd("GET")
             .arg(self.keys.revision())
             .query_async(&mut conn)
