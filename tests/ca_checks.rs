@@ -1,7 +1,10 @@
-//! An operator's own CA, made with `openssl req -x509`, checked at start for everything
-//! signing needs: a subject that can be copied byte for byte into what it signs (the
-//! Active Directory shape `DC=com, DC=example, ...` cannot), keyCertSign and cRLSign.
-//! And `enroll`'s check of what came back: the issuer name, not only the signature.
+//! An operator's own CA, made with `openssl req -x509`: checked at start for everything
+//! signing needs (keyCertSign, cRLSign), and used whatever the shape of its subject (the
+//! Active Directory shape `DC=com, DC=example, ...`, a multi-valued RDN): certificates and
+//! CRLs name it byte for byte, as `openssl verify -crl_check` insists. And `enroll`'s
+//! check of what came back: the issuer name, not only the signature.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +16,15 @@ use provisiond::device::{DeviceKey, KeyKind, VerifyError, verify_issued};
 /// A CA in `dir` (`ca.crt`, `ca.key`) with `subject` and `key_usage`, made by openssl.
 fn openssl_ca(dir: &Path, subject: &str, key_usage: &str) {
     let output = Command::new("openssl")
-        .args(["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt"])
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-multivalue-rdn",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+        ])
         .args(["ec_paramgen_curve:P-256", "-days", "30", "-subj", subject])
         .args(["-addext", "basicConstraints=critical,CA:TRUE"])
         .args(["-addext", &format!("keyUsage=critical,{key_usage}")])
@@ -41,17 +52,7 @@ fn load(dir: &Path) -> Result<CertificateAuthority, String> {
 }
 
 #[test]
-fn a_ca_whose_subject_cannot_be_copied_or_that_cannot_sign_crls_is_refused_at_start() {
-    let repeated = tempfile::tempdir().unwrap();
-    openssl_ca(
-        repeated.path(),
-        "/DC=com/DC=example/O=Example/CN=Example Issuing CA",
-        "keyCertSign,cRLSign",
-    );
-    let refused = load(repeated.path()).err().expect("refused");
-    assert!(refused.contains("byte for byte"), "{refused}");
-    assert!(refused.contains("DC=com"), "{refused}");
-
+fn a_ca_that_cannot_sign_certificates_or_crls_is_refused_at_start() {
     let no_crl_sign = tempfile::tempdir().unwrap();
     openssl_ca(
         no_crl_sign.path(),
@@ -143,4 +144,85 @@ fn a_certificate_valid_by_the_servers_clock_is_kept_with_a_warning() {
         "{warning}"
     );
     assert!(provisiond::device::clock_warning(&ca_pem, None).is_none());
+}
+
+/// `openssl verify -crl_check` of `cert` against the CA and CRL files: its output.
+fn verify_with_crl(ca: &Path, crl_pem: &str, cert_pem: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (crl, cert) = (dir.path().join("crl.pem"), dir.path().join("cert.pem"));
+    std::fs::write(&crl, crl_pem).unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    let output = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(ca)
+        .arg("-CRLfile")
+        .arg(&crl)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success() && text.contains(": OK"), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_with_a_repeated_or_multi_valued_rdn_signs_under_its_exact_name() {
+    for subject in [
+        "/DC=com/DC=example/O=Example/CN=Example Issuing CA",
+        "/DC=com/DC=example/O=Example+OU=Devices/CN=Example Issuing CA",
+    ] {
+        let certs = tempfile::tempdir().unwrap();
+        openssl_ca(certs.path(), subject, "keyCertSign,cRLSign");
+        let mut settings = common::app::test_settings(None, certs.path());
+        settings.admin.keys = provisiond::config::KeyList(vec![provisiond::secret::Secret::new(
+            "ca-checks-admin-key-ca-checks-admin",
+        )]);
+        let app = common::TestApp::spawn_settings(settings).await;
+        let ca = certs.path().join("ca.crt");
+        let mut issued = Vec::new();
+        for device in ["exact-1", "exact-2"] {
+            let token = app.token_for(device).await;
+            let signed = app
+                .sign_csr(&token, device, &common::pki::quick_csr(device))
+                .await;
+            assert_eq!(signed.status(), reqwest::StatusCode::OK, "{subject}");
+            let body: serde_json::Value = signed.json().await.unwrap();
+            common::pki::verify_externally(&body);
+            issued.push(body);
+        }
+        let serial = issued[0]["serial_number"].as_str().unwrap();
+        let revoked = app
+            .post_json_as(
+                "ca-checks-admin-key-ca-checks-admin",
+                &format!("/api/v1/certificates/{serial}/revoke"),
+                &serde_json::json!({ "reason": "keyCompromise" }),
+            )
+            .await;
+        assert_eq!(revoked.status(), reqwest::StatusCode::OK);
+        let crl = app
+            .client
+            .get(app.url("/api/v1/crl?format=pem"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // The CRL verifies under the CA's exact name, lists the revoked certificate and
+        // not the other.
+        let text = app.crl_text().await;
+        assert!(text.contains(&format!("Serial Number: {serial}")), "{text}");
+        let revoked_cert = issued[0]["certificate"].as_str().unwrap();
+        let (ok, said) = verify_with_crl(&ca, &crl, revoked_cert);
+        assert!(
+            !ok && said.contains("certificate revoked"),
+            "{subject}: {said}"
+        );
+        let (ok, said) = verify_with_crl(&ca, &crl, issued[1]["certificate"].as_str().unwrap());
+        assert!(ok, "{subject}: {said}");
+        app.stop().await;
+    }
 }

@@ -55,9 +55,13 @@ impl CertificateAuthority {
             key_identifier_method: self.key_identifier.clone(),
         };
         let crl = params.signed_by(&self.issuer)?;
+        let der = self.exact_der(crl.der(), true)?.into_owned();
         Ok(SignedCrl {
-            der: crl.der().to_vec(),
-            pem: crl.pem()?,
+            pem: pem::encode_config(
+                &pem::Pem::new("X509 CRL", der.clone()),
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            ),
+            der,
             number,
             this_update,
             next_update,

@@ -4,6 +4,7 @@
 mod crl;
 mod csr;
 pub mod files;
+mod issuer_name;
 mod name;
 mod presented;
 
@@ -30,6 +31,10 @@ pub const BACKDATE: Duration = Duration::from_secs(300);
 
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
+    /// For a CA whose subject rcgen cannot write as it is (a repeated attribute, a
+    /// multi-valued RDN): the subject's DER and the key to sign again with, once the
+    /// issuer name is replaced (see `issuer_name`).
+    exact_issuer: Option<(Vec<u8>, KeyPair)>,
     /// The issuing CA's certificate, DER.
     cert_der: Vec<u8>,
     chain_pem: String,
@@ -57,15 +62,27 @@ impl CertificateAuthority {
     /// Loads the CA from `settings.dir`, generating one on first start.
     pub fn load_or_init(settings: &CaSettings) -> anyhow::Result<Self> {
         let files = files::load_or_init(&settings.dir, &settings.common_name)?;
-        let issuer =
-            Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key).map_err(|e| {
-                anyhow::anyhow!(
-                    "the CA certificate's subject ({}) cannot be used as an issuer name: {e} \
-                     (multi-valued RDNs are not supported)",
-                    files.subject
-                )
-            })?;
-        let ca = Self {
+        let key_pem = files.key.serialize_pem();
+        let issuer = match Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key) {
+            Ok(issuer) => issuer,
+            // rcgen reads no multi-valued RDN: any name will do, the exact one replaces it.
+            Err(_) => {
+                let mut params = CertificateParams::default();
+                params.distinguished_name = DistinguishedName::new();
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "issuer name replaced when signing");
+                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                // The authority key identifier must be the CA's own subject key
+                // identifier, which verifiers match before the name.
+                if let Some(id) = &files.key_identifier {
+                    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(id.clone());
+                }
+                Issuer::new(params, KeyPair::from_pem(&key_pem)?)
+            }
+        };
+        let mut ca = Self {
+            exact_issuer: None,
             key_identifier: files
                 .key_identifier
                 .map_or(rcgen::KeyIdMethod::Sha256, rcgen::KeyIdMethod::PreSpecified),
@@ -84,7 +101,7 @@ impl CertificateAuthority {
                 rsa_max_bits: settings.rsa_max_bits,
             },
         };
-        ca.check_issuer_name()?;
+        ca.check_issuer_name(&key_pem)?;
         Ok(ca)
     }
 
@@ -92,24 +109,51 @@ impl CertificateAuthority {
     /// subject byte for byte: OpenSSL, GnuTLS and brokers build the chain by name, and a
     /// valid signature under another name is refused by every one of them. rcgen rebuilds
     /// the name from its parts, which loses a repeated attribute (`DC=example, DC=com`):
-    /// such a CA is refused here rather than issuing certificates no broker accepts.
-    fn check_issuer_name(&self) -> anyhow::Result<()> {
+    /// for such a CA the exact name is put back and signed again (`issuer_name`), and a
+    /// probe certificate proves it before the server starts.
+    fn check_issuer_name(&mut self, key_pem: &str) -> anyhow::Result<()> {
         use x509_parser::prelude::FromDer;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let probe = CertificateParams::default().signed_by(&key, &self.issuer)?;
-        let (_, probe) = x509_parser::certificate::X509Certificate::from_der(probe.der())?;
         let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&self.cert_der)?;
-        if probe.issuer().as_raw() != ca.subject().as_raw() {
+        let subject = ca.subject().as_raw().to_vec();
+        let probe_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let probe = CertificateParams::default().signed_by(&probe_key, &self.issuer)?;
+        let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(probe.der())?;
+        if parsed.issuer().as_raw() == subject.as_slice() {
+            return Ok(());
+        }
+        tracing::info!(
+            subject = %ca.subject(),
+            "the CA's subject has a shape rcgen does not write (a repeated attribute or a \
+             multi-valued RDN): it is copied into what it signs as it is, at one more \
+             signature each"
+        );
+        self.exact_issuer = Some((subject.clone(), KeyPair::from_pem(key_pem)?));
+        let exact = self.exact_der(probe.der(), false)?;
+        let (_, exact) = x509_parser::certificate::X509Certificate::from_der(&exact)?;
+        if exact.issuer().as_raw() != subject.as_slice()
+            || exact.verify_signature(Some(ca.public_key())).is_err()
+        {
             anyhow::bail!(
                 "the CA certificate's subject ({}) cannot be copied byte for byte into the \
-                 certificates it would sign (they would name {}): verifiers would refuse \
-                 them. Repeated attributes (two DC=, two OU=) are the usual cause: use an \
-                 issuing CA whose subject names each attribute once",
-                ca.subject(),
-                probe.issuer()
+                 certificates it would sign: verifiers would refuse them",
+                ca.subject()
             );
         }
         Ok(())
+    }
+
+    /// What rcgen signed, under the CA's exact subject when rcgen could not write it.
+    fn exact_der<'a>(
+        &self,
+        der: &'a [u8],
+        crl: bool,
+    ) -> Result<std::borrow::Cow<'a, [u8]>, rcgen::Error> {
+        match &self.exact_issuer {
+            None => Ok(std::borrow::Cow::Borrowed(der)),
+            Some((subject, key)) => {
+                issuer_name::with_issuer(der, subject, key, crl).map(std::borrow::Cow::Owned)
+            }
+        }
     }
 
     /// `provisiond ca init`: writes a new CA into `dir`.
@@ -180,11 +224,12 @@ impl CertificateAuthority {
         }
 
         let cert = params.signed_by(key, &self.issuer)?;
+        let der = self.exact_der(cert.der(), false)?;
         Ok(IssuedCertificate {
-            pem: cert.pem(),
+            pem: certificate_pem(&der),
             serial_hex,
             not_after,
-            fingerprint_sha256: crate::crypto::sha256(cert.der()),
+            fingerprint_sha256: crate::crypto::sha256(&der),
         })
     }
 }
@@ -232,11 +277,20 @@ impl CertificateAuthority {
         params.not_after = (now + time::Duration::days(days.into())).min(self.not_after);
         params.serial_number = Some(random_serial().0);
         let cert = params.signed_by(&key, &self.issuer)?;
+        let der = self.exact_der(cert.der(), false)?;
         Ok((
-            format!("{}{}", cert.pem(), self.chain_pem),
+            format!("{}{}", certificate_pem(&der), self.chain_pem),
             key.serialize_pem(),
         ))
     }
+}
+
+/// A certificate's DER as PEM, with LF line endings (as rcgen writes it).
+fn certificate_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// A random positive 128-bit serial: the top bit is set so that every serial has
