@@ -53,6 +53,17 @@ impl Drop for BackgroundTasks {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The port first: a server that cannot listen must not generate a CA, reach
+        // Redis or sign a CRL before saying so.
+        raise_open_files_limit();
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (server.host / server.port)",
+                    settings.server.host, settings.server.port
+                )
+            })?;
+        let address = listener.local_addr()?;
         let certs_dir = &settings.ca.dir;
         fsutil::create_private_dir(certs_dir).with_context(|| {
             format!("cannot create the certs directory {}", certs_dir.display())
@@ -149,16 +160,6 @@ impl Application {
         )
         .await;
         tasks.push(crl.spawn());
-
-        raise_open_files_limit();
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}:{} (server.host / server.port)",
-                    settings.server.host, settings.server.port
-                )
-            })?;
-        let address = listener.local_addr()?;
 
         if matches!(onboarding, OnboardingAuth::Open) {
             tracing::warn!(

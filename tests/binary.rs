@@ -179,6 +179,30 @@ fn a_configuration_error_stops_start_up_with_one_line_naming_the_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
 }
 
+/// A port already taken stops the start before anything else: no CA is generated into
+/// the certs directory, no Redis is reached, and the line says which port.
+#[test]
+fn a_port_in_use_stops_start_up_before_a_ca_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = run(provisiond(dir.path()).envs([
+        ("HOST", "127.0.0.1"),
+        ("PORT", port.as_str()),
+        ("REDIS_ENABLED", "false"),
+    ]));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("certs").join("ca.key").exists(),
+        "a CA was generated before the port was found taken"
+    );
+}
+
 #[test]
 fn ca_init_writes_a_ca_and_refuses_to_overwrite_it_without_force() {
     let dir = tempfile::tempdir().unwrap();
