@@ -97,8 +97,8 @@ async fn a_proof_renews_once_with_every_key_type_and_openssl_accepts_the_result(
             2,
             "{status}"
         );
-        // Without renewal.revoke_previous, the old one stays valid.
-        assert_eq!(status_of(&status, &old.serial), "valid");
+        // renewal.revoke_previous is on by default: the old one is superseded.
+        assert_eq!(status_of(&status, &old.serial), "revoked");
     }
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
@@ -504,8 +504,11 @@ async fn without_redis_the_registry_blocks_and_proofs_survive_a_restart() {
     app.stop().await;
 
     let app = TestApp::spawn_settings(settings()).await;
+    // Renewed, it was superseded (renewal.revoke_previous is on by default), and the
+    // registry file kept that too.
     let found = record(&app, &kept.serial).await;
-    assert_eq!(found["certificate"]["status"], "valid");
+    assert_eq!(found["certificate"]["status"], "revoked");
+    assert_eq!(found["certificate"]["reason"], "superseded");
     let gone = record(&app, &revoked.serial).await;
     assert_eq!(gone["certificate"]["reason"], "keyCompromise");
     assert_eq!(
