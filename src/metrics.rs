@@ -115,6 +115,8 @@ pub struct Metrics {
     pub store_operation_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
     pub storage_mode: Family<ModeLabel, Gauge>,
     pub redis_connected: Gauge,
+    /// 1 when Redis is enabled (`redis.enabled`): alerts about a lost Redis need it.
+    pub redis_enabled: Gauge,
     /// Redis lost or regained: each is a switch between Redis and the fallback.
     pub storage_fallback_switches: Counter,
     /// Times Redis was found to have lost writes (restart without `appendfsync always`,
@@ -153,6 +155,7 @@ impl Metrics {
             store_operation_duration: Family::new_with_constructor(latency_histogram),
             storage_mode: Family::default(),
             redis_connected: Gauge::default(),
+            redis_enabled: Gauge::default(),
             storage_fallback_switches: Counter::default(),
             redis_lost_writes: Counter::default(),
             memory_sweeps: Counter::default(),
@@ -218,6 +221,11 @@ impl Metrics {
             "redis_connected",
             "1 while Redis answers",
             m.redis_connected.clone(),
+        );
+        registry.register(
+            "redis_enabled",
+            "1 when Redis is enabled (redis.enabled); 0 when memory is the store by design",
+            m.redis_enabled.clone(),
         );
         registry.register(
             "storage_fallback_switches",

@@ -87,6 +87,7 @@ impl Application {
         let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)?;
         let tls = tls_config(&settings.server.tls, ca.cert_der())?;
         let metrics = Arc::new(Metrics::new());
+        metrics.redis_enabled.set(i64::from(settings.redis.enabled));
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
         let retention = retention_after_expiry(settings.renewal.grace());
