@@ -43,6 +43,14 @@ fn openssl_ca(dir: &Path, subject: &str, key_usage: &str) {
     std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// An ordinary openssl CA in `dir`: its certificate (PEM) and key.
+fn plain_ca(dir: &Path) -> (String, rcgen::KeyPair) {
+    openssl_ca(dir, "/O=Example/CN=Example CA", "keyCertSign,cRLSign");
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let key = std::fs::read_to_string(dir.join("ca.key")).unwrap();
+    (ca_pem, rcgen::KeyPair::from_pem(&key).unwrap())
+}
+
 fn load(dir: &Path) -> Result<CertificateAuthority, String> {
     let settings = CaSettings {
         dir: dir.to_owned(),
@@ -79,15 +87,7 @@ fn a_ca_that_cannot_sign_certificates_or_crls_is_refused_at_start() {
 #[test]
 fn enroll_refuses_a_certificate_that_names_another_issuer() {
     let dir = tempfile::tempdir().unwrap();
-    openssl_ca(
-        dir.path(),
-        "/O=Example/CN=Example CA",
-        "keyCertSign,cRLSign",
-    );
-    let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
-            .unwrap();
+    let (ca_pem, ca_key) = plain_ca(dir.path());
     // The CA's key, another name: the signature verifies, the chain by name does not.
     let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     other
@@ -112,15 +112,7 @@ fn enroll_refuses_a_certificate_that_names_another_issuer() {
 #[test]
 fn a_certificate_valid_by_the_servers_clock_is_kept_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
-    openssl_ca(
-        dir.path(),
-        "/O=Example/CN=Example CA",
-        "keyCertSign,cRLSign",
-    );
-    let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
-            .unwrap();
+    let (ca_pem, ca_key) = plain_ca(dir.path());
     let ca_der = pem::parse(&ca_pem).unwrap().into_contents();
     let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der.into(), ca_key).unwrap();
     let device = DeviceKey::generate(KeyKind::P256).unwrap();
@@ -202,15 +194,7 @@ async fn a_ca_with_a_repeated_or_multi_valued_rdn_signs_under_its_exact_name() {
             )
             .await;
         assert_eq!(revoked.status(), reqwest::StatusCode::OK);
-        let crl = app
-            .client
-            .get(app.url("/api/v1/crl?format=pem"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let crl = app.crl_pem().await;
         // The CRL verifies under the CA's exact name, lists the revoked certificate and
         // not the other.
         let text = app.crl_text().await;

@@ -77,15 +77,7 @@ async fn the_crl_is_served_from_the_start_and_signed_by_the_ca() {
     assert!(now - times[0] >= provisiond::ca::BACKDATE, "{text}");
     assert!(now - times[0] <= time::Duration::hours(12) + provisiond::ca::BACKDATE);
 
-    let pem = app
-        .client
-        .get(app.url("/api/v1/crl?format=pem"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let pem = app.crl_pem().await;
     assert!(pem.starts_with("-----BEGIN X509 CRL-----"), "{pem}");
     let pem_file = dir.path().join("crl.pem");
     std::fs::write(&pem_file, &pem).unwrap();

@@ -142,17 +142,23 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// The CRL, PEM, as `/api/v1/crl?format=pem` serves it.
+    pub async fn crl_pem(&self) -> String {
+        self.client
+            .get(self.url("/api/v1/crl?format=pem"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The CRL as OpenSSL prints it, its signature checked against the CA.
     pub async fn crl_text(&self) -> String {
         let dir = tempfile::tempdir().unwrap();
         let (crl, ca) = (dir.path().join("crl.pem"), dir.path().join("ca.crt"));
-        let pem = self
-            .client
-            .get(self.url("/api/v1/crl?format=pem"))
-            .send()
-            .await
-            .unwrap();
-        std::fs::write(&crl, pem.text().await.unwrap()).unwrap();
+        std::fs::write(&crl, self.crl_pem().await).unwrap();
         std::fs::write(&ca, self.ca_pem().await).unwrap();
         super::pki::openssl_crl(&crl, "PEM", &ca)
     }
