@@ -264,6 +264,7 @@ async fn a_cluster_primary_killed_under_load_fails_over_without_a_second_use() {
         for app in [&a, &b] {
             app.wait_for_health(Duration::from_secs(20), |h| h["redis"]["primaries"] == 3)
                 .await;
+            app.wait_for_replicas(Duration::from_secs(20)).await;
         }
         let spent = spent_tokens(&a, "spent", 30).await;
         let load_a = tokio::spawn(common::bin::bench_flow(a.address.clone(), 16, 14));
@@ -349,6 +350,7 @@ async fn a_sentinel_failover_under_load_is_followed_without_a_restart() {
                 .wait_for_health(Duration::from_secs(20), |h| h["redis"]["connected"] == true)
                 .await;
             assert_eq!(health["redis"]["mode"], "sentinel", "{health}");
+            app.wait_for_replicas(Duration::from_secs(20)).await;
         }
         let spent = spent_tokens(&a, "spent", 30).await;
         let load_a = tokio::spawn(common::bin::bench_flow(a.address.clone(), 16, 16));

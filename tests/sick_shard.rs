@@ -75,6 +75,7 @@ async fn a_shard_without_replicas_is_refused_alone_under_load_on_two_instances()
         for app in [&a, &b] {
             app.wait_for_health(Duration::from_secs(20), |h| h["redis"]["primaries"] == 3)
                 .await;
+            replicas_missing(app, None).await;
         }
         let load = [
             tokio::spawn(common::bin::bench_flow(a.address.clone(), 8, 10)),
@@ -169,8 +170,7 @@ async fn a_sentinel_primary_promoted_without_a_replica_says_so() {
     s.redis.sentinel_master = Some(common::cluster::MASTER_NAME.into());
     let app = TestApp::spawn_settings(waiting_for_a_replica(s)).await;
     within(Duration::from_secs(90), async {
-        app.wait_for_health(Duration::from_secs(20), |h| h["status"] == "ok")
-            .await;
+        replicas_missing(&app, None).await;
         let device = "sentinel-sick";
         let first = token(&app, device).await;
         assert_eq!(sign(&app, device, &first).await.0, StatusCode::OK);

@@ -370,6 +370,8 @@ async fn with_wait_replicas_a_consume_no_replica_acknowledged_is_a_503() {
         s.redis.wait_timeout_ms = 300;
     })
     .await;
+    // Until a health check has seen the replica online, writes are refused up front.
+    app.wait_for_replicas(WITHIN).await;
     let token = app.token_for("waited-1").await;
     assert_eq!(sign(&app, &token, "waited-1").await, ok());
     let copied: Option<String> = replica.cmd(&["GET", "mqtt-lite:device:{waited-1}"]);

@@ -215,6 +215,17 @@ impl TestApp {
         self.get_json("/health").await
     }
 
+    /// Polls /health until no primary lacks the replicas `redis.wait_replicas` asks for:
+    /// until a health check has seen them online, writes are refused up front.
+    pub async fn wait_for_replicas(&self, within: Duration) -> Value {
+        self.wait_for_health(within, |h| {
+            h["redis"]["replicasMissing"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        })
+        .await
+    }
+
     /// Polls /health until `ready` holds for it, or panics after `within`.
     pub async fn wait_for_health(&self, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
