@@ -142,16 +142,21 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
-    /// The CRL, PEM, as `/api/v1/crl?format=pem` serves it.
-    pub async fn crl_pem(&self) -> String {
+    /// The body of a GET, as text, whatever the status.
+    pub async fn get_text(&self, path: &str) -> String {
         self.client
-            .get(self.url("/api/v1/crl?format=pem"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap()
+    }
+
+    /// The CRL, PEM, as `/api/v1/crl?format=pem` serves it.
+    pub async fn crl_pem(&self) -> String {
+        self.get_text("/api/v1/crl?format=pem").await
     }
 
     /// The CRL as OpenSSL prints it, its signature checked against the CA.
@@ -165,14 +170,7 @@ impl TestApp {
 
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.get_text("/metrics").await
     }
 
     /// GET a JSON document with `Authorization: Bearer <key>`, insisting on a 200.
