@@ -26,7 +26,9 @@ use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
 use crate::registry::retention_after_expiry;
 use crate::secret::{MIN_SECRET_LEN, Secret};
-use crate::store::{FallbackStore, Ledger, MemoryStore, RedisConfig, RedisStore, StaleInRedis};
+use crate::store::{
+    BlocksFile, FallbackStore, Ledger, MemoryStore, RedisConfig, RedisStore, StaleInRedis,
+};
 use crate::token::TokenService;
 
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
@@ -139,14 +141,17 @@ impl Application {
                 Some(ledger)
             }
         };
-        let store = Arc::new(FallbackStore::new(
-            redis,
-            memory,
-            settings.redis.fallback,
-            metrics.clone(),
-            stale,
-            ledger,
-        ));
+        let store = Arc::new(
+            FallbackStore::new(
+                redis,
+                memory,
+                settings.redis.fallback,
+                metrics.clone(),
+                stale,
+                ledger,
+            )
+            .with_blocks_file(BlocksFile::in_dir(certs_dir)),
+        );
         if settings.redis.enabled {
             tasks.push(store.spawn_reconciler(Duration::from_millis(
                 settings.redis.health_check_interval_ms,

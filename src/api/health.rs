@@ -54,6 +54,13 @@ pub struct RedisHealth {
     /// With `redis.wait_replicas`, the primaries that had fewer online replicas than it
     /// asks for at the last check: writes to their keys are refused (503) meanwhile.
     pub replicas_missing: Vec<ReplicasMissing>,
+    /// What Redis keeps across its own restart (the weakest primary on a cluster):
+    /// `always` (appendfsync always: nothing acknowledged is lost), `everysec` (about
+    /// a second), `aof` (an append-only file, sync policy not readable), `aof-no-fsync`,
+    /// `snapshots` (what came after the last snapshot is lost), `none` (everything is
+    /// lost), `unknown` (no append-only file, snapshots not readable); null until read.
+    /// Anything below `everysec` is also warned about in the log.
+    pub persistence: Option<&'static str>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -111,6 +118,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 epoch: state.store.epoch(),
                 lost_writes_at: state.store.redis_lost_writes_at().map(unix_rfc3339),
                 problem: redis.problem.as_ref().map(|p| p.kind.as_str()),
+                persistence: redis.persistence.map(|p| p.as_str()),
                 reason: redis.problem.as_ref().map(|p| p.message.clone()),
                 replicas_missing: redis
                     .shortfalls
@@ -137,6 +145,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             problem: None,
             reason: None,
             replicas_missing: Vec::new(),
+            persistence: None,
         },
     };
     let body = Health {

@@ -4,6 +4,7 @@
 //! Every store keeps the same contract: one pending token per device (issuing replaces
 //! it), a token is consumed at most once, and an expired token is absent at once.
 
+mod blocks_file;
 mod fallback;
 mod incarnation;
 mod ledger;
@@ -19,10 +20,13 @@ use async_trait::async_trait;
 use crate::domain::{DeviceId, Jti};
 use crate::registry::{Block, CertificateRecord, Revocation};
 
+pub use blocks_file::{BLOCKS_FILE, BlocksFile};
 pub use fallback::FallbackStore;
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
-pub use redis::{LimitSubject, ProblemKind, RedisConfig, RedisProblem, RedisStore, Shortfall};
+pub use redis::{
+    LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem, RedisStore, Shortfall,
+};
 pub use stale::StaleInRedis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +209,8 @@ pub struct RedisStats {
     pub problem: Option<RedisProblem>,
     /// Primaries with fewer online replicas than `redis.wait_replicas`, at the last check.
     pub shortfalls: Vec<Shortfall>,
+    /// What Redis keeps across a restart; `None` until read.
+    pub persistence: Option<Persistence>,
 }
 
 #[derive(Debug, Clone)]

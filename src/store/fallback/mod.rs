@@ -24,14 +24,17 @@
 //! memory during an outage refuses the devices last seen blocked there. With Redis off,
 //! the registry lives in memory and in the [`Ledger`] file, which a restart reads back.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
+mod blocks;
 mod registry;
 
+use super::blocks_file::BlocksFile;
 use super::ledger::{Entry, Ledger};
 use super::memory::Take;
 use super::stale::StaleInRedis;
@@ -56,6 +59,10 @@ pub struct FallbackStore {
     unsynced: std::sync::Mutex<Vec<CertificateRecord>>,
     /// The registry's file, with Redis off.
     ledger: Option<Ledger>,
+    /// The blocks kept beside the CA, with Redis on.
+    blocks: Option<Arc<BlocksFile>>,
+    /// The Redis epoch whose lost blocks were last put back.
+    blocks_restored: AtomicU64,
 }
 
 impl FallbackStore {
@@ -75,6 +82,8 @@ impl FallbackStore {
             stale,
             unsynced: std::sync::Mutex::new(Vec::new()),
             ledger,
+            blocks: None,
+            blocks_restored: AtomicU64::new(blocks::NEVER),
         }
     }
 
@@ -180,6 +189,11 @@ impl FallbackStore {
         let Some(redis) = self.live_redis() else {
             return 0;
         };
+        // Blocks first: records written next are checked against them.
+        if let Err(e) = self.restore_blocks(redis).await {
+            tracing::debug!(error = %e, "putting lost blocks back in redis paused");
+            return 0;
+        }
         if let Err(e) = self.sync_records(redis).await {
             tracing::debug!(error = %e, "writing certificate records to redis paused");
             return 0;

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 
+use super::super::blocks_file::Standing;
 use super::super::ledger::Entry;
 use super::super::{
     CertificateRegistry, HANDOVER_WINDOW, Handover, ProofUse, Renewal, RevokedCertificate,
@@ -124,7 +125,9 @@ impl CertificateRegistry for FallbackStore {
 
     async fn block(&self, device: &DeviceId, block: Block) -> Result<Block, StoreError> {
         if let Some(redis) = self.registry_redis()? {
-            return redis.block(device, block).await;
+            let standing = redis.block(device, block).await?;
+            self.file_block(device, Standing::Blocked(standing)).await?;
+            return Ok(standing);
         }
         let standing = self.memory.block(device, block).await?;
         if standing == block {
@@ -135,7 +138,11 @@ impl CertificateRegistry for FallbackStore {
 
     async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
         if let Some(redis) = self.registry_redis()? {
-            return redis.unblock(device).await;
+            let lifted = redis.unblock(device).await?;
+            // Noted even when nothing was lifted: a retry after a failed write lands here.
+            self.file_block(device, Standing::Unblocked(unix_now()))
+                .await?;
+            return Ok(lifted);
         }
         let lifted = self.memory.unblock(device).await?;
         if lifted {

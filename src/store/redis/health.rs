@@ -3,6 +3,7 @@
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{InfoDict, RedisError};
@@ -11,9 +12,12 @@ use super::super::TokenStore;
 use super::super::incarnation::{self, Probe, Watch};
 use super::super::topology::{self, Primary, RedisConn};
 use super::replicas::online_replicas;
-use super::{Mode, RedisProblem, RedisStore, Shortfall};
+use super::{Mode, Persistence, RedisProblem, RedisStore, Shortfall};
 use crate::clock::unix_now;
 use crate::registry::slots;
+
+/// How often a server's persistence settings are read again.
+const PERSISTENCE_REREAD: Duration = Duration::from_secs(60);
 
 /// How long an instance's marker outlives the instance.
 const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -106,6 +110,11 @@ impl Health {
             }),
             Health::Cluster(checks) => check_cluster(checks, store).await,
         };
+        let weakest = match self {
+            Health::Single(check) => check.persistence,
+            Health::Cluster(checks) => checks.values().filter_map(|c| c.persistence).min(),
+        };
+        store.note_persistence(weakest);
         let result = result.map(|checked| {
             let wanted = store.config.wait_replicas;
             store.note_shortfalls(checked.into_iter().filter(|s| s.online < wanted).collect());
@@ -196,6 +205,9 @@ pub(super) struct HealthCheck {
     watch: Watch,
     /// The cluster primary checked (None: the one server, or Sentinel's primary).
     node: Option<Primary>,
+    /// What the server keeps across a restart, and when that was read.
+    persistence: Option<Persistence>,
+    persistence_read: Option<Instant>,
 }
 
 impl HealthCheck {
@@ -299,6 +311,15 @@ impl HealthCheck {
                 .await?;
         }
         let changed = self.watch.run_id.as_deref() != Some(probe.run_id.as_str());
+        // CONFIG SET can change it at any time; a minute late is soon enough to warn.
+        if changed
+            || self
+                .persistence_read
+                .is_none_or(|at| at.elapsed() > PERSISTENCE_REREAD)
+        {
+            self.persistence = Some(Persistence::read(conn).await?);
+            self.persistence_read = Some(Instant::now());
+        }
         self.watch.remember(&probe);
         if changed && self.node.is_none() {
             *store

@@ -75,6 +75,12 @@ impl Keys {
         format!("{}blocked:{{{device}}}", self.prefix)
     }
 
+    /// When the device's block was last lifted: a lost block that is replayed from the
+    /// certs directory must not come back over a later unblock.
+    pub(super) fn unblocked(&self, device: &DeviceId) -> String {
+        format!("{}unblocked:{{{device}}}", self.prefix)
+    }
+
     pub(super) fn blocked_prefix(&self) -> String {
         format!("{}blocked:", self.prefix)
     }
@@ -155,6 +161,7 @@ mod tests {
             "mqtt-lite:token:{device-001}:abc"
         );
         assert_eq!(keys.blocked(&device), "mqtt-lite:blocked:{device-001}");
+        assert_eq!(keys.unblocked(&device), "mqtt-lite:unblocked:{device-001}");
         assert_eq!(
             keys.proof(&device, 0xabc),
             "mqtt-lite:proof:{device-001}:0000000000000abc"

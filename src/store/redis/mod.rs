@@ -6,6 +6,7 @@
 //! <prefix>token:{<device_id>}:<jti>  -> {"deviceId": "...", "jti": "...", "expiresAt": <unix>}  EX ttl
 //! <prefix>device:{<device_id>}       -> <jti>                                               EX ttl
 //! <prefix>blocked:{<device_id>}      -> <unix s>:<reason code>   (until unblocked)
+//! <prefix>unblocked:{<device_id>}    -> unix s of the last unblock  EX 400 days
 //! <prefix>proof:{<device_id>}:<id>   -> 1                        EX the renewal proof's life
 //! <prefix>nonce:{<device_id>}:<ts>   -> 1                        EX the replay window
 //! <prefix>certs:{<slot tag>}         -> hash serial -> record    (the tag is in the device's slot)
@@ -41,6 +42,7 @@ mod health;
 mod keys;
 mod limits;
 mod listing;
+mod persistence;
 mod problem;
 mod registry;
 mod replicas;
@@ -68,6 +70,7 @@ use health::{Health, health_loop};
 use keys::Keys;
 
 pub use limits::LimitSubject;
+pub use persistence::Persistence;
 pub use problem::{ProblemKind, RedisProblem};
 pub use replicas::Shortfall;
 
@@ -171,6 +174,8 @@ pub struct RedisStore {
     renew_script: Script,
     owe_script: Script,
     owed_script: Script,
+    unblock_script: Script,
+    reblock_script: Script,
     /// Devices seen blocked in Redis (by the count's scan, and by this instance's own
     /// requests): what onboarding from memory goes by while Redis is away.
     blocked_seen: Mutex<HashSet<DeviceId>>,
@@ -195,6 +200,8 @@ pub struct RedisStore {
     problems: problem::Problems,
     /// Primaries with fewer online replicas than `redis.wait_replicas` at the last check.
     shortfalls: Mutex<Vec<Shortfall>>,
+    /// What the weakest primary keeps across a restart, as last read.
+    persistence: Mutex<Option<Persistence>>,
     config: RedisConfig,
     metrics: Arc<Metrics>,
 }
@@ -288,6 +295,8 @@ impl RedisStore {
             renew_script: Script::new(include_str!("renew.lua")),
             owe_script: Script::new(include_str!("owe.lua")),
             owed_script: Script::new(include_str!("owed.lua")),
+            unblock_script: Script::new(include_str!("unblock.lua")),
+            reblock_script: Script::new(include_str!("reblock.lua")),
             blocked_seen: Mutex::new(HashSet::new()),
             instance: hex::encode(instance),
             verified_run_id: Mutex::new(None),
@@ -299,6 +308,7 @@ impl RedisStore {
             answering: std::sync::atomic::AtomicUsize::new(0),
             problems: problem::Problems::default(),
             shortfalls: Mutex::new(Vec::new()),
+            persistence: Mutex::new(None),
             config,
             metrics,
         });
@@ -333,6 +343,39 @@ impl RedisStore {
     /// Why Redis is not in use (or refused a request's command lately), if it is not.
     pub fn problem(&self) -> Option<RedisProblem> {
         self.problems.current()
+    }
+
+    /// What Redis keeps across a restart (the weakest primary's), once read.
+    pub fn persistence(&self) -> Option<Persistence> {
+        *self.persistence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps what the health check read, and says so when it changed: a warning when a
+    /// restart would lose more than about a second of writes.
+    fn note_persistence(&self, found: Option<Persistence>) {
+        let Some(found) = found else { return };
+        let before = self
+            .persistence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(found);
+        if before == Some(found) {
+            return;
+        }
+        match found.loss() {
+            Some(loss) => tracing::warn!(
+                url = %self.config.display_url,
+                persistence = found.as_str(),
+                "redis does not keep every write across a restart: {loss}. Revocations \
+                 and blocks are kept beside the CA too and put back; set appendonly yes \
+                 (README: The Redis user, persistence)"
+            ),
+            None => tracing::info!(
+                url = %self.config.display_url,
+                persistence = found.as_str(),
+                "redis persistence"
+            ),
+        }
     }
 
     /// The topology's name, and on a cluster how many primaries answered the last check.

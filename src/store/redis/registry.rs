@@ -376,15 +376,20 @@ impl CertificateRegistry for RedisStore {
     }
 
     async fn unblock(&self, device: &DeviceId) -> Result<bool, StoreError> {
-        self.replicas_ready(&[&self.keys.blocked(device)])?;
+        let keys = [self.keys.blocked(device), self.keys.unblocked(device)];
+        let written = keys.each_ref().map(String::as_str);
+        self.replicas_ready(&written)?;
         let mut conn = self.conn().await?;
-        let removed: i64 = redis::cmd("DEL")
-            .arg(self.keys.blocked(device))
-            .query_async(&mut conn)
+        let removed: i64 = self
+            .unblock_script
+            .key(&keys[0])
+            .key(&keys[1])
+            .arg(unix_now())
+            .arg(UNBLOCK_NOTE_SECS)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        self.wait_for_replicas(&mut conn, &[&self.keys.blocked(device)])
-            .await?;
+        self.wait_for_replicas(&mut conn, &written).await?;
         self.saw_blocked(device, false);
         Ok(removed == 1)
     }
@@ -428,6 +433,36 @@ impl CertificateRegistry for RedisStore {
         self.list_without_record(entry).await
     }
 }
+
+impl RedisStore {
+    /// Puts back `block`, which Redis lost, unless the device is blocked already or was
+    /// unblocked since the block was made. `true` when it was put back.
+    pub async fn restore_block(&self, device: &DeviceId, block: Block) -> Result<bool, StoreError> {
+        let keys = [self.keys.blocked(device), self.keys.unblocked(device)];
+        let written = keys.each_ref().map(String::as_str);
+        self.replicas_ready(&written)?;
+        let mut conn = self.conn().await?;
+        let restored: i64 = self
+            .reblock_script
+            .key(&keys[0])
+            .key(&keys[1])
+            .arg(block.pack())
+            .arg(block.at)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.wait_for_replicas(&mut conn, &written).await?;
+        if restored == 1 {
+            self.saw_blocked(device, true);
+        }
+        Ok(restored == 1)
+    }
+}
+
+/// How long Redis keeps the time of a device's last unblock (400 days). A block lifted
+/// longer ago through an instance that keeps another certs directory can come back
+/// when Redis loses writes: the safe side, and one more unblock.
+const UNBLOCK_NOTE_SECS: u64 = 400 * 24 * 3600;
 
 fn unpacked(serial: [u8; 16], packed: &[u8]) -> Result<CertificateRecord, StoreError> {
     CertificateRecord::unpack(serial, packed)

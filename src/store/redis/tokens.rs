@@ -206,6 +206,7 @@ impl TokenStore for RedisStore {
             redis: Some(RedisStats {
                 problem: self.problem(),
                 shortfalls: self.shortfalls(),
+                persistence: self.persistence(),
                 connected: self.is_connected(),
                 topology: self.topology(),
                 counts: *self.counts.lock().unwrap_or_else(|p| p.into_inner()),

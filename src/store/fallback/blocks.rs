@@ -1,0 +1,92 @@
+//! Blocks kept beside the CA while Redis holds them ([`BlocksFile`]), and put back when
+//! Redis lost them: when this instance first reaches Redis, and after each loss of writes
+//! the health check finds (a new epoch).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::FallbackStore;
+use crate::clock::unix_now;
+use crate::domain::DeviceId;
+use crate::registry::{Reason, Revocation};
+use crate::store::blocks_file::{BlocksFile, Standing};
+use crate::store::{CertificateRegistry, RedisStore, StoreError, TokenStore};
+
+/// No epoch restored yet.
+pub(super) const NEVER: u64 = u64::MAX;
+
+impl FallbackStore {
+    /// Keeps the blocks Redis holds in `file` too (with Redis on; with Redis off the
+    /// registry's own file keeps them).
+    pub fn with_blocks_file(mut self, file: BlocksFile) -> Self {
+        if self.redis.is_some() {
+            self.blocks = Some(Arc::new(file));
+        }
+        self
+    }
+
+    /// Writes the device's change to the blocks file, synced, off the request's thread.
+    pub(super) async fn file_block(
+        &self,
+        device: &DeviceId,
+        standing: Standing,
+    ) -> Result<(), StoreError> {
+        let Some(file) = self.blocks.clone() else {
+            return Ok(());
+        };
+        let device = device.clone();
+        tokio::task::spawn_blocking(move || file.note(&device, standing))
+            .await
+            .map_err(|e| StoreError::Failed(format!("writing the blocks file: {e}")))?
+            .map_err(|e| StoreError::Failed(format!("writing the blocks file: {e}")))
+    }
+
+    /// Puts back every block of the file that Redis lost, once per epoch, and revokes
+    /// the certificates such a device got while its block was missing (as blocking
+    /// would have).
+    pub(super) async fn restore_blocks(&self, redis: &RedisStore) -> Result<(), StoreError> {
+        let Some(file) = self.blocks.clone() else {
+            return Ok(());
+        };
+        let epoch = redis.epoch();
+        if self.blocks_restored.load(Ordering::SeqCst) == epoch {
+            return Ok(());
+        }
+        let blocked = tokio::task::spawn_blocking(move || file.blocked())
+            .await
+            .map_err(|e| StoreError::Failed(format!("reading the blocks file: {e}")))?;
+        for (device, block) in blocked {
+            if !redis.restore_block(&device, block).await? {
+                continue;
+            }
+            tracing::warn!(
+                target: "audit",
+                event = "device_blocked",
+                device_id = %device,
+                reason = block.reason.as_str(),
+                "redis had lost this block: it is back, from the blocks file beside the CA"
+            );
+            let now = unix_now();
+            for record in redis.certificates_of(&device).await? {
+                if record.status(now) != "valid" {
+                    continue;
+                }
+                let withdrawn = Revocation {
+                    at: now,
+                    reason: Reason::PrivilegeWithdrawn,
+                };
+                redis.revoke(&record.serial, withdrawn).await?;
+                tracing::warn!(
+                    target: "audit",
+                    event = "certificate_revoked",
+                    device_id = %device,
+                    serial = %record.serial_hex(),
+                    reason = "privilegeWithdrawn",
+                    "a certificate issued while redis had lost the device's block is revoked"
+                );
+            }
+        }
+        self.blocks_restored.store(epoch, Ordering::SeqCst);
+        Ok(())
+    }
+}
