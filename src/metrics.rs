@@ -1,4 +1,7 @@
-//! Prometheus metrics, all named `provisiond_*`, served at `GET /metrics`.
+//! Prometheus metrics, named `provisiond_*` but for the standard `process_*` ones,
+//! served at `GET /metrics`.
+
+mod process;
 
 use std::time::Duration;
 
@@ -12,6 +15,11 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,6 +140,8 @@ pub struct Metrics {
     /// When the current CRL's nextUpdate passes (unix seconds): brokers refuse every
     /// client after it, so alert well before.
     pub crl_next_update: Gauge,
+    /// The CA certificate's notAfter (unix seconds): no certificate can outlive it.
+    pub ca_not_after: Gauge,
 }
 
 impl Default for Metrics {
@@ -142,7 +152,6 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("provisiond");
         let metrics = Self {
             tokens_issued: Counter::default(),
             tokens_consumed: Counter::default(),
@@ -164,9 +173,25 @@ impl Metrics {
             certificates_revoked: Family::default(),
             crl_entries: Gauge::default(),
             crl_next_update: Gauge::default(),
+            ca_not_after: Gauge::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("provisiond");
+        let build: Family<VersionLabel, Gauge> = Family::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version, as a label", build);
+        registry.register(
+            "ca_not_after_timestamp_seconds",
+            "notAfter of the CA certificate, unix seconds",
+            m.ca_not_after.clone(),
+        );
         registry.register(
             "tokens_issued",
             "Provisioning tokens issued",
@@ -292,7 +317,7 @@ impl Metrics {
         }
         m.set_storage_mode("unavailable");
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
     }

@@ -90,6 +90,7 @@ impl Application {
         let tls = tls_config(&settings.server.tls, ca.cert_der())?;
         let metrics = Arc::new(Metrics::new());
         metrics.redis_enabled.set(i64::from(settings.redis.enabled));
+        metrics.ca_not_after.set(ca.not_after().unix_timestamp());
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
         let retention = retention_after_expiry(settings.renewal.grace());

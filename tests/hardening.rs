@@ -489,6 +489,22 @@ async fn metrics_move_with_the_traffic() {
         1.0
     );
     assert_eq!(metric(&text, "provisiond_redis_connected "), 0.0);
+    assert_eq!(metric(&text, "provisiond_redis_enabled "), 0.0);
+    let version = env!("CARGO_PKG_VERSION");
+    let build = format!("provisiond_build_info{{version=\"{version}\"}}");
+    assert_eq!(metric(&text, &build), 1.0);
+    // The CA made for the test lives ten years: its notAfter is that far ahead.
+    let ca_left = metric(&text, "provisiond_ca_not_after_timestamp_seconds ")
+        - provisiond::clock::unix_now() as f64;
+    assert!((9.0 * 365.0 * 86400.0..11.0 * 365.0 * 86400.0).contains(&ca_left));
+    // The standard process metrics, from /proc: this process (the test runs the server
+    // in-process) has used CPU, holds memory and files, and started before now.
+    assert!(metric(&text, "process_cpu_seconds_total ") > 0.0);
+    assert!(metric(&text, "process_resident_memory_bytes ") > 1e6);
+    assert!(metric(&text, "process_open_fds ") >= 3.0);
+    assert!(metric(&text, "process_max_fds ") >= metric(&text, "process_open_fds "));
+    let started = metric(&text, "process_start_time_seconds ");
+    assert!(started <= provisiond::clock::unix_now() as f64 + 1.0 && started > 1.7e9);
     assert!(text.ends_with("# EOF\n"));
 }
 
