@@ -33,7 +33,8 @@ pub struct Second {
 pub struct Refusal {
     pub at: String,
     pub method: String,
-    /// The route's pattern (`/api/v1/devices/{device_id}`), or `unmatched`.
+    /// The route's pattern (`/api/v1/devices/{device_id}`), or the path itself when no
+    /// route matched (at most 100 printable characters).
     pub route: String,
     pub status: u16,
     pub code: &'static str,

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -28,6 +28,28 @@ const PER_DEVICE: usize = 50;
 /// makes room.
 const REJECTED_DEVICES: usize = 1_000;
 
+/// Who made a change: the client's address and, for an operator's request, the name of
+/// the admin key it used (`name:key` in `ADMIN_KEYS`, else `sha256:` and 8 hex digits).
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub client: Option<IpAddr>,
+    pub admin: Option<Arc<str>>,
+}
+
+impl Actor {
+    /// A device's own request: no admin key.
+    pub fn client(client: Option<IpAddr>) -> Self {
+        Self {
+            client,
+            admin: None,
+        }
+    }
+
+    fn admin_name(&self) -> &str {
+        self.admin.as_deref().unwrap_or("-")
+    }
+}
+
 /// One audit event, as the console shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
@@ -40,6 +62,8 @@ pub struct AuditEvent {
     /// What the event adds: a short token id, a serial, a reason.
     pub detail: String,
     pub client_ip: String,
+    /// The admin key's name, for an operator's action; null for a device's own.
+    pub admin: Option<String>,
 }
 
 /// An event as kept: formatted only when the console asks for it.
@@ -49,6 +73,7 @@ struct Kept {
     device_id: String,
     detail: String,
     client: Option<IpAddr>,
+    admin: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -64,6 +89,10 @@ fn ip(client: Option<IpAddr>) -> String {
 
 impl Audit {
     fn keep(&self, event: &'static str, device: &str, detail: String, client: Option<IpAddr>) {
+        self.keep_by(event, device, detail, &Actor::client(client));
+    }
+
+    fn keep_by(&self, event: &'static str, device: &str, detail: String, who: &Actor) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == KEPT {
             recent.pop_front();
@@ -73,7 +102,8 @@ impl Audit {
             event,
             device_id: device.to_owned(),
             detail,
-            client,
+            client: who.client,
+            admin: who.admin.clone(),
         });
     }
 
@@ -98,6 +128,7 @@ impl Audit {
             device_id: device.to_owned(),
             detail: reason.to_owned(),
             client,
+            admin: None,
         });
     }
 
@@ -122,6 +153,7 @@ impl Audit {
                 device_id: e.device_id.clone(),
                 detail: e.detail.clone(),
                 client_ip: ip(e.client),
+                admin: e.admin.as_deref().map(str::to_owned),
             })
             .collect()
     }
@@ -156,14 +188,14 @@ impl Audit {
         }
     }
 
-    pub fn token_revoked(&self, device: &DeviceId, had_token: bool, client: Option<IpAddr>) {
-        tracing::info!(target: "audit", event = "token_revoked", device_id = %device, had_token, client_ip = %ip(client));
+    pub fn token_revoked(&self, device: &DeviceId, had_token: bool, who: &Actor) {
+        tracing::info!(target: "audit", event = "token_revoked", device_id = %device, had_token, client_ip = %ip(who.client), admin = who.admin_name());
         let detail = if had_token {
             "pending token revoked"
         } else {
             "no token was pending"
         };
-        self.keep("token_revoked", device.as_str(), detail.to_owned(), client);
+        self.keep_by("token_revoked", device.as_str(), detail.to_owned(), who);
     }
 
     pub fn certificate_issued(
@@ -191,27 +223,22 @@ impl Audit {
         );
     }
 
-    pub fn certificate_imported(
-        &self,
-        device: &DeviceId,
-        serial: &str,
-        new: bool,
-        client: Option<IpAddr>,
-    ) {
+    pub fn certificate_imported(&self, device: &DeviceId, serial: &str, new: bool, who: &Actor) {
         tracing::info!(
             target: "audit",
             event = "certificate_imported",
             device_id = %device,
             serial,
             already_recorded = !new,
-            client_ip = %ip(client),
+            client_ip = %ip(who.client),
+            admin = who.admin_name(),
         );
         let again = if new { "" } else { " (already recorded)" };
-        self.keep(
+        self.keep_by(
             "certificate_imported",
             device.as_str(),
             format!("{serial}{again}"),
-            client,
+            who,
         );
     }
 
@@ -221,7 +248,7 @@ impl Audit {
         serial: &str,
         reason: &str,
         first: bool,
-        client: Option<IpAddr>,
+        who: &Actor,
     ) {
         tracing::info!(
             target: "audit",
@@ -230,34 +257,36 @@ impl Audit {
             serial,
             reason,
             already_revoked = !first,
-            client_ip = %ip(client),
+            client_ip = %ip(who.client),
+            admin = who.admin_name(),
         );
         let again = if first { "" } else { ", already revoked" };
-        self.keep(
+        self.keep_by(
             "certificate_revoked",
             device.as_str(),
             format!("{serial} ({reason}{again})"),
-            client,
+            who,
         );
     }
 
     /// A serial put on the CRL with no record of its certificate: no device to file it
     /// under, so the recent events show it with an empty device id.
-    pub fn serial_listed(&self, serial: &str, reason: &str, first: bool, client: Option<IpAddr>) {
+    pub fn serial_listed(&self, serial: &str, reason: &str, first: bool, who: &Actor) {
         tracing::info!(
             target: "audit",
             event = "serial_listed",
             serial,
             reason,
             already_listed = !first,
-            client_ip = %ip(client),
+            client_ip = %ip(who.client),
+            admin = who.admin_name(),
         );
         let again = if first { "" } else { ", already listed" };
-        self.keep(
+        self.keep_by(
             "serial_listed",
             "",
             format!("{serial} ({reason}{again})"),
-            client,
+            who,
         );
     }
 
@@ -286,23 +315,18 @@ impl Audit {
         );
     }
 
-    pub fn device_blocked(&self, device: &DeviceId, reason: &str, client: Option<IpAddr>) {
-        tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(client));
-        self.keep("device_blocked", device.as_str(), reason.to_owned(), client);
+    pub fn device_blocked(&self, device: &DeviceId, reason: &str, who: &Actor) {
+        tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(who.client), admin = who.admin_name());
+        self.keep_by("device_blocked", device.as_str(), reason.to_owned(), who);
     }
 
-    pub fn device_unblocked(&self, device: &DeviceId, was_blocked: bool, client: Option<IpAddr>) {
-        tracing::info!(target: "audit", event = "device_unblocked", device_id = %device, was_blocked, client_ip = %ip(client));
+    pub fn device_unblocked(&self, device: &DeviceId, was_blocked: bool, who: &Actor) {
+        tracing::info!(target: "audit", event = "device_unblocked", device_id = %device, was_blocked, client_ip = %ip(who.client), admin = who.admin_name());
         let detail = if was_blocked {
             "block lifted"
         } else {
             "was not blocked"
         };
-        self.keep(
-            "device_unblocked",
-            device.as_str(),
-            detail.to_owned(),
-            client,
-        );
+        self.keep_by("device_unblocked", device.as_str(), detail.to_owned(), who);
     }
 }

@@ -111,6 +111,11 @@ pub enum ApiError {
     InvalidCertificate(String),
     #[error("no such endpoint")]
     NotFound,
+    #[error(
+        "the console is off: no admin key is configured. Set ADMIN_KEYS (`name:key`, \
+         comma-separated), ADMIN_KEYS_FILE or admin.keys, and restart"
+    )]
+    ConsoleOff,
     /// With the methods the endpoint takes, for the `Allow` header.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed(&'static str),
@@ -163,7 +168,7 @@ impl ApiError {
             ApiError::CertificateUnknown => "certificate_unknown",
             ApiError::CertificateSuperseded => "certificate_superseded",
             ApiError::InvalidCertificate(_) => "invalid_certificate",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::ConsoleOff => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::StorageUnavailable
             | ApiError::StorageRecovering(_)
@@ -200,7 +205,9 @@ impl ResponseError for ApiError {
             | ApiError::CertificateSuperseded => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotFound | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::ConsoleOff | ApiError::CertificateNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

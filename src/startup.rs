@@ -188,6 +188,16 @@ impl Application {
             token_ttl_seconds = settings.tokens.ttl_seconds,
             "provisiond listening"
         );
+        if admin.is_empty() {
+            tracing::info!(
+                "admin API and console off: no admin key (set ADMIN_KEYS, ADMIN_KEYS_FILE or admin.keys)"
+            );
+        } else {
+            tracing::info!(
+                admin_keys = admin.len(),
+                "console at /console/ (admin API on)"
+            );
+        }
 
         let audit = Arc::new(Audit::default());
         let activity = Arc::new(Activity::default());

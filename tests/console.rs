@@ -16,6 +16,8 @@ use provisiond::secret::Secret;
 use reqwest::StatusCode;
 
 const ADMIN: &str = "console-admin-key-console-admin-key!";
+/// The same key as `ADMIN_KEYS` names it: audit events carry the name.
+const NAMED: &str = "ops-alice:console-admin-key-console-admin-key!";
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console")
@@ -25,7 +27,7 @@ fn screenshots() -> PathBuf {
 async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
     let redis = RedisServer::start();
     let app = TestApp::spawn_with(Some(&redis), |s| {
-        s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+        s.admin.keys = KeyList(vec![Secret::new(NAMED)]);
     })
     .await;
     let browser = Browser::start().await;
@@ -34,6 +36,9 @@ async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
         browser.client.goto(&console).await.unwrap();
         assert!(browser.is_shown("sign-in").await);
         assert!(!browser.is_shown("overview").await);
+        // Nothing of the signed-in page shows before sign-in.
+        assert!(!browser.is_shown("nav").await);
+        assert!(!browser.is_shown("sign-out").await);
 
         // A wrong key is refused, and says so.
         browser
@@ -99,10 +104,55 @@ async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
         browser
             .wait_for_text("device-pending", |t| t == "No pending token")
             .await;
+        // The event names the admin key that acted, not just the address.
         browser
-            .wait_for_text("events-table", |t| t.contains("token_revoked"))
+            .wait_for_text("events-table", |t| {
+                t.contains("token_revoked") && t.contains("ops-alice")
+            })
             .await;
         browser.screenshot(&screenshots().join("device.png")).await;
+
+        // An id nobody enrolled is said to be unknown: nothing to revoke, but it can be
+        // blocked ahead.
+        browser.type_into("device-id", "never-seen-device").await;
+        browser.click("device-find").await;
+        browser
+            .wait_for_text("device-title", |t| t == "never-seen-device")
+            .await;
+        assert!(browser.is_shown("device-unknown").await);
+        assert!(!browser.is_enabled("revoke-device").await);
+        assert!(!browser.is_enabled("revoke-token").await);
+        assert_eq!(browser.text("block-device").await, "Block this id");
+
+        // The reason picked is the reason revoked with.
+        let enrolled = app.token_for("console-enrolled").await;
+        let signed = app
+            .sign_csr(
+                &enrolled,
+                "console-enrolled",
+                &quick_csr("console-enrolled"),
+            )
+            .await;
+        assert_eq!(signed.status(), StatusCode::OK);
+        browser.type_into("device-id", "console-enrolled").await;
+        browser.click("device-find").await;
+        browser
+            .wait_for_text("certificates-table", |t| t.contains("valid"))
+            .await;
+        assert!(!browser.is_shown("device-unknown").await);
+        browser
+            .select("revoke-reason", "cessationOfOperation")
+            .await;
+        browser.click("revoke-device").await;
+        browser
+            .wait_for_text("confirm-text", |t| t.contains("cessationOfOperation"))
+            .await;
+        browser.click("confirm-ok").await;
+        browser
+            .wait_for_text("certificates-table", |t| {
+                t.contains("revoked (cessationOfOperation)")
+            })
+            .await;
 
         // The API agrees: the token is dead.
         let used = app
@@ -110,13 +160,25 @@ async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
             .await;
         assert_eq!(error_code(used).await.1, "token_used");
 
-        // The refusal shows in the list, with its device.
+        // The refusal shows in the list, with its device; a path no route matches shows
+        // as itself.
+        let lost = app
+            .client
+            .get(app.url("/no/such/page"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lost.status(), StatusCode::NOT_FOUND);
         browser.click("nav-refusals").await;
         browser
             .wait_for_text("refusals-table", |t| {
-                t.contains("token_used") && t.contains("console-target")
+                t.contains("token_used")
+                    && t.contains("console-target")
+                    && t.contains("GET /no/such/page")
             })
             .await;
+        // The console's own page asked for no favicon that could be counted.
+        assert!(!browser.text("refusals-table").await.contains("favicon"));
         browser
             .screenshot(&screenshots().join("refusals.png"))
             .await;
@@ -144,11 +206,11 @@ async fn without_admin_keys_there_is_no_console() {
         "/console/app.css",
     ] {
         let response = app.client.get(app.url(path)).send().await.unwrap();
-        assert_eq!(
-            error_code(response).await.0,
-            StatusCode::NOT_FOUND,
-            "{path}"
-        );
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        // It says why, and what to set.
+        let body: serde_json::Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("ADMIN_KEYS"), "{path}: {message}");
     }
 }
 

@@ -9,6 +9,7 @@ use super::AppState;
 use super::answers::CertificateView;
 use super::body::JsonBody;
 use super::no_store;
+use crate::audit::Actor;
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -76,17 +77,18 @@ pub struct Revoked {
     pub revoked: bool,
 }
 
-/// The device an admin request is about, once the caller is known to be an admin.
+/// The device an admin request is about, once the caller is known to be an admin, and
+/// who that admin is.
 fn authorized_device(
     state: &AppState,
     req: &HttpRequest,
     path: &str,
-) -> Result<DeviceId, ApiError> {
-    state.authorize_admin(req)?;
+) -> Result<(DeviceId, Actor), ApiError> {
+    let who = state.authorize_admin(req)?;
     let device = DeviceId::parse(path).map_err(ApiError::InvalidDeviceId)?;
     super::note_device(&device);
     super::attribute(req, &device);
-    Ok(device)
+    Ok((device, who))
 }
 
 pub async fn device_status(
@@ -94,7 +96,7 @@ pub async fn device_status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = authorized_device(&state, &req, &path)?;
+    let (device, _) = authorized_device(&state, &req, &path)?;
     let left = state
         .store
         .pending_for(&device)
@@ -122,7 +124,7 @@ pub async fn revoke_token(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = authorized_device(&state, &req, &path)?;
+    let (device, who) = authorized_device(&state, &req, &path)?;
     let revoked = state
         .store
         .revoke_device(&device)
@@ -131,9 +133,7 @@ pub async fn revoke_token(
     if revoked {
         state.metrics.tokens_revoked.inc();
     }
-    state
-        .audit
-        .token_revoked(&device, revoked, state.client_ip(&req));
+    state.audit.token_revoked(&device, revoked, &who);
     Ok(no_store(HttpResponse::Ok()).json(Revoked {
         success: true,
         device_id: device.to_string(),
@@ -156,14 +156,13 @@ pub async fn revoke_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
-    let device = authorized_device(&state, &req, &path)?;
+    let (device, who) = authorized_device(&state, &req, &path)?;
     let (reason, block) = if raw.is_empty() {
         (Reason::Unspecified, false)
     } else {
         let body = raw.json()?;
         (body.reason()?, body.bool_field_or_absent("block")?)
     };
-    let client = state.client_ip(&req);
     let now = unix_now();
     let held = state
         .store
@@ -178,7 +177,7 @@ pub async fn revoke_device(
             .map_err(storage_error)?;
         state
             .audit
-            .device_blocked(&device, standing.reason.as_str(), client);
+            .device_blocked(&device, standing.reason.as_str(), &who);
         Some(standing)
     } else {
         None
@@ -191,7 +190,7 @@ pub async fn revoke_device(
     if token_revoked {
         state.metrics.tokens_revoked.inc();
     }
-    state.audit.token_revoked(&device, token_revoked, client);
+    state.audit.token_revoked(&device, token_revoked, &who);
     let revocation = Revocation { at: now, reason };
     // With a block, renewals recorded since the first read are revoked too (the block
     // stops any after it).
@@ -209,7 +208,7 @@ pub async fn revoke_device(
         let record = if record.status(now) == "valid" {
             state
                 .lifecycle
-                .revoke(&record.serial, revocation, client)
+                .revoke(&record.serial, revocation, &who)
                 .await
                 .map_err(storage_error)?
                 .unwrap_or(record)
@@ -234,11 +233,9 @@ pub async fn unblock(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = authorized_device(&state, &req, &path)?;
+    let (device, who) = authorized_device(&state, &req, &path)?;
     let unblocked = state.store.unblock(&device).await.map_err(storage_error)?;
-    state
-        .audit
-        .device_unblocked(&device, unblocked, state.client_ip(&req));
+    state.audit.device_unblocked(&device, unblocked, &who);
     Ok(no_store(HttpResponse::Ok()).json(Unblocked {
         success: true,
         device_id: device.to_string(),

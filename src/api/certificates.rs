@@ -49,7 +49,7 @@ pub async fn import(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
-    state.authorize_admin(&req)?;
+    let who = state.authorize_admin(&req)?;
     let body = raw.json()?;
     let text = body.str_field("certificate").ok_or_else(|| {
         ApiError::InvalidCertificate("certificate (a PEM string) is required".into())
@@ -59,7 +59,7 @@ pub async fn import(
         .filter(|block| block.tag() == "CERTIFICATE")
         .ok_or_else(|| ApiError::InvalidCertificate("not a PEM certificate".into()))?
         .into_contents();
-    let (record, _) = state.lifecycle.import(&der, state.client_ip(&req)).await?;
+    let (record, _) = state.lifecycle.import(&der, &who).await?;
     Ok(answer(&record))
 }
 
@@ -72,7 +72,7 @@ pub async fn revoke(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
-    state.authorize_admin(&req)?;
+    let who = state.authorize_admin(&req)?;
     let serial = serial(&path)?;
     let reason = if raw.is_empty() {
         Reason::Unspecified
@@ -85,7 +85,7 @@ pub async fn revoke(
     };
     let record = state
         .lifecycle
-        .revoke(&serial, revocation, state.client_ip(&req))
+        .revoke(&serial, revocation, &who)
         .await
         .map_err(storage_error)?
         .ok_or(ApiError::CertificateNotFound)?;
@@ -105,7 +105,7 @@ pub async fn list_serial(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
-    state.authorize_admin(&req)?;
+    let who = state.authorize_admin(&req)?;
     let body = raw.json()?;
     let serial = body
         .str_field("serial")
@@ -117,7 +117,7 @@ pub async fn list_serial(
     };
     let listing = state
         .lifecycle
-        .revoke_serial(&serial, revocation, state.client_ip(&req))
+        .revoke_serial(&serial, revocation, &who)
         .await
         .map_err(storage_error)?;
     state.lifecycle.refresh_crl().await;

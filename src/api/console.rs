@@ -23,7 +23,7 @@ fn file(
     body: &'static str,
 ) -> Result<HttpResponse, ApiError> {
     if state.admin.is_empty() {
-        return Err(ApiError::NotFound);
+        return Err(ApiError::ConsoleOff);
     }
     let mut response = HttpResponse::Ok();
     response
@@ -39,7 +39,7 @@ fn file(
 /// `GET /console`: to `/console/`, where the page's relative links resolve.
 pub async fn redirect(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.admin.is_empty() {
-        return Err(ApiError::NotFound);
+        return Err(ApiError::ConsoleOff);
     }
     Ok(HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/console/"))

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::activity::Activity;
+use crate::audit::Actor;
 use crate::audit::Audit;
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth, bearer};
 use crate::ca::CertificateAuthority;
@@ -110,9 +111,10 @@ impl AppState {
         self.store.shared_limit(subject, per_minute).await
     }
 
-    /// Lets an admin request through when its key is accepted. Failures are counted per
-    /// address, and an address past the limit is refused before its key is looked at.
-    fn authorize_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Lets an admin request through when its key is accepted, answering who acted (the
+    /// key's name, the client's address). Failures are counted per address, and an
+    /// address past the limit is refused before its key is looked at.
+    fn authorize_admin(&self, req: &HttpRequest) -> Result<Actor, ApiError> {
         if self.admin.is_empty() {
             return Err(ApiError::Unauthorized(
                 "the admin API is off: no admin key is configured (ADMIN_KEYS)",
@@ -122,8 +124,11 @@ impl AppState {
         if let Some(ip) = ip {
             self.counted(self.limits.check_admin(ip))?;
         }
-        if self.admin.accepts(req) {
-            return Ok(());
+        if let Some(name) = self.admin.matched(req) {
+            return Ok(Actor {
+                client: ip,
+                admin: Some(name),
+            });
         }
         if let Some(ip) = ip {
             self.counted(self.limits.admin_failed(ip))?;
@@ -302,10 +307,15 @@ pub async fn log_requests(
                 status,
             })
             .observe(took.as_secs_f64());
-        if status >= 400 && !probe {
+        // A browser's own favicon request is nobody's refusal.
+        if status >= 400 && !probe && request.path() != "/favicon.ico" {
+            let shown = match route {
+                "unmatched" => shown_path(request.path()),
+                _ => route.to_owned(),
+            };
             state.activity.refused(
                 request.method().as_str(),
-                route,
+                &shown,
                 status,
                 error.map_or("http_error", ApiError::code),
                 request
@@ -327,6 +337,21 @@ pub async fn log_requests(
         None => tracing::info!(status, ms, "request done"),
     }
     Ok(response)
+}
+
+/// A path no route matched, as the console lists it: at most 100 characters, anything
+/// but printable ASCII shown as `?`, so that a client cannot write markup or a flood of
+/// text into an operator's page (the console sets it as text anyway).
+fn shown_path(path: &str) -> String {
+    let mut shown: String = path
+        .chars()
+        .take(100)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    if path.chars().nth(100).is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// The device a request acts for, once the caller proved it may (a token or proof that

@@ -9,6 +9,7 @@ mod policy;
 pub mod renewal;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
@@ -24,48 +25,89 @@ use crate::fsutil;
 
 pub const ENROLLMENT_KEY_FILE: &str = "enrollment.key";
 
-/// A set of accepted keys, held as digests.
-pub struct KeyDigests(Vec<[u8; 32]>);
+/// A set of accepted keys, held as digests, each with a name that audit events carry.
+pub struct KeyDigests(Vec<NamedDigest>);
+
+struct NamedDigest {
+    name: Arc<str>,
+    digest: [u8; 32],
+}
 
 impl KeyDigests {
-    /// Keys from a list (plain, or `sha256:<hex>`) and a file (one per line, `#`
-    /// comments); `config_key` names the setting in errors.
+    /// Keys from a list and a file (one per line, `#` comments); `config_key` names the
+    /// setting in errors. Each key is plain or `sha256:<hex>`, optionally named
+    /// `<name>:<key>` (name `[A-Za-z0-9][A-Za-z0-9._-]{0,31}`); an unnamed key is named
+    /// by the first 8 hex digits of its SHA-256, which tells nothing of the key.
     pub fn load(
         list: &KeyList,
         file: Option<&Path>,
         config_key: &str,
     ) -> Result<Self, ConfigError> {
-        let mut digests = Vec::new();
+        let mut keys = Vec::new();
         for key in &list.0 {
-            digests.push(digest_of(key.expose(), config_key)?);
+            keys.push(named_digest(key.expose(), config_key)?);
         }
         if let Some(text) = Settings::read_secret(None, file, config_key)? {
             for line in text.expose().lines().map(str::trim) {
                 if !line.is_empty() && !line.starts_with('#') {
-                    digests.push(digest_of(line, config_key)?);
+                    keys.push(named_digest(line, config_key)?);
                 }
             }
         }
-        Ok(Self(digests))
+        Ok(Self(keys))
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether the request's bearer credential is one of the keys.
     pub fn accepts(&self, req: &HttpRequest) -> bool {
-        let Some(presented) = bearer(req) else {
-            return false;
-        };
-        let presented = sha256(presented.as_bytes());
-        // Look at every key, so the time taken does not say which one matched.
-        let matched = self
-            .0
-            .iter()
-            .fold(subtle::Choice::from(0), |any, d| any | d.ct_eq(&presented));
-        bool::from(matched)
+        self.matched(req).is_some()
     }
+
+    /// The name of the key the request's bearer credential is, if it is one.
+    pub fn matched(&self, req: &HttpRequest) -> Option<Arc<str>> {
+        let presented = sha256(bearer(req)?.as_bytes());
+        // Look at every key, so the time taken does not say which one matched.
+        let mut found = None;
+        for key in &self.0 {
+            let equal: bool = key.digest.ct_eq(&presented).into();
+            if equal && found.is_none() {
+                found = Some(key.name.clone());
+            }
+        }
+        found
+    }
+}
+
+fn named_digest(entry: &str, config_key: &str) -> Result<NamedDigest, ConfigError> {
+    if let Some((name, key)) = entry.split_once(':')
+        && name != "sha256"
+        && is_key_name(name)
+        && let Ok(digest) = digest_of(key, config_key)
+    {
+        return Ok(NamedDigest {
+            name: name.into(),
+            digest,
+        });
+    }
+    let digest = digest_of(entry, config_key)?;
+    Ok(NamedDigest {
+        name: format!("sha256:{}", &hex::encode(digest)[..8]).into(),
+        digest,
+    })
+}
+
+fn is_key_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 32
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub enum OnboardingAuth {
@@ -92,8 +134,11 @@ impl OnboardingAuth {
                     "onboarding.enrollment_keys",
                 )?;
                 if keys.is_empty() {
-                    keys.0
-                        .push(sha256(generated_enrollment_key(certs_dir)?.as_bytes()));
+                    let generated = generated_enrollment_key(certs_dir)?;
+                    keys.0.push(NamedDigest {
+                        name: ENROLLMENT_KEY_FILE.into(),
+                        digest: sha256(generated.as_bytes()),
+                    });
                 }
                 Ok(Self::Keys(keys))
             }
@@ -241,6 +286,32 @@ mod tests {
             auth.check_key(&TestRequest::default().to_http_request())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_named_key_carries_its_name_and_an_unnamed_one_a_digest_prefix() {
+        const OPS: &str = "ops-key-ops-key-ops-key-ops-key-ops";
+        const PLAIN: &str = "plain-key-plain-key-plain-key-plain";
+        // A key with a colon that does not name (its rest is too short) stays whole.
+        const COLON: &str = "x:y-colon-key-colon-key-colon-key";
+        let list = KeyList(
+            [format!("alice-ops:{OPS}"), PLAIN.into(), COLON.into()]
+                .into_iter()
+                .map(Secret::new)
+                .collect(),
+        );
+        let keys = KeyDigests::load(&list, None, "admin.keys").unwrap();
+        let name = |key: &str| {
+            let req = TestRequest::default()
+                .insert_header((AUTHORIZATION, format!("Bearer {key}")))
+                .to_http_request();
+            keys.matched(&req).map(|n| n.to_string())
+        };
+        assert_eq!(name(OPS).as_deref(), Some("alice-ops"));
+        let plain = format!("sha256:{}", &hex::encode(sha256(PLAIN.as_bytes()))[..8]);
+        assert_eq!(name(PLAIN), Some(plain));
+        assert!(name(COLON).is_some());
+        assert_eq!(name(&format!("alice-ops:{OPS}")), None);
     }
 
     #[test]

@@ -74,6 +74,14 @@ function confirmAction(text) {
 
 function notice(text) { $("notice").textContent = text; }
 
+// One time format everywhere: UTC, to the second, as the API and the logs give it.
+function when(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso);
+  return date.toISOString().slice(0, 19).replace("T", " ");
+}
+
 // Overview ---------------------------------------------------------------------------
 
 async function refreshOverview() {
@@ -95,7 +103,7 @@ async function refreshOverview() {
   const tokens = health.redis.enabled ? health.redis.tokenCount : health.memory.tokenCount;
   $("pending").textContent = tokens === null ? "…" : tokens + " tokens";
   $("counted-at").textContent = health.redis.countedAt
-    ? health.redis.deviceCount + " devices, counted " + new Date(health.redis.countedAt).toLocaleTimeString()
+    ? health.redis.deviceCount + " devices, counted " + when(health.redis.countedAt) + " UTC"
     : "";
 
   const activity = await api("/api/v1/activity");
@@ -122,6 +130,16 @@ function drawChart(activity) {
   }
   const top = Math.max(1, ...series.tokens, ...series.certificates, ...series.refused);
   svg.replaceChildren();
+  // Grid lines at the axis labels: a quarter, half and three quarters of the peak, and
+  // every five minutes.
+  for (const [x1, y1, x2, y2] of [[0, 102.5, 900, 102.5], [0, 56.25, 900, 56.25], [0, 148.75, 900, 148.75],
+    [300, 0, 300, 200], [600, 0, 600, 200]]) {
+    const grid = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    grid.setAttribute("class", "grid");
+    grid.setAttribute("x1", x1); grid.setAttribute("y1", y1);
+    grid.setAttribute("x2", x2); grid.setAttribute("y2", y2);
+    svg.appendChild(grid);
+  }
   const colors = { tokens: "var(--tokens)", certificates: "var(--certificates)", refused: "var(--refused)" };
   for (const [name, values] of Object.entries(series)) {
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
@@ -132,6 +150,8 @@ function drawChart(activity) {
     svg.appendChild(line);
   }
   svg.setAttribute("aria-label", "peak " + top + " per second over the last 15 minutes");
+  $("chart-top").textContent = top + "/s";
+  $("chart-now").textContent = "now (" + when(new Date(activity.now * 1000).toISOString()).slice(11) + " UTC)";
 }
 
 // Devices ----------------------------------------------------------------------------
@@ -150,13 +170,18 @@ async function loadDevice(id) {
   }
   $("device").hidden = false;
   $("device-title").textContent = status.device_id;
+  const unknown = !status.pending && !status.blocked && status.certificates.length === 0;
+  $("device-unknown").hidden = !unknown;
   $("device-blocked").textContent = status.blocked
-    ? "Blocked since " + status.blocked.blocked_at + " (" + status.blocked.reason + ")"
+    ? "Blocked since " + when(status.blocked.blocked_at) + " UTC (" + status.blocked.reason + ")"
     : "Not blocked";
   $("device-pending").textContent = status.pending
-    ? "Pending token until " + status.expires_at + " (" + status.expires_in + " s)"
+    ? "Pending token until " + when(status.expires_at) + " UTC (" + status.expires_in + " s)"
     : "No pending token";
   $("revoke-token").disabled = !status.pending;
+  $("revoke-device").disabled = !status.certificates.some((c) => c.status === "valid") && !status.pending;
+  $("block-device").disabled = Boolean(status.blocked);
+  $("block-device").textContent = unknown ? "Block this id" : "Revoke and block";
   $("unblock-device").disabled = !status.blocked;
   const certs = $("certificates-table");
   clear(certs);
@@ -169,15 +194,15 @@ async function loadDevice(id) {
       action.textContent = "Revoke";
       action.addEventListener("click", () => revokeCertificate(status.device_id, c.serial_number));
     }
-    const tr = row(certs, [c.serial_number, c.key_type, c.expires_at,
+    const tr = row(certs, [c.serial_number, c.key_type, when(c.expires_at),
       c.status + (c.reason ? " (" + c.reason + ")" : ""), action]);
     tr.cells[0].className = "mono";
   }
   if (status.certificates.length === 0) row(certs, ["none", "", "", "", ""]);
   const table = $("events-table");
   clear(table);
-  for (const e of events.events) row(table, [e.at, e.event, e.detail, e.client_ip]);
-  if (events.events.length === 0) row(table, ["none", "", "", ""]);
+  for (const e of events.events) row(table, [when(e.at), e.event, e.detail, e.client_ip, e.admin || ""]);
+  if (events.events.length === 0) row(table, ["none", "", "", "", ""]);
 }
 
 async function act(id, question, path, method, body, done) {
@@ -195,9 +220,11 @@ async function act(id, question, path, method, body, done) {
 
 function currentDevice() { return $("device-title").textContent; }
 
+function reason() { return $("revoke-reason").value; }
+
 function revokeCertificate(id, serial) {
-  return act(id, "Revoke certificate " + serial + "?", "/api/v1/certificates/" + serial + "/revoke",
-    "POST", { reason: "unspecified" }, "Certificate " + serial + " revoked.");
+  return act(id, "Revoke certificate " + serial + " (" + reason() + ")?", "/api/v1/certificates/" + serial + "/revoke",
+    "POST", { reason: reason() }, "Certificate " + serial + " revoked.");
 }
 
 // Refusals ---------------------------------------------------------------------------
@@ -208,7 +235,7 @@ async function loadRefusals() {
   const table = $("refusals-table");
   clear(table);
   for (const r of answer.refusals) {
-    row(table, [r.at, r.method + " " + r.route, r.status, r.code, r.device_id || "-", r.client_ip]);
+    row(table, [when(r.at), r.method + " " + r.route, r.status, r.code, r.device_id || "-", r.client_ip]);
   }
   if (answer.refusals.length === 0) row(table, ["none", "", "", "", "", ""]);
   const select = $("refusal-code");
@@ -273,14 +300,14 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("revoke-device").addEventListener("click", () => {
     const id = currentDevice();
-    return act(id, "Revoke every certificate and the pending token of " + id + "?",
-      "/api/v1/devices/" + encodeURIComponent(id) + "/revoke", "POST", { reason: "unspecified" },
+    return act(id, "Revoke every certificate and the pending token of " + id + " (" + reason() + ")?",
+      "/api/v1/devices/" + encodeURIComponent(id) + "/revoke", "POST", { reason: reason() },
       "Certificates and token revoked.");
   });
   $("block-device").addEventListener("click", () => {
     const id = currentDevice();
-    return act(id, "Revoke everything of " + id + " and block it from onboarding and renewal?",
-      "/api/v1/devices/" + encodeURIComponent(id) + "/revoke", "POST", { reason: "keyCompromise", block: true },
+    return act(id, "Revoke everything of " + id + " (" + reason() + ") and block it from onboarding and renewal?",
+      "/api/v1/devices/" + encodeURIComponent(id) + "/revoke", "POST", { reason: reason(), block: true },
       "Device revoked and blocked.");
   });
   $("unblock-device").addEventListener("click", () => {

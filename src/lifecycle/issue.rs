@@ -8,6 +8,7 @@ use tracing::Span;
 
 use super::{Lifecycle, storage_error};
 use crate::activity::Happened;
+use crate::audit::Actor;
 use crate::auth::renewal::csr_key_of;
 use crate::ca::{DevicePublicKey, IssuedCertificate};
 use crate::clock::unix_now;
@@ -143,7 +144,7 @@ impl Lifecycle {
             client,
         );
         if let Some(superseded) = superseded {
-            self.note_revocation(&superseded, true, client);
+            self.note_revocation(&superseded, true, &Actor::client(client));
             self.refresh_crl().await;
         }
         Ok(self.hand_out(cert, &record, client))

@@ -3,10 +3,10 @@
 //! importing, so that what the CA signed outside the registry can be revoked and renewed.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Lifecycle, storage_error};
+use crate::audit::Actor;
 use crate::crypto::sha256;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -36,20 +36,20 @@ impl Lifecycle {
         &self,
         serial: &[u8; 16],
         revocation: Revocation,
-        client: Option<IpAddr>,
+        who: &Actor,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let record = self.store.revoke(serial, revocation).await?;
         let Some(first) = &record else {
             return Ok(None);
         };
-        self.note_revocation(first, first.revocation == Some(revocation), client);
+        self.note_revocation(first, first.revocation == Some(revocation), who);
         if revocation.reason == Reason::KeyCompromise {
             let mut seen = HashSet::from([*serial]);
             let mut next = self.store.successor_of(serial).await?;
             while let Some(successor) = next.filter(|s| seen.insert(*s)) {
                 if let Some(revoked) = self.store.revoke(&successor, revocation).await? {
                     let now = revoked.revocation == Some(revocation);
-                    self.note_revocation(&revoked, now, client);
+                    self.note_revocation(&revoked, now, who);
                 }
                 next = self.store.successor_of(&successor).await?;
             }
@@ -67,9 +67,9 @@ impl Lifecycle {
         &self,
         serial: &[u8; 16],
         revocation: Revocation,
-        client: Option<IpAddr>,
+        who: &Actor,
     ) -> Result<Listing, StoreError> {
-        if let Some(record) = self.revoke(serial, revocation, client).await? {
+        if let Some(record) = self.revoke(serial, revocation, who).await? {
             return Ok(Listing::Recorded(record));
         }
         let entry = RevokedCertificate {
@@ -90,7 +90,7 @@ impl Lifecycle {
             &hex::encode_upper(serial),
             standing.revocation.reason.as_str(),
             standing == entry,
-            client,
+            who,
         );
         Ok(Listing::Unrecorded(standing))
     }
@@ -104,7 +104,7 @@ impl Lifecycle {
     pub async fn import(
         &self,
         der: &[u8],
-        client: Option<IpAddr>,
+        who: &Actor,
     ) -> Result<(CertificateRecord, bool), ApiError> {
         let presented = self
             .ca
@@ -145,24 +145,19 @@ impl Lifecycle {
             && let Some(listed) = self.crl.listed_revocation(&record.serial)
         {
             standing = self
-                .revoke(&record.serial, listed, client)
+                .revoke(&record.serial, listed, who)
                 .await
                 .map_err(storage_error)?
                 .unwrap_or(standing);
             self.refresh_crl().await;
         }
         self.audit
-            .certificate_imported(&record.device_id, &record.serial_hex(), new, client);
+            .certificate_imported(&record.device_id, &record.serial_hex(), new, who);
         Ok((standing, new))
     }
 
     /// Counts and audits a revocation; `first` when this request made it.
-    pub(super) fn note_revocation(
-        &self,
-        record: &CertificateRecord,
-        first: bool,
-        client: Option<IpAddr>,
-    ) {
+    pub(super) fn note_revocation(&self, record: &CertificateRecord, first: bool, who: &Actor) {
         let Some(applied) = record.revocation else {
             return;
         };
@@ -179,7 +174,7 @@ impl Lifecycle {
             &record.serial_hex(),
             applied.reason.as_str(),
             first,
-            client,
+            who,
         );
     }
 

@@ -117,6 +117,27 @@ impl Browser {
             .unwrap()
     }
 
+    pub async fn is_enabled(&self, id: &str) -> bool {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .is_enabled()
+            .await
+            .unwrap()
+    }
+
+    /// Picks the option with `value` in the `<select>` with this id.
+    pub async fn select(&self, id: &str, value: &str) {
+        self.client
+            .find(Locator::Css(&format!("#{id} option[value={value}]")))
+            .await
+            .unwrap_or_else(|e| panic!("#{id} has no option {value}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
     /// A screenshot of the page, PNG, written to `path` (its directory made if needed).
     pub async fn screenshot(&self, path: &std::path::Path) {
         let png = self.client.screenshot().await.unwrap();
