@@ -21,6 +21,17 @@ impl Mosquitto {
     /// when given; its own server certificate comes from the CA in `certs_dir`
     /// (`provisiond ca server-cert`).
     pub fn start(certs_dir: &Path, ca: &Path, crl: Option<&Path>) -> Self {
+        Self::launch(certs_dir, ca, crl, false)
+    }
+
+    /// The README's recipe, word for word: the broker drops to user `mosquitto` (so the
+    /// server key is given to it), and a `pattern` ACL lets each device use only
+    /// `devices/<its id>/#` (`use_identity_as_username`: the certificate's CN).
+    pub fn start_as_recipe(certs_dir: &Path, ca: &Path) -> Self {
+        Self::launch(certs_dir, ca, None, true)
+    }
+
+    fn launch(certs_dir: &Path, ca: &Path, crl: Option<&Path>, recipe: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
         let empty_config = dir.path().join("empty.toml");
@@ -37,8 +48,24 @@ impl Mosquitto {
             .unwrap();
         assert!(made.status.success(), "server-cert: {made:?}");
         let port = free_port();
-        let user =
-            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let user = if recipe {
+            // The recipe's `chown mosquitto: server.key`; the temporary directory must
+            // let that user in, as /etc/mosquitto does.
+            let chowned = Command::new("chown")
+                .arg("mosquitto:")
+                .arg(&key)
+                .status()
+                .unwrap();
+            assert!(
+                chowned.success(),
+                "chown mosquitto: (the tests run as root)"
+            );
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            "mosquitto".to_owned()
+        } else {
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap()
+        };
         let config = dir.path().join("mosquitto.conf");
         let mut text = format!(
             "user {user}\npersistence false\nlog_dest stderr\n\
@@ -50,6 +77,11 @@ impl Mosquitto {
         );
         if let Some(crl) = crl {
             text.push_str(&format!("crlfile {}\n", crl.display()));
+        }
+        if recipe {
+            let acl = dir.path().join("acl");
+            std::fs::write(&acl, "pattern readwrite devices/%u/#\n").unwrap();
+            text.push_str(&format!("acl_file {}\n", acl.display()));
         }
         std::fs::write(&config, text).unwrap();
         let program = if Path::new("/usr/sbin/mosquitto").exists() {
@@ -92,6 +124,48 @@ impl Mosquitto {
         }
         command.output().expect("mosquitto_pub is installed")
     }
+}
+
+/// `mosquitto_sub` for one message on `topic` with this client certificate, started in
+/// the background; its output once it got one or gave up after `-W 8` seconds.
+pub fn subscribe_one(port: u16, ca: &Path, cert: &Path, key: &Path, topic: &str) -> Child {
+    Command::new("timeout")
+        .args(["15", "mosquitto_sub", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("--cafile")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["-t", topic, "-C", "1", "-W", "8", "-q", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed")
+}
+
+/// `mosquitto_pub` of `message` to `topic` with this client certificate.
+pub fn publish_to(
+    port: u16,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    topic: &str,
+    message: &str,
+) -> Output {
+    Command::new("timeout")
+        .args(["10", "mosquitto_pub", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("--cafile")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["-t", topic, "-m", message, "-q", "1"])
+        .output()
+        .expect("mosquitto_pub is installed")
 }
 
 impl Drop for Mosquitto {
