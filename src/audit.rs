@@ -168,8 +168,10 @@ impl Audit {
         );
     }
 
+    /// Logged at debug: the `certificate_issued` line that always follows names the same
+    /// `jti`, so the default level writes one line per certificate, not two.
     pub fn token_consumed(&self, device: &DeviceId, jti: &Jti, client: Option<IpAddr>) {
-        tracing::info!(target: "audit", event = "token_consumed", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
+        tracing::debug!(target: "audit", event = "token_consumed", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
         self.keep(
             "token_consumed",
             device.as_str(),
@@ -204,6 +206,7 @@ impl Audit {
         serial: &str,
         key_type: &str,
         fingerprint_sha256: &str,
+        jti: Option<&Jti>,
         client: Option<IpAddr>,
     ) {
         tracing::info!(
@@ -213,6 +216,7 @@ impl Audit {
             serial,
             key_type,
             fingerprint_sha256,
+            jti = jti.map(Jti::short),
             client_ip = %ip(client),
         );
         self.keep(

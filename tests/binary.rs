@@ -394,12 +394,23 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
             .find(|e| e["event"] == name)
             .unwrap_or_else(|| panic!("no {name} event in {audit:?}"))
     };
-    for name in ["token_issued", "token_consumed"] {
+    // One line per token and one per certificate at the default level: the consumption
+    // is the certificate's line, which names the token's jti.
+    for name in ["token_issued", "certificate_issued"] {
         let e = event(name);
         assert_eq!(e["device_id"], "audit-1");
         assert_eq!(e["client_ip"], "127.0.0.1");
         assert_eq!(e["jti"].as_str().unwrap().len(), 8);
     }
+    assert_eq!(
+        event("token_issued")["jti"],
+        event("certificate_issued")["jti"]
+    );
+    assert!(audit.iter().all(|e| e["event"] != "token_consumed"));
+    assert!(
+        !lines.iter().any(|l| l["message"] == "request done"),
+        "a request that succeeded is logged at debug only"
+    );
     let rejected = event("token_rejected");
     assert_eq!(
         (&rejected["reason"], &rejected["device_id"]),

@@ -212,7 +212,7 @@ impl CrlPublisher {
             .sign_crl(number, this_update, next_update, &entries)?;
         tracing::info!(
             number,
-            next_update = %crl.next_update,
+            next_update = %crate::timefmt::rfc3339(crl.next_update),
             entries = crl.entries,
             "signed a new CRL"
         );

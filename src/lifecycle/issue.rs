@@ -69,7 +69,7 @@ impl Lifecycle {
         }
         self.metrics.tokens_consumed.inc();
         self.audit.token_consumed(device, jti, client);
-        Ok(self.hand_out(cert, &record, client))
+        Ok(self.hand_out(cert, &record, Some(jti), client))
     }
 
     /// Replaces the certificate `renewing.previous` with one around `key`: the proof's
@@ -147,7 +147,7 @@ impl Lifecycle {
             self.note_revocation(&superseded, true, &Actor::client(client));
             self.refresh_crl().await;
         }
-        Ok(self.hand_out(cert, &record, client))
+        Ok(self.hand_out(cert, &record, None, client))
     }
 
     /// Signs a certificate for `device` around `key`, and the record that goes with it.
@@ -180,6 +180,7 @@ impl Lifecycle {
         &self,
         cert: IssuedCertificate,
         record: &CertificateRecord,
+        jti: Option<&Jti>,
         client: Option<IpAddr>,
     ) -> Certified {
         Span::current().record("serial", cert.serial_hex.as_str());
@@ -189,6 +190,7 @@ impl Lifecycle {
             &cert.serial_hex,
             record.key_type,
             &hex::encode(cert.fingerprint_sha256),
+            jti,
             client,
         );
         self.metrics
