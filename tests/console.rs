@@ -154,6 +154,23 @@ async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
             })
             .await;
 
+        // The fleet list: by prefix, then only the devices with a pending token.
+        browser.type_into("fleet-prefix", "console-").await;
+        browser.click("fleet-list").await;
+        browser
+            .wait_for_text("fleet-table", |t| {
+                t.contains("console-enrolled") && t.contains("revoked")
+            })
+            .await;
+        assert!(!browser.is_shown("device").await);
+        browser.select("fleet-state", "pending").await;
+        browser.click("fleet-list").await;
+        let pending = browser
+            .wait_for_text("fleet-table", |t| t.contains("console-4"))
+            .await;
+        assert!(!pending.contains("console-enrolled"), "{pending}");
+        browser.screenshot(&screenshots().join("fleet.png")).await;
+
         // The API agrees: the token is dead.
         let used = app
             .sign_csr(&token, "console-target", &quick_csr("console-target"))

@@ -41,7 +41,7 @@ pub struct BlockView {
 }
 
 impl BlockView {
-    fn of(block: Block) -> Self {
+    pub fn of(block: Block) -> Self {
         Self {
             blocked_at: unix_rfc3339(block.at),
             reason: block.reason.as_str(),

@@ -8,6 +8,7 @@ mod ca;
 mod certificates;
 mod console;
 mod crl;
+mod fleet;
 mod health;
 mod onboarding;
 pub mod openapi;
@@ -160,6 +161,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/renew"),
     ("get", "/api/v1/ca"),
     ("get", "/api/v1/crl"),
+    ("get", "/api/v1/devices"),
     ("get", "/api/v1/devices/{device_id}"),
     ("delete", "/api/v1/devices/{device_id}/token"),
     ("post", "/api/v1/devices/{device_id}/revoke"),
@@ -196,6 +198,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(post("/api/v1/renew", renew::renew))
         .service(get("/api/v1/ca", ca::ca_certificate))
         .service(get("/api/v1/crl", crl::crl))
+        .service(get("/api/v1/devices", fleet::list_devices))
         .service(get("/api/v1/devices/{device_id}", admin::device_status))
         .service(
             web::resource("/api/v1/devices/{device_id}/token")

@@ -14,6 +14,7 @@ use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
 use super::answers::{
     CertificateAnswer, CertificateView, ListedAnswer, ListedView, SignCsrResponse,
 };
+use super::fleet::{DevicePage, DeviceSummary};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth, ReplicasMissing};
 use super::onboarding::OnboardingResponse;
 use crate::activity::{Refusal, Second, Totals};
@@ -106,6 +107,7 @@ pub struct ErrorDetail {
         renew,
         ca,
         crl,
+        list_devices,
         device_status,
         revoke_token,
         revoke_device,
@@ -140,6 +142,8 @@ pub struct ErrorDetail {
         MemoryHealth,
         Probe,
         DeviceStatus,
+        DevicePage,
+        DeviceSummary,
         Revoked,
         CrlFormat,
         CertificateView,
@@ -469,6 +473,27 @@ fn device_events() {}
         (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
     ))]
 fn activity() {}
+
+/// The fleet, a page at a time (admin): devices with certificates, or with a pending
+/// token (`state=pending`), or blocked (`state=blocked`). Follow `next_cursor` until it
+/// is null; a page may be short, even empty, and still have a next one.
+#[utoipa::path(get, path = "/api/v1/devices",
+    params(
+        ("prefix" = Option<String>, Query, description = "Only ids that start with this", pattern = "^[A-Za-z0-9._:-]{0,128}$"),
+        ("state" = Option<String>, Query, description = "active, pending, revoked, blocked or expired"),
+        ("expiring_within_days" = Option<u32>, Query, description = "Only devices whose latest valid certificate expires within this many days", minimum = 1, maximum = 3650),
+        ("limit" = Option<u32>, Query, description = "Devices per page (default 50)", minimum = 1, maximum = 200),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page", body = DevicePage),
+        (status = 400, description = "invalid_query", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: Redis is enabled and unreachable", body = ErrorBody),
+    ))]
+fn list_devices() {}
 
 /// The latest refused requests, newest first (admin).
 #[utoipa::path(get, path = "/api/v1/refusals",

@@ -205,6 +205,41 @@ async function loadDevice(id) {
   if (events.events.length === 0) row(table, ["none", "", "", "", ""]);
 }
 
+let fleetCursor = null;
+
+async function listFleet(more) {
+  $("device-error").textContent = "";
+  notice("");
+  const params = new URLSearchParams();
+  const prefix = $("fleet-prefix").value.trim();
+  if (prefix) params.set("prefix", prefix);
+  if ($("fleet-state").value) params.set("state", $("fleet-state").value);
+  if ($("fleet-expiring").value) params.set("expiring_within_days", $("fleet-expiring").value);
+  params.set("limit", "50");
+  if (more && fleetCursor) params.set("cursor", fleetCursor);
+  const table = $("fleet-table");
+  if (!more) clear(table);
+  let page;
+  try {
+    page = await api("/api/v1/devices?" + params.toString());
+  } catch (e) {
+    $("device-error").textContent = e.code + ": " + e.message;
+    return;
+  }
+  $("fleet").hidden = false;
+  $("device").hidden = true;
+  for (const d of page.devices) {
+    const link = document.createElement("a");
+    link.href = "#/devices/" + encodeURIComponent(d.device_id);
+    link.textContent = d.device_id;
+    row(table, [link, d.state, d.valid_certificates + " / " + d.certificates, when(d.valid_until),
+      d.pending ? "yes" : ""]);
+  }
+  fleetCursor = page.next_cursor;
+  $("fleet-more").hidden = !fleetCursor;
+  if (!more && page.devices.length === 0 && !fleetCursor) row(table, ["none", "", "", "", ""]);
+}
+
 async function act(id, question, path, method, body, done) {
   if (!(await confirmAction(question))) return;
   let failed = null;
@@ -257,7 +292,13 @@ async function route() {
   try {
     if (page === "devices") {
       show("devices");
-      if (id) { $("device-id").value = decodeURIComponent(id); await loadDevice(decodeURIComponent(id)); }
+      if (id) {
+        $("fleet").hidden = true;
+        $("device-id").value = decodeURIComponent(id);
+        await loadDevice(decodeURIComponent(id));
+      } else {
+        await listFleet(false);
+      }
     } else if (page === "refusals") {
       show("refusals");
       await loadRefusals();
@@ -293,6 +334,12 @@ document.addEventListener("DOMContentLoaded", () => {
     location.hash = "#/devices/" + encodeURIComponent($("device-id").value.trim());
   });
   $("refusal-code").addEventListener("change", () => loadRefusals().catch(() => {}));
+  $("fleet-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (location.hash !== "#/devices") location.hash = "#/devices";
+    else listFleet(false);
+  });
+  $("fleet-more").addEventListener("click", () => listFleet(true));
   $("revoke-token").addEventListener("click", () => {
     const id = currentDevice();
     return act(id, "Revoke the pending token of " + id + "?",

@@ -1,6 +1,8 @@
 //! Pending tokens in this process's memory: the store when Redis is off, and the
 //! fallback while it is away.
 
+mod fleet;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -6,6 +6,7 @@
 
 mod blocks_file;
 mod fallback;
+mod fleet;
 mod incarnation;
 mod ledger;
 mod memory;
@@ -22,6 +23,7 @@ use crate::registry::{Block, CertificateRecord, Revocation};
 
 pub use blocks_file::{BLOCKS_FILE, BlocksFile};
 pub use fallback::FallbackStore;
+pub use fleet::{FleetBatch, FleetSource};
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
 pub use redis::{

@@ -39,8 +39,8 @@ use super::ledger::{Entry, Ledger};
 use super::memory::Take;
 use super::stale::StaleInRedis;
 use super::{
-    CertificateRegistry, ConsumeOutcome, Issued, LimitSubject, MemoryStore, RedisStore,
-    StorageMode, StoreError, StoreStats, TokenStore,
+    CertificateRegistry, ConsumeOutcome, FleetBatch, FleetSource, Issued, LimitSubject,
+    MemoryStore, RedisStore, StorageMode, StoreError, StoreStats, TokenStore,
 };
 use crate::clock::unix_now;
 use crate::config::FallbackPolicy;
@@ -264,6 +264,24 @@ impl FallbackStore {
     /// `None` when Redis is off; else whether it answered at the last look.
     pub fn redis_connected(&self) -> Option<bool> {
         self.redis.as_ref().map(|r| r.is_connected())
+    }
+
+    /// One batch of the fleet listing (see [`FleetSource`]): from Redis when it is
+    /// enabled (503 while it is away), else from memory; `None` when the cursor is none
+    /// this store gave.
+    pub async fn fleet_batch(
+        &self,
+        source: FleetSource,
+        prefix: &str,
+        cursor: Option<&str>,
+        wanted: usize,
+    ) -> Result<Option<FleetBatch>, StoreError> {
+        match self.registry_redis()? {
+            Some(redis) => redis.fleet_batch(source, prefix, cursor, wanted).await,
+            None => Ok(Some(
+                self.memory.fleet_batch(source, prefix, cursor, wanted),
+            )),
+        }
     }
 
     /// When Redis was last seen to have lost writes (unix seconds), if ever.

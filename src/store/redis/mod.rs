@@ -38,6 +38,7 @@
 
 mod connection;
 mod count;
+mod fleet;
 mod health;
 mod keys;
 mod limits;

@@ -189,31 +189,9 @@ impl CertificateRegistry for RedisStore {
     ) -> Result<Vec<CertificateRecord>, StoreError> {
         let key = self.keys.certificates(slots::slot_of(device.as_str()));
         let mut conn = self.conn().await?;
-        let (mut found, mut cursor) = (Vec::new(), 0u64);
-        loop {
-            let (next, fields): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
-                .arg(&key)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.fail(e))?;
-            for (serial, packed) in fields {
-                let Ok(serial) = <[u8; 16]>::try_from(serial.as_slice()) else {
-                    continue;
-                };
-                if let Some(record) = CertificateRecord::unpack(serial, &packed)
-                    && &record.device_id == device
-                {
-                    found.push(record);
-                }
-            }
-            if next == 0 {
-                return Ok(found);
-            }
-            cursor = next;
-        }
+        let mut found = self.bucket(&mut conn, &key).await?;
+        found.retain(|record| &record.device_id == device);
+        Ok(found)
     }
 
     /// The record first (authoritative), then the revoked list and its revision: an
@@ -434,7 +412,37 @@ impl CertificateRegistry for RedisStore {
     }
 }
 
+/// One HSCAN reply: the next cursor, and field-value pairs.
+type HashPage = (u64, Vec<(Vec<u8>, Vec<u8>)>);
+
 impl RedisStore {
+    /// Every record in one bucket, read with HSCAN on `conn` (on a cluster, any
+    /// connection that reaches the bucket's node).
+    pub(super) async fn bucket(
+        &self,
+        conn: &mut RedisConn,
+        key: &str,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let (mut records, mut cursor) = (Vec::new(), 0u64);
+        loop {
+            let (next, fields): HashPage = redis::cmd("HSCAN")
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            records.extend(fields.into_iter().filter_map(|(serial, packed)| {
+                CertificateRecord::unpack(serial.as_slice().try_into().ok()?, &packed)
+            }));
+            if next == 0 {
+                return Ok(records);
+            }
+            cursor = next;
+        }
+    }
+
     /// Puts back `block`, which Redis lost, unless the device is blocked already or was
     /// unblocked since the block was made. `true` when it was put back.
     pub async fn restore_block(&self, device: &DeviceId, block: Block) -> Result<bool, StoreError> {

@@ -1,0 +1,119 @@
+//! The fleet listing on Redis: SCAN over the certificate buckets (or the pending and
+//! blocked keys) of each primary, a batch at a time, never KEYS. A bucket holds every
+//! record of the devices in its slot, so a device's certificates come whole.
+
+use std::collections::BTreeMap;
+
+use super::super::fleet::{FleetBatch, FleetSource, device_pattern};
+use super::{RedisStore, SCAN_BATCH};
+use crate::domain::DeviceId;
+use crate::registry::CertificateRecord;
+use crate::store::StoreError;
+
+/// SCAN calls one batch may make: a sparse keyspace answers a short (or empty) batch
+/// with a cursor rather than keep Redis busy.
+const SCANS_PER_BATCH: usize = 20;
+
+impl RedisStore {
+    /// Devices whose id starts with `prefix` from `source`, from `cursor` on, about
+    /// `wanted` of them (whole buckets: a few more is possible); `None` when the cursor
+    /// is none of ours.
+    pub async fn fleet_batch(
+        &self,
+        source: FleetSource,
+        prefix: &str,
+        cursor: Option<&str>,
+        wanted: usize,
+    ) -> Result<Option<FleetBatch>, StoreError> {
+        let Some(mut conns) = self.scan_connections().await else {
+            return Err(StoreError::Unreachable("redis is unreachable".into()));
+        };
+        let (mut node, mut at) = match cursor {
+            None => (0, 0),
+            Some(text) => match parse_cursor(text) {
+                Some((node, at)) if node < conns.len() => (node, at),
+                _ => return Ok(None),
+            },
+        };
+        let escaped = self.keys.scan_pattern();
+        let escaped = escaped.trim_end_matches('*');
+        let pattern = match source {
+            FleetSource::Registry => format!("{escaped}certs:*"),
+            FleetSource::Pending => device_pattern(escaped, "device", prefix),
+            FleetSource::Blocked => device_pattern(escaped, "blocked", prefix),
+        };
+        let mut found: BTreeMap<DeviceId, Vec<CertificateRecord>> = BTreeMap::new();
+        let mut scans = 0;
+        while node < conns.len() && found.len() < wanted && scans < SCANS_PER_BATCH {
+            let conn = &mut conns[node];
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(at)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            scans += 1;
+            for key in keys {
+                match source {
+                    FleetSource::Registry => {
+                        for record in self.bucket(conn, &key).await? {
+                            if record.device_id.as_str().starts_with(prefix) {
+                                found
+                                    .entry(record.device_id.clone())
+                                    .or_default()
+                                    .push(record);
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(device) = tagged_device(&key) {
+                            found.entry(device).or_default();
+                        }
+                    }
+                }
+            }
+            if next == 0 {
+                (node, at) = (node + 1, 0);
+            } else {
+                at = next;
+            }
+        }
+        let next = (node < conns.len()).then(|| format!("{node}-{at}"));
+        Ok(Some(FleetBatch {
+            devices: found.into_iter().collect(),
+            next,
+        }))
+    }
+}
+
+/// The device of a `...:{<device>}` key.
+fn tagged_device(key: &str) -> Option<DeviceId> {
+    let (_, tagged) = key.split_once('{')?;
+    DeviceId::parse(tagged.strip_suffix('}')?).ok()
+}
+
+/// `<node>-<SCAN cursor>`.
+fn parse_cursor(text: &str) -> Option<(usize, u64)> {
+    let (node, at) = text.split_once('-')?;
+    Some((node.parse().ok()?, at.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_device_and_cursors_round_trip() {
+        assert_eq!(
+            tagged_device("mqtt-lite:blocked:{dev-1}").map(|d| d.to_string()),
+            Some("dev-1".into())
+        );
+        assert_eq!(tagged_device("mqtt-lite:blocked:dev-1"), None);
+        assert_eq!(parse_cursor("2-1234"), Some((2, 1234)));
+        assert_eq!(parse_cursor("x-1"), None);
+        assert_eq!(parse_cursor("12"), None);
+    }
+}
