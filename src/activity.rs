@@ -1,11 +1,14 @@
 //! What the console charts and lists, kept by the server itself: per second over the
 //! last 15 minutes, tokens and certificates issued, requests refused (4xx) and failed
 //! (5xx); totals since start; and the latest refused requests. Small rings in memory,
-//! never recomputed from the Prometheus text.
+//! never recomputed from the Prometheus text; with Redis, also shared through it
+//! (`crate::history`), and these rings are what the console falls back to.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use tokio::sync::mpsc;
 
 use serde::Serialize;
 
@@ -37,7 +40,7 @@ pub struct Refusal {
     /// route matched (at most 100 printable characters).
     pub route: String,
     pub status: u16,
-    pub code: &'static str,
+    pub code: String,
     /// Set once the caller proved to act for the device (a token or proof that verified
     /// for it, an enrollment or admin key); not from what a body merely names.
     pub device_id: Option<String>,
@@ -45,7 +48,7 @@ pub struct Refusal {
     /// Order of arrival, across both kinds of refusal.
     #[serde(skip)]
     #[schema(ignore)]
-    seq: u64,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -53,7 +56,7 @@ pub struct Totals {
     pub tokens_issued: u64,
     pub certificates_issued: u64,
     /// Refused and failed requests since start, by error code.
-    pub refusals: BTreeMap<&'static str, u64>,
+    pub refusals: BTreeMap<String, u64>,
 }
 
 /// What happened, counted per second.
@@ -112,9 +115,16 @@ impl State {
 pub struct Activity {
     /// A std `Mutex`: a few increments under it, nothing awaits.
     state: Mutex<State>,
+    /// Where refusals go to be shared through Redis, once set up.
+    feed: OnceLock<mpsc::Sender<Refusal>>,
 }
 
 impl Activity {
+    /// Sends each refusal to `feed` too (dropped when it is full: the ring keeps it).
+    pub fn share(&self, feed: mpsc::Sender<Refusal>) {
+        let _ = self.feed.set(feed);
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -140,7 +150,7 @@ impl Activity {
         };
         let mut state = self.state();
         state.add(what, unix_now());
-        *state.totals.refusals.entry(code).or_default() += 1;
+        *state.totals.refusals.entry(code.to_owned()).or_default() += 1;
         state.refused_so_far += 1;
         let seq = state.refused_so_far;
         let kept = if device_id.is_some() {
@@ -151,16 +161,20 @@ impl Activity {
         if kept.len() == REFUSALS_KEPT {
             kept.pop_front();
         }
-        kept.push_back(Refusal {
+        let refusal = Refusal {
             at: rfc3339_now(),
             method: method.to_owned(),
             route: route.to_owned(),
             status,
-            code,
+            code: code.to_owned(),
             device_id,
             client_ip: client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             seq,
-        });
+        };
+        if let Some(feed) = self.feed.get() {
+            let _ = feed.try_send(refusal.clone());
+        }
+        kept.push_back(refusal);
     }
 
     /// The seconds of the window that saw anything, oldest first, and the totals.

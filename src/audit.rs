@@ -11,11 +11,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 use crate::domain::{DeviceId, Jti};
 use crate::timefmt::rfc3339;
@@ -57,7 +58,7 @@ pub struct AuditEvent {
     /// `token_issued`, `token_consumed`, `token_rejected`, `token_revoked`,
     /// `certificate_issued`, `certificate_renewed`, `certificate_revoked`,
     /// `device_blocked` or `device_unblocked`.
-    pub event: &'static str,
+    pub event: String,
     pub device_id: String,
     /// What the event adds: a short token id, a serial, a reason.
     pub detail: String,
@@ -81,13 +82,39 @@ pub struct Audit {
     recent: Mutex<VecDeque<Kept>>,
     /// Refused tokens, by device: at most [`PER_DEVICE`] each.
     rejected: Mutex<HashMap<String, VecDeque<Kept>>>,
+    /// Where events go to be shared through Redis, once set up.
+    feed: OnceLock<mpsc::Sender<AuditEvent>>,
 }
 
 fn ip(client: Option<IpAddr>) -> String {
     client.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
+impl Kept {
+    fn shown(&self) -> AuditEvent {
+        AuditEvent {
+            at: rfc3339(self.at),
+            event: self.event.to_owned(),
+            device_id: self.device_id.clone(),
+            detail: self.detail.clone(),
+            client_ip: ip(self.client),
+            admin: self.admin.as_deref().map(str::to_owned),
+        }
+    }
+}
+
 impl Audit {
+    /// Sends each event to `feed` too (dropped when it is full: the rings keep it).
+    pub fn share(&self, feed: mpsc::Sender<AuditEvent>) {
+        let _ = self.feed.set(feed);
+    }
+
+    fn send(&self, kept: &Kept) {
+        if let Some(feed) = self.feed.get() {
+            let _ = feed.try_send(kept.shown());
+        }
+    }
+
     fn keep(&self, event: &'static str, device: &str, detail: String, client: Option<IpAddr>) {
         self.keep_by(event, device, detail, &Actor::client(client));
     }
@@ -97,14 +124,16 @@ impl Audit {
         if recent.len() == KEPT {
             recent.pop_front();
         }
-        recent.push_back(Kept {
+        let kept = Kept {
             at: OffsetDateTime::now_utc(),
             event,
             device_id: device.to_owned(),
             detail,
             client: who.client,
             admin: who.admin.clone(),
-        });
+        };
+        self.send(&kept);
+        recent.push_back(kept);
     }
 
     fn keep_rejected(&self, device: &str, reason: &str, client: Option<IpAddr>) {
@@ -122,14 +151,16 @@ impl Audit {
         if kept.len() == PER_DEVICE {
             kept.pop_front();
         }
-        kept.push_back(Kept {
+        let event = Kept {
             at: OffsetDateTime::now_utc(),
             event: "token_rejected",
             device_id: device.to_owned(),
             detail: reason.to_owned(),
             client,
             admin: None,
-        });
+        };
+        self.send(&event);
+        kept.push_back(event);
     }
 
     /// The device's latest events, newest first.
@@ -147,14 +178,7 @@ impl Audit {
         events
             .into_iter()
             .take(PER_DEVICE)
-            .map(|e| AuditEvent {
-                at: rfc3339(e.at),
-                event: e.event,
-                device_id: e.device_id.clone(),
-                detail: e.detail.clone(),
-                client_ip: ip(e.client),
-                admin: e.admin.as_deref().map(str::to_owned),
-            })
+            .map(Kept::shown)
             .collect()
     }
 

@@ -23,6 +23,7 @@ pub mod device;
 pub mod domain;
 pub mod error;
 pub mod fsutil;
+pub mod history;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;

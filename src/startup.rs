@@ -20,6 +20,7 @@ use crate::ca::CertificateAuthority;
 use crate::config::{ConfigError, FallbackPolicy, Settings, TlsSettings};
 use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
+use crate::history::History;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
@@ -115,6 +116,7 @@ impl Application {
         } else {
             None
         };
+        let shared_redis = redis.clone();
         let stale = match &redis {
             Some(_) => {
                 StaleInRedis::journaled(certs_dir, settings.tokens.ttl()).with_context(|| {
@@ -201,6 +203,11 @@ impl Application {
 
         let audit = Arc::new(Audit::default());
         let activity = Arc::new(Activity::default());
+        let history = shared_redis.map(|redis| {
+            let (history, copier) = History::spawn(redis, &audit, activity.clone());
+            tasks.push(copier);
+            history
+        });
         let lifecycle = Lifecycle {
             store: store.clone(),
             ca: ca.clone(),
@@ -228,6 +235,7 @@ impl Application {
             started: Instant::now(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            history,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -44,7 +44,11 @@ pub async fn activity(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize_admin(&req)?;
-    let (seconds, totals) = state.activity.timeline();
+    let shared = match &state.history {
+        Some(history) => history.timeline(state.activity.timeline()).await,
+        None => None,
+    };
+    let (seconds, totals) = shared.unwrap_or_else(|| state.activity.timeline());
     Ok(no_store(HttpResponse::Ok()).json(ActivityAnswer {
         success: true,
         now: unix_now(),
@@ -61,9 +65,16 @@ pub async fn refusals(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize_admin(&req)?;
     let code = code_filter(req.query_string())?;
+    let shared = match &state.history {
+        Some(history) => {
+            let local = state.activity.refusals(None);
+            history.refusals(code.as_deref(), local).await
+        }
+        None => None,
+    };
     Ok(no_store(HttpResponse::Ok()).json(RefusalsAnswer {
         success: true,
-        refusals: state.activity.refusals(code.as_deref()),
+        refusals: shared.unwrap_or_else(|| state.activity.refusals(code.as_deref())),
     }))
 }
 
@@ -97,9 +108,16 @@ pub async fn device_events(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize_admin(&req)?;
     let device = DeviceId::parse(&path).map_err(ApiError::InvalidDeviceId)?;
+    let shared = match &state.history {
+        Some(history) => {
+            let local = state.audit.of_device(&device);
+            history.events(device.as_str(), local).await
+        }
+        None => None,
+    };
     Ok(no_store(HttpResponse::Ok()).json(EventsAnswer {
         success: true,
         device_id: device.to_string(),
-        events: state.audit.of_device(&device),
+        events: shared.unwrap_or_else(|| state.audit.of_device(&device)),
     }))
 }

@@ -63,6 +63,8 @@ pub struct AppState {
     pub started: Instant,
     pub body_limit: usize,
     pub body_timeout: Duration,
+    /// The console's history shared through Redis (with Redis on).
+    pub history: Option<Arc<crate::history::History>>,
 }
 
 impl AppState {

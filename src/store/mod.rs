@@ -27,7 +27,8 @@ pub use fleet::{FleetBatch, FleetSource};
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
 pub use redis::{
-    LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem, RedisStore, Shortfall,
+    HistoryBatch, LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem, RedisStore,
+    Shortfall,
 };
 pub use stale::StaleInRedis;
 

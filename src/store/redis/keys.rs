@@ -81,6 +81,12 @@ impl Keys {
         format!("{}unblocked:{{{device}}}", self.prefix)
     }
 
+    /// The console's shared history, one key per kind (`events`, `rejected`,
+    /// `refusals`, `anonymous`, `seconds`, `totals`), all in one slot.
+    pub(super) fn history(&self, kind: &str) -> String {
+        format!("{}history:{{console}}:{kind}", self.prefix)
+    }
+
     pub(super) fn blocked_prefix(&self) -> String {
         format!("{}blocked:", self.prefix)
     }

@@ -40,6 +40,7 @@ mod connection;
 mod count;
 mod fleet;
 mod health;
+mod history;
 mod keys;
 mod limits;
 mod listing;
@@ -70,6 +71,7 @@ use count::count_loop;
 use health::{Health, health_loop};
 use keys::Keys;
 
+pub use history::HistoryBatch;
 pub use limits::LimitSubject;
 pub use persistence::Persistence;
 pub use problem::{ProblemKind, RedisProblem};
