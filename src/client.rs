@@ -79,9 +79,25 @@ pub enum Credential {
     DeviceKey([u8; 32]),
 }
 
+/// What kind of credential a client used, for telling it what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    None,
+    EnrollmentKey,
+    DeviceKey,
+}
+
 impl Credential {
     pub fn enrollment_key(key: Option<String>) -> Self {
         key.map_or(Self::None, Self::EnrollmentKey)
+    }
+
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Credential::None => CredentialKind::None,
+            Credential::EnrollmentKey(_) => CredentialKind::EnrollmentKey,
+            Credential::DeviceKey(_) => CredentialKind::DeviceKey,
+        }
     }
 
     fn authorization(&self, device_id: &str) -> Option<String> {

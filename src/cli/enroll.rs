@@ -159,7 +159,7 @@ fn onboarding_refused(e: ClientError, credential: &Credential) -> CliError {
     if e.is_unauthorized() {
         CliError::RefusedHint(format!(
             "server refused: {e}\n  {}",
-            unauthorized_hint(credential)
+            unauthorized_hint(credential.kind())
         ))
     } else {
         e.into()

@@ -147,14 +147,16 @@ pub mod exit {
 }
 
 pub const EXIT_CODES_HELP: &str = "Exit codes:
-  0    done
+  0    done (renew: also not due yet)
   1    some devices failed (bulk), some requests failed (bench), or an unexpected error
-  2    bad command line
+  2    bad command line (also a --server without http:// or https://)
   3    the server refused a request (its error code and message are printed);
-       bench: every request was refused
+       bulk: its first answers were all 401 unauthorized; bench: every request
+       was refused
   4    the server could not serve, or could not be reached; bench: no request
        was served
-  5    a local file problem (existing files without --force, cannot write)
+  5    a local file problem (existing files without --force, cannot read or write,
+       a key file open to others, a CSV without a device_id header)
   6    the returned certificate does not verify against the CA and the key
   130  interrupted (Ctrl-C)";
 

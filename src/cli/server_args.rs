@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::client::{ApiClient, Credential};
+use crate::client::{ApiClient, CredentialKind};
 use crate::fsutil;
 
 /// The server and the CA to trust for it.
@@ -87,20 +87,20 @@ impl EnrollmentKeyArgs {
     }
 }
 
-/// What to tell an operator whose onboarding was answered 401 with `credential`: how to
-/// pass a key, or that the one passed was not accepted.
-pub fn unauthorized_hint(credential: &Credential) -> &'static str {
+/// What to tell an operator whose onboarding was answered 401 with a credential of this
+/// kind: how to pass a key, or that the one passed was not accepted.
+pub fn unauthorized_hint(credential: CredentialKind) -> &'static str {
     match credential {
-        Credential::None => {
+        CredentialKind::None => {
             "the server wants an enrollment key: pass --enrollment-key KEY or \
              --enrollment-key-file FILE, or set PROVISIOND_ENROLLMENT_KEY or \
              PROVISIOND_ENROLLMENT_KEY_FILE"
         }
-        Credential::EnrollmentKey(_) => {
+        CredentialKind::EnrollmentKey => {
             "the server did not accept this enrollment key: check it against the \
              server's onboarding.enrollment_keys (ENROLLMENT_KEYS)"
         }
-        Credential::DeviceKey(_) => {
+        CredentialKind::DeviceKey => {
             "the server did not accept the device's signature: check the device key or \
              the group secret, and that this machine's clock is right"
         }

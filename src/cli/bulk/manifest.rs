@@ -70,6 +70,18 @@ impl Manifest {
     pub fn open(dir: &Path) -> io::Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let listed = match std::fs::read_to_string(&path) {
+            // Never append to a file of the operator's, such as the --csv list itself.
+            Ok(text) if !text.is_empty() && !text.starts_with(HEADER) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is not a manifest that bulk wrote (its first line is not `{}`): \
+                         move it, or choose another --out",
+                        path.display(),
+                        HEADER.trim_end()
+                    ),
+                ));
+            }
             Ok(text) => text
                 .lines()
                 .skip(1)
@@ -113,7 +125,7 @@ impl Manifest {
         let file = match &mut self.file {
             Some(file) => file,
             None => {
-                let new = !self.path.exists();
+                let new = std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0);
                 let mut file = OpenOptions::new()
                     .create(true)
                     .append(true)

@@ -28,7 +28,7 @@ use super::material::KeySource;
 use super::retry::Retry;
 use super::{CliError, EXIT_CODES_HELP, EnrollmentKeyArgs, ServerArgs, unauthorized_hint};
 use crate::auth::derived;
-use crate::client::{ApiClient, ClientError, Credential};
+use crate::client::{ApiClient, ClientError, Credential, CredentialKind};
 use crate::device::{KeyKind, verify_issued};
 use crate::domain::DeviceId;
 use crate::fsutil;
@@ -193,6 +193,8 @@ async fn enroll_all(
     let interrupt = Interrupt::watch();
     let started = Instant::now();
     let mut tally = Tally::default();
+    let total = devices.len() + duplicates.len();
+    let rows_have_keys = devices.iter().any(|row| row.device_key.is_some());
 
     // Devices done before, listed in the manifest if they are not yet; bad ids.
     let mut work = Vec::new();
@@ -254,7 +256,7 @@ async fn enroll_all(
             "stopped: the first {} devices were all refused with unauthorized ({}); {}",
             first.seen,
             first.message,
-            unauthorized_hint(&job.credential_kind())
+            unauthorized_hint(job.credential_kind(rows_have_keys))
         )
     });
     if let (Some(why), 0) = (&stopped, tally.done) {
@@ -262,7 +264,7 @@ async fn enroll_all(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let summary = Summary {
-        total: tally.handled() + duplicates.len(),
+        total,
         enrolled: tally.done,
         skipped: tally.skipped,
         duplicates,
@@ -413,10 +415,11 @@ impl Job {
     }
 
     /// The kind of credential the run uses, for the hint after a run of 401s.
-    fn credential_kind(&self) -> Credential {
-        match &self.group_secret {
-            Some(_) => Credential::DeviceKey([0; 32]),
-            None => self.enrollment_key.clone(),
+    fn credential_kind(&self, rows_have_keys: bool) -> CredentialKind {
+        if self.group_secret.is_some() || rows_have_keys {
+            CredentialKind::DeviceKey
+        } else {
+            self.enrollment_key.kind()
         }
     }
 
