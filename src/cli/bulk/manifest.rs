@@ -49,7 +49,8 @@ impl Row {
         };
         Ok(Self {
             device_id: device_id.to_owned(),
-            serial: hex::encode_upper(cert.raw_serial()),
+            // As `openssl x509 -serial` prints it: without the DER sign byte.
+            serial: hex::encode_upper(trim_sign(cert.raw_serial())),
             not_after: timefmt::rfc3339(cert.validity().not_after.to_datetime()),
             cert_file: name(cert_file),
             key_file: key_file
@@ -138,6 +139,13 @@ impl Manifest {
         };
         file.write_all(text.as_bytes())?;
         file.sync_data()
+    }
+}
+
+fn trim_sign(serial: &[u8]) -> &[u8] {
+    match serial {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        _ => serial,
     }
 }
 
