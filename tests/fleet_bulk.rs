@@ -333,6 +333,16 @@ async fn bulk_uses_each_devices_own_key_or_csr() {
         )
         .await;
         assert_eq!(conflict.status.code(), Some(2));
+        let missing = tmp.path().join("missing");
+        let no_dir = bulk(
+            &app.address,
+            &missing,
+            &["--count", "2", "--prefix", "m", "--key-dir", "/nonexistent"],
+        )
+        .await;
+        assert_eq!(no_dir.status.code(), Some(5), "{}", text(&no_dir));
+        assert!(text(&no_dir).contains("--key-dir /nonexistent is not a directory"));
+        assert!(!missing.exists());
     })
     .await
 }

@@ -144,6 +144,14 @@ pub async fn run(args: &BulkArgs) -> Result<Summary, CliError> {
         _ => unreachable!("clap requires --csv or --count with --prefix"),
     };
     let (devices, duplicates) = devices::list(source).map_err(CliError::LocalIo)?;
+    for (flag, dir) in [("--key-dir", &args.key_dir), ("--csr-dir", &args.csr_dir)] {
+        if let Some(dir) = dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(CliError::LocalIo(anyhow::anyhow!(
+                "{flag} {} is not a directory",
+                dir.display()
+            )));
+        }
+    }
     let files = Arc::new(
         DeviceFiles::open(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))
@@ -329,11 +337,10 @@ pub fn print_summary(summary: &Summary, out: &Path) {
     if summary.retries > 0 {
         println!("  requests retried after 429/503: {}", summary.retries);
     }
-    println!(
-        "summary written to {}, devices listed in {}",
-        out.join(SUMMARY_FILE).display(),
-        out.join(MANIFEST_FILE).display()
-    );
+    println!("summary written to {}", out.join(SUMMARY_FILE).display());
+    if out.join(MANIFEST_FILE).exists() {
+        println!("devices listed in {}", out.join(MANIFEST_FILE).display());
+    }
     if let Some(why) = &summary.stopped {
         eprintln!("provisiond: {why}");
     }
