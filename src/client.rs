@@ -11,14 +11,14 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server refused the request (4xx other than 429): fix the request, do not retry.
-    #[error("{status} {code}: {message}")]
+    #[error("{}", refusal(code, message, *status))]
     Refused {
         status: StatusCode,
         code: String,
         message: String,
     },
     /// The server is busy or cannot serve now (429, 5xx): retry later.
-    #[error("{status} {code}: {message}")]
+    #[error("{}", refusal(code, message, *status))]
     Unavailable {
         status: StatusCode,
         code: String,
@@ -26,8 +26,17 @@ pub enum ClientError {
         retry_after: Option<Duration>,
     },
     /// No answer: connection refused, reset, timed out.
-    #[error("network error: {}{}", with_causes(.0), tls_hint(.0))]
+    #[error("network error: {}", network(.0))]
     Network(#[from] reqwest::Error),
+}
+
+/// The server's code and message on one line, then the HTTP status.
+fn refusal(code: &str, message: &str, status: StatusCode) -> String {
+    if message.is_empty() || message == code {
+        format!("{code} (HTTP {})", status.as_u16())
+    } else {
+        format!("{code}: {message} (HTTP {})", status.as_u16())
+    }
 }
 
 impl ClientError {
@@ -43,6 +52,11 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ClientError::Unavailable { status, .. }
             if *status == StatusCode::TOO_MANY_REQUESTS || *status == StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// A 401: the caller's credential (enrollment key, device key, proof) was refused.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Refused { status, .. } if *status == StatusCode::UNAUTHORIZED)
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -65,9 +79,25 @@ pub enum Credential {
     DeviceKey([u8; 32]),
 }
 
+/// What kind of credential a client used, for telling it what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    None,
+    EnrollmentKey,
+    DeviceKey,
+}
+
 impl Credential {
     pub fn enrollment_key(key: Option<String>) -> Self {
         key.map_or(Self::None, Self::EnrollmentKey)
+    }
+
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Credential::None => CredentialKind::None,
+            Credential::EnrollmentKey(_) => CredentialKind::EnrollmentKey,
+            Credential::DeviceKey(_) => CredentialKind::DeviceKey,
+        }
     }
 
     fn authorization(&self, device_id: &str) -> Option<String> {
@@ -228,14 +258,32 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// What to do about a server certificate the client does not trust.
-fn tls_hint(e: &reqwest::Error) -> &'static str {
-    let text = with_causes(e);
-    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
-        " (the server's TLS certificate is not from a CA this client trusts: pass \
-         --ca-file with the CA that issued it, for a provisiond certificate its certs/ca.crt)"
+/// A network error as the operator can act on it: what to do first, when we can tell,
+/// then the raw cause.
+fn network(e: &reqwest::Error) -> String {
+    let causes = with_causes(e);
+    let hint = if causes.contains("UnknownIssuer") || causes.contains("invalid peer certificate") {
+        Some(
+            "the server's TLS certificate is not from a CA this client trusts: pass \
+             --ca-file with the CA that issued it (for a provisiond certificate, its \
+             certs/ca.crt)",
+        )
+    } else if causes.contains("invalid HTTP version") {
+        // A TLS server answers a plain HTTP request with a TLS alert, which hyper reads
+        // as a response of a nonsensical HTTP version.
+        Some(
+            "the server speaks HTTPS: use https:// in --server, and --ca-file with the CA \
+             of its certificate",
+        )
+    } else if causes.contains("InvalidContentType") {
+        // The reverse: a TLS handshake answered in plain HTTP.
+        Some("the server speaks plain HTTP, not HTTPS: use http:// in --server")
     } else {
-        ""
+        None
+    };
+    match hint {
+        Some(hint) => format!("{hint}; cause: {causes}"),
+        None => causes,
     }
 }
 

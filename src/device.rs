@@ -12,6 +12,8 @@ pub enum KeyKind {
     P384,
     Ed25519,
     Rsa2048,
+    Rsa3072,
+    Rsa4096,
 }
 
 impl KeyKind {
@@ -20,7 +22,16 @@ impl KeyKind {
             KeyKind::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyKind::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             KeyKind::Ed25519 => &rcgen::PKCS_ED25519,
-            KeyKind::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    fn rsa_size(self) -> Option<rcgen::RsaKeySize> {
+        match self {
+            KeyKind::Rsa2048 => Some(rcgen::RsaKeySize::_2048),
+            KeyKind::Rsa3072 => Some(rcgen::RsaKeySize::_3072),
+            KeyKind::Rsa4096 => Some(rcgen::RsaKeySize::_4096),
+            _ => None,
         }
     }
 }
@@ -32,6 +43,8 @@ impl fmt::Display for KeyKind {
             KeyKind::P384 => "p384",
             KeyKind::Ed25519 => "ed25519",
             KeyKind::Rsa2048 => "rsa2048",
+            KeyKind::Rsa3072 => "rsa3072",
+            KeyKind::Rsa4096 => "rsa4096",
         })
     }
 }
@@ -50,7 +63,10 @@ impl DeviceKey {
             let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
             return KeyPair::from_pkcs8_der_and_sign_algo(&der, kind.algorithm()).map(Self);
         }
-        KeyPair::generate_for(kind.algorithm()).map(Self)
+        match kind.rsa_size() {
+            Some(size) => KeyPair::generate_rsa_for(kind.algorithm(), size).map(Self),
+            None => KeyPair::generate_for(kind.algorithm()).map(Self),
+        }
     }
 
     /// A key read back from its PKCS#8 PEM.
@@ -72,6 +88,11 @@ impl DeviceKey {
     pub fn private_key_pem(&self) -> String {
         self.0.serialize_pem()
     }
+
+    /// The public key as a certificate's subjectPublicKey carries it.
+    pub fn public_key_raw(&self) -> &[u8] {
+        self.0.public_key_raw()
+    }
 }
 
 /// Whether the certificate `cert_pem` carries `key`'s public key.
@@ -80,7 +101,7 @@ pub fn carries(cert_pem: &str, key: &DeviceKey) -> bool {
         .ok()
         .and_then(|(_, pem)| {
             let cert = pem.parse_x509().ok()?;
-            Some(cert.public_key().subject_public_key.data.as_ref() == key.0.public_key_raw())
+            Some(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
         })
         .unwrap_or(false)
 }
@@ -108,29 +129,43 @@ pub enum VerifyError {
 
 /// The renewal proof's `csr_key` claim for the CSR `csr_pem`: what binds a proof to it.
 pub fn csr_key(csr_pem: &str) -> Result<String, VerifyError> {
+    Ok(crate::auth::renewal::csr_key_of_raw(&csr_public_key(
+        csr_pem,
+    )?))
+}
+
+/// The public key a PEM CSR asks a certificate for, as the certificate would carry it.
+pub fn csr_public_key(csr_pem: &str) -> Result<Vec<u8>, VerifyError> {
     use x509_parser::prelude::FromDer;
     let unreadable = |e: &dyn fmt::Display| VerifyError::Unreadable(format!("the CSR: {e}"));
     let (_, pem) =
         x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).map_err(|e| unreadable(&e))?;
+    if pem.label != "CERTIFICATE REQUEST" && pem.label != "NEW CERTIFICATE REQUEST" {
+        return Err(unreadable(&format!(
+            "a PEM {:?} block, not a CERTIFICATE REQUEST",
+            pem.label
+        )));
+    }
     let (_, csr) =
         x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
             .map_err(|e| unreadable(&e))?;
-    Ok(crate::auth::renewal::csr_key_of_raw(
-        &csr.certification_request_info
-            .subject_pki
-            .subject_public_key
-            .data,
-    ))
+    Ok(csr
+        .certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec())
 }
 
-/// Checks that `cert_pem` names `device_id`, carries `key`, and is signed by the first
+/// Checks that `cert_pem` names `device_id`, carries `public_key` (as
+/// [`DeviceKey::public_key_raw`] or [`csr_public_key`] give it), and is signed by the first
 /// certificate of `ca_pem` (the issuing CA) under that CA's name. Not its validity
 /// period against this machine's clock: the server just issued it by its own, the broker
 /// judges it by its own, and the token is spent either way (see [`clock_warning`]).
 pub fn verify_issued(
     cert_pem: &str,
     ca_pem: &str,
-    key: &DeviceKey,
+    public_key: &[u8],
     device_id: &str,
 ) -> Result<(), VerifyError> {
     let unreadable = |e: &dyn fmt::Display| VerifyError::Unreadable(e.to_string());
@@ -149,7 +184,7 @@ pub fn verify_issued(
             found,
         });
     }
-    if leaf.public_key().subject_public_key.data.as_ref() != key.0.public_key_raw() {
+    if leaf.public_key().subject_public_key.data.as_ref() != public_key {
         return Err(VerifyError::WrongKey);
     }
     let issuing = Pem::iter_from_buffer(ca_pem.as_bytes())
@@ -210,6 +245,7 @@ mod tests {
             KeyKind::P384,
             KeyKind::Ed25519,
             KeyKind::Rsa2048,
+            KeyKind::Rsa3072,
         ] {
             let key = DeviceKey::generate(kind).unwrap();
             let der = pem::parse(key.private_key_pem()).unwrap().into_contents();

@@ -38,11 +38,17 @@ async fn main() -> ExitCode {
                     cert_out,
                     key_out,
                 }) => server_cert(config.config.as_deref(), &dns, &ip, days, cert_out, key_out),
-                Command::DeriveKey { config, device_id } => {
-                    derive_key(config.config.as_deref(), &device_id)
-                }
+                Command::DeriveKey {
+                    config,
+                    device_id,
+                    group_secret_file,
+                } => derive_key(
+                    config.config.as_deref(),
+                    &device_id,
+                    group_secret_file.as_deref(),
+                ),
                 Command::Enroll(args) => return fleet(enroll(&args).await),
-                Command::Renew(args) => return fleet(renew(&args).await),
+                Command::Renew(args) => return fleet(renew::run(&args).await),
                 Command::Bulk(args) => return fleet(bulk(&args).await),
                 Command::Bench(args) => return fleet(bench(&args).await),
                 Command::Crl(args) => return fleet(crl::run(&args).await),
@@ -118,14 +124,26 @@ fn server_cert(
     Ok(())
 }
 
-fn derive_key(config: Option<&Path>, device_id: &str) -> anyhow::Result<()> {
+/// With `--group-secret-file`, the secret is read the way the server reads
+/// `onboarding.group_secret_file` (private to its owner, trimmed), and no configuration
+/// is needed.
+fn derive_key(
+    config: Option<&Path>,
+    device_id: &str,
+    group_secret_file: Option<&Path>,
+) -> anyhow::Result<()> {
     let device = DeviceId::parse_new(device_id).map_err(|e| anyhow::anyhow!("--device-id: {e}"))?;
-    let settings = Settings::load(config, &Overrides::default())?;
-    let secret = Settings::read_secret(
-        settings.onboarding.group_secret.as_ref(),
-        settings.onboarding.group_secret_file.as_deref(),
-        "onboarding.group_secret",
-    )?
+    let secret = match group_secret_file {
+        Some(path) => Settings::read_secret(None, Some(path), "--group-secret-file")?,
+        None => {
+            let settings = Settings::load(config, &Overrides::default())?;
+            Settings::read_secret(
+                settings.onboarding.group_secret.as_ref(),
+                settings.onboarding.group_secret_file.as_deref(),
+                "onboarding.group_secret",
+            )?
+        }
+    }
     .ok_or_else(|| {
         anyhow::anyhow!(
             "no group secret: set ONBOARDING_GROUP_SECRET or onboarding.group_secret_file"
@@ -138,25 +156,14 @@ fn derive_key(config: Option<&Path>, device_id: &str) -> anyhow::Result<()> {
 
 async fn enroll(args: &enroll::EnrollArgs) -> Result<u8, CliError> {
     let enrolled = enroll::run(args).await?;
-    println!("key:         {}", enrolled.key.display());
+    if let Some(key) = &enrolled.key {
+        println!("key:         {}", key.display());
+    }
     println!("certificate: {}", enrolled.certificate.display());
     println!("CA:          {}", enrolled.ca.display());
     println!(
         "serial {} expires {}",
         enrolled.serial_number, enrolled.expires_at
-    );
-    Ok(exit::OK)
-}
-
-async fn renew(args: &renew::RenewArgs) -> Result<u8, CliError> {
-    let renewed = renew::run(args).await?;
-    println!("certificate: {}", args.cert.display());
-    if renewed.rekeyed {
-        println!("key:         {} (new)", args.key.display());
-    }
-    println!(
-        "{}: serial {} expires {}",
-        renewed.device_id, renewed.serial_number, renewed.expires_at
     );
     Ok(exit::OK)
 }

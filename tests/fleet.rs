@@ -6,10 +6,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use common::pki::openssl_verify;
 use common::{RedisServer, TestApp};
 use provisiond::config::{KeyList, OnboardingMode};
@@ -17,6 +15,7 @@ use provisiond::secret::Secret;
 use serde_json::Value;
 
 use common::bin::{BIN, text};
+use common::front::reluctant_front;
 
 async fn provisiond(args: &[&str]) -> Output {
     common::bin::run(args, &[]).await
@@ -185,7 +184,7 @@ async fn bulk_enrolls_two_hundred_devices_and_a_rerun_skips_them_all() {
 async fn bulk_reads_a_csv_and_records_failures_by_code() {
     let app = TestApp::spawn(None).await;
     let out = tempfile::tempdir().unwrap();
-    let csv = out.path().join("devices.csv");
+    let csv = out.path().join("list.csv");
     std::fs::write(&csv, "model,device_id\nx,csv-1\ny,csv-2\nz,not valid\n").unwrap();
     let run = provisiond(&[
         "bulk",
@@ -214,7 +213,7 @@ async fn bulk_enrolls_a_device_listed_twice_once_and_says_so() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(Some(&redis)).await;
     let out = tempfile::tempdir().unwrap();
-    let csv = out.path().join("devices.csv");
+    let csv = out.path().join("list.csv");
     std::fs::write(&csv, "device_id\ntwin-1\ntwin-2\ntwin-1\ntwin-1\n").unwrap();
     let args = [
         "bulk",
@@ -327,50 +326,10 @@ async fn bulk_enrolls_against_a_derived_mode_server() {
     assert_eq!(s["failures"][0]["code"], "unauthorized");
 }
 
-/// A front that answers 429 (Retry-After: 1) to the first `refusals` requests, then
-/// passes requests through to `backend`.
-async fn reluctant_front(backend: String, refusals: usize) -> (String, Arc<AtomicUsize>) {
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    let client = reqwest::Client::new();
-    let server = HttpServer::new(move || {
-        let (counter, client, backend) = (counter.clone(), client.clone(), backend.clone());
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let (counter, client, backend) = (counter.clone(), client.clone(), backend.clone());
-            async move {
-                if counter.fetch_add(1, Ordering::SeqCst) < refusals {
-                    return HttpResponse::TooManyRequests()
-                        .insert_header(("retry-after", "1"))
-                        .json(serde_json::json!({"success": false,
-                            "error": {"code": "rate_limited", "message": "slow down"}}));
-                }
-                let mut forward = client
-                    .post(format!("{backend}{}", req.path()))
-                    .body(body.to_vec())
-                    .header("content-type", "application/json");
-                if let Some(auth) = req.headers().get("authorization") {
-                    forward = forward.header("authorization", auth.to_str().unwrap());
-                }
-                let answer = forward.send().await.unwrap();
-                let status = answer.status().as_u16();
-                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                    .content_type("application/json")
-                    .body(answer.bytes().await.unwrap())
-            }
-        }))
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let address = format!("http://{}", server.addrs()[0]);
-    tokio::spawn(server.run());
-    (address, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_retries_a_server_that_answers_429_for_a_while() {
     let app = TestApp::spawn(None).await;
-    let (front, seen) = reluctant_front(app.address.clone(), 24).await;
+    let (front, seen) = reluctant_front(app.address.clone(), 24, 429).await;
     let out = tempfile::tempdir().unwrap();
     let run = provisiond(&[
         "bulk",

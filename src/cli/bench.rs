@@ -65,6 +65,8 @@ impl Scenario {
 pub struct BenchArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub enrollment: super::EnrollmentKeyArgs,
     /// Flows to run (without --duration), and tokens to prepare for sign-csr
     #[arg(long, default_value_t = 10_000)]
     pub devices: usize,
@@ -448,7 +450,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
 
     let mut plan = Plan {
         target,
-        enrollment_key: args.server.enrollment_key.clone(),
+        enrollment_key: args.enrollment.key()?,
         scenario: args.scenario,
         csrs,
         run_id: hex::encode(run_id),

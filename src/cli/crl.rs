@@ -84,10 +84,17 @@ pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
     let client = args.server.client(1)?;
     loop {
         let outcome = fetch_once(args, &client).await;
+        // A watcher's lines end up in a log: each says when it happened.
+        let stamp = match args.watch {
+            Some(_) => format!("{} ", crate::timefmt::rfc3339_now()),
+            None => String::new(),
+        };
         match (&outcome, args.watch) {
-            (Ok(Fetched::Written(n)), _) => println!("CRL {n} written to {}", args.out.display()),
-            (Ok(Fetched::Unchanged(n)), _) => println!("CRL {n} unchanged"),
-            (Err(e), Some(_)) => eprintln!("provisiond: {e}"),
+            (Ok(Fetched::Written(n)), _) => {
+                println!("{stamp}CRL {n} written to {}", args.out.display())
+            }
+            (Ok(Fetched::Unchanged(n)), _) => println!("{stamp}CRL {n} unchanged"),
+            (Err(e), Some(_)) => eprintln!("{stamp}provisiond: {e}"),
             (Err(_), None) => {}
         }
         let Some(every) = args.watch else {

@@ -13,14 +13,35 @@ pub const CA_FILE: &str = "ca.crt";
 
 pub struct DeviceFiles {
     dir: PathBuf,
+    /// The directories `open` made (deepest first), removed again by `tidy` when empty.
+    created: Vec<PathBuf>,
 }
 
 impl DeviceFiles {
+    /// Creates `dir` when missing, so that a directory that cannot be made fails the run
+    /// before a token is spent.
     pub fn open(dir: &Path) -> io::Result<Self> {
+        let created = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_owned)
+            .collect();
         fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
+            created,
         })
+    }
+
+    /// After a failed run: removes the directories `open` made if nothing was written
+    /// into them, so that a failure leaves no trace to mistake for a result.
+    pub fn tidy(&self) {
+        for dir in &self.created {
+            // remove_dir refuses a directory that is not empty, which is what we want.
+            if fs::remove_dir(dir).is_err() {
+                return;
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -43,10 +64,12 @@ impl DeviceFiles {
         self.cert_path(device_id).exists()
     }
 
-    /// The files of `device_id` that already exist and would be overwritten.
-    pub fn existing(&self, device_id: &str) -> Vec<PathBuf> {
-        [self.key_path(device_id), self.cert_path(device_id)]
-            .into_iter()
+    /// The files of `device_id` that exist and would be overwritten: its certificate,
+    /// and its key when this run writes one.
+    pub fn existing(&self, device_id: &str, with_key: bool) -> Vec<PathBuf> {
+        let key = with_key.then(|| self.key_path(device_id));
+        key.into_iter()
+            .chain([self.cert_path(device_id)])
             .filter(|p| p.exists())
             .collect()
     }
@@ -56,17 +79,25 @@ impl DeviceFiles {
         fs::read_to_string(self.ca_path()).is_ok_and(|existing| existing != ca_pem)
     }
 
-    pub fn write(
-        &self,
-        device_id: &str,
-        key_pem: &str,
-        cert_pem: &str,
-        ca_pem: &str,
-    ) -> io::Result<()> {
+    /// Writes `ca.crt` unless it already holds `ca_pem`.
+    pub fn write_ca(&self, ca_pem: &str) -> io::Result<()> {
         if fs::read_to_string(self.ca_path()).ok().as_deref() != Some(ca_pem) {
             fsutil::replace(&self.ca_path(), ca_pem.as_bytes(), 0o644)?;
         }
-        fsutil::replace(&self.key_path(device_id), key_pem.as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    pub fn write(
+        &self,
+        device_id: &str,
+        key_pem: Option<&str>,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> io::Result<()> {
+        self.write_ca(ca_pem)?;
+        if let Some(key_pem) = key_pem {
+            fsutil::replace(&self.key_path(device_id), key_pem.as_bytes(), 0o600)?;
+        }
         fsutil::replace(&self.cert_path(device_id), cert_pem.as_bytes(), 0o644)
     }
 }

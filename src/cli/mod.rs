@@ -5,13 +5,19 @@ pub mod bench;
 pub mod bulk;
 pub mod cpu;
 pub mod crl;
+mod duration;
 pub mod enroll;
 mod files;
+mod material;
 pub mod renew;
+mod retry;
+mod server_args;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use server_args::{EnrollmentKeyArgs, ServerArgs, unauthorized_hint};
 
 use crate::client::ClientError;
 use crate::config::Overrides;
@@ -56,6 +62,10 @@ pub enum Command {
         /// The device's id
         #[arg(long)]
         device_id: String,
+        /// The group secret's file (private to its owner), instead of the one the
+        /// configuration names (onboarding.group_secret_file, ONBOARDING_GROUP_SECRET_FILE)
+        #[arg(long, value_name = "FILE")]
+        group_secret_file: Option<PathBuf>,
     },
 }
 
@@ -119,46 +129,6 @@ pub enum CaCommand {
     },
 }
 
-/// Where the fleet commands find the server and the enrollment key.
-#[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
-    /// Base URL of the provisioning server
-    #[arg(
-        long,
-        env = "PROVISIOND_SERVER",
-        default_value = "http://127.0.0.1:3002"
-    )]
-    pub server: String,
-    /// Enrollment key for servers in `key` onboarding mode
-    #[arg(long, env = "PROVISIOND_ENROLLMENT_KEY", hide_env_values = true)]
-    pub enrollment_key: Option<String>,
-    /// CA certificate(s), PEM, to trust: for HTTPS to the server, and as the only CA a
-    /// device certificate may chain to (instead of the one the server sends)
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl ServerArgs {
-    /// The pinned CA, if any.
-    pub fn pinned_ca(&self) -> Result<Option<String>, CliError> {
-        self.ca_file
-            .as_ref()
-            .map(|path| {
-                std::fs::read_to_string(path).map_err(|e| {
-                    CliError::LocalIo(anyhow::anyhow!("cannot read {}: {e}", path.display()))
-                })
-            })
-            .transpose()
-    }
-
-    /// A client for the server, trusting the pinned CA for HTTPS too.
-    pub fn client(&self, connections: usize) -> Result<crate::client::ApiClient, CliError> {
-        let roots = self.pinned_ca()?.unwrap_or_default();
-        crate::client::ApiClient::with_roots(&self.server, connections, roots.as_bytes())
-            .map_err(|e| CliError::Failed(e.into()))
-    }
-}
-
 /// Exit codes of the fleet commands (also listed in their `--help`).
 pub mod exit {
     pub const OK: u8 = 0;
@@ -177,14 +147,16 @@ pub mod exit {
 }
 
 pub const EXIT_CODES_HELP: &str = "Exit codes:
-  0    done
+  0    done (renew: also not due yet)
   1    some devices failed (bulk), some requests failed (bench), or an unexpected error
-  2    bad command line
+  2    bad command line (also a --server without http:// or https://)
   3    the server refused a request (its error code and message are printed);
-       bench: every request was refused
+       bulk: its first answers were all 401 unauthorized; bench: every request
+       was refused
   4    the server could not serve, or could not be reached; bench: no request
        was served
-  5    a local file problem (existing files without --force, cannot write)
+  5    a local file problem (existing files without --force, cannot read or write,
+       a key file open to others, a CSV without a device_id header)
   6    the returned certificate does not verify against the CA and the key
   130  interrupted (Ctrl-C)";
 
@@ -193,6 +165,9 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
 pub enum CliError {
     #[error("server refused: {0}")]
     Refused(ClientError),
+    /// A refusal, with what to do about it.
+    #[error("{0}")]
+    RefusedHint(String),
     #[error("server unavailable: {0}")]
     Unavailable(ClientError),
     #[error("{0:#}")]
@@ -217,7 +192,7 @@ impl From<ClientError> for CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Refused(_) => exit::REFUSED,
+            CliError::Refused(_) | CliError::RefusedHint(_) => exit::REFUSED,
             CliError::Unavailable(_) => exit::UNAVAILABLE,
             CliError::LocalIo(_) => exit::LOCAL_IO,
             CliError::NotVerified(_) => exit::NOT_VERIFIED,

@@ -1,14 +1,18 @@
 //! `provisiond renew`: a device trades its certificate for a new one before it expires
-//! (or after, within the server's `renewal.after_expiry_days`).
+//! (or after, within the server's `renewal.after_expiry_days`). With
+//! `--if-expiring-within` only when it is due; with `--watch` as the device's agent,
+//! checking again and again until interrupted.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::{CliError, EXIT_CODES_HELP, ServerArgs};
+use super::retry::{Retry, jitter};
+use super::{CliError, EXIT_CODES_HELP, ServerArgs, duration, exit};
 use crate::auth::renewal;
-use crate::client::Signed;
+use crate::client::{ApiClient, Signed};
 use crate::clock::unix_now;
 use crate::device::{DeviceKey, KeyKind, carries, clock_warning, csr_key, verify_issued};
 use crate::fsutil;
@@ -27,6 +31,28 @@ pub struct RenewArgs {
     /// Make a new key of this type instead of keeping the current one
     #[arg(long, value_enum)]
     pub rekey: Option<KeyKind>,
+    /// Renew only when the certificate expires within this time (30d, 12h, 90m, 45s,
+    /// or seconds); otherwise say "not due" and exit 0
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub if_expiring_within: Option<Duration>,
+    /// Keep running as the device's agent: check, renew when due, sleep --interval (with
+    /// up to 10 % jitter either way), until Ctrl-C (exit 130). Errors are printed, not fatal
+    #[arg(long, requires = "if_expiring_within")]
+    pub watch: bool,
+    /// Time between checks with --watch
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "1h", requires = "watch")]
+    pub interval: Duration,
+    /// Attempts per renewal when the server answers 429 or 503
+    #[arg(long, default_value_t = 8)]
+    pub max_attempts: u32,
+}
+
+/// What one check did.
+#[derive(Debug)]
+pub enum Outcome {
+    Renewed(Renewed),
+    /// The certificate (of this device) expires at this time, outside the window.
+    NotDue(String, time::OffsetDateTime),
 }
 
 /// What `renew` wrote.
@@ -67,7 +93,56 @@ fn finish_interrupted(args: &RenewArgs) -> Result<(), CliError> {
     .map_err(local)
 }
 
-pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
+/// Renews once, or keeps renewing with `--watch`; the exit code.
+pub async fn run(args: &RenewArgs) -> Result<u8, CliError> {
+    let client = args.server.client(1)?;
+    let retry = Retry::new(args.max_attempts);
+    if !args.watch {
+        print(args, &check(args, &client, &retry).await?, "");
+        return Ok(exit::OK);
+    }
+    // One stream for the whole run, so that a Ctrl-C during a renewal is not lost.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot watch for Ctrl-C: {e}")))?;
+    loop {
+        let stamp = format!("{} ", crate::timefmt::rfc3339_now());
+        match check(args, &client, &retry).await {
+            Ok(outcome) => print(args, &outcome, &stamp),
+            Err(e) => eprintln!("{stamp}provisiond: {e}"),
+        }
+        // Jitter spreads a fleet that booted together over the interval.
+        let sleep = args.interval.mul_f64(0.9) + jitter(args.interval.mul_f64(0.2));
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            _ = interrupt.recv() => return Ok(exit::INTERRUPTED),
+        }
+    }
+}
+
+fn print(args: &RenewArgs, outcome: &Outcome, stamp: &str) {
+    match outcome {
+        Outcome::Renewed(renewed) => {
+            if renewed.rekeyed {
+                println!("{stamp}key:         {} (new)", args.key.display());
+            }
+            println!(
+                "{stamp}{}: renewed, serial {} expires {}, written to {}",
+                renewed.device_id,
+                renewed.serial_number,
+                renewed.expires_at,
+                args.cert.display()
+            );
+        }
+        Outcome::NotDue(device_id, not_after) => println!(
+            "{stamp}{device_id}: not due: the certificate is valid until {}",
+            crate::timefmt::rfc3339(*not_after)
+        ),
+    }
+}
+
+/// Renews unless `--if-expiring-within` says it is not due yet.
+async fn check(args: &RenewArgs, client: &ApiClient, retry: &Retry) -> Result<Outcome, CliError> {
     finish_interrupted(args)?;
     let cert_pem = std::fs::read_to_string(&args.cert)
         .with_context(|| format!("cannot read {}", args.cert.display()))
@@ -85,6 +160,14 @@ pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
     let current = DeviceKey::from_pem(&key_pem)
         .with_context(|| format!("{} is not a PKCS#8 private key", args.key.display()))
         .map_err(local)?;
+    if let Some(window) = args.if_expiring_within {
+        let not_after = not_after(&cert_der)
+            .with_context(|| format!("{} is not a certificate", args.cert.display()))
+            .map_err(local)?;
+        if not_after - time::OffsetDateTime::now_utc() > window {
+            return Ok(Outcome::NotDue(device_id, not_after));
+        }
+    }
 
     let next = match args.rekey {
         Some(kind) => DeviceKey::generate(kind).map_err(|e| CliError::Failed(e.into()))?,
@@ -96,12 +179,20 @@ pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
     let bound_to = csr_key(&csr)?;
     let proof = renewal::sign(&device_id, &cert_der, &key_pem, Some(bound_to), unix_now())
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot sign the renewal proof: {e}")))?;
-    let client = args.server.client(1)?;
-    let signed: Signed = client.renew(&device_id, &csr, Some(&proof)).await?;
+    // The same proof goes again after a 429 or 503: the server spends a proof only
+    // with the certificate it signs.
+    let signed: Signed = retry
+        .call(|| client.renew(&device_id, &csr, Some(&proof)))
+        .await?;
 
     let pinned = args.server.pinned_ca()?;
     let trusted = pinned.as_deref().unwrap_or(&signed.ca_certificate);
-    verify_issued(&signed.certificate, trusted, &next, &device_id)?;
+    verify_issued(
+        &signed.certificate,
+        trusted,
+        next.public_key_raw(),
+        &device_id,
+    )?;
     if let Some(warning) = clock_warning(&signed.certificate, signed.timestamp.as_deref()) {
         eprintln!("provisiond: warning: {warning}");
     }
@@ -123,12 +214,18 @@ pub async fn run(args: &RenewArgs) -> Result<Renewed, CliError> {
             .with_context(|| format!("cannot rename {} into place", staged.display()))
             .map_err(local)?;
     }
-    Ok(Renewed {
+    Ok(Outcome::Renewed(Renewed {
         device_id,
         serial_number: signed.serial_number,
         expires_at: signed.expires_at,
         rekeyed: args.rekey.is_some(),
-    })
+    }))
+}
+
+fn not_after(der: &[u8]) -> Option<time::OffsetDateTime> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.to_datetime())
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
