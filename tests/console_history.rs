@@ -18,7 +18,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 
 async fn instance(redis: &RedisServer, certs: &std::path::Path) -> TestApp {
     let mut s = test_settings(Some(redis), certs);
-    s.admin.keys = KeyList(vec![Secret::new(&format!("ops-bob:{ADMIN}"))]);
+    s.admin.keys = KeyList(vec![Secret::new(format!("ops-bob:{ADMIN}"))]);
     TestApp::spawn_settings(s).await
 }
 
