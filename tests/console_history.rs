@@ -53,13 +53,7 @@ async fn what_one_instance_saw_the_other_and_a_later_one_show() {
         let replay = b.sign_csr(&token, "hist-1", &quick_csr("hist-1")).await;
         assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
         b.token_for("hist-2").await;
-        let revoked = b
-            .client
-            .delete(b.url("/api/v1/devices/hist-2/token"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
+        let revoked = b.delete_as(ADMIN, "/api/v1/devices/hist-2/token").await;
         assert_eq!(revoked.status(), StatusCode::OK);
 
         // A shows B's refusal, B's admin action (with the key's name) and the totals of

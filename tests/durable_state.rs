@@ -38,13 +38,8 @@ async fn block(app: &TestApp, device: &str) {
 }
 
 async fn unblock(app: &TestApp, device: &str) {
-    let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/devices/{device}/block")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/api/v1/devices/{device}/block");
+    let response = app.delete_as(ADMIN, &path).await;
     assert_eq!(response.status(), StatusCode::OK, "unblocking {device}");
 }
 

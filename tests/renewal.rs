@@ -435,12 +435,8 @@ async fn a_blocked_device_cannot_onboard_or_renew_until_unblocked() {
     app.wait_for_health(WITHIN, |h| h["status"] == "degraded")
         .await;
     let during = app
-        .client
-        .delete(app.url(&format!("/api/v1/devices/{device}/block")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(ADMIN, &format!("/api/v1/devices/{device}/block"))
+        .await;
     assert_eq!(error_code(during).await.0, StatusCode::SERVICE_UNAVAILABLE);
     redis.resume();
     app.wait_for_health(WITHIN, |h| h["status"] == "ok").await;

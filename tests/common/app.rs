@@ -197,6 +197,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// DELETE with `Authorization: Bearer <key>`; the response, whatever it is.
+    pub async fn delete_as(&self, key: &str, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// GET a JSON document.
     pub async fn get_json(&self, path: &str) -> Value {
         self.client

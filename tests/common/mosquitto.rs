@@ -126,18 +126,32 @@ impl Mosquitto {
     }
 }
 
-/// `mosquitto_sub` for one message on `topic` with this client certificate, started in
-/// the background; its output once it got one or gave up after `-W 8` seconds.
-pub fn subscribe_one(port: u16, ca: &Path, cert: &Path, key: &Path, topic: &str) -> Child {
-    Command::new("timeout")
-        .args(["15", "mosquitto_sub", "-h", "127.0.0.1", "-p"])
+/// `program` (a mosquitto client) to the broker on `port`, with this client certificate,
+/// bounded by `timeout`.
+fn client(
+    program: &str,
+    port: u16,
+    ca: &Path,
+    (cert, key): (&Path, &Path),
+    limit: &str,
+) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .args([limit, program, "-h", "127.0.0.1", "-p"])
         .arg(port.to_string())
         .arg("--cafile")
         .arg(ca)
         .arg("--cert")
         .arg(cert)
         .arg("--key")
-        .arg(key)
+        .arg(key);
+    command
+}
+
+/// `mosquitto_sub` for one message on `topic` with this client certificate, started in
+/// the background; its output once it got one or gave up after `-W 8` seconds.
+pub fn subscribe_one(port: u16, ca: &Path, cert: &Path, key: &Path, topic: &str) -> Child {
+    client("mosquitto_sub", port, ca, (cert, key), "15")
         .args(["-t", topic, "-C", "1", "-W", "8", "-q", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,15 +168,7 @@ pub fn publish_to(
     topic: &str,
     message: &str,
 ) -> Output {
-    Command::new("timeout")
-        .args(["10", "mosquitto_pub", "-h", "127.0.0.1", "-p"])
-        .arg(port.to_string())
-        .arg("--cafile")
-        .arg(ca)
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
+    client("mosquitto_pub", port, ca, (cert, key), "10")
         .args(["-t", topic, "-m", message, "-q", "1"])
         .output()
         .expect("mosquitto_pub is installed")
