@@ -82,7 +82,7 @@ impl Application {
         );
         let onboarding = OnboardingAuth::from_settings(&settings.onboarding, certs_dir)?;
         let policy = DevicePolicy::from_settings(&settings.onboarding)?;
-        let admin = KeyDigests::load(
+        let admin = KeyDigests::load_named(
             &settings.admin.keys,
             settings.admin.keys_file.as_deref(),
             "admin.keys",
@@ -195,8 +195,9 @@ impl Application {
                 "admin API and console off: no admin key (set ADMIN_KEYS, ADMIN_KEYS_FILE or admin.keys)"
             );
         } else {
+            // The names as read: a key meant whole that was read as `name:key` shows here.
             tracing::info!(
-                admin_keys = admin.len(),
+                admin_keys = admin.names().join(", "),
                 "console at /console/ (admin API on)"
             );
         }

@@ -16,8 +16,9 @@ use crate::timefmt::unix_rfc3339;
 /// How many devices a page holds by default, and at most.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
-/// Batches one request may read before it answers a short page and a cursor.
-const BATCHES_PER_PAGE: usize = 10;
+/// Batches one request may read before it answers a short page and a cursor (with
+/// Redis, each at most 10 SCAN calls).
+const BATCHES_PER_PAGE: usize = 5;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DevicePage {

@@ -319,7 +319,7 @@ pub async fn log_requests(
                 _ => route.to_owned(),
             };
             state.activity.refused(
-                request.method().as_str(),
+                method_label(request.method()),
                 &shown,
                 status,
                 error.map_or("http_error", ApiError::code),

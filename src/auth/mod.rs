@@ -35,34 +35,55 @@ struct NamedDigest {
 
 impl KeyDigests {
     /// Keys from a list and a file (one per line, `#` comments); `config_key` names the
-    /// setting in errors. Each key is plain or `sha256:<hex>`, optionally named
-    /// `<name>:<key>` (name `[A-Za-z0-9][A-Za-z0-9._-]{0,31}`); an unnamed key is named
-    /// by the first 8 hex digits of its SHA-256, which tells nothing of the key.
+    /// setting in errors. Each key is plain or `sha256:<hex>`, and is named by the first
+    /// 8 hex digits of its SHA-256, which tells nothing of the key.
     pub fn load(
         list: &KeyList,
         file: Option<&Path>,
         config_key: &str,
     ) -> Result<Self, ConfigError> {
+        Self::read(list, file, config_key, false)
+    }
+
+    /// As [`KeyDigests::load`], and a key may be named `<name>:<key>` (name
+    /// `[A-Za-z0-9][A-Za-z0-9._-]{0,31}`, the rest a key of its own): for admin keys,
+    /// whose names audit events carry. Enrollment keys are read whole, so that a key
+    /// already flashed into devices keeps working whatever it holds.
+    pub fn load_named(
+        list: &KeyList,
+        file: Option<&Path>,
+        config_key: &str,
+    ) -> Result<Self, ConfigError> {
+        Self::read(list, file, config_key, true)
+    }
+
+    fn read(
+        list: &KeyList,
+        file: Option<&Path>,
+        config_key: &str,
+        names: bool,
+    ) -> Result<Self, ConfigError> {
         let mut keys = Vec::new();
         for key in &list.0 {
-            keys.push(named_digest(key.expose(), config_key)?);
+            keys.push(named_digest(key.expose(), config_key, names)?);
         }
         if let Some(text) = Settings::read_secret(None, file, config_key)? {
             for line in text.expose().lines().map(str::trim) {
                 if !line.is_empty() && !line.starts_with('#') {
-                    keys.push(named_digest(line, config_key)?);
+                    keys.push(named_digest(line, config_key, names)?);
                 }
             }
         }
         Ok(Self(keys))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// The keys' names, for the start-up line (never a key).
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|k| &*k.name).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether the request's bearer credential is one of the keys.
@@ -85,8 +106,9 @@ impl KeyDigests {
     }
 }
 
-fn named_digest(entry: &str, config_key: &str) -> Result<NamedDigest, ConfigError> {
-    if let Some((name, key)) = entry.split_once(':')
+fn named_digest(entry: &str, config_key: &str, names: bool) -> Result<NamedDigest, ConfigError> {
+    if names
+        && let Some((name, key)) = entry.split_once(':')
         && name != "sha256"
         && is_key_name(name)
         && let Ok(digest) = digest_of(key, config_key)
@@ -300,7 +322,10 @@ mod tests {
                 .map(Secret::new)
                 .collect(),
         );
-        let keys = KeyDigests::load(&list, None, "admin.keys").unwrap();
+        let keys = KeyDigests::load_named(&list, None, "admin.keys").unwrap();
+        // Enrollment keys are read whole: a colon names nothing.
+        let whole = KeyDigests::load(&list, None, "onboarding.enrollment_keys").unwrap();
+        assert!(whole.names().iter().all(|n| n.starts_with("sha256:")));
         let name = |key: &str| {
             let req = TestRequest::default()
                 .insert_header((AUTHORIZATION, format!("Bearer {key}")))

@@ -14,7 +14,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 /// Linux's USER_HZ, the unit of the CPU times in `/proc/<pid>/stat`: 100 on every
 /// architecture Linux runs on today.
 const TICKS_PER_SECOND: f64 = 100.0;
-const PAGE_SIZE: u64 = 4096;
 
 #[derive(Debug)]
 pub struct ProcessCollector;
@@ -32,13 +31,24 @@ impl Sample {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // The command name may hold spaces and parentheses: fields start after the last ')'.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        // Counted from field 3 (state) of proc(5): utime is 14, stime 15, starttime 22,
-        // rss 24.
+        // Counted from field 3 (state) of proc(5): utime is 14, stime 15, starttime 22.
         let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
         let boot_time = std::fs::read_to_string("/proc/stat")
             .ok()?
             .lines()
             .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        // VmRSS is in kB whatever the kernel's page size (`stat`'s rss is in pages).
+        let resident_kb = std::fs::read_to_string("/proc/self/status")
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+            })?;
         let max_fds = std::fs::read_to_string("/proc/self/limits")
             .ok()
             .and_then(|limits| {
@@ -47,7 +57,7 @@ impl Sample {
             });
         Some(Self {
             cpu_seconds: (field(14)? + field(15)?) as f64 / TICKS_PER_SECOND,
-            resident_bytes: (field(24)? * PAGE_SIZE) as i64,
+            resident_bytes: resident_kb * 1024,
             start_time: boot_time as f64 + field(22)? as f64 / TICKS_PER_SECOND,
             open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as i64,
             max_fds,

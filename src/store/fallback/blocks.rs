@@ -26,19 +26,25 @@ impl FallbackStore {
     }
 
     /// Writes the device's change to the blocks file, synced, off the request's thread.
-    pub(super) async fn file_block(
-        &self,
-        device: &DeviceId,
-        standing: Standing,
-    ) -> Result<(), StoreError> {
+    /// Best effort: Redis holds the change already, and a revocation must not stop
+    /// half-way because a backup copy could not be written; a failure is logged as an
+    /// error, for the operator to mend the file.
+    pub(super) async fn file_block(&self, device: &DeviceId, standing: Standing) {
         let Some(file) = self.blocks.clone() else {
-            return Ok(());
+            return;
         };
         let device = device.clone();
-        tokio::task::spawn_blocking(move || file.note(&device, standing))
-            .await
-            .map_err(|e| StoreError::Failed(format!("writing the blocks file: {e}")))?
-            .map_err(|e| StoreError::Failed(format!("writing the blocks file: {e}")))
+        let shown = device.clone();
+        let written = tokio::task::spawn_blocking(move || file.note(&device, standing)).await;
+        if let Err(e) = written.map_err(std::io::Error::other).and_then(|w| w) {
+            tracing::error!(
+                device_id = %shown,
+                file = crate::store::BLOCKS_FILE,
+                error = %e,
+                "the blocks file beside the CA could not be written: redis holds this \
+                 change, but would not get it back from the file should it lose it"
+            );
+        }
     }
 
     /// Puts back every block of the file that Redis lost, once per epoch, and revokes
@@ -54,21 +60,31 @@ impl FallbackStore {
         }
         let blocked = tokio::task::spawn_blocking(move || file.blocked())
             .await
-            .map_err(|e| StoreError::Failed(format!("reading the blocks file: {e}")))?;
+            .map_err(std::io::Error::other)
+            .and_then(|read| read)
+            .map_err(|e| {
+                tracing::error!(error = %e, "the blocks file beside the CA cannot be read");
+                StoreError::Failed(format!("reading the blocks file: {e}"))
+            })?;
         for (device, block) in blocked {
-            if !redis.restore_block(&device, block).await? {
+            let (stands, restored) = redis.restore_block(&device, block).await?;
+            if !stands {
                 continue;
             }
-            tracing::warn!(
-                target: "audit",
-                event = "device_blocked",
-                device_id = %device,
-                reason = block.reason.as_str(),
-                "redis had lost this block: it is back, from the blocks file beside the CA"
-            );
+            if restored {
+                tracing::warn!(
+                    target: "audit",
+                    event = "device_blocked",
+                    device_id = %device,
+                    reason = block.reason.as_str(),
+                    "redis had lost this block: it is back, from the blocks file beside the CA"
+                );
+            }
+            // Also when the block stood already: a pass cut off after putting it back
+            // left these for this one.
             let now = unix_now();
             for record in redis.certificates_of(&device).await? {
-                if record.status(now) != "valid" {
+                if record.status(now) != "valid" || record.issued_at < block.at {
                     continue;
                 }
                 let withdrawn = Revocation {

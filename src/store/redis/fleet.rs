@@ -12,7 +12,7 @@ use crate::store::StoreError;
 
 /// SCAN calls one batch may make: a sparse keyspace answers a short (or empty) batch
 /// with a cursor rather than keep Redis busy.
-const SCANS_PER_BATCH: usize = 20;
+const SCANS_PER_BATCH: usize = 10;
 
 impl RedisStore {
     /// Devices whose id starts with `prefix` from `source`, from `cursor` on, about
@@ -28,10 +28,14 @@ impl RedisStore {
         let Some(mut conns) = self.scan_connections().await else {
             return Err(StoreError::Unreachable("redis is unreachable".into()));
         };
-        let (mut node, mut at) = match cursor {
-            None => (0, 0),
+        // Where the last batch stopped: a node, a SCAN cursor on it, and how many keys of
+        // that cursor's reply were listed already (a batch stops at `wanted` devices,
+        // inside a reply; the reply comes again for the same cursor while the keyspace
+        // holds still, so a listing during changes may repeat or miss a device).
+        let (mut node, mut at, mut skip) = match cursor {
+            None => (0, 0, 0),
             Some(text) => match parse_cursor(text) {
-                Some((node, at)) if node < conns.len() => (node, at),
+                Some((node, at, skip)) if node < conns.len() => (node, at, skip),
                 _ => return Ok(None),
             },
         };
@@ -56,10 +60,11 @@ impl RedisStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             scans += 1;
-            for key in keys {
+            let mut listed = keys.len();
+            for (i, key) in keys.iter().enumerate().skip(skip) {
                 match source {
                     FleetSource::Registry => {
-                        for record in self.bucket(conn, &key).await? {
+                        for record in self.bucket(conn, key).await? {
                             if record.device_id.as_str().starts_with(prefix) {
                                 found
                                     .entry(record.device_id.clone())
@@ -69,19 +74,28 @@ impl RedisStore {
                         }
                     }
                     _ => {
-                        if let Some(device) = tagged_device(&key) {
+                        if let Some(device) = tagged_device(key) {
                             found.entry(device).or_default();
                         }
                     }
                 }
+                if found.len() >= wanted {
+                    listed = i + 1;
+                    break;
+                }
             }
+            if listed < keys.len() {
+                skip = listed;
+                break;
+            }
+            skip = 0;
             if next == 0 {
                 (node, at) = (node + 1, 0);
             } else {
                 at = next;
             }
         }
-        let next = (node < conns.len()).then(|| format!("{node}-{at}"));
+        let next = (node < conns.len()).then(|| format!("{node}-{at}-{skip}"));
         Ok(Some(FleetBatch {
             devices: found.into_iter().collect(),
             next,
@@ -95,10 +109,15 @@ fn tagged_device(key: &str) -> Option<DeviceId> {
     DeviceId::parse(tagged.strip_suffix('}')?).ok()
 }
 
-/// `<node>-<SCAN cursor>`.
-fn parse_cursor(text: &str) -> Option<(usize, u64)> {
-    let (node, at) = text.split_once('-')?;
-    Some((node.parse().ok()?, at.parse().ok()?))
+/// `<node>-<SCAN cursor>-<keys of its reply listed already>`.
+fn parse_cursor(text: &str) -> Option<(usize, u64, usize)> {
+    let mut parts = text.split('-');
+    let cursor = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(cursor)
 }
 
 #[cfg(test)]
@@ -112,8 +131,9 @@ mod tests {
             Some("dev-1".into())
         );
         assert_eq!(tagged_device("mqtt-lite:blocked:dev-1"), None);
-        assert_eq!(parse_cursor("2-1234"), Some((2, 1234)));
-        assert_eq!(parse_cursor("x-1"), None);
-        assert_eq!(parse_cursor("12"), None);
+        assert_eq!(parse_cursor("2-1234-7"), Some((2, 1234, 7)));
+        assert_eq!(parse_cursor("2-1234"), None);
+        assert_eq!(parse_cursor("x-1-0"), None);
+        assert_eq!(parse_cursor("1-2-3-4"), None);
     }
 }

@@ -16,8 +16,9 @@ use super::{Mode, Persistence, RedisProblem, RedisStore, Shortfall};
 use crate::clock::unix_now;
 use crate::registry::slots;
 
-/// How often a server's persistence settings are read again.
-const PERSISTENCE_REREAD: Duration = Duration::from_secs(60);
+/// How often a server's persistence settings are read again (and, for a user without
+/// `+config|get`, how often its refused CONFIG GET lands in the ACL log).
+const PERSISTENCE_REREAD: Duration = Duration::from_secs(300);
 
 /// How long an instance's marker outlives the instance.
 const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -183,6 +184,9 @@ async fn check_cluster(
         }
     }
     store.answering.store(answering, Ordering::Relaxed);
+    // A shard that is gone (slots moved) no longer counts, in the weakest persistence
+    // among others.
+    checks.retain(|first_slot, _| found.iter().any(|p| p.first_slot == *first_slot));
     *cluster_mode
         .primaries
         .lock()
@@ -317,7 +321,12 @@ impl HealthCheck {
                 .persistence_read
                 .is_none_or(|at| at.elapsed() > PERSISTENCE_REREAD)
         {
-            self.persistence = Some(Persistence::read(conn).await?);
+            // Never a reason to stop using Redis: a reply that cannot be read is unknown.
+            self.persistence = Some(
+                Persistence::read(conn)
+                    .await
+                    .unwrap_or(Persistence::Unknown),
+            );
             self.persistence_read = Some(Instant::now());
         }
         self.watch.remember(&probe);

@@ -444,13 +444,18 @@ impl RedisStore {
     }
 
     /// Puts back `block`, which Redis lost, unless the device is blocked already or was
-    /// unblocked since the block was made. `true` when it was put back.
-    pub async fn restore_block(&self, device: &DeviceId, block: Block) -> Result<bool, StoreError> {
+    /// unblocked since the block was made. Answers whether a block stands now, and
+    /// whether this put it back.
+    pub async fn restore_block(
+        &self,
+        device: &DeviceId,
+        block: Block,
+    ) -> Result<(bool, bool), StoreError> {
         let keys = [self.keys.blocked(device), self.keys.unblocked(device)];
         let written = keys.each_ref().map(String::as_str);
         self.replicas_ready(&written)?;
         let mut conn = self.conn().await?;
-        let restored: i64 = self
+        let answer: i64 = self
             .reblock_script
             .key(&keys[0])
             .key(&keys[1])
@@ -460,10 +465,10 @@ impl RedisStore {
             .await
             .map_err(|e| self.fail(e))?;
         self.wait_for_replicas(&mut conn, &written).await?;
-        if restored == 1 {
+        if answer > 0 {
             self.saw_blocked(device, true);
         }
-        Ok(restored == 1)
+        Ok((answer > 0, answer == 1))
     }
 }
 
