@@ -241,7 +241,7 @@ async fn enroll_all(
             (row.id, outcome)
         });
         while let Some(finished) = in_flight.try_join_next() {
-            tally.record(finished, &mut first, &mut batch);
+            record(&mut tally, finished, &mut first, &mut batch);
             batch
                 .commit_when_due(&files, &mut manifest, &mut tally)
                 .await;
@@ -250,7 +250,7 @@ async fn enroll_all(
     }
     // Devices already in flight finish even after Ctrl-C or a stop: they are saved whole.
     while let Some(finished) = in_flight.join_next().await {
-        tally.record(finished, &mut first, &mut batch);
+        record(&mut tally, finished, &mut first, &mut batch);
         batch
             .commit_when_due(&files, &mut manifest, &mut tally)
             .await;
@@ -475,5 +475,23 @@ impl Job {
             row,
         )
         .map_err(local_io)
+    }
+}
+
+type Finished = Result<(String, Result<Staged, DeviceFailure>), tokio::task::JoinError>;
+
+/// Records a device's end: staged into `batch`, or a failure; `first` sees it. Here,
+/// not in `tally`, which would then need `commit` (which needs `tally`).
+fn record(tally: &mut Tally, finished: Finished, first: &mut FirstAnswers, batch: &mut Batch) {
+    match finished {
+        Ok((_, Ok(staged))) => {
+            first.see(None);
+            batch.push(staged);
+        }
+        Ok((id, Err((code, message)))) => {
+            first.see(Some((&code, &message)));
+            tally.fail(&id, &code, &message);
+        }
+        Err(e) => tally.fail("?", "internal_error", &e.to_string()),
     }
 }

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::commit::{Batch, Staged};
-use super::{DeviceFailure, Failure};
+use super::Failure;
 
 /// Devices whose answers decide whether the run is refused as a whole.
 const FIRST_ANSWERS: usize = 5;
@@ -16,24 +15,7 @@ pub struct Tally {
     pub failures: Vec<Failure>,
 }
 
-type Finished = Result<(String, Result<Staged, DeviceFailure>), tokio::task::JoinError>;
-
 impl Tally {
-    /// Records a device's end: staged into `batch`, or a failure; `first` sees it.
-    pub fn record(&mut self, finished: Finished, first: &mut FirstAnswers, batch: &mut Batch) {
-        match finished {
-            Ok((_, Ok(staged))) => {
-                first.see(None);
-                batch.push(staged);
-            }
-            Ok((id, Err((code, message)))) => {
-                first.see(Some((&code, &message)));
-                self.fail(&id, &code, &message);
-            }
-            Err(e) => self.fail("?", "internal_error", &e.to_string()),
-        }
-    }
-
     pub fn fail(&mut self, id: &str, code: &str, message: &str) {
         self.failures.push(Failure {
             device_id: id.to_owned(),
@@ -77,7 +59,7 @@ impl FirstAnswers {
     }
 
     /// A device's answer: `None` for a certificate, its code and message otherwise.
-    fn see(&mut self, failure: Option<(&str, &str)>) {
+    pub fn see(&mut self, failure: Option<(&str, &str)>) {
         if self.seen >= self.wanted {
             return;
         }
