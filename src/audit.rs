@@ -343,6 +343,23 @@ impl Audit {
         );
     }
 
+    /// The pre-issuance hook's word on a certificate for the device: `allow` (with the
+    /// validity it asked for), `deny` (its reason), or `error` (why none came).
+    pub fn hook_decided(
+        &self,
+        device: &DeviceId,
+        decision: &'static str,
+        detail: &str,
+        client: Option<IpAddr>,
+    ) {
+        tracing::info!(target: "audit", event = "hook_decided", device_id = %device, decision, detail, client_ip = %ip(client));
+        let shown = match detail {
+            "" => decision.to_owned(),
+            _ => format!("{decision}: {detail}"),
+        };
+        self.keep("hook_decided", device.as_str(), shown, client);
+    }
+
     pub fn device_blocked(&self, device: &DeviceId, reason: &str, who: &Actor) {
         tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(who.client), admin = who.admin_name());
         self.keep_by("device_blocked", device.as_str(), reason.to_owned(), who);

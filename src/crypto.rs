@@ -11,6 +11,20 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
+/// HMAC-SHA256 of the parts, in order, with `key`.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+    for part in parts {
+        context.update(part);
+    }
+    context
+        .sign()
+        .as_ref()
+        .try_into()
+        .expect("HMAC-SHA256 is 32 bytes")
+}
+
 /// A fresh random secret, base64url, for generated JWT secrets and enrollment keys.
 pub fn random_secret() -> String {
     use base64::Engine;

@@ -109,6 +109,10 @@ pub enum ApiError {
     CertificateSuperseded,
     #[error("certificate not accepted: {0}")]
     InvalidCertificate(String),
+    #[error("the pre-issuance hook refused this certificate: {0}")]
+    HookDenied(String),
+    #[error("the pre-issuance hook could not be asked ({0}); try again later")]
+    HookUnavailable(String),
     #[error("no such endpoint")]
     NotFound,
     #[error(
@@ -168,6 +172,8 @@ impl ApiError {
             ApiError::CertificateUnknown => "certificate_unknown",
             ApiError::CertificateSuperseded => "certificate_superseded",
             ApiError::InvalidCertificate(_) => "invalid_certificate",
+            ApiError::HookDenied(_) => "hook_denied",
+            ApiError::HookUnavailable(_) => "hook_unavailable",
             ApiError::NotFound | ApiError::ConsoleOff => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::StorageUnavailable
@@ -202,7 +208,8 @@ impl ResponseError for ApiError {
             | ApiError::CertificateRevoked
             | ApiError::DeviceBlocked
             | ApiError::CertificateUnknown
-            | ApiError::CertificateSuperseded => StatusCode::FORBIDDEN,
+            | ApiError::CertificateSuperseded
+            | ApiError::HookDenied(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::ConsoleOff | ApiError::CertificateNotFound => {
@@ -216,7 +223,8 @@ impl ResponseError for ApiError {
             | ApiError::StorageRecovering(_)
             | ApiError::StorageDegraded(_)
             | ApiError::CrlExpired
-            | ApiError::CrlUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::CrlUnavailable(_)
+            | ApiError::HookUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -232,7 +240,8 @@ impl ResponseError for ApiError {
             ApiError::StorageUnavailable
             | ApiError::StorageDegraded(_)
             | ApiError::CrlExpired
-            | ApiError::CrlUnavailable(_) => {
+            | ApiError::CrlUnavailable(_)
+            | ApiError::HookUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
             }
             ApiError::StorageRecovering(seconds) => {

@@ -18,6 +18,12 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: &'static str,
 }
@@ -142,6 +148,9 @@ pub struct Metrics {
     pub crl_next_update: Gauge,
     /// The CA certificate's notAfter (unix seconds): no certificate can outlive it.
     pub ca_not_after: Gauge,
+    /// The pre-issuance hook's answers, and how long it took to give them.
+    pub hook_decisions: Family<HookLabel, Counter>,
+    pub hook_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -174,6 +183,8 @@ impl Metrics {
             crl_entries: Gauge::default(),
             crl_next_update: Gauge::default(),
             ca_not_after: Gauge::default(),
+            hook_decisions: Family::default(),
+            hook_duration: latency_histogram(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -187,6 +198,16 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running version, as a label", build);
+        registry.register(
+            "hook_decisions",
+            "Answers of the pre-issuance hook: allow, deny, or error (none could be had)",
+            m.hook_decisions.clone(),
+        );
+        registry.register(
+            "hook_duration_seconds",
+            "How long the pre-issuance hook took to answer",
+            m.hook_duration.clone(),
+        );
         registry.register(
             "ca_not_after_timestamp_seconds",
             "notAfter of the CA certificate, unix seconds",
@@ -308,6 +329,11 @@ impl Metrics {
         for reason in crate::registry::Reason::names() {
             m.certificates_revoked
                 .get_or_create(&ReasonLabel { reason })
+                .inc_by(0);
+        }
+        for decision in ["allow", "deny", "error"] {
+            m.hook_decisions
+                .get_or_create(&HookLabel { decision })
                 .inc_by(0);
         }
         for &key_type in KEY_TYPE_LABELS {

@@ -22,6 +22,7 @@ use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
 use crate::history::History;
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle::PreIssuanceHook;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
@@ -217,6 +218,7 @@ impl Application {
             audit: audit.clone(),
             activity: activity.clone(),
             revoke_previous: settings.renewal.revoke_previous,
+            hook: PreIssuanceHook::from_settings(&settings)?.map(Arc::new),
         };
         let state = web::Data::new(AppState {
             store,

@@ -219,13 +219,13 @@ fn onboarding() {}
         (status = 200, description = "The certificate", body = SignCsrResponse),
         (status = 400, description = "invalid_json, invalid_device_id, invalid_csr, csr_signature_invalid", body = ErrorBody),
         (status = 401, description = "token_invalid, token_expired, token_used", body = ErrorBody),
-        (status = 403, description = "device_mismatch, device_blocked (blocked after its token was issued)", body = ErrorBody),
+        (status = 403, description = "device_mismatch, device_blocked (blocked after its token was issued), hook_denied (the pre-issuance hook refused, with its reason; the token stays good)", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
         (status = 422, description = "csr_policy_violation", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
-        (status = 503, description = "storage_unavailable", body = ErrorBody),
+        (status = 503, description = "storage_unavailable, hook_unavailable (the pre-issuance hook gave no answer; the token stays good)", body = ErrorBody),
     ))]
 fn sign_csr() {}
 
@@ -242,13 +242,13 @@ fn sign_csr() {}
         (status = 200, description = "The new certificate", body = SignCsrResponse),
         (status = 400, description = "invalid_json, invalid_device_id, invalid_csr, csr_signature_invalid", body = ErrorBody),
         (status = 401, description = "renewal_proof_invalid, certificate_expired", body = ErrorBody),
-        (status = 403, description = "certificate_revoked, certificate_unknown (not in the registry for this device), certificate_superseded (renewed before; a retry for the same key gets the same successor), device_blocked, device_not_allowed", body = ErrorBody),
+        (status = 403, description = "certificate_revoked, certificate_unknown (not in the registry for this device), certificate_superseded (renewed before; a retry for the same key gets the same successor), device_blocked, device_not_allowed, hook_denied", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
         (status = 422, description = "csr_policy_violation", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
-        (status = 503, description = "storage_unavailable: the registry cannot be reached; nothing was issued", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: the registry cannot be reached; nothing was issued. hook_unavailable: the pre-issuance hook gave no answer", body = ErrorBody),
     ))]
 fn renew() {}
 

@@ -51,6 +51,11 @@ pub async fn renew(
         }
         None => None,
     };
+    // Before the proof is used: a refusal burns nothing.
+    let vetted = state
+        .lifecycle
+        .vet(&device, true, csr, &key, client)
+        .await?;
 
     let cert = state
         .lifecycle
@@ -62,6 +67,7 @@ pub async fn renew(
                 proof_kind,
             },
             &key,
+            vetted,
             client,
         )
         .await?;

@@ -78,12 +78,19 @@ async fn sign(
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     let key = check_csr(csr, &device, state.ca.policy())?;
 
-    // 5 and 6. Sign, then consume the token and record the certificate in one atomic
+    // 5. The pre-issuance hook, when there is one: before the token is used, so that a
+    // refusal burns nothing.
+    let vetted = state
+        .lifecycle
+        .vet(&device, false, csr, &key, client)
+        .await?;
+
+    // 6 and 7. Sign, then consume the token and record the certificate in one atomic
     // step: one request wins, on any instance, and only its certificate is handed out
     // (the others' are dropped unseen).
     let cert = state
         .lifecycle
-        .enroll(&device, &claims.jti, claims.epoch, &key, client)
+        .enroll(&device, &claims.jti, claims.epoch, &key, vetted, client)
         .await?;
     Ok(certified(cert))
 }

@@ -3,6 +3,7 @@
 
 mod crl;
 mod csr;
+mod csr_facts;
 pub mod files;
 mod issuer_name;
 mod name;
@@ -19,6 +20,7 @@ use time::OffsetDateTime;
 
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
+pub use csr_facts::CsrFacts;
 pub use name::directory_string;
 pub use presented::PresentedCertificate;
 
@@ -184,17 +186,19 @@ impl CertificateAuthority {
     }
 
     /// Signs a certificate for `device` around `key`, with `serial` (positive, 128
-    /// bits). Everything in it is decided here, not copied from the request: subject,
-    /// CA:FALSE, usages, validity.
+    /// bits), valid for `validity` when that is shorter than the server's. Everything in
+    /// it is decided here, not copied from the request: subject, CA:FALSE, usages.
     pub fn issue(
         &self,
         device: &DeviceId,
         key: &DevicePublicKey,
         serial: &[u8; 16],
+        validity: Option<time::Duration>,
     ) -> Result<IssuedCertificate, rcgen::Error> {
         let now = OffsetDateTime::now_utc();
+        let validity = validity.map_or(self.validity, |asked| asked.min(self.validity));
         // Whole seconds, as the certificate carries it (and as sign-csr answers it).
-        let not_after = (now + self.validity)
+        let not_after = (now + validity)
             .min(self.not_after)
             .replace_nanosecond(0)
             .expect("0 ns is valid");

@@ -54,6 +54,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "onboarding.group_secret_file",
     ),
     ("DEVICE_ID_PATTERN", "onboarding.device_id_pattern"),
+    ("HOOK_URL", "hook.url"),
+    ("HOOK_SECRET", "hook.secret"),
+    ("HOOK_SECRET_FILE", "hook.secret_file"),
+    ("HOOK_TIMEOUT_MS", "hook.timeout_ms"),
+    ("HOOK_ON_ERROR", "hook.on_error"),
     ("DEVICE_ALLOWLIST_FILE", "onboarding.device_allowlist_file"),
     (
         "RATE_LIMIT_PER_IP_PER_MINUTE",

@@ -8,6 +8,7 @@ mod admin;
 mod ca;
 mod env;
 mod error;
+mod hook;
 mod log;
 mod memory;
 mod onboarding;
@@ -31,6 +32,7 @@ pub use admin::AdminSettings;
 pub use ca::CaSettings;
 pub use env::ENV_KEYS;
 pub use error::ConfigError;
+pub use hook::{HookOnError, HookSettings};
 pub use log::{LogFormat, LogSettings};
 pub use memory::MemorySettings;
 pub use onboarding::{OnboardingMode, OnboardingSettings};
@@ -53,6 +55,7 @@ pub struct Settings {
     pub memory: MemorySettings,
     pub rate_limit: RateLimitSettings,
     pub admin: AdminSettings,
+    pub hook: HookSettings,
     pub log: LogSettings,
 }
 
@@ -116,6 +119,7 @@ impl Settings {
         self.server.validate()?;
         self.redis.validate()?;
         self.memory.validate()?;
+        self.hook.validate()?;
         Ok(())
     }
 

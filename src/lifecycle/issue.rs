@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 use tracing::Span;
 
+use super::hook::Verdict;
 use super::{Lifecycle, storage_error};
 use crate::activity::Happened;
 use crate::audit::Actor;
 use crate::auth::renewal::csr_key_of;
-use crate::ca::{DevicePublicKey, IssuedCertificate};
+use crate::ca::{CsrFacts, DevicePublicKey, IssuedCertificate};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
@@ -29,6 +30,13 @@ pub struct Certified {
     pub not_after: OffsetDateTime,
 }
 
+/// A request the pre-issuance hook allowed (or that no hook is asked about), and the
+/// validity it asked for: [`Lifecycle::enroll`] and [`Lifecycle::renew`] take one, so
+/// no door can sign without [`Lifecycle::vet`].
+pub struct Vetted {
+    validity: Option<time::Duration>,
+}
+
 /// A renewal the door has authenticated: the certificate presented and how.
 pub struct Renewing<'a> {
     pub device: &'a DeviceId,
@@ -41,6 +49,47 @@ pub struct Renewing<'a> {
 }
 
 impl Lifecycle {
+    /// Asks the pre-issuance hook, when there is one, about a certificate for `device`
+    /// around `key` from the CSR `csr_pem` (already checked). Runs before any credential
+    /// is used: a refusal here burns nothing.
+    ///
+    /// Errors: 403 `hook_denied` (with the hook's reason), 503 `hook_unavailable`.
+    pub async fn vet(
+        &self,
+        device: &DeviceId,
+        renewal: bool,
+        csr_pem: &str,
+        key: &DevicePublicKey,
+        client: Option<IpAddr>,
+    ) -> Result<Vetted, ApiError> {
+        let Some(hook) = &self.hook else {
+            return Ok(Vetted { validity: None });
+        };
+        let facts = CsrFacts::of(csr_pem);
+        let key_type = key_type_label(key.key_type());
+        let verdict = hook
+            .ask(device, renewal, (key_type, &facts), client, &self.metrics)
+            .await;
+        match verdict {
+            Ok(Verdict::Allow { validity_days }) => {
+                let detail = validity_days.map_or_else(String::new, |d| format!("{d} days"));
+                self.audit.hook_decided(device, "allow", &detail, client);
+                Ok(Vetted {
+                    validity: validity_days.map(|d| time::Duration::days(d.into())),
+                })
+            }
+            Ok(Verdict::Deny(reason)) => {
+                self.audit.hook_decided(device, "deny", &reason, client);
+                Err(ApiError::HookDenied(reason))
+            }
+            Err(e) => {
+                self.audit
+                    .hook_decided(device, "error", &e.to_string(), client);
+                Err(e)
+            }
+        }
+    }
+
     /// Trades a provisioning token (`jti`, issued in store `epoch`) for a certificate
     /// around `key`. Several requests with one token may sign, but the consume lets one
     /// through, on any instance; the others' certificates are dropped unseen.
@@ -54,9 +103,10 @@ impl Lifecycle {
         jti: &Jti,
         epoch: u64,
         key: &DevicePublicKey,
+        vetted: Vetted,
         client: Option<IpAddr>,
     ) -> Result<Certified, ApiError> {
-        let (cert, record) = self.certify(device, key)?;
+        let (cert, record) = self.certify(device, key, vetted)?;
         match self
             .store
             .consume(device, jti, epoch, Some(&record))
@@ -86,10 +136,11 @@ impl Lifecycle {
         &self,
         renewing: Renewing<'_>,
         key: &DevicePublicKey,
+        vetted: Vetted,
         client: Option<IpAddr>,
     ) -> Result<Certified, ApiError> {
         let device = renewing.device;
-        let (cert, record) = self.certify(device, key)?;
+        let (cert, record) = self.certify(device, key, vetted)?;
         let supersede = self.revoke_previous.then_some(Revocation {
             at: record.issued_at,
             reason: Reason::Superseded,
@@ -157,11 +208,12 @@ impl Lifecycle {
         &self,
         device: &DeviceId,
         key: &DevicePublicKey,
+        vetted: Vetted,
     ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
         let serial = slots::serial_in(slots::slot_of(device.as_str()));
         let cert = self
             .ca
-            .issue(device, key, &serial)
+            .issue(device, key, &serial, vetted.validity)
             .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
         let record = CertificateRecord {
             serial,

@@ -8,6 +8,7 @@
 //! [`ApiError`] code, back into its own encoding; no door signs, records or revokes on
 //! its own.
 
+mod hook;
 mod issue;
 mod revoke;
 
@@ -21,7 +22,8 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{FallbackStore, StoreError};
 
-pub use issue::{Certified, Renewing};
+pub use hook::{PreIssuanceHook, Verdict};
+pub use issue::{Certified, Renewing, Vetted};
 pub use revoke::Listing;
 
 /// What issuing and revoking touch. Cheap to clone: every part is shared.
@@ -35,6 +37,8 @@ pub struct Lifecycle {
     pub activity: Arc<Activity>,
     /// `renewal.revoke_previous`: a renewal supersedes the certificate it replaces.
     pub revoke_previous: bool,
+    /// Asked before every certificate is signed, when configured (`[hook]`).
+    pub hook: Option<Arc<PreIssuanceHook>>,
 }
 
 /// A store that cannot answer, as a client is told: 503, with the time to wait when the

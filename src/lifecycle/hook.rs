@@ -1,0 +1,256 @@
+//! The pre-issuance hook: before a certificate is signed, the operator's service is
+//! asked whether it may be, and may shorten its validity.
+//!
+//! The request is a JSON POST signed like Stripe's and GitHub's webhooks, so that
+//! receivers have libraries for it: `Provisiond-Signature: t=<unix s>,v1=<hex>`, the
+//! HMAC-SHA256 of `<t>.<body>` with the hook's secret. It runs before the token or the
+//! renewal proof is used, so a denial or a hook that cannot answer never burns one.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ca::CsrFacts;
+use crate::clock::unix_now;
+use crate::config::{ConfigError, HookOnError, HookSettings, Settings};
+use crate::domain::DeviceId;
+use crate::error::ApiError;
+use crate::metrics::{HookLabel, Metrics};
+use crate::secret::Secret;
+
+/// The longest reason a denial may carry back to the device.
+const MAX_REASON: usize = 200;
+/// The most a hook's answer may hold.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// What the CSR asks for, as the hook sees it.
+#[derive(Serialize)]
+struct HookCsr<'a> {
+    key_type: &'static str,
+    #[serde(flatten)]
+    facts: &'a CsrFacts,
+}
+
+#[derive(Serialize)]
+struct HookRequest<'a> {
+    event: &'static str,
+    id: String,
+    device_id: &'a str,
+    group: &'static str,
+    protocol: &'static str,
+    renewal: bool,
+    csr: HookCsr<'a>,
+    client_address: Option<String>,
+}
+
+/// The hook's word: allowed, with the validity it asked for (days), if shorter.
+pub enum Verdict {
+    Allow { validity_days: Option<u32> },
+    Deny(String),
+}
+
+pub struct PreIssuanceHook {
+    client: reqwest::Client,
+    url: String,
+    secret: Secret,
+    on_error: HookOnError,
+    /// The longest validity an override may ask for: the server's own.
+    max_validity_days: u32,
+}
+
+impl PreIssuanceHook {
+    /// The hook configured in `[hook]`, if any.
+    pub fn from_settings(settings: &Settings) -> Result<Option<Self>, ConfigError> {
+        let hook: &HookSettings = &settings.hook;
+        let Some(url) = &hook.url else {
+            return Ok(None);
+        };
+        hook.validate()?;
+        let secret = Settings::read_secret(
+            hook.secret.as_ref(),
+            hook.secret_file.as_deref(),
+            "hook.secret_file",
+        )?
+        .ok_or_else(|| ConfigError::key("hook.secret_file", "a hook needs a secret"))?;
+        if secret.expose().len() < 32 {
+            return Err(ConfigError::key(
+                "hook.secret_file",
+                "the hook's secret needs at least 32 bytes (openssl rand -hex 32)",
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(hook.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError::key("hook.url", format!("cannot build a client: {e}")))?;
+        if hook.on_error == HookOnError::Allow {
+            tracing::warn!(
+                "HOOK ON_ERROR IS ALLOW: when the pre-issuance hook cannot answer, certificates \
+                 are signed without its word"
+            );
+        }
+        Ok(Some(Self {
+            client,
+            url: url.clone(),
+            secret,
+            on_error: hook.on_error,
+            max_validity_days: settings.ca.validity_days,
+        }))
+    }
+
+    /// Asks the hook about a certificate for `device`. A hook that cannot answer (time
+    /// out, no connection, a non-2xx, an answer that does not parse or asks for more than
+    /// it may) is 503 `hook_unavailable`, or an allowance with `on_error = "allow"`.
+    pub async fn ask(
+        &self,
+        device: &DeviceId,
+        renewal: bool,
+        (key_type, facts): (&'static str, &CsrFacts),
+        client: Option<IpAddr>,
+        metrics: &Metrics,
+    ) -> Result<Verdict, ApiError> {
+        let started = Instant::now();
+        let csr = HookCsr { key_type, facts };
+        let answer = self.call(device, renewal, csr, client).await;
+        let decision = match &answer {
+            Ok(Verdict::Allow { .. }) => "allow",
+            Ok(Verdict::Deny(_)) => "deny",
+            Err(_) => "error",
+        };
+        metrics
+            .hook_decisions
+            .get_or_create(&HookLabel { decision })
+            .inc();
+        metrics
+            .hook_duration
+            .observe(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(verdict) => Ok(verdict),
+            Err(why) => {
+                tracing::warn!(device_id = %device, error = %why, "the pre-issuance hook gave no answer");
+                match self.on_error {
+                    HookOnError::Deny => Err(ApiError::HookUnavailable(why)),
+                    HookOnError::Allow => Ok(Verdict::Allow {
+                        validity_days: None,
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        device: &DeviceId,
+        renewal: bool,
+        csr: HookCsr<'_>,
+        client: Option<IpAddr>,
+    ) -> Result<Verdict, String> {
+        let body = serde_json::to_vec(&HookRequest {
+            event: "certificate.request",
+            id: {
+                let mut id = [0u8; 16];
+                crate::crypto::fill_random(&mut id);
+                hex::encode(id)
+            },
+            device_id: device.as_str(),
+            group: "default",
+            protocol: "http",
+            renewal,
+            csr,
+            client_address: client.map(|ip| ip.to_string()),
+        })
+        .map_err(|e| format!("encoding the request: {e}"))?;
+        let at = unix_now();
+        let response = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("provisiond-signature", signature(&self.secret, at, &body))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("the hook did not answer: {}", short(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the hook answered HTTP {}", status.as_u16()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the hook's answer: {}", short(&e)))?;
+        if bytes.len() > MAX_ANSWER_BYTES {
+            return Err("the hook's answer is too large".into());
+        }
+        self.verdict(&bytes)
+    }
+
+    /// `{"allow": true, "validity_days": 30}` or `{"allow": false, "reason": "..."}`.
+    fn verdict(&self, bytes: &[u8]) -> Result<Verdict, String> {
+        let answer: Value = serde_json::from_slice(bytes)
+            .map_err(|_| "the hook's answer is not JSON".to_owned())?;
+        match answer.get("allow").and_then(Value::as_bool) {
+            Some(false) => {
+                let reason = answer
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                let reason: String = reason
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_REASON)
+                    .collect();
+                Ok(Verdict::Deny(reason))
+            }
+            Some(true) => {
+                for field in ["san_dns", "san_uris"] {
+                    if answer
+                        .get(field)
+                        .is_some_and(|v| v != &Value::Array(Vec::new()))
+                    {
+                        return Err(format!(
+                            "the hook asked for {field}, which this server's certificates do not carry"
+                        ));
+                    }
+                }
+                let validity_days = match answer.get("validity_days") {
+                    None | Some(Value::Null) => None,
+                    Some(days) => Some(
+                        days.as_u64()
+                            .filter(|d| (1..=u64::from(self.max_validity_days)).contains(d))
+                            .ok_or_else(|| {
+                                format!(
+                                    "the hook asked for validity_days {days}: 1 to {} allowed",
+                                    self.max_validity_days
+                                )
+                            })? as u32,
+                    ),
+                };
+                Ok(Verdict::Allow { validity_days })
+            }
+            None => Err("the hook's answer has no boolean `allow`".into()),
+        }
+    }
+}
+
+/// `t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+pub fn signature(secret: &Secret, at: u64, body: &[u8]) -> String {
+    let mac = crate::crypto::hmac_sha256(
+        secret.expose().as_bytes(),
+        &[format!("{at}.").as_bytes(), body],
+    );
+    format!("t={at},v1={}", hex::encode(mac))
+}
+
+/// A reqwest error without the URL (which the log line does not need twice).
+fn short(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_owned()
+}

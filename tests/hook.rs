@@ -1,0 +1,324 @@
+//! The pre-issuance hook against a real HTTP hook in the test, which checks every
+//! request's signature with its own HMAC code: allow, deny, a shorter validity, answers
+//! it may not give, a hook that is slow, failing, talking nonsense or away; and after
+//! every refusal the token (or renewal proof) still works.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use common::device::{enroll, renew};
+use common::pki::{openssl_x509, quick_csr};
+use common::{TestApp, within};
+use provisiond::config::HookOnError;
+use provisiond::device::KeyKind;
+use provisiond::secret::Secret;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &str = "hook-secret-hook-secret-hook-secret-0123";
+
+/// What the hook answers next.
+#[derive(Clone)]
+enum Answer {
+    Allow,
+    AllowDays(u64),
+    Deny(&'static str),
+    Slow,
+    Status(u16),
+    Garbage,
+    Sans,
+}
+
+#[derive(Clone)]
+struct Hook {
+    answer: Arc<Mutex<Answer>>,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Hook {
+    fn answer(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn last(&self) -> Value {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the hook was asked")
+    }
+}
+
+/// The receiver's side of the signature, written here from the scheme alone:
+/// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, at most 5 minutes old.
+fn signed_by_us(req: &HttpRequest, body: &[u8]) -> bool {
+    let Some(header) = req
+        .headers()
+        .get("provisiond-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<u64>().ok(),
+            Some(("v1", value)) => v1 = hex::decode(value).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let now = provisiond::clock::unix_now();
+    if now.abs_diff(t) > 300 {
+        return false;
+    }
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(body);
+    aws_lc_rs::hmac::verify(&key, &signed, &v1).is_ok()
+}
+
+async fn answer(req: HttpRequest, body: web::Bytes, hook: web::Data<Hook>) -> HttpResponse {
+    if !signed_by_us(&req, &body) {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    hook.seen.lock().unwrap().push(request);
+    let next = hook.answer.lock().unwrap().clone();
+    match next {
+        Answer::Allow => HttpResponse::Ok().json(json!({ "allow": true })),
+        Answer::AllowDays(days) => {
+            HttpResponse::Ok().json(json!({ "allow": true, "validity_days": days }))
+        }
+        Answer::Deny(reason) => {
+            HttpResponse::Ok().json(json!({ "allow": false, "reason": reason }))
+        }
+        Answer::Slow => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            HttpResponse::Ok().json(json!({ "allow": true }))
+        }
+        Answer::Status(code) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).finish()
+        }
+        Answer::Garbage => HttpResponse::Ok().body("<html>not json</html>"),
+        Answer::Sans => HttpResponse::Ok().json(json!({ "allow": true, "san_dns": ["x.example"] })),
+    }
+}
+
+/// The hook, on a free loopback port; stopped when the test's runtime ends.
+async fn start_hook() -> (Hook, String) {
+    let hook = Hook {
+        answer: Arc::new(Mutex::new(Answer::Allow)),
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let data = web::Data::new(hook.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/hook", web::post().to(answer))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    (hook, format!("http://127.0.0.1:{port}/hook"))
+}
+
+async fn app_with_hook(url: &str, on_error: HookOnError) -> TestApp {
+    TestApp::spawn_with(None, |s| {
+        s.hook.url = Some(url.to_owned());
+        s.hook.secret = Some(Secret::new(SECRET));
+        s.hook.timeout_ms = 500;
+        s.hook.on_error = on_error;
+    })
+    .await
+}
+
+async fn refused(response: reqwest::Response) -> (StatusCode, String, String) {
+    let retry_after = response.headers().get("retry-after").is_some();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    let code = body["error"]["code"].as_str().unwrap().to_owned();
+    let message = body["error"]["message"].as_str().unwrap().to_owned();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        assert!(retry_after, "a 503 says when to come back");
+    }
+    (status, code, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_decides_and_no_refusal_burns_the_token() {
+    within(Duration::from_secs(60), async {
+        let (hook, url) = start_hook().await;
+        let app = app_with_hook(&url, HookOnError::Deny).await;
+        let token = app.token_for("hooked-1").await;
+        let csr = quick_csr("hooked-1");
+
+        // Every answer the server must not sign on, each with the same token.
+        let cases: [(Answer, StatusCode, &str); 6] = [
+            (
+                Answer::Deny("not in inventory"),
+                StatusCode::FORBIDDEN,
+                "hook_denied",
+            ),
+            (
+                Answer::AllowDays(9999),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hook_unavailable",
+            ),
+            (
+                Answer::Sans,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hook_unavailable",
+            ),
+            (
+                Answer::Slow,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hook_unavailable",
+            ),
+            (
+                Answer::Status(500),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hook_unavailable",
+            ),
+            (
+                Answer::Garbage,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hook_unavailable",
+            ),
+        ];
+        for (answer, status, code) in cases {
+            hook.answer(answer);
+            let (got, got_code, message) =
+                refused(app.sign_csr(&token, "hooked-1", &csr).await).await;
+            assert_eq!((got, got_code.as_str()), (status, code), "{message}");
+            if code == "hook_denied" {
+                assert!(message.contains("not in inventory"), "{message}");
+            }
+        }
+
+        // What the hook was told, signed (the hook answered, so the signature held).
+        let asked = hook.last();
+        assert_eq!(asked["event"], "certificate.request");
+        assert_eq!(asked["device_id"], "hooked-1");
+        assert_eq!(asked["group"], "default");
+        assert_eq!(asked["renewal"], false);
+        assert_eq!(asked["csr"]["key_type"], "ecdsa-p256");
+        assert_eq!(asked["csr"]["subject"], "CN=hooked-1");
+        assert_eq!(asked["client_address"], "127.0.0.1");
+        assert_eq!(asked["id"].as_str().unwrap().len(), 32);
+
+        // A shorter validity is honoured, and the token still works after all that.
+        hook.answer(Answer::AllowDays(30));
+        let signed = app.sign_csr(&token, "hooked-1", &csr).await;
+        assert_eq!(signed.status(), StatusCode::OK);
+        let signed: Value = signed.json().await.unwrap();
+        let expires = time::OffsetDateTime::parse(
+            signed["expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let days = (expires - time::OffsetDateTime::now_utc()).whole_hours() as f64 / 24.0;
+        assert!((29.9..=30.1).contains(&days), "{days} days");
+        // The certificate itself says so.
+        let certificate = signed["certificate"].as_str().unwrap();
+        let end = openssl_x509(certificate, &["-noout", "-enddate"]);
+        let shown = expires.year().to_string();
+        assert!(
+            end.starts_with("notAfter=") && end.contains(&shown),
+            "{end}"
+        );
+
+        // Renewal asks too; a denial leaves the proof good for the next try.
+        let device = enroll(&app, "hooked-2", KeyKind::P256).await;
+        let csr = device.key.csr_pem(Some("hooked-2")).unwrap();
+        let proof = device.proof("hooked-2");
+        hook.answer(Answer::Deny("recalled"));
+        let (status, code, _) = refused(renew(&app, "hooked-2", &csr, Some(&proof)).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::FORBIDDEN, "hook_denied")
+        );
+        assert_eq!(hook.last()["renewal"], true);
+        hook.answer(Answer::Allow);
+        assert_eq!(
+            renew(&app, "hooked-2", &csr, Some(&proof)).await.status(),
+            StatusCode::OK
+        );
+
+        let metrics = app.metrics().await;
+        for decision in ["allow", "deny", "error"] {
+            let line = format!("provisiond_hook_decisions_total{{decision=\"{decision}\"}}");
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+                "{decision}"
+            );
+        }
+        let events = app
+            .client
+            .get(app.url("/api/v1/devices/hooked-1/events"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), StatusCode::UNAUTHORIZED, "admin only");
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_is_away_denies_unless_told_to_allow() {
+    within(Duration::from_secs(30), async {
+        // A port nothing listens on.
+        let away = format!("http://127.0.0.1:{}/hook", common::redis::free_port());
+        let strict = app_with_hook(&away, HookOnError::Deny).await;
+        let token = strict.token_for("away-1").await;
+        let csr = quick_csr("away-1");
+        let (status, code, _) = refused(strict.sign_csr(&token, "away-1", &csr).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "hook_unavailable")
+        );
+        strict.stop().await;
+
+        let lenient = app_with_hook(&away, HookOnError::Allow).await;
+        let token = lenient.token_for("away-2").await;
+        let signed = lenient
+            .sign_csr(&token, "away-2", &quick_csr("away-2"))
+            .await;
+        assert_eq!(signed.status(), StatusCode::OK);
+        lenient.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hook_needs_https_or_loopback_and_a_secret() {
+    for (url, secret, wanted) in [
+        ("http://hooks.example/x", Some(SECRET), "hook.url"),
+        ("ftp://127.0.0.1/x", Some(SECRET), "hook.url"),
+        ("https://hooks.example/x", None, "hook.secret_file"),
+        ("https://hooks.example/x", Some("short"), "hook.secret_file"),
+    ] {
+        let certs = tempfile::tempdir().unwrap();
+        let mut settings = common::app::test_settings(None, certs.path());
+        settings.hook.url = Some(url.into());
+        settings.hook.secret = secret.map(Secret::new);
+        let err = provisiond::startup::Application::build(settings)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains(wanted), "{url}: {err}");
+    }
+}
