@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use common::pki::openssl_verify;
 use common::{RedisServer, TestApp};
-use provisiond::config::{KeyList, OnboardingMode};
+use provisiond::config::OnboardingMode;
 use provisiond::secret::Secret;
 use serde_json::Value;
 
@@ -24,12 +24,7 @@ async fn provisiond(args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_writes_a_verified_key_and_certificate_and_will_not_overwrite_them() {
     let redis = RedisServer::start();
-    let app = TestApp::spawn_with(Some(&redis), |s| {
-        s.onboarding.mode = OnboardingMode::Key;
-        s.onboarding.enrollment_keys =
-            KeyList(vec![Secret::new("fleet-key-fleet-key-fleet-key-fleet-key")]);
-    })
-    .await;
+    let app = TestApp::spawn_key_mode(Some(&redis)).await;
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();
     let enroll = |extra: &'static [&'static str]| {
@@ -382,12 +377,7 @@ async fn bench_reports_throughput_as_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_fails_when_nothing_succeeds_and_counts_refusals_as_refusals() {
-    let app = TestApp::spawn_with(None, |s| {
-        s.onboarding.mode = OnboardingMode::Key;
-        s.onboarding.enrollment_keys =
-            KeyList(vec![Secret::new("fleet-key-fleet-key-fleet-key-fleet-key")]);
-    })
-    .await;
+    let app = TestApp::spawn_key_mode(None).await;
     let run = provisiond(&[
         "bench",
         "--server",

@@ -9,20 +9,16 @@ use std::time::Duration;
 use common::TestApp;
 use common::bin::{run, text};
 use common::pki::openssl_verify;
-use provisiond::config::{KeyList, OnboardingMode};
+use provisiond::config::OnboardingMode;
 use provisiond::device::{DeviceKey, KeyKind};
 use provisiond::secret::Secret;
 use serde_json::Value;
 
-const KEY: &str = "fleet-key-fleet-key-fleet-key-fleet-key";
+use common::app::FLEET_KEY as KEY;
 const LIMIT: Duration = Duration::from_secs(90);
 
 async fn key_mode_server() -> TestApp {
-    TestApp::spawn_with(None, |s| {
-        s.onboarding.mode = OnboardingMode::Key;
-        s.onboarding.enrollment_keys = KeyList(vec![Secret::new(KEY)]);
-    })
-    .await
+    TestApp::spawn_key_mode(None).await
 }
 
 async fn bulk(server: &str, out: &Path, extra: &[&str]) -> std::process::Output {

@@ -8,18 +8,12 @@ use std::time::Duration;
 
 use common::TestApp;
 use common::bin::{run, text};
-use provisiond::config::{KeyList, OnboardingMode};
-use provisiond::secret::Secret;
 
-const KEY: &str = "fleet-key-fleet-key-fleet-key-fleet-key";
+use common::app::FLEET_KEY as KEY;
 const LIMIT: Duration = Duration::from_secs(60);
 
 async fn key_mode_server() -> TestApp {
-    TestApp::spawn_with(None, |s| {
-        s.onboarding.mode = OnboardingMode::Key;
-        s.onboarding.enrollment_keys = KeyList(vec![Secret::new(KEY)]);
-    })
-    .await
+    TestApp::spawn_key_mode(None).await
 }
 
 fn private_file(dir: &std::path::Path, name: &str, contents: &str) -> String {

@@ -42,6 +42,9 @@ pub fn test_settings(redis: Option<&RedisServer>, certs: &Path) -> Settings {
     s
 }
 
+/// The enrollment key of [`TestApp::spawn_key_mode`].
+pub const FLEET_KEY: &str = "fleet-key-fleet-key-fleet-key-fleet-key";
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -66,6 +69,16 @@ impl TestApp {
         let mut app = Self::spawn_settings(settings).await;
         app._certs_dir = Some(dir);
         app
+    }
+
+    /// A server in `key` onboarding mode whose one enrollment key is [`FLEET_KEY`].
+    pub async fn spawn_key_mode(redis: Option<&RedisServer>) -> Self {
+        Self::spawn_with(redis, |s| {
+            s.onboarding.mode = provisiond::config::OnboardingMode::Key;
+            s.onboarding.enrollment_keys =
+                provisiond::config::KeyList(vec![Secret::new(FLEET_KEY)]);
+        })
+        .await
     }
 
     /// A server from exactly these settings (the caller owns the certs directory).
