@@ -111,7 +111,8 @@ pub enum ApiError {
     InvalidCertificate(String),
     #[error("the pre-issuance hook refused this certificate: {0}")]
     HookDenied(String),
-    #[error("the pre-issuance hook could not be asked ({0}); try again later")]
+    /// Why, for the log and the audit only: the device is told no more.
+    #[error("the pre-issuance hook gave no usable answer; try again later")]
     HookUnavailable(String),
     #[error("no such endpoint")]
     NotFound,

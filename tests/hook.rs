@@ -202,6 +202,14 @@ async fn the_hook_decides_and_no_refusal_burns_the_token() {
             assert_eq!((got, got_code.as_str()), (status, code), "{message}");
             if code == "hook_denied" {
                 assert!(message.contains("not in inventory"), "{message}");
+            } else {
+                // What went wrong stays in the log and the audit.
+                assert!(
+                    !message.contains("HTTP")
+                        && !message.contains("validity")
+                        && !message.contains("san"),
+                    "{message}"
+                );
             }
         }
 
@@ -277,7 +285,7 @@ async fn the_hook_decides_and_no_refusal_burns_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hook_that_is_away_denies_unless_told_to_allow() {
+async fn on_error_allow_signs_when_the_hook_is_away_never_when_it_answers_nonsense() {
     within(Duration::from_secs(30), async {
         // A port nothing listens on.
         let away = format!("http://127.0.0.1:{}/hook", common::redis::free_port());
@@ -298,6 +306,59 @@ async fn a_hook_that_is_away_denies_unless_told_to_allow() {
             .await;
         assert_eq!(signed.status(), StatusCode::OK);
         lenient.stop().await;
+
+        // A hook that answers, but not with an allowance, is never taken for one.
+        let (hook, url) = start_hook().await;
+        let lenient = app_with_hook(&url, HookOnError::Allow).await;
+        let token = lenient.token_for("odd-1").await;
+        let csr = quick_csr("odd-1");
+        for answer in [
+            Answer::Status(403),
+            Answer::Garbage,
+            Answer::AllowDays(0),
+            Answer::Sans,
+        ] {
+            hook.answer(answer);
+            let (status, code, _) = refused(lenient.sign_csr(&token, "odd-1", &csr).await).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::SERVICE_UNAVAILABLE, "hook_unavailable")
+            );
+        }
+        // A 5xx is a hook that is away: signed, as configured.
+        hook.answer(Answer::Status(503));
+        assert_eq!(
+            lenient.sign_csr(&token, "odd-1", &csr).await.status(),
+            StatusCode::OK
+        );
+        lenient.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subject_reaches_the_hook_escaped() {
+    within(Duration::from_secs(30), async {
+        let (hook, url) = start_hook().await;
+        let app = app_with_hook(&url, HookOnError::Deny).await;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "esc-1");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "x, CN=admin");
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let token = app.token_for("esc-1").await;
+        assert_eq!(
+            app.sign_csr(&token, "esc-1", &csr).await.status(),
+            StatusCode::OK
+        );
+        // The last RDN first, the comma in the value escaped: one CN, not two.
+        assert_eq!(hook.last()["csr"]["subject"], "O=x\\, CN=admin,CN=esc-1");
+        app.stop().await;
     })
     .await;
 }
@@ -308,7 +369,7 @@ async fn a_hook_needs_https_or_loopback_and_a_secret() {
         ("http://hooks.example/x", Some(SECRET), "hook.url"),
         ("ftp://127.0.0.1/x", Some(SECRET), "hook.url"),
         ("https://hooks.example/x", None, "hook.secret_file"),
-        ("https://hooks.example/x", Some("short"), "hook.secret_file"),
+        ("https://hooks.example/x", Some("short"), "hook.secret"),
     ] {
         let certs = tempfile::tempdir().unwrap();
         let mut settings = common::app::test_settings(None, certs.path());
@@ -321,4 +382,15 @@ async fn a_hook_needs_https_or_loopback_and_a_secret() {
             .unwrap_or_default();
         assert!(err.contains(wanted), "{url}: {err}");
     }
+    // A secret without a URL is a hook that was meant and is not on.
+    let mut settings = common::app::test_settings(None, std::path::Path::new("/nonexistent"));
+    settings.hook.secret = Some(Secret::new(SECRET));
+    assert!(
+        settings
+            .hook
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hook.url")
+    );
 }

@@ -25,8 +25,10 @@ pub async fn sign_csr(
     let client = state.client_ip(&req);
     let mut verified = None;
     let result = sign(&req, payload, &state, client, &mut verified).await;
+    // A hook's denial touched no token: it is audited as the hook's decision.
     if let Err(e) = &result
         && e.status_code().is_client_error()
+        && !matches!(e, ApiError::HookDenied(_))
     {
         state
             .metrics

@@ -47,6 +47,12 @@ impl HookSettings {
     /// Called at load, and again by whoever builds the hook from settings made in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let Some(url) = &self.url else {
+            if self.secret.is_some() || self.secret_file.is_some() {
+                return Err(ConfigError::key(
+                    "hook.url",
+                    "a hook secret is set but no hook.url (HOOK_URL): set it, or remove the secret",
+                ));
+            }
             return Ok(());
         };
         let parsed = reqwest::Url::parse(url)

@@ -1,10 +1,15 @@
 //! The pre-issuance hook: before a certificate is signed, the operator's service is
 //! asked whether it may be, and may shorten its validity.
 //!
-//! The request is a JSON POST signed like Stripe's and GitHub's webhooks, so that
-//! receivers have libraries for it: `Provisiond-Signature: t=<unix s>,v1=<hex>`, the
-//! HMAC-SHA256 of `<t>.<body>` with the hook's secret. It runs before the token or the
-//! renewal proof is used, so a denial or a hook that cannot answer never burns one.
+//! The request is a JSON POST signed as Stripe signs its webhooks, so that receivers have
+//! libraries for it: `Provisiond-Signature: t=<unix s>,v1=<hex>`, the HMAC-SHA256 of
+//! `<t>.<body>` with the hook's secret. It runs before the token or the renewal proof is
+//! used, so a denial or a hook that cannot answer never burns one.
+//!
+//! `on_error = "allow"` covers a hook that is away (no connection, a timeout, a 5xx),
+//! never one that answered something else: a redirect, a 4xx, or an answer that does not
+//! read as an allowance is refused whatever the setting, since a hook that speaks but is
+//! not understood may well be saying no.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -47,8 +52,27 @@ struct HookRequest<'a> {
 
 /// The hook's word: allowed, with the validity it asked for (days), if shorter.
 pub enum Verdict {
-    Allow { validity_days: Option<u32> },
+    Allow {
+        validity_days: Option<u32>,
+    },
     Deny(String),
+    /// No answer, and `on_error = "allow"` signs anyway; why no answer came.
+    SignedWithoutAnswer(String),
+}
+
+/// Why no allowance came: the hook is away (`on_error` decides), or it answered what
+/// cannot be taken for one (always refused).
+enum NoAnswer {
+    Away(String),
+    Unreadable(String),
+}
+
+impl NoAnswer {
+    fn why(&self) -> &str {
+        match self {
+            NoAnswer::Away(why) | NoAnswer::Unreadable(why) => why,
+        }
+    }
 }
 
 pub struct PreIssuanceHook {
@@ -75,14 +99,21 @@ impl PreIssuanceHook {
         )?
         .ok_or_else(|| ConfigError::key("hook.secret_file", "a hook needs a secret"))?;
         if secret.expose().len() < 32 {
+            let key = match hook.secret_file {
+                Some(_) => "hook.secret_file",
+                None => "hook.secret",
+            };
             return Err(ConfigError::key(
-                "hook.secret_file",
+                key,
                 "the hook's secret needs at least 32 bytes (openssl rand -hex 32)",
             ));
         }
+        // No proxy from the environment: a proxy would read the request and could answer
+        // for the hook, which is exactly what the loopback-only rule for http:// prevents.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(hook.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| ConfigError::key("hook.url", format!("cannot build a client: {e}")))?;
         if hook.on_error == HookOnError::Allow {
@@ -91,6 +122,11 @@ impl PreIssuanceHook {
                  are signed without its word"
             );
         }
+        tracing::info!(
+            timeout_ms = hook.timeout_ms,
+            on_error = ?hook.on_error,
+            "pre-issuance hook on: every certificate is asked about first"
+        );
         Ok(Some(Self {
             client,
             url: url.clone(),
@@ -100,9 +136,12 @@ impl PreIssuanceHook {
         }))
     }
 
-    /// Asks the hook about a certificate for `device`. A hook that cannot answer (time
-    /// out, no connection, a non-2xx, an answer that does not parse or asks for more than
-    /// it may) is 503 `hook_unavailable`, or an allowance with `on_error = "allow"`.
+    /// Asks the hook about a certificate for `device`. A hook that is away (no
+    /// connection, a timeout, a 5xx) is 503 `hook_unavailable`, or
+    /// [`Verdict::SignedWithoutAnswer`] with `on_error = "allow"`; an answer that is no
+    /// allowance (a redirect, a 4xx, one that does not parse or asks for more than it
+    /// may) is 503 `hook_unavailable` whatever the setting. The device is told no more
+    /// than that; the detail goes to the log and the audit.
     pub async fn ask(
         &self,
         device: &DeviceId,
@@ -116,7 +155,7 @@ impl PreIssuanceHook {
         let answer = self.call(device, renewal, csr, client).await;
         let decision = match &answer {
             Ok(Verdict::Allow { .. }) => "allow",
-            Ok(Verdict::Deny(_)) => "deny",
+            Ok(_) => "deny",
             Err(_) => "error",
         };
         metrics
@@ -128,13 +167,13 @@ impl PreIssuanceHook {
             .observe(started.elapsed().as_secs_f64());
         match answer {
             Ok(verdict) => Ok(verdict),
-            Err(why) => {
-                tracing::warn!(device_id = %device, error = %why, "the pre-issuance hook gave no answer");
-                match self.on_error {
-                    HookOnError::Deny => Err(ApiError::HookUnavailable(why)),
-                    HookOnError::Allow => Ok(Verdict::Allow {
-                        validity_days: None,
-                    }),
+            Err(no) => {
+                tracing::warn!(device_id = %device, error = no.why(), "the pre-issuance hook gave no allowance");
+                match (no, self.on_error) {
+                    (NoAnswer::Away(why), HookOnError::Allow) => {
+                        Ok(Verdict::SignedWithoutAnswer(why))
+                    }
+                    (no, _) => Err(ApiError::HookUnavailable(no.why().to_owned())),
                 }
             }
         }
@@ -146,7 +185,7 @@ impl PreIssuanceHook {
         renewal: bool,
         csr: HookCsr<'_>,
         client: Option<IpAddr>,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, NoAnswer> {
         let body = serde_json::to_vec(&HookRequest {
             event: "certificate.request",
             id: {
@@ -161,9 +200,9 @@ impl PreIssuanceHook {
             csr,
             client_address: client.map(|ip| ip.to_string()),
         })
-        .map_err(|e| format!("encoding the request: {e}"))?;
+        .map_err(|e| NoAnswer::Unreadable(format!("encoding the request: {e}")))?;
         let at = unix_now();
-        let response = self
+        let mut response = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
@@ -171,19 +210,40 @@ impl PreIssuanceHook {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("the hook did not answer: {}", short(&e)))?;
+            .map_err(|e| NoAnswer::Away(format!("the hook did not answer: {}", short(&e))))?;
         let status = response.status();
+        if status.is_server_error() {
+            return Err(NoAnswer::Away(format!(
+                "the hook answered HTTP {}",
+                status.as_u16()
+            )));
+        }
         if !status.is_success() {
-            return Err(format!("the hook answered HTTP {}", status.as_u16()));
+            return Err(NoAnswer::Unreadable(format!(
+                "the hook answered HTTP {}",
+                status.as_u16()
+            )));
         }
-        let bytes = response
-            .bytes()
+        let too_large = || NoAnswer::Unreadable("the hook's answer is over 16 KB".into());
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        // Read by chunks, so that an endless answer stops at the cap, not in memory.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("reading the hook's answer: {}", short(&e)))?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err("the hook's answer is too large".into());
+            .map_err(|e| NoAnswer::Away(format!("reading the hook's answer: {}", short(&e))))?
+        {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        self.verdict(&bytes)
+        self.verdict(&bytes).map_err(NoAnswer::Unreadable)
     }
 
     /// `{"allow": true, "validity_days": 30}` or `{"allow": false, "reason": "..."}`.
@@ -198,7 +258,7 @@ impl PreIssuanceHook {
                     .unwrap_or("no reason given");
                 let reason: String = reason
                     .chars()
-                    .filter(|c| !c.is_control())
+                    .filter(|c| !c.is_control() && !is_format(*c))
                     .take(MAX_REASON)
                     .collect();
                 Ok(Verdict::Deny(reason))
@@ -221,7 +281,7 @@ impl PreIssuanceHook {
                             .filter(|d| (1..=u64::from(self.max_validity_days)).contains(d))
                             .ok_or_else(|| {
                                 format!(
-                                    "the hook asked for validity_days {days}: 1 to {} allowed",
+                                    "the hook asked for a validity_days that is not 1 to {}",
                                     self.max_validity_days
                                 )
                             })? as u32,
@@ -232,6 +292,23 @@ impl PreIssuanceHook {
             None => Err("the hook's answer has no boolean `allow`".into()),
         }
     }
+}
+
+/// Unicode format characters (bidirectional overrides, zero-width ones): they could make
+/// a reason shown to a device or an operator read as something else.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// `t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.

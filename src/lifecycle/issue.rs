@@ -82,6 +82,11 @@ impl Lifecycle {
                 self.audit.hook_decided(device, "deny", &reason, client);
                 Err(ApiError::HookDenied(reason))
             }
+            Ok(Verdict::SignedWithoutAnswer(why)) => {
+                let detail = format!("{why}; signed: on_error = allow");
+                self.audit.hook_decided(device, "error", &detail, client);
+                Ok(Vetted { validity: None })
+            }
             Err(e) => {
                 self.audit
                     .hook_decided(device, "error", &e.to_string(), client);
