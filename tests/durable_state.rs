@@ -180,3 +180,44 @@ async fn health_says_what_redis_keeps_even_to_a_user_without_config() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocks_file_that_cannot_be_written_stops_no_revocation() {
+    within(Duration::from_secs(60), async {
+        let mut redis = RedisServer::start();
+        let certs = tempfile::tempdir().unwrap();
+        let app = TestApp::spawn_settings(settings(&redis, certs.path())).await;
+        // Where the file should be, a directory: it can be neither read nor written.
+        let path = certs.path().join("device-blocks.log");
+        std::fs::create_dir(&path).unwrap();
+        let enrolled = enroll(&app, "unfiled").await;
+        block(&app, "unfiled").await;
+        let device = app.get_json_as(ADMIN, "/api/v1/devices/unfiled").await;
+        let serial = enrolled["serial_number"].as_str().unwrap();
+        let certificate = device["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["serial_number"] == serial)
+            .unwrap();
+        assert_eq!(certificate["status"], "revoked", "{device}");
+        assert!(device["blocked"].is_object());
+
+        // A loss of writes while the file is unreadable: the rest of the reconcile goes on
+        // (the server serves from Redis again), and once the file is mended its blocks are
+        // replayed at the next loss.
+        let epoch = app.health().await["redis"]["epoch"].as_u64().unwrap();
+        redis.restart();
+        app.wait_for_health(WITHIN, |h| {
+            h["status"] == "ok" && h["redis"]["epoch"].as_u64() > Some(epoch)
+        })
+        .await;
+        enroll(&app, "after-loss").await;
+        std::fs::remove_dir(&path).unwrap();
+        block(&app, "after-loss").await;
+        let file = std::fs::read_to_string(&path).unwrap();
+        assert!(file.contains("blocked after-loss "), "{file}");
+        app.stop().await;
+    })
+    .await;
+}

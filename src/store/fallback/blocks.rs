@@ -58,14 +58,26 @@ impl FallbackStore {
         if self.blocks_restored.load(Ordering::SeqCst) == epoch {
             return Ok(());
         }
-        let blocked = tokio::task::spawn_blocking(move || file.blocked())
+        let read = tokio::task::spawn_blocking(move || file.blocked())
             .await
             .map_err(std::io::Error::other)
-            .and_then(|read| read)
-            .map_err(|e| {
-                tracing::error!(error = %e, "the blocks file beside the CA cannot be read");
-                StoreError::Failed(format!("reading the blocks file: {e}"))
-            })?;
+            .and_then(|read| read);
+        let blocked = match read {
+            Ok(blocked) => blocked,
+            // Said once per epoch, and tried again at every reconcile; the rest of the
+            // reconcile (outage records, stale tokens) must not wait for the file.
+            Err(e) => {
+                if self.blocks_unreadable.swap(epoch, Ordering::SeqCst) != epoch {
+                    tracing::error!(
+                        file = crate::store::BLOCKS_FILE,
+                        error = %e,
+                        "the blocks file beside the CA cannot be read: blocks redis lost \
+                         are not put back until it is mended"
+                    );
+                }
+                return Ok(());
+            }
+        };
         for (device, block) in blocked {
             let (stands, restored) = redis.restore_block(&device, block).await?;
             if !stands {

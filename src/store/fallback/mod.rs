@@ -63,6 +63,8 @@ pub struct FallbackStore {
     blocks: Option<Arc<BlocksFile>>,
     /// The Redis epoch whose lost blocks were last put back.
     blocks_restored: AtomicU64,
+    /// The epoch in which the blocks file was last found unreadable (said once).
+    blocks_unreadable: AtomicU64,
 }
 
 impl FallbackStore {
@@ -84,6 +86,7 @@ impl FallbackStore {
             ledger,
             blocks: None,
             blocks_restored: AtomicU64::new(blocks::NEVER),
+            blocks_unreadable: AtomicU64::new(blocks::NEVER),
         }
     }
 
