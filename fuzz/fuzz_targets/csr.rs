@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => assert_client_error(&error),
         Ok(key) => {
             let issued = ca
-                .issue(&device, &key, &[0x80; 16])
+                .issue(&device, &key, &[0x80; 16], None)
                 .expect("an accepted CSR is signed");
             let (_, block) = x509_parser::pem::parse_x509_pem(issued.pem.as_bytes()).unwrap();
             let (_, cert) = X509Certificate::from_der(&block.contents).unwrap();

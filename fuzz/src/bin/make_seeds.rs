@@ -47,7 +47,7 @@ fn fixtures() {
         let key = DeviceKey::generate(KeyKind::P256).unwrap();
         let csr = key.csr_pem(Some(DEVICE)).unwrap();
         let public = check_csr(&csr, &device(), ca().policy()).unwrap();
-        let issued = ca().issue(&device(), &public, &[0x81; 16]).unwrap();
+        let issued = ca().issue(&device(), &public, &[0x81; 16], None).unwrap();
         fs::write(dir.join("device.crt"), issued.pem).unwrap();
         fs::write(dir.join("device.key"), key.private_key_pem()).unwrap();
     }
