@@ -203,9 +203,8 @@ async fn a_blocks_file_that_cannot_be_written_stops_no_revocation() {
         assert_eq!(certificate["status"], "revoked", "{device}");
         assert!(device["blocked"].is_object());
 
-        // A loss of writes while the file is unreadable: the rest of the reconcile goes on
-        // (the server serves from Redis again), and once the file is mended its blocks are
-        // replayed at the next loss.
+        // A loss of writes while the file is unreadable: the server is back on Redis at a
+        // new epoch and enrolls; once the file is mended, a block is written to it again.
         let epoch = app.health().await["redis"]["epoch"].as_u64().unwrap();
         redis.restart();
         app.wait_for_health(WITHIN, |h| {

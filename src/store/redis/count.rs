@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::super::RedisCounts;
 use super::super::topology::RedisConn;
+use super::keys::device_in;
 use super::{Mode, RedisStore, SCAN_BATCH};
-use crate::domain::DeviceId;
 
 /// A count may use at most a twentieth of the time between counts, so that counting a
 /// million keys never becomes a steady load on Redis: with the default interval of a
@@ -70,11 +70,7 @@ impl RedisStore {
                         tokens += 1;
                     } else if key.starts_with(&device_prefix) {
                         devices += 1;
-                    } else if let Some(device) = key
-                        .strip_prefix(&blocked_prefix)
-                        .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
-                        .and_then(|id| DeviceId::parse(id).ok())
-                    {
+                    } else if let Some(device) = device_in(&key, &blocked_prefix) {
                         blocked.insert(device);
                     }
                 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::super::fleet::{FleetBatch, FleetSource, device_pattern};
+use super::keys::device_in;
 use super::{RedisStore, SCAN_BATCH};
 use crate::domain::DeviceId;
 use crate::registry::CertificateRecord;
@@ -46,6 +47,10 @@ impl RedisStore {
             FleetSource::Pending => device_pattern(escaped, "device", prefix),
             FleetSource::Blocked => device_pattern(escaped, "blocked", prefix),
         };
+        let kind_prefix = match source {
+            FleetSource::Blocked => self.keys.blocked_prefix(),
+            _ => self.keys.device_prefix(),
+        };
         let mut found: BTreeMap<DeviceId, Vec<CertificateRecord>> = BTreeMap::new();
         let mut scans = 0;
         while node < conns.len() && found.len() < wanted && scans < SCANS_PER_BATCH {
@@ -73,8 +78,8 @@ impl RedisStore {
                             }
                         }
                     }
-                    _ => {
-                        if let Some(device) = tagged_device(key) {
+                    FleetSource::Pending | FleetSource::Blocked => {
+                        if let Some(device) = device_in(key, &kind_prefix) {
                             found.entry(device).or_default();
                         }
                     }
@@ -103,12 +108,6 @@ impl RedisStore {
     }
 }
 
-/// The device of a `...:{<device>}` key.
-fn tagged_device(key: &str) -> Option<DeviceId> {
-    let (_, tagged) = key.split_once('{')?;
-    DeviceId::parse(tagged.strip_suffix('}')?).ok()
-}
-
 /// `<node>-<SCAN cursor>-<keys of its reply listed already>`.
 fn parse_cursor(text: &str) -> Option<(usize, u64, usize)> {
     let mut parts = text.split('-');
@@ -125,12 +124,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_name_their_device_and_cursors_round_trip() {
-        assert_eq!(
-            tagged_device("mqtt-lite:blocked:{dev-1}").map(|d| d.to_string()),
-            Some("dev-1".into())
-        );
-        assert_eq!(tagged_device("mqtt-lite:blocked:dev-1"), None);
+    fn cursors_round_trip() {
         assert_eq!(parse_cursor("2-1234-7"), Some((2, 1234, 7)));
         assert_eq!(parse_cursor("2-1234"), None);
         assert_eq!(parse_cursor("x-1-0"), None);

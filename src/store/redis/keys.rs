@@ -9,6 +9,16 @@ pub(super) struct Keys {
     pub(super) prefix: String,
 }
 
+/// The device of a `<kind prefix>{<device>}` key (`<prefix>device:`, `<prefix>blocked:`),
+/// if the key is one.
+pub(super) fn device_in(key: &str, kind_prefix: &str) -> Option<DeviceId> {
+    let id = key
+        .strip_prefix(kind_prefix)?
+        .strip_prefix('{')?
+        .strip_suffix('}')?;
+    DeviceId::parse(id).ok()
+}
+
 impl Keys {
     pub(super) fn device(&self, device: &DeviceId) -> String {
         format!("{}device:{{{device}}}", self.prefix)
@@ -168,6 +178,16 @@ mod tests {
         );
         assert_eq!(keys.blocked(&device), "mqtt-lite:blocked:{device-001}");
         assert_eq!(keys.unblocked(&device), "mqtt-lite:unblocked:{device-001}");
+        let blocked = keys.blocked(&device);
+        assert_eq!(
+            device_in(&blocked, &keys.blocked_prefix()),
+            Some(device.clone())
+        );
+        assert_eq!(device_in(&blocked, &keys.device_prefix()), None);
+        assert_eq!(
+            device_in("mqtt-lite:blocked:device-001", &keys.blocked_prefix()),
+            None
+        );
         assert_eq!(
             keys.proof(&device, 0xabc),
             "mqtt-lite:proof:{device-001}:0000000000000abc"
