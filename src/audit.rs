@@ -182,12 +182,12 @@ impl Audit {
             .collect()
     }
 
-    pub fn token_issued(&self, device: &DeviceId, jti: &Jti, client: Option<IpAddr>) {
-        tracing::info!(target: "audit", event = "token_issued", device_id = %device, jti = %jti.short(), client_ip = %ip(client));
+    pub fn token_issued(&self, device: &DeviceId, jti: &Jti, group: &str, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "token_issued", device_id = %device, jti = %jti.short(), group, client_ip = %ip(client));
         self.keep(
             "token_issued",
             device.as_str(),
-            format!("jti {}", jti.short()),
+            format!("jti {}{}", jti.short(), in_group(group)),
             client,
         );
     }
@@ -226,27 +226,26 @@ impl Audit {
 
     pub fn certificate_issued(
         &self,
-        device: &DeviceId,
-        serial: &str,
-        key_type: &str,
-        fingerprint_sha256: &str,
+        record: &crate::registry::CertificateRecord,
         jti: Option<&Jti>,
         client: Option<IpAddr>,
     ) {
+        let serial = record.serial_hex();
         tracing::info!(
             target: "audit",
             event = "certificate_issued",
-            device_id = %device,
+            device_id = %record.device_id,
             serial,
-            key_type,
-            fingerprint_sha256,
+            key_type = record.key_type,
+            fingerprint_sha256 = hex::encode(record.fingerprint_sha256),
             jti = jti.map(Jti::short),
+            group = record.group,
             client_ip = %ip(client),
         );
         self.keep(
             "certificate_issued",
-            device.as_str(),
-            format!("{serial} ({key_type})"),
+            record.device_id.as_str(),
+            format!("{serial} ({}){}", record.key_type, in_group(&record.group)),
             client,
         );
     }
@@ -348,11 +347,12 @@ impl Audit {
     pub fn hook_decided(
         &self,
         device: &DeviceId,
+        group: &str,
         decision: &'static str,
         detail: &str,
         client: Option<IpAddr>,
     ) {
-        tracing::info!(target: "audit", event = "hook_decided", device_id = %device, decision, detail, client_ip = %ip(client));
+        tracing::info!(target: "audit", event = "hook_decided", device_id = %device, group, decision, detail, client_ip = %ip(client));
         let shown = match detail {
             "" => decision.to_owned(),
             _ => format!("{decision}: {detail}"),
@@ -373,5 +373,14 @@ impl Audit {
             "was not blocked"
         };
         self.keep_by("device_unblocked", device.as_str(), detail.to_owned(), who);
+    }
+}
+
+/// `, group <name>` for the console's detail line; nothing for `default`, so that a
+/// server without groups reads as before.
+fn in_group(group: &str) -> String {
+    match group {
+        crate::registry::DEFAULT_GROUP => String::new(),
+        name => format!(", group {name}"),
     }
 }

@@ -93,6 +93,10 @@ pub enum ApiError {
         "the certificate presented has expired (renewal.after_expiry_days allows {0} days after)"
     )]
     CertificateExpired(u32),
+    #[error(
+        "not yet: this certificate may renew in its last {0} days (its group's renewal.window_days)"
+    )]
+    RenewalNotDue(u32),
     #[error("the certificate presented is revoked; the device must onboard again")]
     CertificateRevoked,
     #[error("this device is blocked; an operator must lift the block first")]
@@ -109,6 +113,9 @@ pub enum ApiError {
     CertificateSuperseded,
     #[error("certificate not accepted: {0}")]
     InvalidCertificate(String),
+    /// A group name as the client or the token gave it (cut at 32 characters).
+    #[error("no enrollment group named `{0}` is configured here")]
+    GroupUnknown(String),
     #[error("the pre-issuance hook refused this certificate: {0}")]
     HookDenied(String),
     /// Why, for the log and the audit only: the device is told no more.
@@ -174,6 +181,8 @@ impl ApiError {
             ApiError::CertificateSuperseded => "certificate_superseded",
             ApiError::InvalidCertificate(_) => "invalid_certificate",
             ApiError::HookDenied(_) => "hook_denied",
+            ApiError::GroupUnknown(_) => "group_unknown",
+            ApiError::RenewalNotDue(_) => "renewal_not_due",
             ApiError::HookUnavailable(_) => "hook_unavailable",
             ApiError::NotFound | ApiError::ConsoleOff => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
@@ -210,7 +219,9 @@ impl ResponseError for ApiError {
             | ApiError::DeviceBlocked
             | ApiError::CertificateUnknown
             | ApiError::CertificateSuperseded
-            | ApiError::HookDenied(_) => StatusCode::FORBIDDEN,
+            | ApiError::HookDenied(_)
+            | ApiError::GroupUnknown(_)
+            | ApiError::RenewalNotDue(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::ConsoleOff | ApiError::CertificateNotFound => {

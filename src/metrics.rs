@@ -21,6 +21,14 @@ pub struct ReasonLabel {
 pub struct HookLabel {
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
+    /// The enrollment group (a configured name, never a client's).
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    /// The enrollment group (a configured name, never a client's).
+    pub group: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +158,10 @@ pub struct Metrics {
     pub ca_not_after: Gauge,
     /// The pre-issuance hook's answers, and how long it took to give them.
     pub hook_decisions: Family<HookLabel, Counter>,
+    /// Tokens issued per enrollment group.
+    pub group_tokens_issued: Family<GroupLabel, Counter>,
+    /// Certificates issued (enrolled or renewed) per enrollment group.
+    pub group_certificates_issued: Family<GroupLabel, Counter>,
     pub hook_duration: Histogram,
 }
 
@@ -160,6 +172,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Makes each series of a group exist from the start (at 0), as every other
+    /// family's do: at start and on reload. A group removed keeps its series.
+    pub fn know_group(&self, group: &str, hook: bool) {
+        let label = GroupLabel {
+            group: group.to_owned(),
+        };
+        self.group_tokens_issued.get_or_create(&label).inc_by(0);
+        self.group_certificates_issued
+            .get_or_create(&label)
+            .inc_by(0);
+        if hook {
+            for decision in ["allow", "deny", "error"] {
+                self.hook_decisions
+                    .get_or_create(&HookLabel {
+                        decision,
+                        group: group.to_owned(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
     pub fn new() -> Self {
         let metrics = Self {
             tokens_issued: Counter::default(),
@@ -184,6 +218,8 @@ impl Metrics {
             crl_next_update: Gauge::default(),
             ca_not_after: Gauge::default(),
             hook_decisions: Family::default(),
+            group_tokens_issued: Family::default(),
+            group_certificates_issued: Family::default(),
             hook_duration: latency_histogram(),
             registry: Registry::default(),
         };
@@ -200,8 +236,18 @@ impl Metrics {
         registry.register("build_info", "The running version, as a label", build);
         registry.register(
             "hook_decisions",
-            "Answers of the pre-issuance hook: allow, deny, or error (none could be had)",
+            "Answers of the pre-issuance hook, by decision (allow, deny, or error: none could be had) and group",
             m.hook_decisions.clone(),
+        );
+        registry.register(
+            "group_tokens_issued",
+            "Provisioning tokens issued, by enrollment group",
+            m.group_tokens_issued.clone(),
+        );
+        registry.register(
+            "group_certificates_issued",
+            "Device certificates issued (enrolled or renewed), by enrollment group",
+            m.group_certificates_issued.clone(),
         );
         registry.register(
             "hook_duration_seconds",
@@ -329,11 +375,6 @@ impl Metrics {
         for reason in crate::registry::Reason::names() {
             m.certificates_revoked
                 .get_or_create(&ReasonLabel { reason })
-                .inc_by(0);
-        }
-        for decision in ["allow", "deny", "error"] {
-            m.hook_decisions
-                .get_or_create(&HookLabel { decision })
                 .inc_by(0);
         }
         for &key_type in KEY_TYPE_LABELS {

@@ -15,14 +15,14 @@ use tokio::task::JoinHandle;
 use crate::activity::Activity;
 use crate::api::{self, AppState};
 use crate::audit::Audit;
-use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
+use crate::auth::KeyDigests;
 use crate::ca::CertificateAuthority;
 use crate::config::{ConfigError, FallbackPolicy, Settings, TlsSettings};
 use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
+use crate::groups::{self, GroupTable};
 use crate::history::History;
 use crate::lifecycle::Lifecycle;
-use crate::lifecycle::PreIssuanceHook;
 use crate::metrics::Metrics;
 use crate::net::{PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
@@ -81,8 +81,7 @@ impl Application {
             &settings.tokens.audience,
             settings.tokens.ttl(),
         );
-        let onboarding = OnboardingAuth::from_settings(&settings.onboarding, certs_dir)?;
-        let policy = DevicePolicy::from_settings(&settings.onboarding)?;
+        let groups = Arc::new(GroupTable::new(groups::load(&settings)?));
         let admin = KeyDigests::load_named(
             &settings.admin.keys,
             settings.admin.keys_file.as_deref(),
@@ -171,12 +170,12 @@ impl Application {
         .await;
         tasks.push(crl.spawn());
 
-        if matches!(onboarding, OnboardingAuth::Open) {
-            tracing::warn!(
-                "ONBOARDING IS OPEN: anyone who can reach this server can get a device \
-                 certificate. Set onboarding.mode = \"key\" or \"derived\" for production."
-            );
-        }
+        groups::announce(&groups.current(), &metrics);
+        tasks.push(groups::spawn_reloader(
+            settings.clone(),
+            groups.clone(),
+            metrics.clone(),
+        ));
         if settings.redis.enabled && settings.redis.fallback == FallbackPolicy::Memory {
             tracing::info!(
                 "redis fallback is memory: tokens issued during an outage live only in this instance"
@@ -186,7 +185,7 @@ impl Application {
             %address,
             tls = tls.is_some(),
             storage = store.mode().as_str(),
-            onboarding = onboarding.mode(),
+            groups = %groups::describe(&groups.current()),
             ca = ca.subject(),
             token_ttl_seconds = settings.tokens.ttl_seconds,
             "provisiond listening"
@@ -218,15 +217,13 @@ impl Application {
             audit: audit.clone(),
             activity: activity.clone(),
             revoke_previous: settings.renewal.revoke_previous,
-            hook: PreIssuanceHook::from_settings(&settings)?.map(Arc::new),
         };
         let state = web::Data::new(AppState {
             store,
             tokens,
             ca,
             crl,
-            onboarding,
-            policy,
+            groups,
             renewal: settings.renewal.clone(),
             admin,
             limits,

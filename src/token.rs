@@ -27,6 +27,9 @@ struct Claims {
     /// The store epoch the token was issued in ([`crate::store::TokenStore::epoch`]).
     #[serde(default)]
     ep: u64,
+    /// The enrollment group; absent for `default` (and in tokens from before groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grp: Option<String>,
 }
 
 /// A freshly issued token.
@@ -44,6 +47,8 @@ pub struct VerifiedToken {
     pub jti: Jti,
     /// The store epoch it was issued in.
     pub epoch: u64,
+    /// The enrollment group the device onboarded into (`grp`; `default` without one).
+    pub group: String,
 }
 
 pub struct TokenService {
@@ -84,8 +89,14 @@ impl TokenService {
 
     /// Signs the token for `jti`, already pending in the store; `epoch` is the store's
     /// epoch read after the token was stored, so that a loss of writes before its first
-    /// possible use is never missed.
-    pub fn issue(&self, device: &DeviceId, jti: Jti, epoch: u64) -> Result<IssuedToken, ApiError> {
+    /// possible use is never missed. `group` goes in the `grp` claim.
+    pub fn issue(
+        &self,
+        device: &DeviceId,
+        jti: Jti,
+        epoch: u64,
+        group: &str,
+    ) -> Result<IssuedToken, ApiError> {
         let issued_at = unix_now();
         let expires_at = issued_at + self.ttl.as_secs();
         let claims = Claims {
@@ -97,6 +108,7 @@ impl TokenService {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             ep: epoch,
+            grp: (group != crate::registry::DEFAULT_GROUP).then(|| group.to_owned()),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| anyhow::anyhow!("JWT encoding failed: {e}"))?;
@@ -133,6 +145,9 @@ impl TokenService {
             subject: claims.sub,
             jti,
             epoch: claims.ep,
+            group: claims
+                .grp
+                .unwrap_or_else(|| crate::registry::DEFAULT_GROUP.to_owned()),
         })
     }
 }
@@ -154,7 +169,7 @@ mod tests {
     fn an_issued_token_verifies_and_names_its_device() {
         let s = service();
         let device = DeviceId::parse("device-1").unwrap();
-        let issued = s.issue(&device, Jti::random(), 7).unwrap();
+        let issued = s.issue(&device, Jti::random(), 7, "default").unwrap();
         let verified = s.verify(&issued.token).unwrap();
         assert_eq!(verified.subject, "device-1");
         assert_eq!(verified.jti, issued.jti);
@@ -171,7 +186,7 @@ mod tests {
             Duration::from_secs(300),
         );
         let token = other
-            .issue(&DeviceId::parse("d").unwrap(), Jti::random(), 0)
+            .issue(&DeviceId::parse("d").unwrap(), Jti::random(), 0, "default")
             .unwrap()
             .token;
         assert!(matches!(

@@ -295,6 +295,7 @@ async fn while_redis_is_away_the_crl_is_re_signed_from_the_list_last_read() {
         key_type: "ecdsa-p256",
         fingerprint_sha256: [7; 32],
         revocation: None,
+        group: "default".into(),
     };
     store.record_certificate(&record).await.unwrap();
     let revocation = Revocation {

@@ -137,6 +137,7 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         key_type: "ecdsa-p256",
         fingerprint_sha256: [9; 32],
         revocation: None,
+        group: "default".into(),
     };
     let slot = slots::slot_of(device.as_str());
     let (first, second) = (
@@ -259,6 +260,7 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         key_type: "ed25519",
         fingerprint_sha256: [3; 32],
         revocation: None,
+        group: "default".into(),
     };
     let (old, new, newer) = (record(), record(), record());
     let jti = Jti::random();
@@ -499,6 +501,7 @@ fn record_of(device: &DeviceId) -> CertificateRecord {
         key_type: "ecdsa-p256",
         fingerprint_sha256: [5; 32],
         revocation: None,
+        group: "default".into(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use provisiond::ca::check_csr;
+use provisiond::ca::{CertProfile, check_csr};
 use provisiond_fuzz::{assert_client_error, ca, device};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -26,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => assert_client_error(&error),
         Ok(key) => {
             let issued = ca
-                .issue(&device, &key, &[0x80; 16], None)
+                .issue(
+                    &key,
+                    &[0x80; 16],
+                    &CertProfile::device(device.as_str()),
+                    time::Duration::days(365),
+                )
                 .expect("an accepted CSR is signed");
             let (_, block) = x509_parser::pem::parse_x509_pem(issued.pem.as_bytes()).unwrap();
             let (_, cert) = X509Certificate::from_der(&block.contents).unwrap();

@@ -52,6 +52,8 @@ pub struct CertificateView {
     pub key_type: &'static str,
     /// SHA-256 of the DER, lower-case hex.
     pub fingerprint_sha256: String,
+    /// The enrollment group it was issued under (its renewals keep it).
+    pub group: String,
 }
 
 impl CertificateView {
@@ -66,6 +68,7 @@ impl CertificateView {
             reason: record.revocation.map(|r| r.reason.as_str()),
             key_type: record.key_type,
             fingerprint_sha256: hex::encode(record.fingerprint_sha256),
+            group: record.group.clone(),
         }
     }
 }

@@ -19,7 +19,8 @@ pub struct Health {
     pub uptime_seconds: u64,
     pub redis: RedisHealth,
     pub memory: MemoryHealth,
-    /// The onboarding mode: `open`, `key` or `derived`.
+    /// The onboarding mode: `open`, `key` or `derived`; `mixed` when enrollment groups
+    /// onboard in different ways.
     pub onboarding: &'static str,
 }
 
@@ -159,7 +160,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             stale_in_redis: state.store.stale_in_redis() as u64,
             records_awaiting_redis: state.store.records_awaiting_redis() as u64,
         },
-        onboarding: state.onboarding.mode(),
+        onboarding: onboarding_mode(&state.groups.current()),
     };
     if stats.mode == StorageMode::Unavailable {
         HttpResponse::ServiceUnavailable()
@@ -202,4 +203,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
+}
+
+/// The mode every group onboards in, or `mixed`.
+fn onboarding_mode(groups: &crate::groups::Groups) -> &'static str {
+    let mut modes = groups.iter().map(|g| g.onboarding.mode());
+    let first = modes.next().unwrap_or("key");
+    if modes.all(|m| m == first) {
+        first
+    } else {
+        "mixed"
+    }
 }

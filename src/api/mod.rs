@@ -9,6 +9,7 @@ mod certificates;
 mod console;
 mod crl;
 mod fleet;
+mod groups;
 mod health;
 mod onboarding;
 pub mod openapi;
@@ -30,13 +31,14 @@ use tracing::field::Empty;
 use crate::activity::Activity;
 use crate::audit::Actor;
 use crate::audit::Audit;
-use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth, bearer};
+use crate::auth::{KeyDigests, bearer};
 use crate::ca::CertificateAuthority;
 use crate::config::RenewalSettings;
 use crate::crl::CrlPublisher;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::error::LimitScope;
+use crate::groups::GroupTable;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label};
 use crate::net::TrustedProxies;
@@ -49,8 +51,8 @@ pub struct AppState {
     pub tokens: TokenService,
     pub ca: Arc<CertificateAuthority>,
     pub crl: Arc<CrlPublisher>,
-    pub onboarding: OnboardingAuth,
-    pub policy: DevicePolicy,
+    /// The enrollment groups, swapped whole on SIGHUP.
+    pub groups: Arc<GroupTable>,
     pub renewal: RenewalSettings,
     pub admin: KeyDigests,
     pub limits: Arc<RateLimits>,
@@ -173,6 +175,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/certificates/{serial}/revoke"),
     ("post", "/api/v1/crl/entries"),
     ("get", "/api/v1/devices/{device_id}/events"),
+    ("get", "/api/v1/groups"),
     ("get", "/api/v1/activity"),
     ("get", "/api/v1/refusals"),
     ("get", "/api/v1/openapi.json"),
@@ -230,6 +233,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/devices/{device_id}/events",
             activity::device_events,
         ))
+        .service(get("/api/v1/groups", groups::list_groups))
         .service(get("/api/v1/activity", activity::activity))
         .service(get("/api/v1/refusals", activity::refusals))
         .service(get("/api/v1/openapi.json", openapi::document))

@@ -1,5 +1,7 @@
 //! `POST /api/v1/onboarding`: a single-use provisioning token for a device.
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use tracing::Span;
@@ -7,11 +9,13 @@ use tracing::Span;
 use super::body::JsonBody;
 use super::{AppState, attribute, no_store, note_device};
 use crate::activity::Happened;
-use crate::auth::{OnboardingAuth, authorization};
+use crate::auth::{OnboardingAuth, authorization, bearer};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
+use crate::groups::{DEFAULT_GROUP, Group, Groups, group_name_is_valid};
 use crate::lifecycle::storage_error;
+use crate::metrics::GroupLabel;
 use crate::store::{Issued, TokenStore};
 use crate::timefmt::rfc3339_now;
 
@@ -33,13 +37,20 @@ pub async fn onboarding(
     let raw = JsonBody::read_raw(&req, payload, state.body_limit, state.body_timeout).await?;
     let client = state.client_ip(&req);
     state.limit_ip(client).await?;
-    state.onboarding.check_key(&req)?;
+    let groups = state.groups.current();
+    // The enrollment key first: it needs no body, and it names the group.
+    let keyed = groups.by_enrollment_key(&req);
+    if let Some(only) = groups.only() {
+        // One group: a wrong key is refused before the body is read, as always.
+        only.onboarding.check_key(&req)?;
+    }
     let body = raw.json()?;
+    let group = find_group(&groups, keyed, body.str_field_or_absent("group")?, &req)?;
     let device = body.device_id()?;
     // A new token makes a new certificate, whose common name the id becomes.
     DeviceId::parse_onboarding(device.as_str()).map_err(ApiError::InvalidDeviceId)?;
     note_device(&device);
-    if let OnboardingAuth::Derived(keys) = &state.onboarding {
+    if let OnboardingAuth::Derived(keys) = &group.onboarding {
         let ts = keys.verify(authorization(&req), device.as_str(), unix_now())?;
         let fresh = state
             .store
@@ -54,7 +65,7 @@ pub async fn onboarding(
     }
     // The enrollment key (or the open mode) was checked above, the device's own key here.
     attribute(&req, &device);
-    state.policy.check(&device)?;
+    group.devices.check(&device)?;
     // Only after authentication: otherwise anyone could use up a device's allowance.
     state.limit_device(&device).await?;
 
@@ -76,10 +87,21 @@ pub async fn onboarding(
         }
     }
     Span::current().record("jti", jti.short());
-    let issued = state.tokens.issue(&device, jti, state.store.epoch())?;
+    let issued = state
+        .tokens
+        .issue(&device, jti, state.store.epoch(), &group.name)?;
     state.metrics.tokens_issued.inc();
+    state
+        .metrics
+        .group_tokens_issued
+        .get_or_create(&GroupLabel {
+            group: group.name.to_string(),
+        })
+        .inc();
     state.activity.count(Happened::TokenIssued);
-    state.audit.token_issued(&device, &issued.jti, client);
+    state
+        .audit
+        .token_issued(&device, &issued.jti, &group.name, client);
 
     Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
         success: true,
@@ -87,4 +109,43 @@ pub async fn onboarding(
         expires_in: issued.expires_at - issued.issued_at,
         timestamp: rfc3339_now(),
     }))
+}
+
+/// The group a device onboards into: the one whose enrollment key the request bears
+/// (a `group` field naming another is refused), else the body's `group` (default
+/// `default`), which must then be a group that takes no enrollment key.
+///
+/// Errors: 401 `unauthorized` (no key, or a key not accepted, where one is needed),
+/// 403 `group_unknown` (no group of that name).
+fn find_group(
+    groups: &Groups,
+    keyed: Option<&Arc<Group>>,
+    named: Option<&str>,
+    req: &HttpRequest,
+) -> Result<Arc<Group>, ApiError> {
+    if let Some(group) = keyed {
+        return match named {
+            Some(name) if name != &*group.name => Err(ApiError::Unauthorized(
+                "this enrollment key is for another group than the one named",
+            )),
+            _ => Ok(group.clone()),
+        };
+    }
+    let name = named.unwrap_or(DEFAULT_GROUP);
+    let group = groups.get(name).ok_or_else(|| match (named, bearer(req)) {
+        // A key that matched no group, for a device that named none: the key is wrong.
+        (None, Some(_)) => ApiError::Unauthorized("enrollment key not accepted"),
+        _ => ApiError::GroupUnknown(shown_group(name)),
+    })?;
+    group.onboarding.check_key(req)?;
+    Ok(group.clone())
+}
+
+/// A group name fit to repeat in an answer: one that could be a group's, else `?`.
+pub(super) fn shown_group(name: &str) -> String {
+    if group_name_is_valid(name) {
+        name.to_owned()
+    } else {
+        "?".to_owned()
+    }
 }

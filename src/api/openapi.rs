@@ -15,6 +15,7 @@ use super::answers::{
     CertificateAnswer, CertificateView, ListedAnswer, ListedView, SignCsrResponse,
 };
 use super::fleet::{DevicePage, DeviceSummary};
+use super::groups::{GroupList, GroupView, HookView, IssuedCounts, RenewalView};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth, ReplicasMissing};
 use super::onboarding::OnboardingResponse;
 use crate::activity::{Refusal, Second, Totals};
@@ -30,6 +31,11 @@ pub struct OnboardingRequest {
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
+    /// The enrollment group (`[a-z0-9-]{1,32}`) for `derived` and `open` onboarding;
+    /// default `default`. In `key` mode the key names the group (another name here is
+    /// refused).
+    #[schema(pattern = "^[a-z0-9-]{1,32}$")]
+    pub group: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -117,6 +123,7 @@ pub struct ErrorDetail {
         revoke_certificate,
         list_serial,
         device_events,
+        list_groups,
         activity,
         refusals,
         openapi_json,
@@ -143,6 +150,11 @@ pub struct ErrorDetail {
         Probe,
         DeviceStatus,
         DevicePage,
+        GroupList,
+        GroupView,
+        RenewalView,
+        HookView,
+        IssuedCounts,
         DeviceSummary,
         Revoked,
         CrlFormat,
@@ -194,16 +206,17 @@ impl Modify for Security {
 
 /// Get a single-use provisioning token for a device.
 ///
-/// Authorised by the server's onboarding mode: `open` (no header), `key`
-/// (`Authorization: Bearer <enrollment key>`) or `derived`
-/// (`Authorization: Device ts=<unix seconds>,sig=<base64url HMAC>`).
+/// Authorised by the onboarding mode of the device's enrollment group: `open` (no
+/// header), `key` (`Authorization: Bearer <enrollment key>`, which names the group) or
+/// `derived` (`Authorization: Device ts=<unix seconds>,sig=<base64url HMAC>` with the
+/// group's secret). The token carries the group (`grp` claim).
 #[utoipa::path(post, path = "/api/v1/onboarding", request_body = OnboardingRequest,
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "A token", body = OnboardingResponse),
         (status = 400, description = "invalid_json, invalid_device_id", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 403, description = "device_not_allowed, device_blocked", body = ErrorBody),
+        (status = 403, description = "device_not_allowed, device_blocked, group_unknown (no group of the name given)", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
@@ -219,7 +232,7 @@ fn onboarding() {}
         (status = 200, description = "The certificate", body = SignCsrResponse),
         (status = 400, description = "invalid_json, invalid_device_id, invalid_csr, csr_signature_invalid", body = ErrorBody),
         (status = 401, description = "token_invalid, token_expired, token_used", body = ErrorBody),
-        (status = 403, description = "device_mismatch, device_blocked (blocked after its token was issued), hook_denied (the pre-issuance hook refused, with its reason; the token stays good)", body = ErrorBody),
+        (status = 403, description = "device_mismatch, device_blocked (blocked after its token was issued), hook_denied (the pre-issuance hook refused, with its reason; the token stays good), group_unknown (the token's group is no longer configured)", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
@@ -242,7 +255,7 @@ fn sign_csr() {}
         (status = 200, description = "The new certificate", body = SignCsrResponse),
         (status = 400, description = "invalid_json, invalid_device_id, invalid_csr, csr_signature_invalid", body = ErrorBody),
         (status = 401, description = "renewal_proof_invalid, certificate_expired", body = ErrorBody),
-        (status = 403, description = "certificate_revoked, certificate_unknown (not in the registry for this device), certificate_superseded (renewed before; a retry for the same key gets the same successor), device_blocked, device_not_allowed, hook_denied", body = ErrorBody),
+        (status = 403, description = "certificate_revoked, certificate_unknown (not in the registry for this device), certificate_superseded (renewed before; a retry for the same key gets the same successor), device_blocked, device_not_allowed, hook_denied, renewal_not_due (before its group's renewal.window_days), group_unknown (the certificate's group is no longer configured)", body = ErrorBody),
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
@@ -462,6 +475,18 @@ fn unblock_device() {}
         (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
     ))]
 fn device_events() {}
+
+/// The enrollment groups in force (admin): each group's onboarding mode, device rules,
+/// key types, validity, renewal, certificate profile and hook settings, and what this
+/// instance issued under it since start. Never a key, a secret or the hook's URL.
+#[utoipa::path(get, path = "/api/v1/groups",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The groups", body = GroupList),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
+    ))]
+fn list_groups() {}
 
 /// Tokens, certificates, refusals and failures per second over the last 15 minutes, and
 /// totals since start (admin; what the console charts).

@@ -12,8 +12,9 @@ use crate::ca::{PresentedCertificate, check_csr};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-use crate::lifecycle::Renewing;
+use crate::lifecycle::{Renewing, storage_error};
 use crate::net::PeerCertificate;
+use crate::store::CertificateRegistry;
 
 pub async fn renew(
     req: HttpRequest,
@@ -29,19 +30,46 @@ pub async fn renew(
 
     let now = unix_now();
     let (presented, proof, proof_kind) = prove(&req, &state, &device, now)?;
+    // The registry says whose the certificate is and which group it was issued under:
+    // the group's policy, profile and hook apply to its successor.
+    let record = state
+        .store
+        .certificate(&presented.serial)
+        .await
+        .map_err(storage_error)?;
+    let record = match record {
+        Some(record) if record.device_id == device => record,
+        Some(_) => {
+            return Err(ApiError::RenewalProofInvalid(
+                "the certificate is for another device".into(),
+            ));
+        }
+        None if presented.common_name != device.as_str() => {
+            return Err(ApiError::RenewalProofInvalid(
+                "the certificate is for another device".into(),
+            ));
+        }
+        None => return Err(ApiError::CertificateUnknown),
+    };
     attribute(&req, &device);
-    let grace = state.renewal.grace().as_secs();
-    if presented.not_after + grace < now {
-        return Err(ApiError::CertificateExpired(
-            state.renewal.after_expiry_days,
-        ));
+    let groups = state.groups.current();
+    let group = groups
+        .get(&record.group)
+        .ok_or_else(|| ApiError::GroupUnknown(record.group.clone()))?;
+    if presented.not_after + group.grace().as_secs() < now {
+        return Err(ApiError::CertificateExpired(group.after_expiry_days));
     }
-    state.policy.check(&device)?;
+    if let Some(days) = group.renewal_window_days
+        && presented.not_after > now + u64::from(days) * 86_400
+    {
+        return Err(ApiError::RenewalNotDue(days));
+    }
+    group.devices.check(&device)?;
     state.limit_device(&device).await?;
     let csr = body
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
-    let key = check_csr(csr, &device, state.ca.policy())?;
+    let key = check_csr(csr, &device, &group.keys)?;
     let proof = match proof {
         Some(proof) => {
             if !proof.allows(&key, state.renewal.require_bound_proof)? {
@@ -54,7 +82,7 @@ pub async fn renew(
     // Before the proof is used: a refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(&device, true, csr, &key, client)
+        .vet(group, &device, true, csr, &key, client)
         .await?;
 
     let cert = state
@@ -75,7 +103,8 @@ pub async fn renew(
 }
 
 /// The certificate presented and the proof: the bearer JWT when there is one, else the
-/// TLS client certificate (`None`: the handshake was the proof).
+/// TLS client certificate (`None`: the handshake was the proof). Whose certificate it is
+/// is the registry's to say (a group's profile may write any common name).
 fn prove(
     req: &HttpRequest,
     state: &AppState,
@@ -97,10 +126,5 @@ fn prove(
         .ca
         .check_presented(der)
         .map_err(|e| ApiError::RenewalProofInvalid(e.into()))?;
-    if presented.common_name != device.as_str() {
-        return Err(ApiError::RenewalProofInvalid(
-            "the client certificate is for another device".into(),
-        ));
-    }
     Ok((presented, None, "mtls"))
 }

@@ -10,6 +10,7 @@ use tracing::Span;
 
 use super::answers::certified;
 use super::body::JsonBody;
+use super::onboarding::shown_group;
 use super::{AppState, attribute, note_device};
 use crate::auth::bearer;
 use crate::ca::check_csr;
@@ -78,13 +79,18 @@ async fn sign(
     let csr = body
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
-    let key = check_csr(csr, &device, state.ca.policy())?;
+    // The token's group: its key types, profile and hook.
+    let groups = state.groups.current();
+    let group = groups
+        .get(&claims.group)
+        .ok_or_else(|| ApiError::GroupUnknown(shown_group(&claims.group)))?;
+    let key = check_csr(csr, &device, &group.keys)?;
 
-    // 5. The pre-issuance hook, when there is one: before the token is used, so that a
+    // 5. The group's profile and pre-issuance hook: before the token is used, so that a
     // refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(&device, false, csr, &key, client)
+        .vet(group, &device, false, csr, &key, client)
         .await?;
 
     // 6 and 7. Sign, then consume the token and record the certificate in one atomic

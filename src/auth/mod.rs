@@ -86,6 +86,13 @@ impl KeyDigests {
         self.0.is_empty()
     }
 
+    /// Whether a key is in both sets.
+    pub fn overlaps(&self, other: &KeyDigests) -> bool {
+        self.0
+            .iter()
+            .any(|a| other.0.iter().any(|b| a.digest == b.digest))
+    }
+
     /// Whether the request's bearer credential is one of the keys.
     pub fn accepts(&self, req: &HttpRequest) -> bool {
         self.matched(req).is_some()
@@ -187,6 +194,14 @@ impl OnboardingAuth {
                     settings.clock_skew_seconds,
                 ))))
             }
+        }
+    }
+
+    /// How many enrollment keys it takes (0 outside `key` mode).
+    pub fn key_count(&self) -> usize {
+        match self {
+            Self::Keys(keys) => keys.0.len(),
+            _ => 0,
         }
     }
 

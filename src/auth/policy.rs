@@ -44,6 +44,18 @@ impl DevicePolicy {
         Ok(Self { pattern, allowlist })
     }
 
+    /// The pattern as configured, and how many ids the allowlist holds.
+    pub fn describe(&self) -> (Option<String>, Option<usize>) {
+        let pattern = self.pattern.as_ref().map(|p| {
+            let full = p.as_str();
+            full.strip_prefix("^(?:")
+                .and_then(|p| p.strip_suffix(")$"))
+                .unwrap_or(full)
+                .to_owned()
+        });
+        (pattern, self.allowlist.as_ref().map(HashSet::len))
+    }
+
     pub fn check(&self, device: &DeviceId) -> Result<(), ApiError> {
         let matches = self
             .pattern

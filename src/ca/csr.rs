@@ -66,10 +66,36 @@ pub struct KeyPolicy {
     pub allow_rsa: bool,
     pub rsa_min_bits: usize,
     pub rsa_max_bits: usize,
+    /// A group's own list (`key_types`), which replaces the flags above; RSA by its exact
+    /// size.
+    pub only: Option<Vec<KeyType>>,
 }
 
 impl KeyPolicy {
+    /// The policy `[ca]` sets (`allow_*`, `rsa_*_bits`), with no list of its own.
+    pub fn from_settings(ca: &crate::config::CaSettings) -> Self {
+        Self {
+            allow_ecdsa: ca.allow_ecdsa,
+            allow_ed25519: ca.allow_ed25519,
+            allow_rsa: ca.allow_rsa,
+            rsa_min_bits: ca.rsa_min_bits,
+            rsa_max_bits: ca.rsa_max_bits,
+            only: None,
+        }
+    }
+
     fn check(&self, key: KeyType) -> Result<(), ApiError> {
+        if let Some(only) = &self.only {
+            return if only.contains(&key) {
+                Ok(())
+            } else {
+                let names: Vec<String> = only.iter().map(KeyType::to_string).collect();
+                Err(ApiError::CsrPolicy(format!(
+                    "key type {key} is not accepted for this device's group; it takes {}",
+                    names.join(", ")
+                )))
+            };
+        }
         let allowed = match key {
             KeyType::EcdsaP256 | KeyType::EcdsaP384 => self.allow_ecdsa,
             KeyType::Ed25519 => self.allow_ed25519,

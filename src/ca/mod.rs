@@ -8,6 +8,7 @@ pub mod files;
 mod issuer_name;
 mod name;
 mod presented;
+mod profile;
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,9 +24,9 @@ pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr}
 pub use csr_facts::CsrFacts;
 pub use name::directory_string;
 pub use presented::PresentedCertificate;
+pub use profile::{CertProfile, MAX_NAMES, NameOverrides, SubjectAttribute, is_dns_name, is_uri};
 
 use crate::config::CaSettings;
-use crate::domain::DeviceId;
 
 /// Back-dating of notBefore (and of a CRL's thisUpdate), for devices and brokers whose
 /// clocks run a little behind.
@@ -42,7 +43,6 @@ pub struct CertificateAuthority {
     chain_pem: String,
     not_after: OffsetDateTime,
     subject: String,
-    validity: time::Duration,
     policy: KeyPolicy,
     /// The CA's subject key identifier: what CRLs name as their authority key identifier.
     key_identifier: rcgen::KeyIdMethod,
@@ -94,14 +94,7 @@ impl CertificateAuthority {
             chain_pem: files.chain_pem,
             not_after: files.not_after,
             subject: files.subject,
-            validity: time::Duration::days(settings.validity_days.into()),
-            policy: KeyPolicy {
-                allow_ecdsa: settings.allow_ecdsa,
-                allow_ed25519: settings.allow_ed25519,
-                allow_rsa: settings.allow_rsa,
-                rsa_min_bits: settings.rsa_min_bits,
-                rsa_max_bits: settings.rsa_max_bits,
-            },
+            policy: KeyPolicy::from_settings(settings),
         };
         ca.check_issuer_name(&key_pem)?;
         Ok(ca)
@@ -185,18 +178,18 @@ impl CertificateAuthority {
         &self.policy
     }
 
-    /// Signs a certificate for `device` around `key`, with `serial` (positive, 128
-    /// bits), valid for `validity` when that is shorter than the server's. Everything in
-    /// it is decided here, not copied from the request: subject, CA:FALSE, usages.
+    /// Signs a certificate around `key`, with `serial` (positive, 128 bits), written as
+    /// `profile` says and valid for `validity` (cut at the CA's own notAfter). Nothing in
+    /// it is copied from the request: subject, names, CA:FALSE and usages are decided by
+    /// the server.
     pub fn issue(
         &self,
-        device: &DeviceId,
         key: &DevicePublicKey,
         serial: &[u8; 16],
-        validity: Option<time::Duration>,
+        profile: &CertProfile,
+        validity: time::Duration,
     ) -> Result<IssuedCertificate, rcgen::Error> {
         let now = OffsetDateTime::now_utc();
-        let validity = validity.map_or(self.validity, |asked| asked.min(self.validity));
         // Whole seconds, as the certificate carries it (and as sign-csr answers it).
         let not_after = (now + validity)
             .min(self.not_after)
@@ -205,9 +198,7 @@ impl CertificateAuthority {
         let (serial, serial_hex) = (SerialNumber::from_slice(serial), hex::encode_upper(serial));
 
         let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, device.as_str());
-        params.distinguished_name = name;
+        profile.write_into(&mut params)?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = match key.key_type() {
             KeyType::Rsa(_) => vec![
@@ -216,7 +207,6 @@ impl CertificateAuthority {
             ],
             _ => vec![KeyUsagePurpose::DigitalSignature],
         };
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - BACKDATE;
         params.not_after = not_after;

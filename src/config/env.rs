@@ -76,6 +76,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("ADMIN_KEYS", "admin.keys"),
     ("ADMIN_KEYS_FILE", "admin.keys_file"),
     ("LOG_FORMAT", "log.format"),
+    ("GROUPS_FILE", "groups_file"),
 ];
 
 /// The variable that sets `key`, so that an error can name what the operator actually set.

@@ -17,6 +17,16 @@ impl ConfigError {
             None => Self(format!("`{key}`: {message}")),
         }
     }
+
+    /// About `key` of the `[[groups]]` entry named `group`.
+    pub fn group(group: &str, key: &str, message: impl fmt::Display) -> Self {
+        Self(format!("group `{group}`, `{key}`: {message}"))
+    }
+
+    /// An error met while building the group `group`, said as being about it.
+    pub fn in_group(group: &str, error: Self) -> Self {
+        Self(format!("group `{group}`: {}", error.0))
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod admin;
 mod ca;
 mod env;
 mod error;
+mod groups;
 mod hook;
 mod log;
 mod memory;
@@ -32,6 +33,10 @@ pub use admin::AdminSettings;
 pub use ca::CaSettings;
 pub use env::ENV_KEYS;
 pub use error::ConfigError;
+pub use groups::{
+    ExtendedKeyUsage, GroupRenewalSettings, GroupSettings, KeyTypeName, SubjectSettings,
+    read_groups_file,
+};
 pub use hook::{HookOnError, HookSettings};
 pub use log::{LogFormat, LogSettings};
 pub use memory::MemorySettings;
@@ -57,6 +62,22 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub hook: HookSettings,
     pub log: LogSettings,
+    /// Enrollment groups (`[[groups]]`); none: the top-level settings form one group,
+    /// `default`.
+    pub groups: Vec<GroupSettings>,
+    /// A TOML file of more `[[groups]]` (`GROUPS_FILE`), read at start and on SIGHUP.
+    pub groups_file: Option<PathBuf>,
+    /// Where these settings were read from, to read them again (SIGHUP); `None` for
+    /// settings made in code.
+    #[serde(skip)]
+    pub loaded_from: Option<LoadedFrom>,
+}
+
+/// The arguments [`Settings::load`] was called with.
+#[derive(Debug, Clone)]
+pub struct LoadedFrom {
+    pub config: Option<PathBuf>,
+    pub overrides: Overrides,
 }
 
 /// Overrides given on the command line; `None` leaves the lower layers alone.
@@ -86,7 +107,7 @@ impl Settings {
             .merge(Toml::file(&file))
             .merge(LegacyEnv)
             .merge(Serialized::default("server", overrides));
-        let settings: Settings = figment.extract_lossy().map_err(|e| {
+        let mut settings: Settings = figment.extract_lossy().map_err(|e| {
             let key = e.path.join(".");
             let message = describe(&e.kind);
             // The file as the operator named it (figment shows it relative to the
@@ -109,6 +130,10 @@ impl Settings {
             }
         })?;
         settings.validate()?;
+        settings.loaded_from = Some(LoadedFrom {
+            config: config.map(Path::to_owned),
+            overrides: overrides.clone(),
+        });
         Ok(settings)
     }
 

@@ -7,10 +7,11 @@ use serde::Deserialize;
 use super::values::KeyList;
 use crate::secret::Secret;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnboardingMode {
     Open,
+    #[default]
     Key,
     /// Per-device keys derived from a group secret; devices sign each request.
     Derived,

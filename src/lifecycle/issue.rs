@@ -6,16 +6,17 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 use tracing::Span;
 
-use super::hook::Verdict;
 use super::{Lifecycle, storage_error};
 use crate::activity::Happened;
 use crate::audit::Actor;
 use crate::auth::renewal::csr_key_of;
-use crate::ca::{CsrFacts, DevicePublicKey, IssuedCertificate};
+use crate::ca::{CertProfile, CsrFacts, DevicePublicKey, IssuedCertificate, NameOverrides};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
-use crate::metrics::{KeyTypeLabel, key_type_label};
+use crate::groups::Group;
+use crate::hook::Verdict;
+use crate::metrics::{GroupLabel, KeyTypeLabel, key_type_label};
 use crate::registry::{CertificateRecord, Reason, Revocation, slots};
 use crate::store::{CertificateRegistry, ConsumeOutcome, Handover, ProofUse, Renewal, TokenStore};
 
@@ -30,11 +31,14 @@ pub struct Certified {
     pub not_after: OffsetDateTime,
 }
 
-/// A request the pre-issuance hook allowed (or that no hook is asked about), and the
-/// validity it asked for: [`Lifecycle::enroll`] and [`Lifecycle::renew`] take one, so
-/// no door can sign without [`Lifecycle::vet`].
+/// A request its group's policy and pre-issuance hook allowed, and what the certificate
+/// will say (the group's profile filled in, the hook's overrides applied):
+/// [`Lifecycle::enroll`] and [`Lifecycle::renew`] take one, so no door can sign without
+/// [`Lifecycle::vet`].
 pub struct Vetted {
-    validity: Option<time::Duration>,
+    validity: time::Duration,
+    profile: CertProfile,
+    group: String,
 }
 
 /// A renewal the door has authenticated: the certificate presented and how.
@@ -49,47 +53,75 @@ pub struct Renewing<'a> {
 }
 
 impl Lifecycle {
-    /// Asks the pre-issuance hook, when there is one, about a certificate for `device`
-    /// around `key` from the CSR `csr_pem` (already checked). Runs before any credential
-    /// is used: a refusal here burns nothing.
+    /// Fills in `group`'s certificate profile for `device` and asks the group's
+    /// pre-issuance hook, when it has one, about a certificate around `key` from the CSR
+    /// `csr_pem` (already checked). Runs before any credential is used: a refusal here
+    /// burns nothing.
     ///
-    /// Errors: 403 `hook_denied` (with the hook's reason), 503 `hook_unavailable`.
+    /// Errors: 422 `csr_policy_violation` (the profile makes a value its field does not
+    /// take for this id), 403 `hook_denied` (with the hook's reason), 503
+    /// `hook_unavailable`.
     pub async fn vet(
         &self,
+        group: &Group,
         device: &DeviceId,
         renewal: bool,
         csr_pem: &str,
         key: &DevicePublicKey,
         client: Option<IpAddr>,
     ) -> Result<Vetted, ApiError> {
-        let Some(hook) = &self.hook else {
-            return Ok(Vetted { validity: None });
+        let profile = group
+            .profile
+            .render(device, &group.name, &NameOverrides::default())?;
+        let mut vetted = Vetted {
+            validity: group.validity(),
+            profile,
+            group: group.name.to_string(),
+        };
+        let Some(hook) = &group.hook else {
+            return Ok(vetted);
         };
         let facts = CsrFacts::of(csr_pem);
         let key_type = key_type_label(key.key_type());
         let verdict = hook
-            .ask(device, renewal, (key_type, &facts), client, &self.metrics)
+            .ask(
+                device,
+                &group.name,
+                renewal,
+                (key_type, &facts),
+                client,
+                &self.metrics,
+            )
             .await;
+        let audit = |decision, detail: &str| {
+            self.audit
+                .hook_decided(device, &group.name, decision, detail, client);
+        };
         match verdict {
-            Ok(Verdict::Allow { validity_days }) => {
+            Ok(Verdict::Allow {
+                validity_days,
+                names,
+            }) => {
                 let detail = validity_days.map_or_else(String::new, |d| format!("{d} days"));
-                self.audit.hook_decided(device, "allow", &detail, client);
-                Ok(Vetted {
-                    validity: validity_days.map(|d| time::Duration::days(d.into())),
-                })
+                if names.san_dns.is_some() || names.san_uris.is_some() {
+                    vetted.profile = group.profile.render(device, &group.name, &names)?;
+                }
+                audit("allow", &detail);
+                if let Some(days) = validity_days {
+                    vetted.validity = time::Duration::days(days.into());
+                }
+                Ok(vetted)
             }
             Ok(Verdict::Deny(reason)) => {
-                self.audit.hook_decided(device, "deny", &reason, client);
+                audit("deny", &reason);
                 Err(ApiError::HookDenied(reason))
             }
             Ok(Verdict::SignedWithoutAnswer(why)) => {
-                let detail = format!("{why}; signed: on_error = allow");
-                self.audit.hook_decided(device, "error", &detail, client);
-                Ok(Vetted { validity: None })
+                audit("error", &format!("{why}; signed: on_error = allow"));
+                Ok(vetted)
             }
             Err(e) => {
-                self.audit
-                    .hook_decided(device, "error", &e.to_string(), client);
+                audit("error", &e.to_string());
                 Err(e)
             }
         }
@@ -218,7 +250,7 @@ impl Lifecycle {
         let serial = slots::serial_in(slots::slot_of(device.as_str()));
         let cert = self
             .ca
-            .issue(device, key, &serial, vetted.validity)
+            .issue(key, &serial, &vetted.profile, vetted.validity)
             .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
         let record = CertificateRecord {
             serial,
@@ -228,6 +260,7 @@ impl Lifecycle {
             key_type: key_type_label(key.key_type()),
             fingerprint_sha256: cert.fingerprint_sha256,
             revocation: None,
+            group: vetted.group,
         };
         Ok((cert, record))
     }
@@ -242,14 +275,13 @@ impl Lifecycle {
     ) -> Certified {
         Span::current().record("serial", cert.serial_hex.as_str());
         Span::current().record("key_type", record.key_type);
-        self.audit.certificate_issued(
-            &record.device_id,
-            &cert.serial_hex,
-            record.key_type,
-            &hex::encode(cert.fingerprint_sha256),
-            jti,
-            client,
-        );
+        self.audit.certificate_issued(record, jti, client);
+        self.metrics
+            .group_certificates_issued
+            .get_or_create(&GroupLabel {
+                group: record.group.clone(),
+            })
+            .inc();
         self.metrics
             .certificates_issued
             .get_or_create(&KeyTypeLabel {

@@ -8,7 +8,6 @@
 //! [`ApiError`] code, back into its own encoding; no door signs, records or revokes on
 //! its own.
 
-mod hook;
 mod issue;
 mod revoke;
 
@@ -22,7 +21,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{FallbackStore, StoreError};
 
-pub use hook::{PreIssuanceHook, Verdict};
 pub use issue::{Certified, Renewing, Vetted};
 pub use revoke::Listing;
 
@@ -37,8 +35,6 @@ pub struct Lifecycle {
     pub activity: Arc<Activity>,
     /// `renewal.revoke_previous`: a renewal supersedes the certificate it replaces.
     pub revoke_previous: bool,
-    /// Asked before every certificate is signed, when configured (`[hook]`).
-    pub hook: Option<Arc<PreIssuanceHook>>,
 }
 
 /// A store that cannot answer, as a client is told: 503, with the time to wait when the

@@ -126,6 +126,8 @@ impl Lifecycle {
             key_type: key_type_label(presented.key_type),
             fingerprint_sha256: sha256(der),
             revocation: None,
+            // Whatever issued it, an imported certificate renews under `default`.
+            group: crate::registry::DEFAULT_GROUP.to_owned(),
         };
         let known = self
             .store

@@ -11,6 +11,9 @@ use std::fmt;
 
 use crate::domain::DeviceId;
 
+/// The group of records written before groups, and of a configuration without them.
+pub const DEFAULT_GROUP: &str = "default";
+
 /// How long a record is kept after its certificate expired, at the least (seconds).
 pub const RETENTION_AFTER_EXPIRY_SECS: u64 = 30 * 24 * 3600;
 
@@ -134,6 +137,8 @@ pub struct CertificateRecord {
     pub key_type: &'static str,
     pub fingerprint_sha256: [u8; 32],
     pub revocation: Option<Revocation>,
+    /// The enrollment group it was issued under, which its renewals keep.
+    pub group: String,
 }
 
 /// Key types as records store them (by their index, one byte) and as the metrics label
@@ -172,13 +177,19 @@ impl CertificateRecord {
     ///
     /// ```text
     /// u8 id length | id | u32 issued_at | u32 not_after | u8 key type | [32] fingerprint
-    /// | u32 revoked_at (0: not revoked) | u8 reason code
+    /// | u8 group length | group | u32 revoked_at (0: not revoked) | u8 reason code
     /// ```
     ///
-    /// The revocation is the last five bytes, which the revoke script rewrites in place.
+    /// The group `default` is written as length 0; a record written before groups has no
+    /// group field at all (and is read as `default`). The revocation is the last five
+    /// bytes, which the revoke script rewrites in place.
     pub fn pack(&self) -> Vec<u8> {
         let id = self.device_id.as_str().as_bytes();
-        let mut out = Vec::with_capacity(1 + id.len() + 46);
+        let group = match self.group.as_str() {
+            DEFAULT_GROUP => &[][..],
+            name => &name.as_bytes()[..name.len().min(255)],
+        };
+        let mut out = Vec::with_capacity(1 + id.len() + 47 + group.len());
         out.push(id.len() as u8);
         out.extend_from_slice(id);
         out.extend_from_slice(&(self.issued_at as u32).to_be_bytes());
@@ -189,6 +200,8 @@ impl CertificateRecord {
             .unwrap_or(KEY_TYPES.len() - 1);
         out.push(key_type as u8);
         out.extend_from_slice(&self.fingerprint_sha256);
+        out.push(group.len() as u8);
+        out.extend_from_slice(group);
         let (at, reason) = self
             .revocation
             .map_or((0, 0), |r| (r.at as u32, r.reason.code()));
@@ -200,24 +213,34 @@ impl CertificateRecord {
     pub fn unpack(serial: [u8; 16], bytes: &[u8]) -> Option<Self> {
         let (&len, rest) = bytes.split_first()?;
         let len = usize::from(len);
-        if rest.len() != len + 46 {
-            return None;
-        }
-        let device_id = DeviceId::parse(std::str::from_utf8(&rest[..len]).ok()?).ok()?;
+        let device_id = DeviceId::parse(std::str::from_utf8(rest.get(..len)?).ok()?).ok()?;
         let rest = &rest[len..];
-        let u32_at = |i: usize| u64::from(u32::from_be_bytes(rest[i..i + 4].try_into().unwrap()));
-        let revoked_at = u32_at(41);
+        let group = match rest.len() {
+            46 => DEFAULT_GROUP.to_owned(),
+            n if n >= 47 && n == 47 + usize::from(rest[41]) => {
+                match std::str::from_utf8(&rest[42..n - 5]).ok()? {
+                    "" => DEFAULT_GROUP.to_owned(),
+                    name => name.to_owned(),
+                }
+            }
+            _ => return None,
+        };
+        let tail = &rest[rest.len() - 5..];
+        let u32_at =
+            |b: &[u8], i: usize| u64::from(u32::from_be_bytes(b[i..i + 4].try_into().unwrap()));
+        let revoked_at = u32_at(tail, 0);
         Some(Self {
             serial,
             device_id,
-            issued_at: u32_at(0),
-            not_after: u32_at(4),
+            issued_at: u32_at(rest, 0),
+            not_after: u32_at(rest, 4),
             key_type: KEY_TYPES.get(usize::from(rest[8]))?,
             fingerprint_sha256: rest[9..41].try_into().ok()?,
             revocation: (revoked_at != 0).then(|| Revocation {
                 at: revoked_at,
-                reason: Reason::from_code(rest[45]).unwrap_or(Reason::Unspecified),
+                reason: Reason::from_code(tail[4]).unwrap_or(Reason::Unspecified),
             }),
+            group,
         })
     }
 }
@@ -242,6 +265,7 @@ mod tests {
             key_type: "ed25519",
             fingerprint_sha256: [7; 32],
             revocation: None,
+            group: DEFAULT_GROUP.into(),
         }
     }
 
@@ -257,9 +281,25 @@ mod tests {
             reason: Reason::KeyCompromise,
         });
         let packed = r.pack();
-        assert_eq!(packed.len(), 1 + 10 + 46);
-        assert_eq!(CertificateRecord::unpack(r.serial, &packed), Some(r));
+        assert_eq!(packed.len(), 1 + 10 + 47);
+        assert_eq!(
+            CertificateRecord::unpack(r.serial, &packed),
+            Some(r.clone())
+        );
         assert_eq!(CertificateRecord::unpack([0; 16], &packed[1..]), None);
+        // A record of a named group; and one packed before groups, read as `default`.
+        r.group = "gateways".into();
+        assert_eq!(
+            CertificateRecord::unpack(r.serial, &r.pack()),
+            Some(r.clone())
+        );
+        let mut old = r.pack();
+        old.drain(1 + 10 + 41..1 + 10 + 42 + 8);
+        let read = CertificateRecord::unpack(r.serial, &old).unwrap();
+        assert_eq!(
+            (read.group.as_str(), read.revocation),
+            (DEFAULT_GROUP, r.revocation)
+        );
     }
 
     #[test]

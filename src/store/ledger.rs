@@ -336,6 +336,7 @@ mod tests {
             key_type: "ecdsa-p256",
             fingerprint_sha256: [1; 32],
             revocation: None,
+            group: "default".into(),
         }
     }
 

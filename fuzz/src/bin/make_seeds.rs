@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use provisiond::auth::{derived, renewal};
-use provisiond::ca::{CertificateAuthority, check_csr};
+use provisiond::ca::{CertProfile, CertificateAuthority, check_csr};
 use provisiond::clock::unix_now;
 use provisiond::device::{DeviceKey, KeyKind};
 use provisiond::domain::Jti;
@@ -47,7 +47,9 @@ fn fixtures() {
         let key = DeviceKey::generate(KeyKind::P256).unwrap();
         let csr = key.csr_pem(Some(DEVICE)).unwrap();
         let public = check_csr(&csr, &device(), ca().policy()).unwrap();
-        let issued = ca().issue(&device(), &public, &[0x81; 16], None).unwrap();
+        let profile = CertProfile::device(DEVICE);
+        let validity = time::Duration::days(365);
+        let issued = ca().issue(&public, &[0x81; 16], &profile, validity).unwrap();
         fs::write(dir.join("device.crt"), issued.pem).unwrap();
         fs::write(dir.join("device.key"), key.private_key_pem()).unwrap();
     }
@@ -142,7 +144,7 @@ fn csrs() {
 }
 
 fn tokens_and_proofs() {
-    let issued = tokens().issue(&device(), Jti::random(), 0).unwrap();
+    let issued = tokens().issue(&device(), Jti::random(), 0, "default").unwrap();
     seed(
         "provisioning_token",
         "issued",

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::ca::CsrFacts;
+use crate::ca::{MAX_NAMES, NameOverrides};
 use crate::clock::unix_now;
 use crate::config::{ConfigError, HookOnError, HookSettings, Settings};
 use crate::domain::DeviceId;
@@ -43,17 +44,19 @@ struct HookRequest<'a> {
     event: &'static str,
     id: String,
     device_id: &'a str,
-    group: &'static str,
+    group: &'a str,
     protocol: &'static str,
     renewal: bool,
     csr: HookCsr<'a>,
     client_address: Option<String>,
 }
 
-/// The hook's word: allowed, with the validity it asked for (days), if shorter.
+/// The hook's word: allowed, with the validity it asked for (days), if shorter, and
+/// the names it gave instead of the group's.
 pub enum Verdict {
     Allow {
         validity_days: Option<u32>,
+        names: NameOverrides,
     },
     Deny(String),
     /// No answer, and `on_error = "allow"` signs anyway; why no answer came.
@@ -80,31 +83,37 @@ pub struct PreIssuanceHook {
     url: String,
     secret: Secret,
     on_error: HookOnError,
+    timeout_ms: u64,
     /// The longest validity an override may ask for: the server's own.
     max_validity_days: u32,
 }
 
 impl PreIssuanceHook {
-    /// The hook configured in `[hook]`, if any.
-    pub fn from_settings(settings: &Settings) -> Result<Option<Self>, ConfigError> {
-        let hook: &HookSettings = &settings.hook;
+    /// The hook `hook` configures, if any; `max_validity_days` is the longest validity
+    /// an override may ask for (the group's own), `key` names the setting in errors.
+    pub fn new(
+        hook: &HookSettings,
+        max_validity_days: u32,
+        key: &str,
+    ) -> Result<Option<Self>, ConfigError> {
         let Some(url) = &hook.url else {
             return Ok(None);
         };
         hook.validate()?;
+        let secret_key = format!("{key}.secret_file");
         let secret = Settings::read_secret(
             hook.secret.as_ref(),
             hook.secret_file.as_deref(),
-            "hook.secret_file",
+            &secret_key,
         )?
-        .ok_or_else(|| ConfigError::key("hook.secret_file", "a hook needs a secret"))?;
+        .ok_or_else(|| ConfigError::key(&secret_key, "a hook needs a secret"))?;
         if secret.expose().len() < 32 {
             let key = match hook.secret_file {
-                Some(_) => "hook.secret_file",
-                None => "hook.secret",
+                Some(_) => secret_key,
+                None => format!("{key}.secret"),
             };
             return Err(ConfigError::key(
-                key,
+                &key,
                 "the hook's secret needs at least 32 bytes (openssl rand -hex 32)",
             ));
         }
@@ -115,7 +124,9 @@ impl PreIssuanceHook {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .map_err(|e| ConfigError::key("hook.url", format!("cannot build a client: {e}")))?;
+            .map_err(|e| {
+                ConfigError::key(&format!("{key}.url"), format!("cannot build a client: {e}"))
+            })?;
         if hook.on_error == HookOnError::Allow {
             tracing::warn!(
                 "HOOK ON_ERROR IS ALLOW: when the pre-issuance hook cannot answer, certificates \
@@ -132,8 +143,15 @@ impl PreIssuanceHook {
             url: url.clone(),
             secret,
             on_error: hook.on_error,
-            max_validity_days: settings.ca.validity_days,
+            timeout_ms: hook.timeout_ms,
+            max_validity_days,
         }))
+    }
+
+    /// `(timeout in ms, on_error)`, for the groups listing (never the URL's secrets or
+    /// the HMAC key).
+    pub fn describe(&self) -> (u64, HookOnError) {
+        (self.timeout_ms, self.on_error)
     }
 
     /// Asks the hook about a certificate for `device`. A hook that is away (no
@@ -145,6 +163,7 @@ impl PreIssuanceHook {
     pub async fn ask(
         &self,
         device: &DeviceId,
+        group: &str,
         renewal: bool,
         (key_type, facts): (&'static str, &CsrFacts),
         client: Option<IpAddr>,
@@ -152,7 +171,7 @@ impl PreIssuanceHook {
     ) -> Result<Verdict, ApiError> {
         let started = Instant::now();
         let csr = HookCsr { key_type, facts };
-        let answer = self.call(device, renewal, csr, client).await;
+        let answer = self.call(device, group, renewal, csr, client).await;
         let decision = match &answer {
             Ok(Verdict::Allow { .. }) => "allow",
             Ok(_) => "deny",
@@ -160,7 +179,10 @@ impl PreIssuanceHook {
         };
         metrics
             .hook_decisions
-            .get_or_create(&HookLabel { decision })
+            .get_or_create(&HookLabel {
+                decision,
+                group: group.to_owned(),
+            })
             .inc();
         metrics
             .hook_duration
@@ -182,6 +204,7 @@ impl PreIssuanceHook {
     async fn call(
         &self,
         device: &DeviceId,
+        group: &str,
         renewal: bool,
         csr: HookCsr<'_>,
         client: Option<IpAddr>,
@@ -194,7 +217,7 @@ impl PreIssuanceHook {
                 hex::encode(id)
             },
             device_id: device.as_str(),
-            group: "default",
+            group,
             protocol: "http",
             renewal,
             csr,
@@ -264,16 +287,10 @@ impl PreIssuanceHook {
                 Ok(Verdict::Deny(reason))
             }
             Some(true) => {
-                for field in ["san_dns", "san_uris"] {
-                    if answer
-                        .get(field)
-                        .is_some_and(|v| v != &Value::Array(Vec::new()))
-                    {
-                        return Err(format!(
-                            "the hook asked for {field}, which this server's certificates do not carry"
-                        ));
-                    }
-                }
+                let names = NameOverrides {
+                    san_dns: names(&answer, "san_dns", crate::ca::is_dns_name)?,
+                    san_uris: names(&answer, "san_uris", crate::ca::is_uri)?,
+                };
                 let validity_days = match answer.get("validity_days") {
                     None | Some(Value::Null) => None,
                     Some(days) => Some(
@@ -281,17 +298,46 @@ impl PreIssuanceHook {
                             .filter(|d| (1..=u64::from(self.max_validity_days)).contains(d))
                             .ok_or_else(|| {
                                 format!(
-                                    "the hook asked for a validity_days that is not 1 to {}",
+                                    "the hook asked for a validity_days that is not 1 to {} (the group's)",
                                     self.max_validity_days
                                 )
                             })? as u32,
                     ),
                 };
-                Ok(Verdict::Allow { validity_days })
+                Ok(Verdict::Allow {
+                    validity_days,
+                    names,
+                })
             }
             None => Err("the hook's answer has no boolean `allow`".into()),
         }
     }
+}
+
+/// The names a hook gave for `field` instead of the group's: `None` when it gave none
+/// (absent or null); each must pass `valid`, and there may be [`MAX_NAMES`] at most.
+fn names(
+    answer: &Value,
+    field: &str,
+    valid: fn(&str) -> bool,
+) -> Result<Option<Vec<String>>, String> {
+    let list = match answer.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(format!("the hook's {field} is not a list")),
+    };
+    if list.len() > MAX_NAMES {
+        return Err(format!("the hook gave more than {MAX_NAMES} {field}"));
+    }
+    list.iter()
+        .map(|v| match v.as_str() {
+            Some(name) if valid(name) => Ok(name.to_owned()),
+            _ => Err(format!(
+                "the hook's {field} holds {v}, which a certificate cannot carry"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Unicode format characters (bidirectional overrides, zero-width ones): they could make

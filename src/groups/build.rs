@@ -1,0 +1,225 @@
+//! Groups from settings: the `[[groups]]` entries (and `groups_file`), judged whole, or
+//! the top-level settings as the one group `default`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{DEFAULT_GROUP, Group, Groups, ProfileTemplate};
+use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
+use crate::ca::{KeyPolicy, KeyType};
+use crate::config::{
+    ConfigError, GroupSettings, KeyTypeName, OnboardingMode, OnboardingSettings, Settings,
+    read_groups_file,
+};
+use crate::hook::PreIssuanceHook;
+
+/// `[a-z0-9-]{1,32}`: safe in metric labels, URLs, log lines and file names.
+pub fn group_name_is_valid(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The groups `settings` configure, every mistake refused (the first one said).
+pub fn load(settings: &Settings) -> Result<Groups, ConfigError> {
+    let mut configured = settings.groups.clone();
+    if let Some(path) = &settings.groups_file {
+        configured.extend(read_groups_file(path)?);
+    }
+    if configured.is_empty() {
+        return Ok(Groups::new(vec![Arc::new(implicit_default(settings)?)]));
+    }
+    refuse_top_level_credentials(&settings.onboarding)?;
+    let mut names = HashSet::new();
+    let mut groups: Vec<Arc<Group>> = Vec::new();
+    for entry in &configured {
+        if !group_name_is_valid(&entry.name) {
+            return Err(ConfigError::key(
+                "groups.name",
+                format!("`{}` is not 1 to 32 of a-z, 0-9 and -", entry.name),
+            ));
+        }
+        if !names.insert(entry.name.as_str()) {
+            return Err(ConfigError::key(
+                "groups.name",
+                format!("two groups are named `{}`", entry.name),
+            ));
+        }
+        let group = build(entry, settings).map_err(|e| ConfigError::in_group(&entry.name, e))?;
+        for other in &groups {
+            if let (OnboardingAuth::Keys(a), OnboardingAuth::Keys(b)) =
+                (&other.onboarding, &group.onboarding)
+                && a.overlaps(b)
+            {
+                return Err(ConfigError::group(
+                    &entry.name,
+                    "enrollment_keys",
+                    format!(
+                        "a key is also group `{}`'s: an enrollment key belongs to one group",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        groups.push(Arc::new(group));
+    }
+    Ok(Groups::new(groups))
+}
+
+/// Today's settings as one group: what a server without `[[groups]]` always was.
+fn implicit_default(settings: &Settings) -> Result<Group, ConfigError> {
+    let validity_days = settings.ca.validity_days;
+    Ok(Group {
+        name: DEFAULT_GROUP.into(),
+        onboarding: OnboardingAuth::from_settings(&settings.onboarding, &settings.ca.dir)?,
+        devices: DevicePolicy::from_settings(&settings.onboarding)?,
+        keys: KeyPolicy::from_settings(&settings.ca),
+        key_types: None,
+        validity_days,
+        renewal_window_days: None,
+        after_expiry_days: settings.renewal.after_expiry_days,
+        profile: ProfileTemplate::device(),
+        hook: PreIssuanceHook::new(&settings.hook, validity_days, "hook")?.map(Arc::new),
+    })
+}
+
+/// With groups, credentials and device rules are each group's: one left at the top
+/// level would be silently unused.
+fn refuse_top_level_credentials(top: &OnboardingSettings) -> Result<(), ConfigError> {
+    let set = [
+        (
+            "onboarding.enrollment_keys",
+            !top.enrollment_keys.0.is_empty(),
+        ),
+        (
+            "onboarding.enrollment_keys_file",
+            top.enrollment_keys_file.is_some(),
+        ),
+        ("onboarding.group_secret", top.group_secret.is_some()),
+        (
+            "onboarding.group_secret_file",
+            top.group_secret_file.is_some(),
+        ),
+        (
+            "onboarding.device_id_pattern",
+            top.device_id_pattern.is_some(),
+        ),
+        (
+            "onboarding.device_allowlist_file",
+            top.device_allowlist_file.is_some(),
+        ),
+    ];
+    match set.iter().find(|(_, is_set)| *is_set) {
+        Some((key, _)) => Err(ConfigError::key(
+            key,
+            "with [[groups]], onboarding credentials and device rules belong to a group: \
+             move this into one (a group named `default` takes devices that name none)",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn build(entry: &GroupSettings, settings: &Settings) -> Result<Group, ConfigError> {
+    let name = entry.name.as_str();
+    let onboarding = OnboardingSettings {
+        mode: entry.onboarding,
+        enrollment_keys: entry.enrollment_keys.clone(),
+        enrollment_keys_file: entry.enrollment_keys_file.clone(),
+        group_secret: entry.group_secret.clone(),
+        group_secret_file: entry.group_secret_file.clone(),
+        clock_skew_seconds: settings.onboarding.clock_skew_seconds,
+        device_id_pattern: entry.device_id_pattern.clone(),
+        device_allowlist_file: entry.device_allowlist_file.clone(),
+    };
+    let auth = match entry.onboarding {
+        // Read here rather than by `from_settings`, which would generate a key for an
+        // empty list: a named group's keys are the operator's to give.
+        OnboardingMode::Key => {
+            let keys = KeyDigests::load(
+                &onboarding.enrollment_keys,
+                onboarding.enrollment_keys_file.as_deref(),
+                "enrollment_keys",
+            )?;
+            if keys.is_empty() {
+                return Err(ConfigError::group(
+                    name,
+                    "enrollment_keys",
+                    "the group onboards by key but has none (enrollment_keys or enrollment_keys_file)",
+                ));
+            }
+            OnboardingAuth::Keys(keys)
+        }
+        _ => OnboardingAuth::from_settings(&onboarding, Path::new("/nonexistent"))?,
+    };
+    let mut keys = KeyPolicy::from_settings(&settings.ca);
+    if let Some(types) = &entry.key_types {
+        if types.is_empty() {
+            return Err(ConfigError::group(
+                name,
+                "key_types",
+                "name at least one key type",
+            ));
+        }
+        keys.only = Some(types.iter().map(|t| key_type(*t)).collect());
+    }
+    let validity_days = entry.validity_days.unwrap_or(settings.ca.validity_days);
+    if !(1..=3650).contains(&validity_days) {
+        return Err(ConfigError::group(
+            name,
+            "validity_days",
+            "use 1..=3650 days",
+        ));
+    }
+    let ceiling = settings.renewal.after_expiry_days;
+    let after_expiry_days = entry.renewal.after_expiry_days.unwrap_or(ceiling);
+    if after_expiry_days > ceiling {
+        return Err(ConfigError::group(
+            name,
+            "renewal.after_expiry_days",
+            format!(
+                "{after_expiry_days} is more than renewal.after_expiry_days ({ceiling}), which \
+                 sets how long the registry keeps expired records: raise that too"
+            ),
+        ));
+    }
+    if entry.renewal.window_days == Some(0) {
+        return Err(ConfigError::group(
+            name,
+            "renewal.window_days",
+            "use 1 or more days before notAfter, or leave it out (any time)",
+        ));
+    }
+    let profile = ProfileTemplate::from_settings(entry)
+        .map_err(|e| ConfigError::group(name, "subject", e))?;
+    let hook = entry.hook.as_ref().unwrap_or(&settings.hook);
+    let hook_key = if entry.hook.is_some() {
+        "groups.hook"
+    } else {
+        "hook"
+    };
+    Ok(Group {
+        name: name.into(),
+        onboarding: auth,
+        devices: DevicePolicy::from_settings(&onboarding)?,
+        keys,
+        key_types: entry.key_types.clone(),
+        validity_days,
+        renewal_window_days: entry.renewal.window_days,
+        after_expiry_days,
+        profile,
+        hook: PreIssuanceHook::new(hook, validity_days, hook_key)?.map(Arc::new),
+    })
+}
+
+fn key_type(name: KeyTypeName) -> KeyType {
+    match name {
+        KeyTypeName::P256 => KeyType::EcdsaP256,
+        KeyTypeName::P384 => KeyType::EcdsaP384,
+        KeyTypeName::Ed25519 => KeyType::Ed25519,
+        KeyTypeName::Rsa2048 => KeyType::Rsa(2048),
+        KeyTypeName::Rsa3072 => KeyType::Rsa(3072),
+        KeyTypeName::Rsa4096 => KeyType::Rsa(4096),
+    }
+}

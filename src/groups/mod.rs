@@ -1,0 +1,116 @@
+//! Enrollment groups: which devices onboard how, and what their certificates say.
+//!
+//! Each group carries its own onboarding (`key`, `derived`, `open` with its own keys or
+//! secret), device-id rules, key types, validity, renewal window and certificate
+//! profile, and optionally its own pre-issuance hook. A request finds its group once:
+//! onboarding by the enrollment key or the body's `group`, sign-csr by the token's `grp`
+//! claim, renewal by the registry record of the certificate presented. Without
+//! `[[groups]]` the top-level settings form one group, `default`, and nothing changes.
+//!
+//! The table is swapped whole on SIGHUP ([`GroupTable::replace`]): a request holds the
+//! [`Arc`] it started with, so one in flight finishes under the groups it began with.
+
+mod build;
+mod profile;
+mod reload;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+
+pub use build::{group_name_is_valid, load};
+pub use profile::ProfileTemplate;
+pub use reload::{announce, describe, spawn_reloader};
+
+use crate::auth::{DevicePolicy, OnboardingAuth};
+use crate::ca::KeyPolicy;
+use crate::config::KeyTypeName;
+use crate::hook::PreIssuanceHook;
+
+pub use crate::registry::DEFAULT_GROUP;
+
+pub struct Group {
+    pub name: Arc<str>,
+    pub onboarding: OnboardingAuth,
+    pub devices: DevicePolicy,
+    pub keys: KeyPolicy,
+    /// As configured (`None`: those `[ca]` allows), for the listing.
+    pub key_types: Option<Vec<KeyTypeName>>,
+    pub validity_days: u32,
+    /// Renewal is taken only this many days before notAfter or later.
+    pub renewal_window_days: Option<u32>,
+    pub after_expiry_days: u32,
+    pub profile: ProfileTemplate,
+    pub hook: Option<Arc<PreIssuanceHook>>,
+}
+
+impl Group {
+    pub fn validity(&self) -> time::Duration {
+        time::Duration::days(self.validity_days.into())
+    }
+
+    /// How long after notAfter a certificate of this group may still renew.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(u64::from(self.after_expiry_days) * 86_400)
+    }
+}
+
+/// The groups in force: in the order configured.
+pub struct Groups(Vec<Arc<Group>>);
+
+impl Groups {
+    pub fn new(groups: Vec<Arc<Group>>) -> Self {
+        Self(groups)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Group>> {
+        self.0.iter().find(|g| &*g.name == name)
+    }
+
+    /// The group, when there is only one.
+    pub fn only(&self) -> Option<&Arc<Group>> {
+        match self.0.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.0.iter()
+    }
+
+    /// The `key`-mode group whose enrollment key the request bears, with the key's name.
+    /// Every key of every group is compared, so the time taken says nothing of which one
+    /// (or which group) matched.
+    pub fn by_enrollment_key(&self, req: &HttpRequest) -> Option<&Arc<Group>> {
+        let mut found = None;
+        for group in &self.0 {
+            if let OnboardingAuth::Keys(keys) = &group.onboarding
+                && keys.accepts(req)
+                && found.is_none()
+            {
+                found = Some(group);
+            }
+        }
+        found
+    }
+}
+
+/// The groups, swapped whole on reload.
+pub struct GroupTable(RwLock<Arc<Groups>>);
+
+impl GroupTable {
+    pub fn new(groups: Groups) -> Self {
+        Self(RwLock::new(Arc::new(groups)))
+    }
+
+    /// The groups now; a request keeps this for its whole life.
+    pub fn current(&self) -> Arc<Groups> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, groups: Groups) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(groups);
+    }
+}
