@@ -5,132 +5,17 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use common::device::{enroll, renew};
+use common::hook::{Answer, SECRET, start_hook};
 use common::pki::{openssl_x509, quick_csr};
 use common::{TestApp, within};
 use provisiond::config::HookOnError;
 use provisiond::device::KeyKind;
 use provisiond::secret::Secret;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-const SECRET: &str = "hook-secret-hook-secret-hook-secret-0123";
-
-/// What the hook answers next.
-#[derive(Clone)]
-enum Answer {
-    Allow,
-    AllowDays(u64),
-    Deny(&'static str),
-    Slow,
-    Status(u16),
-    Garbage,
-    Sans,
-}
-
-#[derive(Clone)]
-struct Hook {
-    answer: Arc<Mutex<Answer>>,
-    seen: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Hook {
-    fn answer(&self, answer: Answer) {
-        *self.answer.lock().unwrap() = answer;
-    }
-
-    fn last(&self) -> Value {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("the hook was asked")
-    }
-}
-
-/// The receiver's side of the signature, written here from the scheme alone:
-/// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, at most 5 minutes old.
-fn signed_by_us(req: &HttpRequest, body: &[u8]) -> bool {
-    let Some(header) = req
-        .headers()
-        .get("provisiond-signature")
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", value)) => t = value.parse::<u64>().ok(),
-            Some(("v1", value)) => v1 = hex::decode(value).ok(),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return false;
-    };
-    let now = provisiond::clock::unix_now();
-    if now.abs_diff(t) > 300 {
-        return false;
-    }
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
-    let mut signed = format!("{t}.").into_bytes();
-    signed.extend_from_slice(body);
-    aws_lc_rs::hmac::verify(&key, &signed, &v1).is_ok()
-}
-
-async fn answer(req: HttpRequest, body: web::Bytes, hook: web::Data<Hook>) -> HttpResponse {
-    if !signed_by_us(&req, &body) {
-        return HttpResponse::Unauthorized().finish();
-    }
-    let request: Value = serde_json::from_slice(&body).unwrap();
-    hook.seen.lock().unwrap().push(request);
-    let next = hook.answer.lock().unwrap().clone();
-    match next {
-        Answer::Allow => HttpResponse::Ok().json(json!({ "allow": true })),
-        Answer::AllowDays(days) => {
-            HttpResponse::Ok().json(json!({ "allow": true, "validity_days": days }))
-        }
-        Answer::Deny(reason) => {
-            HttpResponse::Ok().json(json!({ "allow": false, "reason": reason }))
-        }
-        Answer::Slow => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            HttpResponse::Ok().json(json!({ "allow": true }))
-        }
-        Answer::Status(code) => {
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).finish()
-        }
-        Answer::Garbage => HttpResponse::Ok().body("<html>not json</html>"),
-        Answer::Sans => HttpResponse::Ok().json(json!({ "allow": true, "san_dns": ["x.example"] })),
-    }
-}
-
-/// The hook, on a free loopback port; stopped when the test's runtime ends.
-async fn start_hook() -> (Hook, String) {
-    let hook = Hook {
-        answer: Arc::new(Mutex::new(Answer::Allow)),
-        seen: Arc::new(Mutex::new(Vec::new())),
-    };
-    let data = web::Data::new(hook.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/hook", web::post().to(answer))
-    })
-    .workers(1)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let port = server.addrs()[0].port();
-    tokio::spawn(server.run());
-    (hook, format!("http://127.0.0.1:{port}/hook"))
-}
+use serde_json::Value;
 
 async fn app_with_hook(url: &str, on_error: HookOnError) -> TestApp {
     TestApp::spawn_with(None, |s| {
@@ -264,7 +149,9 @@ async fn the_hook_decides_and_no_refusal_burns_the_token() {
 
         let metrics = app.metrics().await;
         for decision in ["allow", "deny", "error"] {
-            let line = format!("provisiond_hook_decisions_total{{decision=\"{decision}\"}}");
+            let line = format!(
+                "provisiond_hook_decisions_total{{decision=\"{decision}\",group=\"default\"}}"
+            );
             assert!(
                 metrics
                     .lines()

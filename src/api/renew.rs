@@ -38,7 +38,7 @@ pub async fn renew(
         .await
         .map_err(storage_error)?;
     let record = match record {
-        Some(record) if record.device_id == device => record,
+        Some(record) if record.device_id == device => Some(record),
         Some(_) => {
             return Err(ApiError::RenewalProofInvalid(
                 "the certificate is for another device".into(),
@@ -49,9 +49,24 @@ pub async fn renew(
                 "the certificate is for another device".into(),
             ));
         }
-        None => return Err(ApiError::CertificateUnknown),
+        None => None,
     };
+    // From here on the certificate is the device's: refusals are filed under it.
     attribute(&req, &device);
+    let record = match record {
+        Some(record) => record,
+        // Expired is the first thing such a device is told, as with any certificate;
+        // then that the registry does not know it.
+        None => {
+            let grace = state.renewal.grace().as_secs();
+            if presented.not_after + grace < now {
+                return Err(ApiError::CertificateExpired(
+                    state.renewal.after_expiry_days,
+                ));
+            }
+            return Err(ApiError::CertificateUnknown);
+        }
+    };
     let groups = state.groups.current();
     let group = groups
         .get(&record.group)

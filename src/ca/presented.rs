@@ -42,10 +42,11 @@ impl CertificateAuthority {
         if cert.is_ca() {
             return Err("a CA certificate cannot renew");
         }
-        // Device certificates say clientAuth and nothing for servers; the API's own
-        // certificate (`ca server-cert`) says serverAuth and must never renew as a device.
+        // Device certificates say clientAuth (a gateway group's say serverAuth too); the
+        // API's own certificate (`ca server-cert`) says serverAuth alone and must never
+        // renew as a device.
         match cert.extended_key_usage() {
-            Ok(Some(eku)) if eku.value.client_auth && !eku.value.server_auth && !eku.value.any => {}
+            Ok(Some(eku)) if eku.value.client_auth && !eku.value.any => {}
             _ => {
                 return Err(
                     "the certificate is not a device certificate (its extended key usage is not clientAuth)",

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cluster;
 pub mod device;
 pub mod front;
+pub mod hook;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
