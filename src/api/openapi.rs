@@ -31,9 +31,8 @@ pub struct OnboardingRequest {
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
-    /// The enrollment group (`[a-z0-9-]{1,32}`) for `derived` and `open` onboarding;
-    /// default `default`. In `key` mode the key names the group (another name here is
-    /// refused).
+    /// The enrollment group for `derived` and `open` onboarding (default `default`); in
+    /// `key` mode the key names it.
     #[schema(pattern = "^[a-z0-9-]{1,32}$")]
     pub group: Option<String>,
 }
@@ -476,9 +475,8 @@ fn unblock_device() {}
     ))]
 fn device_events() {}
 
-/// The enrollment groups in force (admin): each group's onboarding mode, device rules,
-/// key types, validity, renewal, certificate profile and hook settings, and what this
-/// instance issued under it since start. Never a key, a secret or the hook's URL.
+/// The enrollment groups in force (admin): each one's onboarding, device rules, key
+/// types, validity, renewal, profile, hook and counts. Never a key, secret or hook URL.
 #[utoipa::path(get, path = "/api/v1/groups",
     security(("bearer" = [])),
     responses(

@@ -223,3 +223,128 @@ fn key_type(name: KeyTypeName) -> KeyType {
         KeyTypeName::Rsa4096 => KeyType::Rsa(4096),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyList;
+    use crate::secret::Secret;
+
+    const KEY_A: &str = "group-key-a-group-key-a-group-key-a-00";
+    const KEY_B: &str = "group-key-b-group-key-b-group-key-b-00";
+
+    fn keyed(name: &str, key: &str) -> GroupSettings {
+        GroupSettings {
+            name: name.into(),
+            enrollment_keys: KeyList(vec![Secret::new(key)]),
+            ..GroupSettings::default()
+        }
+    }
+
+    fn refused(groups: Vec<GroupSettings>, adjust: impl FnOnce(&mut Settings)) -> String {
+        let mut settings = Settings {
+            groups,
+            ..Settings::default()
+        };
+        adjust(&mut settings);
+        match load(&settings) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn without_groups_the_top_level_settings_are_the_default_group() {
+        let mut settings = Settings::default();
+        settings.onboarding.mode = OnboardingMode::Open;
+        let groups = load(&settings).unwrap();
+        let only = groups.only().expect("one group");
+        assert_eq!(&*only.name, DEFAULT_GROUP);
+        assert_eq!(only.validity_days, 365);
+        assert_eq!(only.onboarding.mode(), "open");
+    }
+
+    #[test]
+    fn each_mistake_is_refused_with_the_group_and_key_named() {
+        let e = refused(vec![keyed("a", KEY_A), keyed("b", KEY_A)], |_| {});
+        assert!(e.contains("group `b`") && e.contains("group `a`'s"), "{e}");
+        let e = refused(vec![keyed("a", KEY_A), keyed("a", KEY_B)], |_| {});
+        assert!(e.contains("two groups are named `a`"), "{e}");
+        let e = refused(vec![keyed("Sensors", KEY_A)], |_| {});
+        assert!(e.contains("`Sensors`"), "{e}");
+        let e = refused(vec![keyed("a", KEY_A)], |s| {
+            s.onboarding.enrollment_keys = KeyList(vec![Secret::new(KEY_B)]);
+        });
+        assert!(
+            e.contains("onboarding.enrollment_keys") && e.contains("ENROLLMENT_KEYS"),
+            "{e}"
+        );
+        let e = refused(vec![GroupSettings::default()], |_| {});
+        assert!(e.contains("groups.name"), "{e}");
+        let no_keys = GroupSettings {
+            name: "bare".into(),
+            ..GroupSettings::default()
+        };
+        let e = refused(vec![no_keys], |_| {});
+        assert!(
+            e.contains("group `bare`") && e.contains("enrollment_keys"),
+            "{e}"
+        );
+
+        let mut g = keyed("a", KEY_A);
+        g.san_dns = vec!["{serial}.example.com".into()];
+        let e = refused(vec![g], |_| {});
+        assert!(e.contains("{serial}") && e.contains("{device_id}"), "{e}");
+        let mut g = keyed("a", KEY_A);
+        g.subject.country = Some("Germany".into());
+        let e = refused(vec![g], |_| {});
+        assert!(e.contains("two upper-case letters"), "{e}");
+        let mut g = keyed("a", KEY_A);
+        g.san_uris = vec!["{device_id}".into()];
+        assert!(refused(vec![g], |_| {}).contains("absolute URI"));
+        let mut g = keyed("a", KEY_A);
+        g.extended_key_usage = Some(vec![]);
+        assert!(refused(vec![g], |_| {}).contains("clientAuth"));
+        let mut g = keyed("a", KEY_A);
+        g.key_types = Some(vec![]);
+        assert!(refused(vec![g], |_| {}).contains("key_types"));
+        let mut g = keyed("a", KEY_A);
+        g.renewal.after_expiry_days = Some(10);
+        let e = refused(vec![g], |_| {});
+        assert!(
+            e.contains("renewal.after_expiry_days") && e.contains("raise"),
+            "{e}"
+        );
+        let mut g = keyed("a", KEY_A);
+        g.validity_days = Some(0);
+        assert!(refused(vec![g], |_| {}).contains("validity_days"));
+        let derived = GroupSettings {
+            name: "d".into(),
+            onboarding: OnboardingMode::Derived,
+            group_secret: Some(Secret::new("short")),
+            ..GroupSettings::default()
+        };
+        assert!(refused(vec![derived], |_| {}).contains("32 bytes"));
+    }
+
+    #[test]
+    fn a_groups_file_adds_groups_and_its_mistakes_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("groups.toml");
+        std::fs::write(&file, "[[groups]]\nname = \"lab\"\nonboarding = \"open\"\n").unwrap();
+        let settings = Settings {
+            groups: vec![keyed("a", KEY_A)],
+            groups_file: Some(file.clone()),
+            ..Settings::default()
+        };
+        let groups = load(&settings).unwrap();
+        let names: Vec<&str> = groups.iter().map(|g| &*g.name).collect();
+        assert_eq!(names, ["a", "lab"]);
+        std::fs::write(&file, "[[groups]]\nname = \"lab\"\nvalidty_days = 3\n").unwrap();
+        let e = load(&settings).err().unwrap().to_string();
+        assert!(
+            e.contains("groups.toml") && e.contains("validty_days"),
+            "{e}"
+        );
+    }
+}
