@@ -10,6 +10,7 @@ use super::body::JsonBody;
 use super::{AppState, attribute, no_store, note_device};
 use crate::activity::Happened;
 use crate::auth::{OnboardingAuth, authorization, bearer};
+use crate::ca::NameOverrides;
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
@@ -66,6 +67,11 @@ pub async fn onboarding(
     // The enrollment key (or the open mode) was checked above, the device's own key here.
     attribute(&req, &device);
     group.devices.check(&device)?;
+    // An id the group's profile cannot make a certificate for is told now, not after
+    // it has a token (422 `csr_policy_violation`, as sign-csr would say).
+    group
+        .profile
+        .render(&device, &group.name, &NameOverrides::default())?;
     // Only after authentication: otherwise anyone could use up a device's allowance.
     state.limit_device(&device).await?;
 

@@ -219,6 +219,7 @@ impl Modify for Security {
         (status = 408, description = "request_timeout", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
+        (status = 422, description = "csr_policy_violation: the group's certificate profile cannot be filled in for this id", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
         (status = 503, description = "storage_unavailable", body = ErrorBody),
     ))]
