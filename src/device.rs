@@ -6,7 +6,10 @@ use std::fmt;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
 use x509_parser::pem::Pem;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// A key type by the names fleets use: `p256`, `p384`, `ed25519`, `rsa2048`, `rsa3072`,
+/// `rsa4096` (the CLI's `--key-type`, a group's `key_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     P256,
     P384,

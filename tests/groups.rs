@@ -14,7 +14,7 @@ use common::{RedisServer, TestApp, error_code, within};
 use provisiond::auth::derived;
 use provisiond::clock::unix_now;
 use provisiond::config::{
-    ExtendedKeyUsage, GroupSettings, HookSettings, KeyList, KeyTypeName, OnboardingMode, Settings,
+    ExtendedKeyUsage, GroupSettings, HookSettings, KeyList, OnboardingMode, Settings,
 };
 use provisiond::device::{DeviceKey, KeyKind};
 use provisiond::secret::Secret;
@@ -31,7 +31,7 @@ fn sensors() -> GroupSettings {
         onboarding: OnboardingMode::Key,
         enrollment_keys: KeyList(vec![Secret::new(SENSOR_KEY)]),
         device_id_pattern: Some("sensor-[0-9]{3}".into()),
-        key_types: Some(vec![KeyTypeName::P256]),
+        key_types: Some(vec![KeyKind::P256]),
         validity_days: Some(90),
         san_uris: vec!["urn:acme:sensor:{device_id}".into()],
         ..GroupSettings::default()
@@ -48,7 +48,7 @@ fn gateways() -> GroupSettings {
         onboarding: OnboardingMode::Derived,
         group_secret: Some(Secret::new(GATEWAY_SECRET)),
         device_id_pattern: Some("gw-[0-9]+".into()),
-        key_types: Some(vec![KeyTypeName::Ed25519, KeyTypeName::P384]),
+        key_types: Some(vec![KeyKind::Ed25519, KeyKind::P384]),
         san_dns: vec!["{device_id}.gw.example.com".into()],
         extended_key_usage: Some(vec![
             ExtendedKeyUsage::ClientAuth,

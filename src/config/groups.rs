@@ -9,45 +9,8 @@ use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
 use super::{ConfigError, HookSettings, KeyList, OnboardingMode};
+use crate::device::KeyKind;
 use crate::secret::Secret;
-
-/// A device key type a group may take, by the names fleets use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyTypeName {
-    P256,
-    P384,
-    Ed25519,
-    Rsa2048,
-    Rsa3072,
-    Rsa4096,
-}
-
-impl KeyTypeName {
-    /// As records and metrics label the key type.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::P256 => "ecdsa-p256",
-            Self::P384 => "ecdsa-p384",
-            Self::Ed25519 => "ed25519",
-            Self::Rsa2048 => "rsa-2048",
-            Self::Rsa3072 => "rsa-3072",
-            Self::Rsa4096 => "rsa-4096",
-        }
-    }
-
-    /// As the configuration names it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::P256 => "p256",
-            Self::P384 => "p384",
-            Self::Ed25519 => "ed25519",
-            Self::Rsa2048 => "rsa2048",
-            Self::Rsa3072 => "rsa3072",
-            Self::Rsa4096 => "rsa4096",
-        }
-    }
-}
 
 /// An extended key usage a group's certificates may carry (RFC 5280 §4.2.1.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,7 +68,7 @@ pub struct GroupSettings {
     pub device_id_pattern: Option<String>,
     pub device_allowlist_file: Option<PathBuf>,
     /// None: the key types `[ca]` allows.
-    pub key_types: Option<Vec<KeyTypeName>>,
+    pub key_types: Option<Vec<KeyKind>>,
     /// None: `ca.validity_days`.
     pub validity_days: Option<u32>,
     pub renewal: GroupRenewalSettings,

@@ -34,8 +34,7 @@ pub use ca::CaSettings;
 pub use env::ENV_KEYS;
 pub use error::ConfigError;
 pub use groups::{
-    ExtendedKeyUsage, GroupRenewalSettings, GroupSettings, KeyTypeName, SubjectSettings,
-    read_groups_file,
+    ExtendedKeyUsage, GroupRenewalSettings, GroupSettings, SubjectSettings, read_groups_file,
 };
 pub use hook::{HookOnError, HookSettings};
 pub use log::{LogFormat, LogSettings};

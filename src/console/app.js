@@ -194,11 +194,11 @@ async function loadDevice(id) {
       action.textContent = "Revoke";
       action.addEventListener("click", () => revokeCertificate(status.device_id, c.serial_number));
     }
-    const tr = row(certs, [c.serial_number, c.key_type, when(c.expires_at),
+    const tr = row(certs, [c.serial_number, c.key_type, c.group, when(c.expires_at),
       c.status + (c.reason ? " (" + c.reason + ")" : ""), action]);
     tr.cells[0].className = "mono";
   }
-  if (status.certificates.length === 0) row(certs, ["none", "", "", "", ""]);
+  if (status.certificates.length === 0) row(certs, ["none", "", "", "", "", ""]);
   const table = $("events-table");
   clear(table);
   for (const e of events.events) row(table, [when(e.at), e.event, e.detail, e.client_ip, e.admin || ""]);

@@ -9,9 +9,9 @@ use super::{DEFAULT_GROUP, Group, Groups, ProfileTemplate};
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::{KeyPolicy, KeyType};
 use crate::config::{
-    ConfigError, GroupSettings, KeyTypeName, OnboardingMode, OnboardingSettings, Settings,
-    read_groups_file,
+    ConfigError, GroupSettings, OnboardingMode, OnboardingSettings, Settings, read_groups_file,
 };
+use crate::device::KeyKind;
 use crate::hook::PreIssuanceHook;
 
 /// `[a-z0-9-]{1,32}`: safe in metric labels, URLs, log lines and file names.
@@ -213,14 +213,14 @@ fn build(entry: &GroupSettings, settings: &Settings) -> Result<Group, ConfigErro
     })
 }
 
-fn key_type(name: KeyTypeName) -> KeyType {
+fn key_type(name: KeyKind) -> KeyType {
     match name {
-        KeyTypeName::P256 => KeyType::EcdsaP256,
-        KeyTypeName::P384 => KeyType::EcdsaP384,
-        KeyTypeName::Ed25519 => KeyType::Ed25519,
-        KeyTypeName::Rsa2048 => KeyType::Rsa(2048),
-        KeyTypeName::Rsa3072 => KeyType::Rsa(3072),
-        KeyTypeName::Rsa4096 => KeyType::Rsa(4096),
+        KeyKind::P256 => KeyType::EcdsaP256,
+        KeyKind::P384 => KeyType::EcdsaP384,
+        KeyKind::Ed25519 => KeyType::Ed25519,
+        KeyKind::Rsa2048 => KeyType::Rsa(2048),
+        KeyKind::Rsa3072 => KeyType::Rsa(3072),
+        KeyKind::Rsa4096 => KeyType::Rsa(4096),
     }
 }
 

@@ -25,7 +25,7 @@ pub use reload::{announce, describe, spawn_reloader};
 
 use crate::auth::{DevicePolicy, OnboardingAuth};
 use crate::ca::KeyPolicy;
-use crate::config::KeyTypeName;
+use crate::device::KeyKind;
 use crate::hook::PreIssuanceHook;
 
 pub use crate::registry::DEFAULT_GROUP;
@@ -36,7 +36,7 @@ pub struct Group {
     pub devices: DevicePolicy,
     pub keys: KeyPolicy,
     /// As configured (`None`: those `[ca]` allows), for the listing.
-    pub key_types: Option<Vec<KeyTypeName>>,
+    pub key_types: Option<Vec<KeyKind>>,
     pub validity_days: u32,
     /// Renewal is taken only this many days before notAfter or later.
     pub renewal_window_days: Option<u32>,

@@ -104,6 +104,8 @@ impl ProfileTemplate {
         for (attribute, template) in &self.subject {
             let value = fill(template);
             let fits = match attribute {
+                // Ids up to 128 characters taken before the 64 limit keep renewing.
+                SubjectAttribute::CommonName if value == device.as_str() => true,
                 SubjectAttribute::Country => {
                     value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())
                 }
