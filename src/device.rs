@@ -6,18 +6,7 @@ use std::fmt;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
 use x509_parser::pem::Pem;
 
-/// A key type by the names fleets use: `p256`, `p384`, `ed25519`, `rsa2048`, `rsa3072`,
-/// `rsa4096` (the CLI's `--key-type`, a group's `key_types`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyKind {
-    P256,
-    P384,
-    Ed25519,
-    Rsa2048,
-    Rsa3072,
-    Rsa4096,
-}
+pub use crate::domain::KeyKind;
 
 impl KeyKind {
     fn algorithm(self) -> &'static SignatureAlgorithm {
@@ -36,19 +25,6 @@ impl KeyKind {
             KeyKind::Rsa4096 => Some(rcgen::RsaKeySize::_4096),
             _ => None,
         }
-    }
-}
-
-impl fmt::Display for KeyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyKind::P256 => "p256",
-            KeyKind::P384 => "p384",
-            KeyKind::Ed25519 => "ed25519",
-            KeyKind::Rsa2048 => "rsa2048",
-            KeyKind::Rsa3072 => "rsa3072",
-            KeyKind::Rsa4096 => "rsa4096",
-        })
     }
 }
 

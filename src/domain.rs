@@ -179,3 +179,29 @@ mod tests {
         assert_eq!(Jti::parse(&"*".repeat(22)), None);
     }
 }
+
+/// A key type by the names fleets use: `p256`, `p384`, `ed25519`, `rsa2048`, `rsa3072`,
+/// `rsa4096` (the CLI's `--key-type`, a group's `key_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    P256,
+    P384,
+    Ed25519,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::P256 => "p256",
+            KeyKind::P384 => "p384",
+            KeyKind::Ed25519 => "ed25519",
+            KeyKind::Rsa2048 => "rsa2048",
+            KeyKind::Rsa3072 => "rsa3072",
+            KeyKind::Rsa4096 => "rsa4096",
+        })
+    }
+}

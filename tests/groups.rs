@@ -108,8 +108,13 @@ fn days_left(certificate: &Value) -> f64 {
 async fn two_groups_issue_their_own_certificates_and_renewal_keeps_the_group() {
     let redis = RedisServer::start();
     within(Duration::from_secs(90), async {
+        let lab = GroupSettings {
+            name: "lab".into(),
+            onboarding: OnboardingMode::Open,
+            ..GroupSettings::default()
+        };
         let app = TestApp::spawn_with(Some(&redis), |s| {
-            with_groups(s, vec![sensors(), gateways()])
+            with_groups(s, vec![sensors(), gateways(), lab])
         })
         .await;
         let ca = app.ca_pem().await;
@@ -163,6 +168,21 @@ async fn two_groups_issue_their_own_certificates_and_renewal_keeps_the_group() {
             "{}",
             days_left(&cert)
         );
+
+        // An open group takes any id no other group's rules claim, never one they do.
+        let lab = |device: &str| json!({"device_id": device, "group": "lab"});
+        assert_eq!(
+            onboard(&app, lab("bench-1"), None).await.status(),
+            StatusCode::OK
+        );
+        for claimed in ["sensor-001", "gw-7"] {
+            let refused = onboard(&app, lab(claimed), None).await;
+            assert_eq!(
+                error_code(refused).await.1,
+                "device_not_allowed",
+                "{claimed}"
+            );
+        }
 
         // A gateway: derived onboarding names its group; no group means `default`,
         // which this server does not have.

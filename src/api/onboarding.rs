@@ -46,7 +46,11 @@ pub async fn onboarding(
         only.onboarding.check_key(&req)?;
     }
     let body = raw.json()?;
-    let group = find_group(&groups, keyed, body.str_field_or_absent("group")?, &req)?;
+    let named = match groups.is_implicit() {
+        true => None,
+        false => body.str_field_or_absent("group")?,
+    };
+    let group = find_group(&groups, keyed, named, &req)?;
     let device = body.device_id()?;
     // A new token makes a new certificate, whose common name the id becomes.
     DeviceId::parse_onboarding(device.as_str()).map_err(ApiError::InvalidDeviceId)?;
@@ -67,6 +71,12 @@ pub async fn onboarding(
     // The enrollment key (or the open mode) was checked above, the device's own key here.
     attribute(&req, &device);
     group.devices.check(&device)?;
+    // An id another group's rules claim is that group's, whatever this one takes.
+    if let Some(owner) = groups.claimed_by(&device)
+        && !Arc::ptr_eq(owner, &group)
+    {
+        return Err(ApiError::DeviceNotAllowed);
+    }
     // An id the group's profile cannot make a certificate for is told now, not after
     // it has a token (422 `csr_policy_violation`, as sign-csr would say).
     group

@@ -12,6 +12,7 @@ use crate::ca::{PresentedCertificate, check_csr};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::groups::DEFAULT_GROUP;
 use crate::lifecycle::{Renewing, storage_error};
 use crate::net::PeerCertificate;
 use crate::store::CertificateRegistry;
@@ -37,40 +38,35 @@ pub async fn renew(
         .certificate(&presented.serial)
         .await
         .map_err(storage_error)?;
-    let record = match record {
-        Some(record) if record.device_id == device => Some(record),
+    let same_name = presented.common_name == device.as_str();
+    let group_name = match record {
+        Some(record) if record.device_id == device => record.group,
+        // Another device's certificate: the store step would refuse it as unknown for
+        // this one; a common name that is not this device's is a proof for another.
+        Some(_) if same_name => return Err(ApiError::CertificateUnknown),
         Some(_) => {
             return Err(ApiError::RenewalProofInvalid(
                 "the certificate is for another device".into(),
             ));
         }
-        None if presented.common_name != device.as_str() => {
+        None if !same_name => {
             return Err(ApiError::RenewalProofInvalid(
                 "the certificate is for another device".into(),
             ));
         }
-        None => None,
+        // Unknown to the registry: checked as `default`'s, as every certificate was
+        // before groups, and the store step says `certificate_unknown` after the block
+        // and the other checks, in the order it always did.
+        None => DEFAULT_GROUP.to_owned(),
     };
     // From here on the certificate is the device's: refusals are filed under it.
     attribute(&req, &device);
-    let record = match record {
-        Some(record) => record,
-        // Expired is the first thing such a device is told, as with any certificate;
-        // then that the registry does not know it.
-        None => {
-            let grace = state.renewal.grace().as_secs();
-            if presented.not_after + grace < now {
-                return Err(ApiError::CertificateExpired(
-                    state.renewal.after_expiry_days,
-                ));
-            }
-            return Err(ApiError::CertificateUnknown);
-        }
-    };
     let groups = state.groups.current();
-    let group = groups
-        .get(&record.group)
-        .ok_or_else(|| ApiError::GroupUnknown(record.group.clone()))?;
+    let group = match groups.get(&group_name) {
+        Some(group) => group,
+        None if group_name == DEFAULT_GROUP => return Err(ApiError::CertificateUnknown),
+        None => return Err(ApiError::GroupUnknown(group_name)),
+    };
     if presented.not_after + group.grace().as_secs() < now {
         return Err(ApiError::CertificateExpired(group.after_expiry_days));
     }

@@ -44,6 +44,11 @@ impl DevicePolicy {
         Ok(Self { pattern, allowlist })
     }
 
+    /// Whether it narrows the ids at all (a pattern, an allowlist).
+    pub fn has_rules(&self) -> bool {
+        self.pattern.is_some() || self.allowlist.is_some()
+    }
+
     /// The pattern as configured, and how many ids the allowlist holds.
     pub fn describe(&self) -> (Option<String>, Option<usize>) {
         let pattern = self.pattern.as_ref().map(|p| {

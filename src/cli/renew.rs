@@ -28,6 +28,10 @@ pub struct RenewArgs {
     /// Its private key, PKCS#8 PEM (<id>.key)
     #[arg(long)]
     pub key: PathBuf,
+    /// The device id, when the certificate's common name is not it (an enrollment group
+    /// whose profile writes another one); default: the common name
+    #[arg(long)]
+    pub device_id: Option<String>,
     /// Make a new key of this type instead of keeping the current one
     #[arg(long, value_enum)]
     pub rekey: Option<KeyKind>,
@@ -154,9 +158,12 @@ async fn check(args: &RenewArgs, client: &ApiClient, retry: &Retry) -> Result<Ou
         .with_context(|| format!("{} is not a PEM certificate", args.cert.display()))
         .map_err(local)?
         .into_contents();
-    let device_id = common_name(&cert_der)
-        .with_context(|| format!("{} names no device (no subject CN)", args.cert.display()))
-        .map_err(local)?;
+    let device_id = match &args.device_id {
+        Some(id) => id.clone(),
+        None => common_name(&cert_der)
+            .with_context(|| format!("{} names no device (no subject CN)", args.cert.display()))
+            .map_err(local)?,
+    };
     let current = DeviceKey::from_pem(&key_pem)
         .with_context(|| format!("{} is not a PKCS#8 private key", args.key.display()))
         .map_err(local)?;

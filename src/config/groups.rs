@@ -9,7 +9,7 @@ use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
 use super::{ConfigError, HookSettings, KeyList, OnboardingMode};
-use crate::device::KeyKind;
+use crate::domain::KeyKind;
 use crate::secret::Secret;
 
 /// An extended key usage a group's certificates may carry (RFC 5280 §4.2.1.12).

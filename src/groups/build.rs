@@ -11,7 +11,7 @@ use crate::ca::{KeyPolicy, KeyType};
 use crate::config::{
     ConfigError, GroupSettings, OnboardingMode, OnboardingSettings, Settings, read_groups_file,
 };
-use crate::device::KeyKind;
+use crate::domain::KeyKind;
 use crate::hook::PreIssuanceHook;
 
 /// `[a-z0-9-]{1,32}`: safe in metric labels, URLs, log lines and file names.
@@ -29,7 +29,7 @@ pub fn load(settings: &Settings) -> Result<Groups, ConfigError> {
         configured.extend(read_groups_file(path)?);
     }
     if configured.is_empty() {
-        return Ok(Groups::new(vec![Arc::new(implicit_default(settings)?)]));
+        return Ok(Groups::implicit(implicit_default(settings)?));
     }
     refuse_top_level_credentials(&settings.onboarding)?;
     let mut names = HashSet::new();
@@ -295,6 +295,11 @@ mod tests {
         g.san_dns = vec!["{serial}.example.com".into()];
         let e = refused(vec![g], |_| {});
         assert!(e.contains("{serial}") && e.contains("{device_id}"), "{e}");
+        for host in ["{device_id}", "{device_id}.com", "x.{device_id}"] {
+            let mut g = keyed("a", KEY_A);
+            g.san_dns = vec![host.into()];
+            assert!(refused(vec![g], |_| {}).contains("fixed labels"), "{host}");
+        }
         let mut g = keyed("a", KEY_A);
         g.subject.country = Some("Germany".into());
         let e = refused(vec![g], |_| {});

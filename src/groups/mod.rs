@@ -25,7 +25,7 @@ pub use reload::{announce, describe, spawn_reloader};
 
 use crate::auth::{DevicePolicy, OnboardingAuth};
 use crate::ca::KeyPolicy;
-use crate::device::KeyKind;
+use crate::domain::KeyKind;
 use crate::hook::PreIssuanceHook;
 
 pub use crate::registry::DEFAULT_GROUP;
@@ -57,27 +57,57 @@ impl Group {
 }
 
 /// The groups in force: in the order configured.
-pub struct Groups(Vec<Arc<Group>>);
+pub struct Groups {
+    list: Vec<Arc<Group>>,
+    /// The one group the top-level settings make when no `[[groups]]` are configured.
+    implicit: bool,
+}
 
 impl Groups {
-    pub fn new(groups: Vec<Arc<Group>>) -> Self {
-        Self(groups)
+    pub fn new(list: Vec<Arc<Group>>) -> Self {
+        Self {
+            list,
+            implicit: false,
+        }
+    }
+
+    /// The top-level settings as the group `default`, with no `[[groups]]`: a request
+    /// names no group then (a `group` field is ignored, as any unknown field was).
+    pub fn implicit(group: Group) -> Self {
+        Self {
+            list: vec![Arc::new(group)],
+            implicit: true,
+        }
+    }
+
+    pub fn is_implicit(&self) -> bool {
+        self.implicit
+    }
+
+    /// The first group whose own device rules (a pattern, an allowlist) take `device`:
+    /// the group the id belongs to. A group without rules claims no id, and takes those
+    /// no other group claims; so an open or wide group cannot hand out an id that a
+    /// stricter group was given.
+    pub fn claimed_by(&self, device: &crate::domain::DeviceId) -> Option<&Arc<Group>> {
+        self.list
+            .iter()
+            .find(|g| g.devices.has_rules() && g.devices.check(device).is_ok())
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Group>> {
-        self.0.iter().find(|g| &*g.name == name)
+        self.list.iter().find(|g| &*g.name == name)
     }
 
     /// The group, when there is only one.
     pub fn only(&self) -> Option<&Arc<Group>> {
-        match self.0.as_slice() {
+        match self.list.as_slice() {
             [only] => Some(only),
             _ => None,
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Group>> {
-        self.0.iter()
+        self.list.iter()
     }
 
     /// The `key`-mode group whose enrollment key the request bears, with the key's name.
@@ -85,7 +115,7 @@ impl Groups {
     /// (or which group) matched.
     pub fn by_enrollment_key(&self, req: &HttpRequest) -> Option<&Arc<Group>> {
         let mut found = None;
-        for group in &self.0 {
+        for group in &self.list {
             if let OnboardingAuth::Keys(keys) = &group.onboarding
                 && keys.accepts(req)
                 && found.is_none()

@@ -76,6 +76,21 @@ impl ProfileTemplate {
                 ));
             }
         }
+        // A name a device fills in itself must stay under the operator's domain: the id
+        // is one label (checked per device), followed by at least two fixed ones.
+        for template in &template.san_dns {
+            if template.contains("{device_id}") {
+                let suffix = template.rsplit('}').next().unwrap_or_default();
+                let labels = suffix.strip_prefix('.').map_or(0, |s| s.split('.').count());
+                if labels < 2 {
+                    return Err(format!(
+                        "`{template}`: a DNS name with {{device_id}} must end in fixed labels \
+                         of the operator's domain (`{{device_id}}.sensors.example.com`), so that \
+                         no device can name a host of its choosing"
+                    ));
+                }
+            }
+        }
         let sample = DeviceId::parse("device-1").expect("a valid id");
         template
             .render(&sample, &group.name, &NameOverrides::default())
@@ -125,7 +140,16 @@ impl ProfileTemplate {
         }
         let san_dns = match &overrides.san_dns {
             Some(names) => names.clone(),
-            None => self.san_dns.iter().map(|t| fill(t)).collect(),
+            None => {
+                if device.as_str().contains('.')
+                    && self.san_dns.iter().any(|t| t.contains("{device_id}"))
+                {
+                    return Err(refuse(format!(
+                        "a DNS name from the id `{device}`, whose dots would add labels of its own"
+                    )));
+                }
+                self.san_dns.iter().map(|t| fill(t)).collect()
+            }
         };
         if let Some(bad) = san_dns.iter().find(|n| !is_dns_name(n)) {
             return Err(refuse(format!(

@@ -43,12 +43,16 @@ pub fn spawn_reloader(
     })
 }
 
+/// The groups from the files as they are now; every other setting (and what groups
+/// inherit from it) as at start, which is what the running server uses.
 fn reread(settings: &Settings) -> Result<Groups, ConfigError> {
-    match &settings.loaded_from {
-        Some(from) => load(&Settings::load(from.config.as_deref(), &from.overrides)?),
-        // Settings made in code: only `groups_file` can have changed.
-        None => load(settings),
+    let mut base = settings.clone();
+    if let Some(from) = &settings.loaded_from {
+        let fresh = Settings::load(from.config.as_deref(), &from.overrides)?;
+        base.groups = fresh.groups;
+        base.groups_file = fresh.groups_file;
     }
+    load(&base)
 }
 
 /// `sensors (key), gateways (derived)`: for the start-up and reload lines.

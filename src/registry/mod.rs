@@ -180,16 +180,17 @@ impl CertificateRecord {
     /// | u8 group length | group | u32 revoked_at (0: not revoked) | u8 reason code
     /// ```
     ///
-    /// The group `default` is written as length 0; a record written before groups has no
-    /// group field at all (and is read as `default`). The revocation is the last five
+    /// The group `default` has no group field (the form written before groups, read by
+    /// every version); another group is its length and name. The revocation is the last five
     /// bytes, which the revoke script rewrites in place.
     pub fn pack(&self) -> Vec<u8> {
         let id = self.device_id.as_str().as_bytes();
+        // `default` in the form written before groups, which older versions still read.
         let group = match self.group.as_str() {
-            DEFAULT_GROUP => &[][..],
-            name => &name.as_bytes()[..name.len().min(255)],
+            DEFAULT_GROUP => None,
+            name => Some(&name.as_bytes()[..name.len().min(255)]),
         };
-        let mut out = Vec::with_capacity(1 + id.len() + 47 + group.len());
+        let mut out = Vec::with_capacity(1 + id.len() + 47 + group.map_or(0, <[u8]>::len));
         out.push(id.len() as u8);
         out.extend_from_slice(id);
         out.extend_from_slice(&(self.issued_at as u32).to_be_bytes());
@@ -200,8 +201,10 @@ impl CertificateRecord {
             .unwrap_or(KEY_TYPES.len() - 1);
         out.push(key_type as u8);
         out.extend_from_slice(&self.fingerprint_sha256);
-        out.push(group.len() as u8);
-        out.extend_from_slice(group);
+        if let Some(group) = group {
+            out.push(group.len() as u8);
+            out.extend_from_slice(group);
+        }
         let (at, reason) = self
             .revocation
             .map_or((0, 0), |r| (r.at as u32, r.reason.code()));
@@ -281,7 +284,11 @@ mod tests {
             reason: Reason::KeyCompromise,
         });
         let packed = r.pack();
-        assert_eq!(packed.len(), 1 + 10 + 47);
+        assert_eq!(
+            packed.len(),
+            1 + 10 + 46,
+            "default: the form from before groups"
+        );
         assert_eq!(
             CertificateRecord::unpack(r.serial, &packed),
             Some(r.clone())
