@@ -119,14 +119,29 @@ impl PreIssuanceHook {
         }
         // No proxy from the environment: a proxy would read the request and could answer
         // for the hook, which is exactly what the loopback-only rule for http:// prevents.
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(Duration::from_millis(hook.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| {
-                ConfigError::key(&format!("{key}.url"), format!("cannot build a client: {e}"))
-            })?;
+            .no_proxy();
+        if let Some(path) = &hook.ca_file {
+            let ca_key = format!("{key}.ca_file");
+            let roots = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                })
+                .map_err(|e| ConfigError::key(&ca_key, format!("{}: {e}", path.display())))?;
+            if roots.is_empty() {
+                return Err(ConfigError::key(
+                    &ca_key,
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            client = client.tls_certs_only(roots);
+        }
+        let client = client.build().map_err(|e| {
+            ConfigError::key(&format!("{key}.url"), format!("cannot build a client: {e}"))
+        })?;
         if hook.on_error == HookOnError::Allow {
             tracing::warn!(
                 "HOOK ON_ERROR IS ALLOW: when the pre-issuance hook cannot answer, certificates \

@@ -281,3 +281,56 @@ async fn a_hook_needs_https_or_loopback_and_a_secret() {
             .contains("hook.url")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_on_a_private_ca_is_reached_through_hook_ca_file_only() {
+    within(Duration::from_secs(30), async {
+        let (hook, url, ca_pem) = common::hook::start_tls_hook().await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("hook-ca.pem");
+        std::fs::write(&ca_file, &ca_pem).unwrap();
+
+        // The built-in roots do not know the hook's CA: no answer, nothing signed.
+        let untrusting = app_with_hook(&url, HookOnError::Deny).await;
+        let token = untrusting.token_for("tls-1").await;
+        let (status, code, _) = refused(
+            untrusting
+                .sign_csr(&token, "tls-1", &quick_csr("tls-1"))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "hook_unavailable")
+        );
+        untrusting.stop().await;
+
+        let trusting = TestApp::spawn_with(None, |s| {
+            s.hook.url = Some(url.clone());
+            s.hook.secret = Some(Secret::new(SECRET));
+            s.hook.ca_file = Some(ca_file.clone());
+        })
+        .await;
+        let token = trusting.token_for("tls-2").await;
+        let signed = trusting
+            .sign_csr(&token, "tls-2", &quick_csr("tls-2"))
+            .await;
+        assert_eq!(signed.status(), StatusCode::OK);
+        assert_eq!(hook.last()["device_id"], "tls-2");
+        trusting.stop().await;
+
+        // A file that holds no certificate stops start-up, naming the setting.
+        std::fs::write(&ca_file, "not a certificate").unwrap();
+        let mut settings = common::app::test_settings(None, dir.path());
+        settings.hook.url = Some(url);
+        settings.hook.secret = Some(Secret::new(SECRET));
+        settings.hook.ca_file = Some(ca_file);
+        let error = provisiond::startup::Application::build(settings)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("hook.ca_file"), "{error}");
+    })
+    .await;
+}

@@ -8,6 +8,7 @@ use super::{AppState, no_store};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::groups::group_name_is_valid;
 use crate::lifecycle::storage_error;
 use crate::registry::CertificateRecord;
 use crate::store::{CertificateRegistry, FleetSource};
@@ -43,6 +44,8 @@ pub struct DeviceSummary {
     pub valid_until: Option<String>,
     pub pending: bool,
     pub blocked: Option<BlockView>,
+    /// The enrollment group of its latest certificate; null without one.
+    pub group: Option<String>,
 }
 
 /// What a listing asks for.
@@ -52,6 +55,7 @@ struct FleetQuery {
     expiring_within: Option<u64>,
     limit: usize,
     cursor: Option<String>,
+    group: Option<String>,
 }
 
 impl FleetQuery {
@@ -62,6 +66,7 @@ impl FleetQuery {
             expiring_within: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
+            group: None,
         };
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
@@ -108,9 +113,16 @@ impl FleetQuery {
                     }
                     parsed.cursor = Some(value.into_owned());
                 }
+                "group" => {
+                    if !group_name_is_valid(&value) {
+                        return Err(ApiError::InvalidQuery("group is a group's name: a-z 0-9 -"));
+                    }
+                    parsed.group = Some(value.into_owned());
+                }
                 _ => {
                     return Err(ApiError::InvalidQuery(
-                        "the parameters are prefix, state, expiring_within_days, limit, cursor",
+                        "the parameters are prefix, state, group, expiring_within_days, limit, \
+                         cursor",
                     ));
                 }
             }
@@ -127,6 +139,9 @@ impl FleetQuery {
     }
 
     fn wants(&self, device: &DeviceSummary, records: &[CertificateRecord], now: u64) -> bool {
+        if self.group.is_some() && device.group != self.group {
+            return false;
+        }
         if let Some(within) = self.expiring_within {
             let latest = valid_until(records, now);
             if latest.is_none_or(|t| t > now + within) {
@@ -148,7 +163,7 @@ fn valid_until(records: &[CertificateRecord], now: u64) -> Option<u64> {
         .max()
 }
 
-/// `GET /api/v1/devices?prefix=&state=&expiring_within_days=&limit=&cursor=`: devices
+/// `GET /api/v1/devices?prefix=&state=&group=&expiring_within_days=&limit=&cursor=`: devices
 /// with certificates (or, with `state=pending` / `state=blocked`, those with a pending
 /// token / a block), in pages. With Redis the order is the registry's (by slot), not
 /// alphabetical; without it, by id.
@@ -235,5 +250,9 @@ async fn summarize(
         valid_until: valid_until(records, now).map(unix_rfc3339),
         pending,
         blocked: blocked.map(BlockView::of),
+        group: records
+            .iter()
+            .max_by_key(|r| r.issued_at)
+            .map(|r| r.group.clone()),
     })
 }

@@ -31,8 +31,7 @@ pub struct OnboardingRequest {
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
-    /// The enrollment group for `derived` and `open` onboarding (default `default`); in
-    /// `key` mode the key names it.
+    /// The enrollment group for `derived` and `open` onboarding (default `default`).
     #[schema(pattern = "^[a-z0-9-]{1,32}$")]
     pub group: Option<String>,
 }
@@ -505,6 +504,7 @@ fn activity() {}
     params(
         ("prefix" = Option<String>, Query, description = "Only ids that start with this", pattern = "^[A-Za-z0-9._:-]{0,128}$"),
         ("state" = Option<String>, Query, description = "active, pending, revoked, blocked or expired"),
+        ("group" = Option<String>, Query, description = "Only devices whose latest certificate is of this enrollment group", pattern = "^[a-z0-9-]{1,32}$"),
         ("expiring_within_days" = Option<u32>, Query, description = "Only devices whose latest valid certificate expires within this many days", minimum = 1, maximum = 3650),
         ("limit" = Option<u32>, Query, description = "Devices per page (default 50)", minimum = 1, maximum = 200),
         ("cursor" = Option<String>, Query, description = "The previous page's next_cursor"),

@@ -58,6 +58,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("HOOK_SECRET", "hook.secret"),
     ("HOOK_SECRET_FILE", "hook.secret_file"),
     ("HOOK_TIMEOUT_MS", "hook.timeout_ms"),
+    ("HOOK_CA_FILE", "hook.ca_file"),
     ("HOOK_ON_ERROR", "hook.on_error"),
     ("DEVICE_ALLOWLIST_FILE", "onboarding.device_allowlist_file"),
     (

@@ -26,6 +26,9 @@ pub struct HookSettings {
     /// The HMAC secret that signs each request (at least 32 bytes).
     pub secret: Option<Secret>,
     pub secret_file: Option<PathBuf>,
+    /// The CA certificate(s), PEM, that the hook's TLS certificate must chain to: only
+    /// these, instead of the built-in roots (a hook on a private CA).
+    pub ca_file: Option<PathBuf>,
     /// How long the hook may take, in milliseconds.
     pub timeout_ms: u64,
     pub on_error: HookOnError,
@@ -37,6 +40,7 @@ impl Default for HookSettings {
             url: None,
             secret: None,
             secret_file: None,
+            ca_file: None,
             timeout_ms: 2000,
             on_error: HookOnError::Deny,
         }

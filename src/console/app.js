@@ -232,12 +232,12 @@ async function listFleet(more) {
     const link = document.createElement("a");
     link.href = "#/devices/" + encodeURIComponent(d.device_id);
     link.textContent = d.device_id;
-    row(table, [link, d.state, d.valid_certificates + " / " + d.certificates, when(d.valid_until),
-      d.pending ? "yes" : ""]);
+    row(table, [link, d.state, d.group || "", d.valid_certificates + " / " + d.certificates,
+      when(d.valid_until), d.pending ? "yes" : ""]);
   }
   fleetCursor = page.next_cursor;
   $("fleet-more").hidden = !fleetCursor;
-  if (!more && page.devices.length === 0 && !fleetCursor) row(table, ["none", "", "", "", ""]);
+  if (!more && page.devices.length === 0 && !fleetCursor) row(table, ["none", "", "", "", "", ""]);
 }
 
 async function act(id, question, path, method, body, done) {

@@ -108,8 +108,48 @@ async fn answer(req: HttpRequest, body: web::Bytes, hook: web::Data<Hook>) -> Ht
     }
 }
 
-/// The hook, on a free loopback port; stopped when the test's runtime ends.
 pub async fn start_hook() -> (Hook, String) {
+    let (hook, port) = serve(None).await;
+    (hook, format!("http://127.0.0.1:{port}/hook"))
+}
+
+/// The hook over HTTPS, its certificate (for `localhost`) from a CA made here; answers
+/// the hook, its URL and the CA certificate (PEM) to trust it with.
+pub async fn start_tls_hook() -> (Hook, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "hook test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (hook, port) = serve(Some(config)).await;
+    (
+        hook,
+        format!("https://localhost:{port}/hook"),
+        ca_cert.pem(),
+    )
+}
+
+/// The hook on a free loopback port (over TLS with `tls`); stopped when the test's
+/// runtime ends.
+async fn serve(tls: Option<rustls::ServerConfig>) -> (Hook, u16) {
     let hook = Hook {
         answer: Arc::new(Mutex::new(Answer::Allow)),
         seen: Arc::new(Mutex::new(Vec::new())),
@@ -120,10 +160,13 @@ pub async fn start_hook() -> (Hook, String) {
             .app_data(data.clone())
             .route("/hook", web::post().to(answer))
     })
-    .workers(1)
-    .bind(("127.0.0.1", 0))
+    .workers(1);
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(("127.0.0.1", 0), tls),
+        None => server.bind(("127.0.0.1", 0)),
+    }
     .unwrap();
     let port = server.addrs()[0].port();
     tokio::spawn(server.run());
-    (hook, format!("http://127.0.0.1:{port}/hook"))
+    (hook, port)
 }
