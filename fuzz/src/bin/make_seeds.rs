@@ -49,7 +49,9 @@ fn fixtures() {
         let public = check_csr(&csr, &device(), ca().policy()).unwrap();
         let profile = CertProfile::device(DEVICE);
         let validity = time::Duration::days(365);
-        let issued = ca().issue(&public, &[0x81; 16], &profile, validity).unwrap();
+        let issued = ca()
+            .issue(&public, &[0x81; 16], &profile, validity)
+            .unwrap();
         fs::write(dir.join("device.crt"), issued.pem).unwrap();
         fs::write(dir.join("device.key"), key.private_key_pem()).unwrap();
     }
@@ -144,7 +146,9 @@ fn csrs() {
 }
 
 fn tokens_and_proofs() {
-    let issued = tokens().issue(&device(), Jti::random(), 0, "default").unwrap();
+    let issued = tokens()
+        .issue(&device(), Jti::random(), 0, "default")
+        .unwrap();
     seed(
         "provisioning_token",
         "issued",
