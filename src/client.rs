@@ -144,6 +144,8 @@ pub struct Signed {
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
+    /// Sent as onboarding's `group`, when set.
+    group: Option<String>,
 }
 
 impl ApiClient {
@@ -174,7 +176,15 @@ impl ApiClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            group: None,
         })
+    }
+
+    /// Onboards into enrollment group `group` (the body's `group`), or the server's
+    /// choice with `None`.
+    pub fn with_group(mut self, group: Option<String>) -> Self {
+        self.group = group;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -189,7 +199,10 @@ impl ApiClient {
         let mut request = self
             .http
             .post(format!("{}/api/v1/onboarding", self.base))
-            .json(&json!({ "device_id": device_id }));
+            .json(&match &self.group {
+                Some(group) => json!({ "device_id": device_id, "group": group }),
+                None => json!({ "device_id": device_id }),
+            });
         if let Some(authorization) = credential.authorization(device_id) {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }

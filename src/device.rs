@@ -157,7 +157,8 @@ pub fn verify_issued(
         .next()
         .and_then(|cn| crate::ca::directory_string(cn).ok())
         .unwrap_or_default();
-    if found != device_id {
+    // A group's profile may write more than the id (`{device_id}.gw`), never less.
+    if !found.contains(device_id) {
         return Err(VerifyError::WrongSubject {
             expected: device_id.to_owned(),
             found,

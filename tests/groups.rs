@@ -306,9 +306,28 @@ async fn two_groups_issue_their_own_certificates_and_renewal_keeps_the_group() {
             .unwrap();
         assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 
+        // The fleet command names the group: a gateway enrolls from the CLI.
+        let out = tempfile::tempdir().unwrap();
+        let device_key =
+            derived::encode_key(&derived::device_key(GATEWAY_SECRET.as_bytes(), "gw-11"));
+        let server = app.address.clone();
+        let out_dir = out.path().to_str().unwrap();
+        let extra = [
+            "--group",
+            "gateways",
+            "--device-key",
+            &device_key,
+            "--key-type",
+            "ed25519",
+        ];
+        common::bin::enroll_into(&server, "gw-11", out_dir, &extra).await;
+        let written = std::fs::read_to_string(out.path().join("gw-11.crt")).unwrap();
+        let text = openssl_x509(&written, &["-noout", "-text"]);
+        assert!(text.contains("DNS:gw-11.gw.example.com"), "{text}");
+
         let metrics = app.metrics().await;
         assert!(
-            metrics.contains("provisiond_group_certificates_issued_total{group=\"gateways\"} 2"),
+            metrics.contains("provisiond_group_certificates_issued_total{group=\"gateways\"} 3"),
             "{metrics}"
         );
         assert!(metrics.contains("provisiond_group_tokens_issued_total{group=\"sensors\"} 1"));

@@ -204,6 +204,8 @@ impl Recorders {
 struct Plan {
     target: Target,
     enrollment_key: Option<String>,
+    /// `,"group":"<name>"` for onboarding bodies with `--group`, else empty.
+    group_field: String,
     scenario: Scenario,
     /// The pool's CSRs, each already a JSON string literal.
     csrs: Vec<String>,
@@ -280,7 +282,7 @@ impl Plan {
             #[serde(borrow)]
             provisioning_token: &'a str,
         }
-        let body = Bytes::from(format!(r#"{{"device_id":"{device}"}}"#));
+        let body = Bytes::from(format!(r#"{{"device_id":"{device}"{}}}"#, self.group_field));
         let started = Instant::now();
         let outcome = conn
             .send(
@@ -451,6 +453,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     let mut plan = Plan {
         target,
         enrollment_key: args.enrollment.key()?,
+        group_field: args.enrollment.group_field(),
         scenario: args.scenario,
         csrs,
         run_id: hex::encode(run_id),
@@ -465,6 +468,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     };
     if args.scenario == Scenario::SignCsr {
         let client = args.server.client(args.concurrency.into())?;
+        let client = client.with_group(args.enrollment.group.clone());
         // Tokens are taken at a good clip whatever the concurrency under test.
         let takers = usize::from(args.concurrency).max(64);
         plan.tokens = take_tokens(&plan, &client, args.devices, takers).await?;

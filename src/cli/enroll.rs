@@ -107,7 +107,10 @@ async fn enroll(args: &EnrollArgs, files: &DeviceFiles) -> Result<Enrolled, CliE
             .expect("making a CSR does not panic")
             .map_err(CliError::LocalIo)?
     };
-    let client = args.server.client(1)?;
+    let client = args
+        .server
+        .client(1)?
+        .with_group(args.enrollment.group.clone());
     // Refuse a CA change before spending a token on it.
     if files.ca_path().exists() && !args.force && files.ca_differs(&client.ca().await?) {
         return Err(CliError::LocalIo(anyhow::anyhow!(

@@ -73,9 +73,20 @@ pub struct EnrollmentKeyArgs {
         conflicts_with = "enrollment_key"
     )]
     pub enrollment_key_file: Option<PathBuf>,
+    /// The enrollment group to onboard into, for servers with groups in `derived` or
+    /// `open` mode (in `key` mode the key names it)
+    #[arg(long, env = "PROVISIOND_GROUP", value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 impl EnrollmentKeyArgs {
+    /// `,"group":"<name>"` (JSON-escaped) to add to an onboarding body, or nothing.
+    pub fn group_field(&self) -> String {
+        self.group.as_ref().map_or_else(String::new, |g| {
+            format!(r#","group":{}"#, serde_json::Value::from(g.as_str()))
+        })
+    }
+
     /// The key, from the flag, the variable or the file.
     pub fn key(&self) -> Result<Option<String>, CliError> {
         match &self.enrollment_key_file {

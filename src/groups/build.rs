@@ -301,6 +301,9 @@ mod tests {
             assert!(refused(vec![g], |_| {}).contains("fixed labels"), "{host}");
         }
         let mut g = keyed("a", KEY_A);
+        g.subject.common_name = Some("sensor".into());
+        assert!(refused(vec![g], |_| {}).contains("must hold {device_id}"));
+        let mut g = keyed("a", KEY_A);
         g.subject.country = Some("Germany".into());
         let e = refused(vec![g], |_| {});
         assert!(e.contains("two upper-case letters"), "{e}");

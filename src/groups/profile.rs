@@ -43,6 +43,13 @@ impl ProfileTemplate {
             .common_name
             .clone()
             .unwrap_or_else(|| "{device_id}".into());
+        // Brokers map the common name to a user (`use_identity_as_username`): one that
+        // did not hold the id would give every device of the group the same identity.
+        if !common_name.contains("{device_id}") {
+            return Err(format!(
+                "subject.common_name `{common_name}` must hold {{device_id}}"
+            ));
+        }
         subject.push((SubjectAttribute::CommonName, common_name));
         let eku = group
             .extended_key_usage

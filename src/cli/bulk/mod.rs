@@ -182,7 +182,10 @@ async fn enroll_all(
         None => None,
     };
     let job = Arc::new(Job {
-        client: args.server.client(args.concurrency.into())?,
+        client: args
+            .server
+            .client(args.concurrency.into())?
+            .with_group(args.enrollment.group.clone()),
         enrollment_key: Credential::enrollment_key(args.enrollment.key()?),
         group_secret,
         pinned_ca: args.server.pinned_ca()?,
