@@ -6,6 +6,13 @@ pub fn fill_random(buf: &mut [u8]) {
     aws_lc_rs::rand::fill(buf).expect("the system random source is available");
 }
 
+/// SHA-1, for OCSP CertIDs and responder ids only (RFC 6960 names it; collisions do
+/// not matter for a lookup key).
+pub fn sha1(data: &[u8]) -> [u8; 20] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data);
+    digest.as_ref().try_into().expect("SHA-1 is 20 bytes")
+}
+
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     digest.as_ref().try_into().expect("SHA-256 is 32 bytes")

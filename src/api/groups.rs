@@ -140,3 +140,15 @@ fn key_types(group: &Group) -> Vec<String> {
     }
     types
 }
+
+/// The enrollment groups in force (admin): each one's onboarding, device rules, key
+/// types, validity, renewal, profile, hook and counts. Never a key, secret or hook URL.
+#[utoipa::path(get, path = "/api/v1/groups",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The groups", body = GroupList),
+        (status = 401, description = "unauthorized", body = super::error_body::ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications", body = super::error_body::ErrorBody),
+    ))]
+#[allow(dead_code)]
+pub(super) fn list_groups_doc() {}

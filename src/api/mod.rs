@@ -8,9 +8,11 @@ mod ca;
 mod certificates;
 mod console;
 mod crl;
+mod error_body;
 mod fleet;
 mod groups;
 mod health;
+mod ocsp;
 mod onboarding;
 pub mod openapi;
 mod renew;
@@ -183,6 +185,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/console/"),
     ("get", "/console/app.js"),
     ("get", "/console/app.css"),
+    ("post", "/ocsp"),
+    ("get", "/ocsp/{request}"),
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
@@ -192,6 +196,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The route pattern a request matched, as a metric label: one of [`ROUTES`], or
 /// `unmatched`, so that a client cannot add series by inventing paths.
 pub fn route_label(pattern: Option<&str>) -> &'static str {
+    // `{request:.*}` (a tail that may hold `/`) is `{request}` in the document.
+    let pattern = pattern.map(|p| p.replace(":.*}", "}"));
     pattern
         .and_then(|p| ROUTES.iter().find(|(_, r)| *r == p))
         .map_or("unmatched", |(_, r)| r)
@@ -241,6 +247,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/console/", console::index))
         .service(get("/console/app.js", console::script))
         .service(get("/console/app.css", console::style))
+        .service(post("/ocsp", ocsp::ocsp_post))
+        .service(get("/ocsp/{request:.*}", ocsp::ocsp_get))
         .service(get("/health", health::health))
         .service(get("/livez", health::livez))
         .service(get("/readyz", health::readyz))

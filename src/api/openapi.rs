@@ -14,6 +14,7 @@ use super::admin::{BlockView, DeviceRevoked, DeviceStatus, Revoked, Unblocked};
 use super::answers::{
     CertificateAnswer, CertificateView, ListedAnswer, ListedView, SignCsrResponse,
 };
+use super::error_body::{ErrorBody, ErrorDetail};
 use super::fleet::{DevicePage, DeviceSummary};
 use super::groups::{GroupList, GroupView, HookView, IssuedCounts, RenewalView};
 use super::health::{Health, MemoryHealth, Probe, RedisHealth, ReplicasMissing};
@@ -77,28 +78,6 @@ pub struct RevokeDeviceRequest {
     pub block: Option<bool>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Always false.
-    pub success: bool,
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `invalid_json`, `invalid_device_id`, `unauthorized`,
-    /// `token_invalid`, `token_expired`, `token_used`, `device_mismatch`,
-    /// `device_not_allowed`, `invalid_csr`, `csr_signature_invalid`,
-    /// `csr_policy_violation`, `payload_too_large`, `unsupported_media_type`,
-    /// `request_timeout`, `rate_limited`, `invalid_query`, `invalid_serial`,
-    /// `invalid_reason`, `certificate_not_found`, `renewal_proof_invalid`,
-    /// `certificate_expired`, `certificate_revoked`, `certificate_unknown`, `certificate_superseded`,
-    /// `invalid_certificate`, `device_blocked`, `crl_expired`, `crl_unavailable`,
-    /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
-    pub code: String,
-    pub message: String,
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -121,7 +100,7 @@ pub struct ErrorDetail {
         revoke_certificate,
         list_serial,
         device_events,
-        list_groups,
+        super::groups::list_groups_doc,
         activity,
         refusals,
         openapi_json,
@@ -129,6 +108,8 @@ pub struct ErrorDetail {
         console_index,
         console_script,
         console_style,
+        super::ocsp::ocsp_post_doc,
+        super::ocsp::ocsp_get_doc,
         health,
         livez,
         readyz,
@@ -474,17 +455,6 @@ fn unblock_device() {}
         (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
     ))]
 fn device_events() {}
-
-/// The enrollment groups in force (admin): each one's onboarding, device rules, key
-/// types, validity, renewal, profile, hook and counts. Never a key, secret or hook URL.
-#[utoipa::path(get, path = "/api/v1/groups",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The groups", body = GroupList),
-        (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 429, description = "rate_limited: too many failed admin authentications", body = ErrorBody),
-    ))]
-fn list_groups() {}
 
 /// Tokens, certificates, refusals and failures per second over the last 15 minutes, and
 /// totals since start (admin; what the console charts).

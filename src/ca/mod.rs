@@ -7,6 +7,7 @@ mod csr_facts;
 pub mod files;
 mod issuer_name;
 mod name;
+mod ocsp;
 mod presented;
 mod profile;
 
@@ -23,6 +24,10 @@ pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
 pub use csr_facts::CsrFacts;
 pub use name::directory_string;
+pub use ocsp::{
+    CertId, CertStatus, IssuerHashes, MAX_REQUESTS as MAX_OCSP_REQUESTS, OcspRequest, ocsp_refusal,
+    parse_request as parse_ocsp_request,
+};
 pub use presented::PresentedCertificate;
 pub use profile::{CertProfile, MAX_NAMES, NameOverrides, SubjectAttribute, is_dns_name, is_uri};
 
@@ -48,6 +53,13 @@ pub struct CertificateAuthority {
     key_identifier: rcgen::KeyIdMethod,
     /// Written into issued certificates as their CRL distribution point.
     crl_url: Option<String>,
+    /// Written into issued certificates as their OCSP responder (Authority Information
+    /// Access, RFC 5280 §4.2.2.1), DER of the extension's value.
+    ocsp_aia: Option<Vec<u8>>,
+    /// The CA certificate's public key (the BIT STRING's bytes) and its hashes in
+    /// CertIDs.
+    key_bits: Vec<u8>,
+    ocsp_issuer: IssuerHashes,
 }
 
 /// A certificate just issued.
@@ -64,6 +76,12 @@ impl CertificateAuthority {
     /// Loads the CA from `settings.dir`, generating one on first start.
     pub fn load_or_init(settings: &CaSettings) -> anyhow::Result<Self> {
         let files = files::load_or_init(&settings.dir, &settings.common_name)?;
+        let public = {
+            use x509_parser::prelude::FromDer;
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&files.cert_der)?;
+            let key = cert.public_key().subject_public_key.data.to_vec();
+            (cert.subject().as_raw().to_vec(), key)
+        };
         let key_pem = files.key.serialize_pem();
         let issuer = match Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key) {
             Ok(issuer) => issuer,
@@ -89,6 +107,9 @@ impl CertificateAuthority {
                 .key_identifier
                 .map_or(rcgen::KeyIdMethod::Sha256, rcgen::KeyIdMethod::PreSpecified),
             crl_url: settings.crl_url.clone(),
+            ocsp_aia: settings.ocsp_url.as_deref().map(authority_info_access),
+            key_bits: public.1.clone(),
+            ocsp_issuer: IssuerHashes::of(&public.0, &public.1),
             issuer,
             cert_der: files.cert_der,
             chain_pem: files.chain_pem,
@@ -178,6 +199,21 @@ impl CertificateAuthority {
         &self.policy
     }
 
+    /// What CertIDs name this CA by (OCSP).
+    pub fn ocsp_issuer(&self) -> &IssuerHashes {
+        &self.ocsp_issuer
+    }
+
+    /// The CA certificate's public key, as its SubjectPublicKeyInfo's BIT STRING holds it.
+    fn public_key_bits(&self) -> &[u8] {
+        &self.key_bits
+    }
+
+    /// The CA's private key, for what rcgen does not sign itself (OCSP responses).
+    fn signing_key(&self) -> &KeyPair {
+        self.issuer.key()
+    }
+
     /// Signs a certificate around `key`, with `serial` (positive, 128 bits), written as
     /// `profile` says and valid for `validity` (cut at the CA's own notAfter). Nothing in
     /// it is copied from the request: subject, names, CA:FALSE and usages are decided by
@@ -215,6 +251,12 @@ impl CertificateAuthority {
             params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
                 uris: vec![url.clone()],
             }];
+        }
+        if let Some(aia) = &self.ocsp_aia {
+            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                aia.clone(),
+            )];
         }
 
         let cert = params.signed_by(key, &self.issuer)?;
@@ -277,6 +319,23 @@ impl CertificateAuthority {
             key.serialize_pem(),
         ))
     }
+}
+
+/// `AuthorityInfoAccessSyntax` with one OCSP access description for `url` (RFC 5280
+/// §4.2.2.1): `id-ad-ocsp`, a uniformResourceIdentifier.
+fn authority_info_access(url: &str) -> Vec<u8> {
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                        1, 3, 6, 1, 5, 5, 7, 48, 1,
+                    ]));
+                w.next()
+                    .write_tagged_implicit(yasna::Tag::context(6), |w| w.write_ia5_string(url));
+            })
+        })
+    })
 }
 
 /// A certificate's DER as PEM, with LF line endings (as rcgen writes it).

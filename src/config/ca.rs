@@ -21,6 +21,9 @@ pub struct CaSettings {
     /// Where brokers fetch the CRL: written into issued certificates as their CRL
     /// distribution point when set.
     pub crl_url: Option<String>,
+    /// Where relying parties ask about one certificate (this server's `/ocsp`): written
+    /// into issued certificates as their Authority Information Access OCSP URL when set.
+    pub ocsp_url: Option<String>,
     /// How long a CRL is valid (nextUpdate − thisUpdate); it is re-signed at half its life.
     pub crl_validity_hours: u32,
 }
@@ -37,6 +40,7 @@ impl Default for CaSettings {
             rsa_min_bits: 2048,
             rsa_max_bits: 4096,
             crl_url: None,
+            ocsp_url: None,
             crl_validity_hours: 24,
         }
     }
@@ -59,6 +63,15 @@ impl CaSettings {
             return Err(ConfigError::key(
                 "ca.crl_url",
                 "must be an http:// (or https://) URL that brokers can fetch",
+            ));
+        }
+        if let Some(url) = &self.ocsp_url
+            && !((url.starts_with("http://") || url.starts_with("https://"))
+                && url::Url::parse(url).is_ok())
+        {
+            return Err(ConfigError::key(
+                "ca.ocsp_url",
+                "must be an http:// (or https://) URL, this server's /ocsp as clients reach it",
             ));
         }
         if self.common_name.is_empty() || self.common_name.chars().count() > 64 {

@@ -40,6 +40,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("CERTS_DIR", "ca.dir"),
     ("CERT_VALIDITY_DAYS", "ca.validity_days"),
     ("CRL_URL", "ca.crl_url"),
+    ("CA_OCSP_URL", "ca.ocsp_url"),
     ("CRL_VALIDITY_HOURS", "ca.crl_validity_hours"),
     ("RENEWAL_AFTER_EXPIRY_DAYS", "renewal.after_expiry_days"),
     ("RENEWAL_REVOKE_PREVIOUS", "renewal.revoke_previous"),

@@ -96,6 +96,12 @@ impl CrlPublisher {
         publisher
     }
 
+    /// nextUpdate - thisUpdate of what it signs (`ca.crl_validity_hours`); OCSP answers
+    /// are valid as long.
+    pub fn validity(&self) -> Duration {
+        self.validity
+    }
+
     /// The CRL to serve; `None` until one could be built from the whole revoked list.
     pub fn current(&self) -> Option<Arc<Published>> {
         self.current

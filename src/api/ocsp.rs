@@ -1,0 +1,130 @@
+//! `/ocsp`: an RFC 6960 responder for the issuing CA, answering from the registry (and
+//! the serials listed on the CRL without a record). POST carries the DER request
+//! (`application/ocsp-request`); GET carries it base64 in the path (RFC 5019 §5).
+//!
+//! Every answer is HTTP 200 `application/ocsp-response`, as OCSP clients expect: a
+//! request that does not read is answered `malformedRequest`, a registry that cannot be
+//! reached `tryLater`, never an HTTP error.
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use time::OffsetDateTime;
+
+use super::AppState;
+use crate::ca::{CertStatus, ocsp_refusal, parse_ocsp_request};
+use crate::store::CertificateRegistry;
+
+/// The largest request read: sixteen CertIDs and a nonce fit many times over.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// RFC 6960 §4.2.1 `OCSPResponseStatus` values sent without a response.
+const MALFORMED_REQUEST: i64 = 1;
+const INTERNAL_ERROR: i64 = 2;
+const TRY_LATER: i64 = 3;
+
+pub async fn ocsp_post(body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    if body.len() > MAX_REQUEST_BYTES {
+        return answer(ocsp_refusal(MALFORMED_REQUEST));
+    }
+    respond(&state, &body).await
+}
+
+pub async fn ocsp_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    // The raw path: a base64 request holds `/` and `+`, which path decoding would touch.
+    let encoded = req.uri().path().strip_prefix("/ocsp/").unwrap_or_default();
+    let der = percent_decode(encoded).and_then(|text| {
+        base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&text))
+            .ok()
+    });
+    match der {
+        Some(der) if der.len() <= MAX_REQUEST_BYTES => respond(&state, &der).await,
+        _ => answer(ocsp_refusal(MALFORMED_REQUEST)),
+    }
+}
+
+async fn respond(state: &AppState, der: &[u8]) -> HttpResponse {
+    let Ok(request) = parse_ocsp_request(der) else {
+        return answer(ocsp_refusal(MALFORMED_REQUEST));
+    };
+    let mut statuses = Vec::with_capacity(request.certs.len());
+    for id in &request.certs {
+        let status = match id.serial {
+            Some(serial) if state.ca.ocsp_issuer().issued(id) => {
+                let listed = state.crl.listed_revocation(&serial);
+                match state.store.certificate(&serial).await {
+                    Ok(Some(record)) => match record.revocation.or(listed) {
+                        Some(revocation) => CertStatus::Revoked(revocation),
+                        None => CertStatus::Good,
+                    },
+                    Ok(None) => listed.map_or(CertStatus::Unknown, CertStatus::Revoked),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "OCSP: the registry cannot be read");
+                        return answer(ocsp_refusal(TRY_LATER));
+                    }
+                }
+            }
+            _ => CertStatus::Unknown,
+        };
+        statuses.push(status);
+    }
+    let now = OffsetDateTime::now_utc();
+    let next_update = now + state.crl.validity();
+    match state
+        .ca
+        .ocsp_response(&request, &statuses, now, next_update)
+    {
+        Ok(der) => answer(der),
+        Err(e) => {
+            tracing::error!(error = %e, "OCSP: signing the response failed");
+            answer(ocsp_refusal(INTERNAL_ERROR))
+        }
+    }
+}
+
+fn answer(der: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/ocsp-response"))
+        // A revocation changes the answer at once: caches ask each time.
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .body(der)
+}
+
+/// `%2B` and the like back to bytes; `None` for a broken escape or a non-ASCII result.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| s.is_ascii())
+}
+
+/// An OCSP request (RFC 6960 §4.1.1, DER) about certificates of this CA: each is
+/// answered `good`, `revoked` (with time and reason) or `unknown`, signed by the CA;
+/// the nonce is echoed. Always 200: a request that does not read is answered
+/// `malformedRequest`, a registry out of reach `tryLater`.
+#[utoipa::path(post, path = "/ocsp",
+    request_body(content = Vec<u8>, content_type = "application/ocsp-request"),
+    responses((status = 200, description = "An OCSPResponse (RFC 6960 §4.2.1), DER",
+        content((Vec<u8> = "application/ocsp-response")))))]
+#[allow(dead_code)]
+pub(super) fn ocsp_post_doc() {}
+
+/// The same, the request base64 in the path and URL-encoded (RFC 5019 §5).
+#[utoipa::path(get, path = "/ocsp/{request}",
+    params(("request" = String, Path, description = "The DER request, base64, URL-encoded")),
+    responses((status = 200, description = "An OCSPResponse (RFC 6960 §4.2.1), DER",
+        content((Vec<u8> = "application/ocsp-response")))))]
+#[allow(dead_code)]
+pub(super) fn ocsp_get_doc() {}

@@ -1,0 +1,214 @@
+//! The OCSP responder against `openssl ocsp`, a client we did not write, on a real
+//! Redis: good, then revoked (time and reason) on two instances after one revocation,
+//! unknown for a serial never issued and for another issuer's CertID, SHA-1 and SHA-256
+//! CertIDs, the nonce echoed, the request by GET, and a malformed request answered
+//! `malformedRequest`, never an HTTP error.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use common::device::enroll;
+use common::pki::openssl_x509;
+use common::{RedisServer, TestApp, within};
+use provisiond::config::KeyList;
+use provisiond::device::KeyKind;
+use provisiond::secret::Secret;
+use reqwest::StatusCode;
+use serde_json::json;
+
+const ADMIN: &str = "admin-key-admin-key-admin-key-admin-key";
+const AIA: &str = "http://ocsp.example.net/ocsp";
+
+/// `openssl ocsp <args>`: what it printed, stdout then stderr.
+fn openssl_ocsp(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .arg("ocsp")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_ocsp_sees_good_then_revoked_everywhere_and_unknown_for_the_rest() {
+    let redis = RedisServer::start();
+    within(Duration::from_secs(90), async {
+        let app = TestApp::spawn_with(Some(&redis), |s| {
+            s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+            s.ca.ocsp_url = Some(AIA.into());
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
+        std::fs::write(&ca, app.ca_pem().await).unwrap();
+        let device = enroll(&app, "ocsp-1", KeyKind::P256).await;
+        std::fs::write(&cert, &device.cert_pem).unwrap();
+        let url = app.url("/ocsp");
+
+        // The certificate says where to ask.
+        let aia = openssl_x509(&device.cert_pem, &["-noout", "-ocsp_uri"]);
+        assert_eq!(aia.trim(), AIA);
+
+        let ask = |extra: &[&str]| {
+            let mut args = vec!["-issuer", path(&ca)];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["-url", &url, "-CAfile", path(&ca), "-resp_text"]);
+            openssl_ocsp(&args)
+        };
+        let good = ask(&["-cert", path(&cert)]);
+        assert!(good.contains("Response verify OK"), "{good}");
+        assert!(good.contains("dev.crt: good"), "{good}");
+        assert!(good.contains("OCSP Nonce"), "the nonce is echoed: {good}");
+        let sha256 = ask(&["-sha256", "-cert", path(&cert)]);
+        assert!(sha256.contains("dev.crt: good"), "{sha256}");
+        assert!(sha256.contains("Hash Algorithm: sha256"), "{sha256}");
+
+        // A second instance on the same Redis and CA.
+        let other = TestApp::spawn_settings({
+            let mut s = common::app::test_settings(Some(&redis), &app.certs);
+            s.ca.ocsp_url = Some(AIA.into());
+            s
+        })
+        .await;
+        let revoked = app
+            .post_json_as(
+                ADMIN,
+                &format!("/api/v1/certificates/{}/revoke", device.serial),
+                &json!({ "reason": "keyCompromise" }),
+            )
+            .await;
+        assert_eq!(revoked.status(), StatusCode::OK);
+        for base in [&url, &other.url("/ocsp")] {
+            let answer = openssl_ocsp(&[
+                "-issuer",
+                path(&ca),
+                "-cert",
+                path(&cert),
+                "-url",
+                base,
+                "-CAfile",
+                path(&ca),
+            ]);
+            assert!(answer.contains("Response verify OK"), "{answer}");
+            assert!(answer.contains("dev.crt: revoked"), "{base}: {answer}");
+            assert!(answer.contains("Reason: keyCompromise"), "{answer}");
+        }
+
+        // Never issued; and another issuer's CertID (checked against our CA as the
+        // responder): unknown.
+        let never = ask(&["-serial", "0x1234"]);
+        assert!(never.contains("0x1234: unknown"), "{never}");
+        let other_ca = dir.path().join("other.crt");
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args([
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=another CA",
+            ])
+            .arg("-keyout")
+            .arg(dir.path().join("other.key"))
+            .arg("-out")
+            .arg(&other_ca)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let serial = format!("0x{}", device.serial);
+        let foreign = openssl_ocsp(&[
+            "-issuer",
+            path(&other_ca),
+            "-serial",
+            &serial,
+            "-url",
+            &url,
+            "-VAfile",
+            path(&ca),
+        ]);
+        assert!(foreign.contains(&format!("{serial}: unknown")), "{foreign}");
+
+        // By GET (RFC 5019): the request base64 and URL-encoded in the path.
+        let request = dir.path().join("req.der");
+        openssl_ocsp(&[
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-no_nonce",
+            "-reqout",
+            path(&request),
+        ]);
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(&request).unwrap());
+        let encoded: String = encoded
+            .chars()
+            .map(|c| match c {
+                '+' => "%2B".to_owned(),
+                '/' => "%2F".to_owned(),
+                '=' => "%3D".to_owned(),
+                c => c.to_string(),
+            })
+            .collect();
+        let got = app
+            .client
+            .get(app.url(&format!("/ocsp/{encoded}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(
+            got.headers()["content-type"].to_str().unwrap(),
+            "application/ocsp-response"
+        );
+        let response = dir.path().join("resp.der");
+        std::fs::write(&response, got.bytes().await.unwrap()).unwrap();
+        let read = openssl_ocsp(&[
+            "-respin",
+            path(&response),
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-CAfile",
+            path(&ca),
+            "-no_nonce",
+        ]);
+        assert!(read.contains("dev.crt: revoked"), "{read}");
+
+        // What does not read is answered malformedRequest (RFC 6960 §2.3), as OCSP.
+        for garbage in [&b"garbage"[..], &[0x30, 0x00], &[0x30, 0x80, 0x00, 0x00]] {
+            let answer = app
+                .client
+                .post(&url)
+                .header("content-type", "application/ocsp-request")
+                .body(garbage.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+            let body = answer.bytes().await.unwrap();
+            assert_eq!(&body[..], &[0x30, 0x03, 0x0a, 0x01, 0x01]);
+        }
+        let broken = app.client.get(app.url("/ocsp/%%zz")).send().await.unwrap();
+        assert_eq!(broken.status(), StatusCode::OK);
+        assert_eq!(
+            &broken.bytes().await.unwrap()[..],
+            &[0x30, 0x03, 0x0a, 0x01, 0x01]
+        );
+        other.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
