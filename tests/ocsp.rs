@@ -201,6 +201,30 @@ async fn openssl_ocsp_sees_good_then_revoked_everywhere_and_unknown_for_the_rest
             let body = answer.bytes().await.unwrap();
             assert_eq!(&body[..], &[0x30, 0x03, 0x0a, 0x01, 0x01]);
         }
+        let large = app
+            .client
+            .post(&url)
+            .body(vec![0x30; 9000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            large.status(),
+            StatusCode::OK,
+            "over 8 KB: an OCSP answer too"
+        );
+        assert_eq!(
+            &large.bytes().await.unwrap()[..],
+            &[0x30, 0x03, 0x0a, 0x01, 0x01]
+        );
+        // Seventeen certificates in one request: more than is answered.
+        let serials: Vec<String> = (1..=17).map(|n| format!("0x{n:x}")).collect();
+        let mut args = vec!["-issuer", path(&ca), "-url", &url, "-CAfile", path(&ca)];
+        for serial in &serials {
+            args.extend(["-serial", serial.as_str()]);
+        }
+        let many = openssl_ocsp(&args);
+        assert!(many.to_lowercase().contains("malformedrequest"), "{many}");
         let broken = app.client.get(app.url("/ocsp/%%zz")).send().await.unwrap();
         assert_eq!(broken.status(), StatusCode::OK);
         assert_eq!(

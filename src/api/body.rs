@@ -21,6 +21,11 @@ pub struct RawBody {
 }
 
 impl RawBody {
+    /// The body as sent, whatever its type (OCSP's DER).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// No body at all. (Whitespace is a body, and not JSON: 400.)
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()

@@ -9,43 +9,67 @@
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use time::OffsetDateTime;
 
 use super::AppState;
-use crate::ca::{CertStatus, ocsp_refusal, parse_ocsp_request};
+use super::body::JsonBody;
+use crate::ca::{BACKDATE, CertStatus, ocsp_refusal, parse_ocsp_request};
 use crate::store::CertificateRegistry;
 
 /// The largest request read: sixteen CertIDs and a nonce fit many times over.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Base64 with or without its `=` padding, in either alphabet (clients differ).
+const STANDARD_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
+const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 
 /// RFC 6960 §4.2.1 `OCSPResponseStatus` values sent without a response.
 const MALFORMED_REQUEST: i64 = 1;
 const INTERNAL_ERROR: i64 = 2;
 const TRY_LATER: i64 = 3;
 
-pub async fn ocsp_post(body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if body.len() > MAX_REQUEST_BYTES {
-        return answer(ocsp_refusal(MALFORMED_REQUEST));
+pub async fn ocsp_post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    // The API's own body reading (a declared or real size over the cap, a body that
+    // trickles past `server.body_timeout_ms`), its refusals said the OCSP way.
+    match JsonBody::read_raw(&req, payload, MAX_REQUEST_BYTES, state.body_timeout).await {
+        Ok(body) => respond(&req, &state, body.bytes()).await,
+        Err(_) => answer(ocsp_refusal(MALFORMED_REQUEST)),
     }
-    respond(&state, &body).await
 }
 
 pub async fn ocsp_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     // The raw path: a base64 request holds `/` and `+`, which path decoding would touch.
     let encoded = req.uri().path().strip_prefix("/ocsp/").unwrap_or_default();
     let der = percent_decode(encoded).and_then(|text| {
-        base64::engine::general_purpose::STANDARD
-            .decode(&text)
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&text))
+        let text = text.trim_end_matches('=');
+        STANDARD_ANY_PADDING
+            .decode(text)
+            .or_else(|_| URL_SAFE_ANY_PADDING.decode(text))
             .ok()
     });
     match der {
-        Some(der) if der.len() <= MAX_REQUEST_BYTES => respond(&state, &der).await,
+        Some(der) if der.len() <= MAX_REQUEST_BYTES => respond(&req, &state, &der).await,
         _ => answer(ocsp_refusal(MALFORMED_REQUEST)),
     }
 }
 
-async fn respond(state: &AppState, der: &[u8]) -> HttpResponse {
+async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpResponse {
+    // Each answer is a signature by the CA's key: the per-address limit holds here too.
+    if state.limit_ip(state.client_ip(req)).await.is_err() {
+        return answer(ocsp_refusal(TRY_LATER));
+    }
     let Ok(request) = parse_ocsp_request(der) else {
         return answer(ocsp_refusal(MALFORMED_REQUEST));
     };
@@ -72,9 +96,11 @@ async fn respond(state: &AppState, der: &[u8]) -> HttpResponse {
     }
     let now = OffsetDateTime::now_utc();
     let next_update = now + state.crl.validity();
+    // Back-dated as certificates are, for clients whose clocks run a little behind.
+    let this_update = now - BACKDATE;
     match state
         .ca
-        .ocsp_response(&request, &statuses, now, next_update)
+        .ocsp_response(&request, &statuses, this_update, next_update)
     {
         Ok(der) => answer(der),
         Err(e) => {
@@ -100,6 +126,9 @@ fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {

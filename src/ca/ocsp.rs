@@ -177,6 +177,16 @@ fn find_nonce(extensions: &[u8]) -> Result<Option<Vec<u8>>, Malformed> {
         let (oid, _) = fields.first().ok_or(Malformed)?;
         expect(oid, Tag::Oid)?;
         if oid.data == NONCE {
+            // RFC 8954 §2.1: 1 to 32 octets (an OCTET STRING, itself usually wrapping one).
+            let (value, _) = fields.last().ok_or(Malformed)?;
+            expect(value, Tag::OctetString)?;
+            let inner = match one(value.data) {
+                Ok(inner) if inner.header.tag() == Tag::OctetString => inner.data,
+                _ => value.data,
+            };
+            if !(1..=32).contains(&inner.len()) {
+                return Err(Malformed);
+            }
             return Ok(Some(raw.to_vec()));
         }
     }
@@ -258,8 +268,9 @@ impl CertificateAuthority {
             })
         });
         let key = self.signing_key();
+        let algorithm = signature_algorithm(rcgen::PublicKeyData::algorithm(key))
+            .ok_or(rcgen::Error::UnsupportedSignatureAlgorithm)?;
         let signature = rcgen::SigningKey::sign(key, &tbs)?;
-        let algorithm = rcgen::PublicKeyData::algorithm(key);
         let basic = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_der(&tbs);
@@ -294,26 +305,38 @@ fn write_status(w: DERWriter, status: CertStatus, at: &dyn Fn(OffsetDateTime) ->
             w.write_tagged_implicit(YTag::context(1), |w| {
                 w.write_sequence(|w| {
                     w.next().write_generalized_time(&at(when));
-                    w.next().write_tagged(YTag::context(0), |w| {
-                        w.write_enum(i64::from(revocation.reason.code()))
-                    });
+                    // As in the CRL: `unspecified` is said by saying nothing (the CA/B
+                    // Forum's profile forbids it in OCSP).
+                    if revocation.reason != crate::registry::Reason::Unspecified {
+                        w.next().write_tagged(YTag::context(0), |w| {
+                            w.write_enum(i64::from(revocation.reason.code()))
+                        });
+                    }
                 })
             })
         }
     }
 }
 
-/// The AlgorithmIdentifier of the CA key's signatures (RFC 5758, 8410, 4055).
-fn write_signature_algorithm(w: DERWriter, algorithm: &rcgen::SignatureAlgorithm) {
-    let (oid, null): (&[u64], bool) = if algorithm == &rcgen::PKCS_ECDSA_P256_SHA256 {
+/// The AlgorithmIdentifier of the CA key's signatures (RFC 5758, 8410, 4055); `None`
+/// for a key whose signatures have no identifier here.
+fn signature_algorithm(algorithm: &rcgen::SignatureAlgorithm) -> Option<(&'static [u64], bool)> {
+    Some(if algorithm == &rcgen::PKCS_ECDSA_P256_SHA256 {
         (&[1, 2, 840, 10045, 4, 3, 2], false)
     } else if algorithm == &rcgen::PKCS_ECDSA_P384_SHA384 {
         (&[1, 2, 840, 10045, 4, 3, 3], false)
+    } else if algorithm == &rcgen::PKCS_ECDSA_P521_SHA512 {
+        (&[1, 2, 840, 10045, 4, 3, 4], false)
     } else if algorithm == &rcgen::PKCS_ED25519 {
         (&[1, 3, 101, 112], false)
-    } else {
+    } else if algorithm == &rcgen::PKCS_RSA_SHA256 {
         (&[1, 2, 840, 113549, 1, 1, 11], true)
-    };
+    } else {
+        return None;
+    })
+}
+
+fn write_signature_algorithm(w: DERWriter, (oid, null): (&[u64], bool)) {
     w.write_sequence(|w| {
         w.next().write_oid(&ObjectIdentifier::from_slice(oid));
         if null {

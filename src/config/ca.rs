@@ -67,11 +67,14 @@ impl CaSettings {
         }
         if let Some(url) = &self.ocsp_url
             && !((url.starts_with("http://") || url.starts_with("https://"))
+                && url.is_ascii()
+                && !url.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control())
                 && url::Url::parse(url).is_ok())
         {
             return Err(ConfigError::key(
                 "ca.ocsp_url",
-                "must be an http:// (or https://) URL, this server's /ocsp as clients reach it",
+                "must be an http:// (or https://) URL in ASCII (punycode for a host), this \
+                 server's /ocsp as clients reach it",
             ));
         }
         if self.common_name.is_empty() || self.common_name.chars().count() > 64 {
