@@ -144,9 +144,12 @@ fn percent_decode(text: &str) -> Option<String> {
 /// the nonce is echoed. Always 200: a request that does not read is answered
 /// `malformedRequest`, a registry out of reach `tryLater`.
 #[utoipa::path(post, path = "/ocsp",
-    request_body(content = Vec<u8>, content_type = "application/ocsp-request"),
+    request_body(content(
+        (Option<OcspDer> = "application/ocsp-request"),
+        (Option<OcspDer> = "application/octet-stream"),
+    )),
     responses((status = 200, description = "An OCSPResponse (RFC 6960 §4.2.1), DER",
-        content((Vec<u8> = "application/ocsp-response")))))]
+        content((OcspDer = "application/ocsp-response")))))]
 #[allow(dead_code)]
 pub(super) fn ocsp_post_doc() {}
 
@@ -154,6 +157,13 @@ pub(super) fn ocsp_post_doc() {}
 #[utoipa::path(get, path = "/ocsp/{request}",
     params(("request" = String, Path, description = "The DER request, base64, URL-encoded")),
     responses((status = 200, description = "An OCSPResponse (RFC 6960 §4.2.1), DER",
-        content((Vec<u8> = "application/ocsp-response")))))]
+        content((OcspDer = "application/ocsp-response")))))]
 #[allow(dead_code)]
 pub(super) fn ocsp_get_doc() {}
+
+/// DER bytes. Any body is taken (one that does not read is answered
+/// `malformedRequest`), none included.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub(super) struct OcspDer(Vec<u8>);

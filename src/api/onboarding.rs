@@ -46,10 +46,9 @@ pub async fn onboarding(
         only.onboarding.check_key(&req)?;
     }
     let body = raw.json()?;
-    let named = match groups.is_implicit() {
-        true => None,
-        false => body.str_field_or_absent("group")?,
-    };
+    // A string or nothing, always; without `[[groups]]` its value names nothing.
+    let named = body.str_field_or_absent("group")?;
+    let named = if groups.is_implicit() { None } else { named };
     let group = find_group(&groups, keyed, named, &req)?;
     let device = body.device_id()?;
     // A new token makes a new certificate, whose common name the id becomes.

@@ -32,8 +32,8 @@ pub struct OnboardingRequest {
         pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
     )]
     pub device_id: String,
-    /// The enrollment group for `derived` and `open` onboarding (default `default`).
-    #[schema(pattern = "^[a-z0-9-]{1,32}$")]
+    /// The enrollment group for `derived` and `open` onboarding (default `default`;
+    /// ignored by a server without groups).
     pub group: Option<String>,
 }
 
