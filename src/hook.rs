@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ca::CsrFacts;
-use crate::ca::{MAX_NAMES, NameOverrides};
+use crate::ca::{CsrFacts, MAX_NAMES, NameOverrides};
 use crate::clock::unix_now;
 use crate::config::{ConfigError, HookOnError, HookSettings, Settings};
 use crate::domain::DeviceId;

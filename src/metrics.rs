@@ -115,6 +115,12 @@ pub struct ScopeLabel {
     pub scope: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ok` or `refused`.
+    pub outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -158,6 +164,8 @@ pub struct Metrics {
     pub ca_not_after: Gauge,
     /// The pre-issuance hook's answers, and how long it took to give them.
     pub hook_decisions: Family<HookLabel, Counter>,
+    /// SIGHUP reloads of the enrollment groups, taken or refused.
+    pub groups_reloads: Family<OutcomeLabel, Counter>,
     /// Tokens issued per enrollment group.
     pub group_tokens_issued: Family<GroupLabel, Counter>,
     /// Certificates issued (enrolled or renewed) per enrollment group.
@@ -218,6 +226,7 @@ impl Metrics {
             crl_next_update: Gauge::default(),
             ca_not_after: Gauge::default(),
             hook_decisions: Family::default(),
+            groups_reloads: Family::default(),
             group_tokens_issued: Family::default(),
             group_certificates_issued: Family::default(),
             hook_duration: latency_histogram(),
@@ -239,6 +248,16 @@ impl Metrics {
             "Answers of the pre-issuance hook, by decision (allow, deny, or error: none could be had) and group",
             m.hook_decisions.clone(),
         );
+        registry.register(
+            "groups_reloads",
+            "SIGHUP reloads of the enrollment groups: ok, or refused (the groups in force stay)",
+            m.groups_reloads.clone(),
+        );
+        for outcome in ["ok", "refused"] {
+            m.groups_reloads
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc_by(0);
+        }
         registry.register(
             "group_tokens_issued",
             "Provisioning tokens issued, by enrollment group",

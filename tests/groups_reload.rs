@@ -88,14 +88,26 @@ async fn sighup_reloads_groups_and_a_broken_file_keeps_the_ones_in_force() {
 
         // A broken file (a key in no group's vocabulary, then not TOML at all): the
         // groups in force stay.
-        for broken in [
+        for (n, broken) in [
             "[[groups]]\nname = \"lab\"\nonboarding = \"open\"\nvalidty_days = 7\n",
             "[[groups]\nname = ",
             "[[groups]]\nname = \"Not Valid\"\nonboarding = \"open\"\n",
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             write_groups(&file, broken);
             hang_up();
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Read and refused (not merely not read yet): the counter says so.
+            let refused = format!(
+                "provisiond_groups_reloads_total{{outcome=\"refused\"}} {}",
+                n + 1
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !app.metrics().await.contains(&refused) {
+                assert!(Instant::now() < deadline, "no refused reload: {refused}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             assert_eq!(
                 onboard(&app, "line-2", "line").await.status(),
                 StatusCode::OK

@@ -77,13 +77,15 @@ async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpRespons
     for id in &request.certs {
         let status = match id.serial {
             Some(serial) if state.ca.ocsp_issuer().issued(id) => {
-                let listed = state.crl.listed_revocation(&serial);
+                // The CRL's own list too (a serial listed without a record, or a
+                // revocation the record lost), looked through only when needed.
+                let listed = || state.crl.listed_revocation(&serial);
                 match state.store.certificate(&serial).await {
-                    Ok(Some(record)) => match record.revocation.or(listed) {
+                    Ok(Some(record)) => match record.revocation.or_else(listed) {
                         Some(revocation) => CertStatus::Revoked(revocation),
                         None => CertStatus::Good,
                     },
-                    Ok(None) => listed.map_or(CertStatus::Unknown, CertStatus::Revoked),
+                    Ok(None) => listed().map_or(CertStatus::Unknown, CertStatus::Revoked),
                     Err(e) => {
                         tracing::warn!(error = %e, "OCSP: the registry cannot be read");
                         return answer(ocsp_refusal(TRY_LATER));

@@ -41,8 +41,11 @@ pub async fn onboarding(
     let groups = state.groups.current();
     // The enrollment key first: it needs no body, and it names the group.
     let keyed = groups.by_enrollment_key(&req);
-    if let Some(only) = groups.only() {
-        // One group: a wrong key is refused before the body is read, as always.
+    if keyed.is_none()
+        && let Some(only) = groups.only()
+    {
+        // One group: a wrong key is refused before the body is read, as always (the key
+        // is looked at again only on this path, to say which refusal).
         only.onboarding.check_key(&req)?;
     }
     let body = raw.json()?;

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::{GroupTable, Groups, load};
 use crate::config::{ConfigError, Settings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OutcomeLabel};
 
 /// Reloads the groups on each SIGHUP for as long as the server runs. A mistake keeps
 /// the groups in force and is said in one line; requests in flight finish under the
@@ -27,18 +27,31 @@ pub fn spawn_reloader(
             }
         };
         while hangups.recv().await.is_some() {
-            match reread(&settings) {
+            // Files and clients are made here: off the async workers.
+            let reading = settings.clone();
+            let reread = tokio::task::spawn_blocking(move || reread(&reading))
+                .await
+                .unwrap_or_else(|e| Err(ConfigError::key("groups", format!("reload failed: {e}"))));
+            let outcome = match reread {
                 Ok(groups) => {
                     let names = describe(&groups);
                     announce(&groups, &metrics);
                     table.replace(groups);
                     tracing::info!(groups = %names, "SIGHUP: enrollment groups reloaded");
+                    "ok"
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "SIGHUP: enrollment groups NOT reloaded (the groups in force stay)"
-                ),
-            }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "SIGHUP: enrollment groups NOT reloaded (the groups in force stay)"
+                    );
+                    "refused"
+                }
+            };
+            metrics
+                .groups_reloads
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc();
         }
     })
 }
