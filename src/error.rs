@@ -146,6 +146,10 @@ pub enum ApiError {
     /// No CRL could be signed, for a reason other than storage: the reason, in words.
     #[error("no CRL could be signed: {0}")]
     CrlUnavailable(String),
+    /// The CA's key is in a token that does not answer now (unplugged, restarting): the
+    /// request used nothing and may be repeated.
+    #[error("the CA cannot sign now (its key's token does not answer); retry shortly")]
+    CaUnavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -191,6 +195,7 @@ impl ApiError {
             | ApiError::StorageDegraded(_) => "storage_unavailable",
             ApiError::CrlExpired => "crl_expired",
             ApiError::CrlUnavailable(_) => "crl_unavailable",
+            ApiError::CaUnavailable => "ca_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -236,6 +241,7 @@ impl ResponseError for ApiError {
             | ApiError::StorageDegraded(_)
             | ApiError::CrlExpired
             | ApiError::CrlUnavailable(_)
+            | ApiError::CaUnavailable
             | ApiError::HookUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -253,6 +259,7 @@ impl ResponseError for ApiError {
             | ApiError::StorageDegraded(_)
             | ApiError::CrlExpired
             | ApiError::CrlUnavailable(_)
+            | ApiError::CaUnavailable
             | ApiError::HookUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE));
             }

@@ -1,17 +1,15 @@
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use provisiond::auth::derived;
-use provisiond::ca::CertificateAuthority;
 use provisiond::cli::{
-    CaCommand, Cli, CliError, Command, ServeArgs, bench, bulk, crl, enroll, exit, renew,
+    Cli, CliError, Command, ServeArgs, bench, bulk, ca, crl, enroll, exit, renew,
 };
 use provisiond::config::{Overrides, Settings};
 use provisiond::domain::DeviceId;
 use provisiond::startup::Application;
-use provisiond::{fsutil, telemetry};
+use provisiond::telemetry;
 
 /// mimalloc: the request path allocates many small, short-lived buffers (headers, JSON,
 /// DER, log lines) across worker threads, which glibc's malloc serves more slowly.
@@ -27,17 +25,7 @@ async fn main() -> ExitCode {
         Some(command) => {
             telemetry::init(telemetry::format_from_env());
             match command {
-                Command::Ca(CaCommand::Init { config, force }) => {
-                    ca_init(config.config.as_deref(), force)
-                }
-                Command::Ca(CaCommand::ServerCert {
-                    config,
-                    dns,
-                    ip,
-                    days,
-                    cert_out,
-                    key_out,
-                }) => server_cert(config.config.as_deref(), &dns, &ip, days, cert_out, key_out),
+                Command::Ca(command) => ca::run(command),
                 Command::DeriveKey {
                     config,
                     device_id,
@@ -82,45 +70,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?
         .run_until_stopped()
         .await?;
-    Ok(())
-}
-
-fn ca_init(config: Option<&Path>, force: bool) -> anyhow::Result<()> {
-    let settings = Settings::load(config, &Overrides::default())?;
-    let dir = &settings.ca.dir;
-    if CertificateAuthority::init(dir, &settings.ca.common_name, force)? {
-        println!("CA written to {}", dir.display());
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "a CA already exists in {}; pass --force to replace it",
-            dir.display()
-        )
-    }
-}
-
-fn server_cert(
-    config: Option<&Path>,
-    dns: &[String],
-    ips: &[IpAddr],
-    days: u32,
-    cert_out: Option<PathBuf>,
-    key_out: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let settings = Settings::load(config, &Overrides::default())?;
-    let ca = CertificateAuthority::load_or_init(&settings.ca)?;
-    let (chain, key) = ca.issue_server_certificate(dns, ips, days)?;
-    let cert_out = cert_out.unwrap_or_else(|| settings.ca.dir.join("server.crt"));
-    let key_out = key_out.unwrap_or_else(|| settings.ca.dir.join("server.key"));
-    fsutil::replace(&key_out, key.as_bytes(), 0o600)?;
-    fsutil::replace(&cert_out, chain.as_bytes(), 0o644)?;
-    println!("certificate: {}", cert_out.display());
-    println!("key:         {}", key_out.display());
-    println!(
-        "serve with TLS_CERT_FILE={} TLS_KEY_FILE={} (or [server.tls] cert/key)",
-        cert_out.display(),
-        key_out.display()
-    );
     Ok(())
 }
 

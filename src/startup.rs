@@ -73,8 +73,13 @@ impl Application {
             format!("cannot create the certs directory {}", certs_dir.display())
         })?;
         fsutil::check_not_shared_writable(certs_dir).map_err(|e| ConfigError::key("ca.dir", e))?;
-        let ca =
-            Arc::new(CertificateAuthority::load_or_init(&settings.ca).context("loading the CA")?);
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let ca = Arc::new(
+            CertificateAuthority::load_or_init(&settings.ca, workers).context("loading the CA")?,
+        );
         let tokens = TokenService::new(
             &jwt_secret(&settings)?,
             &settings.tokens.issuer,
@@ -237,10 +242,6 @@ impl Application {
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             history,
         });
-        let workers = match settings.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

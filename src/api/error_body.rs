@@ -21,7 +21,7 @@ pub struct ErrorDetail {
     /// `invalid_reason`, `certificate_not_found`, `renewal_proof_invalid`,
     /// `certificate_expired`, `certificate_revoked`, `certificate_unknown`, `certificate_superseded`,
     /// `invalid_certificate`, `device_blocked`, `hook_denied`, `hook_unavailable`,
-    /// `group_unknown`, `renewal_not_due`, `crl_expired`, `crl_unavailable`,
+    /// `group_unknown`, `renewal_not_due`, `crl_expired`, `crl_unavailable`, `ca_unavailable`,
     /// `not_found`, `method_not_allowed`, `storage_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,

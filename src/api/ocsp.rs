@@ -105,6 +105,8 @@ async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpRespons
         .ocsp_response(&request, &statuses, this_update, next_update)
     {
         Ok(der) => answer(der),
+        // The CA's token is away: the client may ask again (RFC 6960 §2.3).
+        Err(rcgen::Error::RemoteKeyError) => answer(ocsp_refusal(TRY_LATER)),
         Err(e) => {
             tracing::error!(error = %e, "OCSP: signing the response failed");
             answer(ocsp_refusal(INTERNAL_ERROR))

@@ -218,7 +218,7 @@ fn onboarding() {}
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
         (status = 422, description = "csr_policy_violation", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
-        (status = 503, description = "storage_unavailable, hook_unavailable (the pre-issuance hook gave no answer; the token stays good)", body = ErrorBody),
+        (status = 503, description = "storage_unavailable, hook_unavailable (the pre-issuance hook gave no answer; the token stays good), ca_unavailable (the CA key's token does not answer; the token stays good)", body = ErrorBody),
     ))]
 fn sign_csr() {}
 
@@ -241,7 +241,7 @@ fn sign_csr() {}
         (status = 415, description = "unsupported_media_type: the body must be application/json", body = ErrorBody),
         (status = 422, description = "csr_policy_violation", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
-        (status = 503, description = "storage_unavailable: the registry cannot be reached; nothing was issued. hook_unavailable: the pre-issuance hook gave no answer", body = ErrorBody),
+        (status = 503, description = "storage_unavailable: the registry cannot be reached; nothing was issued. hook_unavailable: the pre-issuance hook gave no answer. ca_unavailable: the CA key's token does not answer", body = ErrorBody),
     ))]
 fn renew() {}
 

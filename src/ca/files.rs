@@ -1,5 +1,5 @@
-//! The CA on disk: `ca.crt` (the issuing CA first, then any chain up to a root) and
-//! `ca.key` (PEM: PKCS#8, SEC1 or PKCS#1; mode 0600).
+//! The CA on disk: `ca.crt` (the issuing CA first, then any chain up to a root) and,
+//! unless the key is in a token, `ca.key` (PEM: PKCS#8, SEC1 or PKCS#1; mode 0600).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,9 +20,8 @@ pub const CA_CERT_FILE: &str = "ca.crt";
 pub const CA_KEY_FILE: &str = "ca.key";
 const GENERATED_CA_DAYS: i64 = 3650;
 
-/// A CA read from disk, checked for use.
-pub struct CaFiles {
-    pub key: KeyPair,
+/// A CA certificate read from disk, checked for use.
+pub struct CaCertificate {
     /// DER of the issuing CA certificate.
     pub cert_der: Vec<u8>,
     /// The whole chain as PEM, as devices and brokers should be given it.
@@ -31,6 +30,8 @@ pub struct CaFiles {
     pub subject: String,
     /// The CA certificate's subject key identifier, which its CRLs must name.
     pub key_identifier: Option<Vec<u8>>,
+    /// The public key, as the SubjectPublicKeyInfo's BIT STRING holds it.
+    pub public_key: Vec<u8>,
 }
 
 pub fn cert_path(dir: &Path) -> PathBuf {
@@ -42,7 +43,7 @@ pub fn key_path(dir: &Path) -> PathBuf {
 }
 
 /// Loads the CA in `dir`, generating one first when neither file is there.
-pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<CaFiles> {
+pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<(CaCertificate, KeyPair)> {
     let (cert, key) = (cert_path(dir), key_path(dir));
     match (cert.exists(), key.exists()) {
         (true, true) => {}
@@ -71,14 +72,14 @@ pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<CaFiles> {
             cert.display()
         ),
     }
-    load(dir)
+    let certificate = load_certificate(&cert)?;
+    let key = load_key_file(&key, &certificate, &cert)?;
+    Ok((certificate, key))
 }
 
-/// Generates a CA into `dir`: ECDSA P-256, ten years, pathLen 0, keyCertSign + cRLSign.
-/// Without `force`, an existing CA is kept and `Ok(false)` returned.
-pub fn generate(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
-    fsutil::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+/// What a generated CA certificate says: `common_name`, ten years, pathLen 0,
+/// keyCertSign + cRLSign.
+pub fn generated_ca_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, common_name);
@@ -89,7 +90,15 @@ pub fn generate(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bo
     params.not_before = now - Duration::from_secs(300);
     params.not_after = now + time::Duration::days(GENERATED_CA_DAYS);
     params.serial_number = Some(random_serial().0);
-    let cert = params.self_signed(&key)?;
+    params
+}
+
+/// Generates a CA into `dir`: ECDSA P-256 (see [`generated_ca_params`]).
+/// Without `force`, an existing CA is kept and `Ok(false)` returned.
+pub fn generate(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
+    fsutil::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = generated_ca_params(common_name).self_signed(&key)?;
 
     let (cert_file, key_file) = (cert_path(dir), key_path(dir));
     if force {
@@ -117,14 +126,31 @@ fn wait_for(path: &Path) -> anyhow::Result<()> {
     bail!("{} did not appear", path.display())
 }
 
-fn load(dir: &Path) -> anyhow::Result<CaFiles> {
-    let (cert_file, key_file) = (cert_path(dir), key_path(dir));
-    fsutil::check_private(&key_file)?;
-    let key_pem = fs::read_to_string(&key_file)
+/// Reads a PEM key file and checks that it belongs to `certificate` (read from
+/// `cert_file`).
+pub fn load_key_file(
+    key_file: &Path,
+    certificate: &CaCertificate,
+    cert_file: &Path,
+) -> anyhow::Result<KeyPair> {
+    fsutil::check_private(key_file)?;
+    let key_pem = fs::read_to_string(key_file)
         .with_context(|| format!("cannot read {}", key_file.display()))?;
     let key = KeyPair::from_pem(&key_pem)
         .with_context(|| format!("{} is not a usable private key", key_file.display()))?;
+    if certificate.public_key != key.public_key_raw() {
+        bail!(
+            "{} and {} do not belong together: the key does not match the certificate",
+            key_file.display(),
+            cert_file.display()
+        );
+    }
+    Ok(key)
+}
 
+/// Reads and checks the CA certificate file `cert_file` (the issuing CA first, then
+/// any chain).
+pub fn load_certificate(cert_file: &Path) -> anyhow::Result<CaCertificate> {
     let chain_text =
         fs::read(&cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;
     let mut chain = Vec::new();
@@ -161,13 +187,6 @@ fn load(dir: &Path) -> anyhow::Result<CaFiles> {
         Ok(_) => {}
         Err(e) => bail!("{}: its keyUsage does not parse: {e}", cert_file.display()),
     }
-    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        bail!(
-            "{} and {} do not belong together: the key does not match the certificate",
-            key_file.display(),
-            cert_file.display()
-        );
-    }
     let not_after = cert.validity().not_after.to_datetime();
     let now = OffsetDateTime::now_utc();
     if not_after <= now {
@@ -199,12 +218,12 @@ fn load(dir: &Path) -> anyhow::Result<CaFiles> {
             ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
             _ => None,
         });
-    Ok(CaFiles {
+    Ok(CaCertificate {
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
         key_identifier,
         subject: cert.subject().to_string(),
         not_after,
         cert_der: issuing.contents.clone(),
         chain_pem,
-        key,
     })
 }

@@ -11,7 +11,7 @@
 //! `TBSCertList` carries the issuer in the same way. Costs one more signature per
 //! certificate, for such CAs only.
 
-use rcgen::{KeyPair, SigningKey};
+use rcgen::SigningKey;
 use x509_parser::prelude::FromDer;
 
 /// `der` (a certificate, or a CRL with `crl`) with its issuer name replaced by
@@ -19,7 +19,7 @@ use x509_parser::prelude::FromDer;
 pub fn with_issuer(
     der: &[u8],
     issuer: &[u8],
-    key: &KeyPair,
+    key: &impl SigningKey,
     crl: bool,
 ) -> Result<Vec<u8>, rcgen::Error> {
     let (tbs, old_issuer): (&[u8], &[u8]) = if crl {

@@ -6,8 +6,10 @@ mod csr;
 mod csr_facts;
 pub mod files;
 mod issuer_name;
+mod key;
 mod name;
 mod ocsp;
+pub mod pkcs11;
 mod presented;
 mod profile;
 
@@ -23,6 +25,7 @@ use time::OffsetDateTime;
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
 pub use csr_facts::CsrFacts;
+pub use key::{CaKey, KeySource};
 pub use name::directory_string;
 pub use ocsp::{
     CertId, CertStatus, IssuerHashes, MAX_REQUESTS as MAX_OCSP_REQUESTS, OcspRequest, ocsp_refusal,
@@ -38,11 +41,11 @@ use crate::config::CaSettings;
 pub const BACKDATE: Duration = Duration::from_secs(300);
 
 pub struct CertificateAuthority {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
     /// For a CA whose subject rcgen cannot write as it is (a repeated attribute, a
-    /// multi-valued RDN): the subject's DER and the key to sign again with, once the
-    /// issuer name is replaced (see `issuer_name`).
-    exact_issuer: Option<(Vec<u8>, KeyPair)>,
+    /// multi-valued RDN): the subject's DER, to sign again under once the issuer name is
+    /// replaced (see `issuer_name`).
+    exact_issuer: Option<Vec<u8>>,
     /// The issuing CA's certificate, DER.
     cert_der: Vec<u8>,
     chain_pem: String,
@@ -73,51 +76,93 @@ pub struct IssuedCertificate {
 }
 
 impl CertificateAuthority {
-    /// Loads the CA from `settings.dir`, generating one on first start.
-    pub fn load_or_init(settings: &CaSettings) -> anyhow::Result<Self> {
-        let files = files::load_or_init(&settings.dir, &settings.common_name)?;
-        let public = {
-            use x509_parser::prelude::FromDer;
-            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&files.cert_der)?;
-            let key = cert.public_key().subject_public_key.data.to_vec();
-            (cert.subject().as_raw().to_vec(), key)
-        };
-        let key_pem = files.key.serialize_pem();
-        let issuer = match Issuer::from_ca_cert_der(&files.cert_der.clone().into(), files.key) {
-            Ok(issuer) => issuer,
-            // rcgen reads no multi-valued RDN: any name will do, the exact one replaces it.
-            Err(_) => {
-                let mut params = CertificateParams::default();
-                params.distinguished_name = DistinguishedName::new();
-                params
-                    .distinguished_name
-                    .push(DnType::CommonName, "issuer name replaced when signing");
-                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-                // The authority key identifier must be the CA's own subject key
-                // identifier, which verifiers match before the name.
-                if let Some(id) = &files.key_identifier {
-                    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(id.clone());
+    /// Loads the CA from `settings.dir` (`ca.crt`) and its key from a file or a token
+    /// (`ca.key`), generating a file CA on first start when neither file is there.
+    /// `sessions` is how many token sessions to keep (one per worker).
+    pub fn load_or_init(settings: &CaSettings, sessions: usize) -> anyhow::Result<Self> {
+        let (certificate, key) = match KeySource::of(settings)? {
+            KeySource::File(path) if path == files::key_path(&settings.dir) => {
+                let (certificate, key) = files::load_or_init(&settings.dir, &settings.common_name)?;
+                (certificate, CaKey::File(key.into()))
+            }
+            KeySource::File(path) => {
+                let cert_file = files::cert_path(&settings.dir);
+                let certificate = files::load_certificate(&cert_file)?;
+                let key = files::load_key_file(&path, &certificate, &cert_file)?;
+                (certificate, CaKey::File(key.into()))
+            }
+            KeySource::Token(location) => {
+                let cert_file = files::cert_path(&settings.dir);
+                if !cert_file.exists() {
+                    anyhow::bail!(
+                        "ca.key names a key in a token but {} does not exist: make both with \
+                         `provisiond ca init --pkcs11-uri ...`, or put the key's CA \
+                         certificate there",
+                        cert_file.display()
+                    );
                 }
-                Issuer::new(params, KeyPair::from_pem(&key_pem)?)
+                let certificate = files::load_certificate(&cert_file)?;
+                let token =
+                    pkcs11::TokenKey::open(location, certificate.public_key.clone(), sessions)?;
+                key::prove_token_key(&token, &certificate.public_key).map_err(|e| {
+                    anyhow::anyhow!("{} and {}: {e}", token.uri(), cert_file.display())
+                })?;
+                tracing::info!(key = %token.uri(), "the CA key is in a PKCS#11 token");
+                (certificate, CaKey::Token(token.into()))
             }
         };
+        Self::new(settings, certificate, key)
+    }
+
+    /// The CA `certificate` signing with `key` (already known to belong together).
+    pub fn new(
+        settings: &CaSettings,
+        certificate: files::CaCertificate,
+        key: CaKey,
+    ) -> anyhow::Result<Self> {
+        let subject_der = {
+            use x509_parser::prelude::FromDer;
+            let (_, cert) =
+                x509_parser::certificate::X509Certificate::from_der(&certificate.cert_der)?;
+            cert.subject().as_raw().to_vec()
+        };
+        let issuer =
+            match Issuer::from_ca_cert_der(&certificate.cert_der.clone().into(), key.clone()) {
+                Ok(issuer) => issuer,
+                // rcgen reads no multi-valued RDN: any name will do, the exact one replaces it.
+                Err(_) => {
+                    let mut params = CertificateParams::default();
+                    params.distinguished_name = DistinguishedName::new();
+                    params
+                        .distinguished_name
+                        .push(DnType::CommonName, "issuer name replaced when signing");
+                    params.key_usages =
+                        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                    // The authority key identifier must be the CA's own subject key
+                    // identifier, which verifiers match before the name.
+                    if let Some(id) = &certificate.key_identifier {
+                        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(id.clone());
+                    }
+                    Issuer::new(params, key)
+                }
+            };
         let mut ca = Self {
             exact_issuer: None,
-            key_identifier: files
+            key_identifier: certificate
                 .key_identifier
                 .map_or(rcgen::KeyIdMethod::Sha256, rcgen::KeyIdMethod::PreSpecified),
             crl_url: settings.crl_url.clone(),
             ocsp_aia: settings.ocsp_url.as_deref().map(authority_info_access),
-            key_bits: public.1.clone(),
-            ocsp_issuer: IssuerHashes::of(&public.0, &public.1),
+            ocsp_issuer: IssuerHashes::of(&subject_der, &certificate.public_key),
+            key_bits: certificate.public_key,
             issuer,
-            cert_der: files.cert_der,
-            chain_pem: files.chain_pem,
-            not_after: files.not_after,
-            subject: files.subject,
+            cert_der: certificate.cert_der,
+            chain_pem: certificate.chain_pem,
+            not_after: certificate.not_after,
+            subject: certificate.subject,
             policy: KeyPolicy::from_settings(settings),
         };
-        ca.check_issuer_name(&key_pem)?;
+        ca.check_issuer_name()?;
         Ok(ca)
     }
 
@@ -127,7 +172,7 @@ impl CertificateAuthority {
     /// the name from its parts, which loses a repeated attribute (`DC=example, DC=com`):
     /// for such a CA the exact name is put back and signed again (`issuer_name`), and a
     /// probe certificate proves it before the server starts.
-    fn check_issuer_name(&mut self, key_pem: &str) -> anyhow::Result<()> {
+    fn check_issuer_name(&mut self) -> anyhow::Result<()> {
         use x509_parser::prelude::FromDer;
         let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&self.cert_der)?;
         let subject = ca.subject().as_raw().to_vec();
@@ -143,7 +188,7 @@ impl CertificateAuthority {
              multi-valued RDN): it is copied into what it signs as it is, at one more \
              signature each"
         );
-        self.exact_issuer = Some((subject.clone(), KeyPair::from_pem(key_pem)?));
+        self.exact_issuer = Some(subject.clone());
         let exact = self.exact_der(probe.der(), false)?;
         let (_, exact) = x509_parser::certificate::X509Certificate::from_der(&exact)?;
         if exact.issuer().as_raw() != subject.as_slice()
@@ -166,15 +211,43 @@ impl CertificateAuthority {
     ) -> Result<std::borrow::Cow<'a, [u8]>, rcgen::Error> {
         match &self.exact_issuer {
             None => Ok(std::borrow::Cow::Borrowed(der)),
-            Some((subject, key)) => {
-                issuer_name::with_issuer(der, subject, key, crl).map(std::borrow::Cow::Owned)
-            }
+            Some(subject) => issuer_name::with_issuer(der, subject, self.issuer.key(), crl)
+                .map(std::borrow::Cow::Owned),
         }
     }
 
     /// `provisiond ca init`: writes a new CA into `dir`.
     pub fn init(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
         files::generate(dir, common_name, force)
+    }
+
+    /// `provisiond ca init --pkcs11-uri`: a new P-256 key made inside the token
+    /// `location` names, and its CA certificate (as [`files::generated_ca_params`]) written
+    /// into `dir`. With `force`, an existing CA in `dir` is replaced (its key file
+    /// removed); without, it is refused before the token is touched.
+    pub fn init_in_token(
+        dir: &Path,
+        common_name: &str,
+        location: pkcs11::TokenLocation,
+        force: bool,
+    ) -> anyhow::Result<()> {
+        let (cert_file, key_file) = (files::cert_path(dir), files::key_path(dir));
+        if !force && (cert_file.exists() || key_file.exists()) {
+            anyhow::bail!(
+                "a CA already exists in {}; pass --force to replace it",
+                dir.display()
+            );
+        }
+        crate::fsutil::create_private_dir(dir)?;
+        let point = pkcs11::generate_key(&location, pkcs11::Curve::P256)?;
+        let token = pkcs11::TokenKey::open(location, point, 1)?;
+        let cert =
+            files::generated_ca_params(common_name).self_signed(&CaKey::Token(token.into()))?;
+        crate::fsutil::replace(&cert_file, cert.pem().as_bytes(), 0o644)?;
+        if key_file.exists() {
+            std::fs::remove_file(&key_file)?;
+        }
+        Ok(())
     }
 
     /// The issuing CA's certificate, DER.
@@ -210,7 +283,7 @@ impl CertificateAuthority {
     }
 
     /// The CA's private key, for what rcgen does not sign itself (OCSP responses).
-    fn signing_key(&self) -> &KeyPair {
+    fn signing_key(&self) -> &CaKey {
         self.issuer.key()
     }
 

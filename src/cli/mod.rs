@@ -1,8 +1,9 @@
-//! Command-line interface: the server (`serve`, the default), the CA (`ca init`), and
+//! Command-line interface: the server (`serve`, the default), the CA (`ca ...`), and
 //! the fleet side (`enroll`, `renew`, `bulk`, `bench`, `crl`).
 
 pub mod bench;
 pub mod bulk;
+pub mod ca;
 pub mod cpu;
 pub mod crl;
 mod duration;
@@ -44,7 +45,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Manage the certificate authority.
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(ca::CaCommand),
     /// Enroll one device: make its key, get its certificate, write both.
     Enroll(enroll::EnrollArgs),
     /// Renew a device's certificate (same key, or a new one with --rekey).
@@ -95,38 +96,6 @@ impl ServeArgs {
             port: self.port,
         }
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CaCommand {
-    /// Create a new CA (ECDSA P-256, 10 years) in the certs directory.
-    Init {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Replace an existing CA. Certificates it issued will no longer verify.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Issue a TLS server certificate from the local CA (for server.tls).
-    ServerCert {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// DNS name(s) the server answers to (the first is also the CN)
-        #[arg(long = "dns", required_unless_present = "ip")]
-        dns: Vec<String>,
-        /// IP address(es) the server answers to
-        #[arg(long = "ip")]
-        ip: Vec<std::net::IpAddr>,
-        /// Days of validity
-        #[arg(long, default_value_t = 397)]
-        days: u32,
-        /// Where to write the certificate chain [default: <certs>/server.crt]
-        #[arg(long)]
-        cert_out: Option<PathBuf>,
-        /// Where to write the key [default: <certs>/server.key]
-        #[arg(long)]
-        key_out: Option<PathBuf>,
-    },
 }
 
 /// Exit codes of the fleet commands (also listed in their `--help`).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +27,15 @@ pub struct CaSettings {
     pub ocsp_url: Option<String>,
     /// How long a CRL is valid (nextUpdate − thisUpdate); it is re-signed at half its life.
     pub crl_validity_hours: u32,
+    /// Where the CA key is: unset for `<dir>/ca.key`, a PEM file's path, or a PKCS#11
+    /// URI (RFC 7512) such as `pkcs11:token=provisiond;object=issuing-ca`.
+    pub key: Option<String>,
+    /// The PKCS#11 module (a shared library) for a key in a token.
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token's user PIN, inline (better from the environment, `CA_PKCS11_PIN`).
+    pub pkcs11_pin: Option<Secret>,
+    /// A file holding the token's user PIN, private to its owner.
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 impl Default for CaSettings {
@@ -42,6 +52,10 @@ impl Default for CaSettings {
             crl_url: None,
             ocsp_url: None,
             crl_validity_hours: 24,
+            key: None,
+            pkcs11_module: None,
+            pkcs11_pin: None,
+            pkcs11_pin_file: None,
         }
     }
 }

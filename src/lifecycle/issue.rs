@@ -251,7 +251,10 @@ impl Lifecycle {
         let cert = self
             .ca
             .issue(key, &serial, &vetted.profile, vetted.validity)
-            .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+            .map_err(|e| match e {
+                rcgen::Error::RemoteKeyError => ApiError::CaUnavailable,
+                e => anyhow::anyhow!("signing failed: {e}").into(),
+            })?;
         let record = CertificateRecord {
             serial,
             device_id: device.clone(),
