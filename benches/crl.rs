@@ -86,7 +86,7 @@ async fn main() {
     let mut settings = Settings::default();
     settings.ca.dir = dir.path().join("certs");
     settings.redis.url = Some(url.clone());
-    let ca = Arc::new(CertificateAuthority::load_or_init(&settings.ca).unwrap());
+    let ca = Arc::new(CertificateAuthority::load_or_init(&settings.ca, 1).unwrap());
     println!("entries   read list   first CRL   next CRL (one more revision)   CRL bytes");
     for count in [1_000, 10_000, 100_000] {
         let prefix = format!("bench{count}:");

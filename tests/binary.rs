@@ -2,56 +2,16 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::bin::{provisiond, start, stop, stop_waiting};
 use common::pki::openssl_csr;
-use common::redis::free_port;
 use common::{RedisServer, jti_of};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
-
-/// The binary in a scratch directory (so the repository's config.toml is not read).
-fn provisiond(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap());
-    command
-}
-
 fn run(command: &mut Command) -> Output {
     command.output().expect("the binary runs")
-}
-
-/// A running server, killed if the test ends (or fails) without stopping it.
-struct Running(Option<Child>);
-
-impl Running {
-    fn id(&self) -> u32 {
-        self.0.as_ref().expect("running").id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn stop(child: Running) -> Output {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    stop_waiting(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,30 +196,6 @@ fn ca_init_writes_a_ca_and_refuses_to_overwrite_it_without_force() {
     assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
 }
 
-/// Starts the binary on a free port, without Redis unless `env` says otherwise, and
-/// waits until it answers.
-async fn start(dir: &Path, env: &[(&str, &str)]) -> (Running, String) {
-    let port = free_port();
-    let mut command = provisiond(dir);
-    command
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("REDIS_ENABLED", "false")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let child = Running(Some(command.spawn().unwrap()));
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/livez")).await.is_err() {
-        assert!(Instant::now() < deadline, "provisiond did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (child, base)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_request_in_flight_finish_then_exits_cleanly() {
     use std::io::{Read, Write};
@@ -307,19 +243,6 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_cleanly() {
 }
 
 /// Waits for an already signalled process to exit.
-fn stop_waiting(mut running: Running) -> Output {
-    let mut child = running.0.take().expect("running");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-        }
-        assert!(Instant::now() < deadline, "provisiond did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
     let dir = tempfile::tempdir().unwrap();

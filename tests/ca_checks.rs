@@ -56,7 +56,7 @@ fn load(dir: &Path) -> Result<CertificateAuthority, String> {
         dir: dir.to_owned(),
         ..CaSettings::default()
     };
-    CertificateAuthority::load_or_init(&settings).map_err(|e| format!("{e:#}"))
+    CertificateAuthority::load_or_init(&settings, 1).map_err(|e| format!("{e:#}"))
 }
 
 #[test]

@@ -131,7 +131,7 @@ fn revocation_list(certs: &Path, cert: &Path) -> String {
     let serial = hex::decode(serial.trim().trim_start_matches("serial=")).unwrap();
     let mut settings = provisiond::config::Settings::default();
     settings.ca.dir = certs.to_owned();
-    let ca = provisiond::ca::CertificateAuthority::load_or_init(&settings.ca).unwrap();
+    let ca = provisiond::ca::CertificateAuthority::load_or_init(&settings.ca, 1).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let entry = provisiond::ca::RevokedEntry {
         serial,

@@ -279,7 +279,7 @@ async fn while_redis_is_away_the_crl_is_re_signed_from_the_list_last_read() {
     let mut redis = RedisServer::start();
     let certs = tempfile::tempdir().unwrap();
     let settings = test_settings(Some(&redis), certs.path());
-    let ca = std::sync::Arc::new(CertificateAuthority::load_or_init(&settings.ca).unwrap());
+    let ca = std::sync::Arc::new(CertificateAuthority::load_or_init(&settings.ca, 1).unwrap());
     let config = RedisConfig::from_settings(&settings.redis).unwrap();
     let (store, _tasks) = RedisStore::connect(config, Default::default())
         .await

@@ -152,7 +152,7 @@ pub fn load_key_file(
 /// any chain).
 pub fn load_certificate(cert_file: &Path) -> anyhow::Result<CaCertificate> {
     let chain_text =
-        fs::read(&cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;
+        fs::read(cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;
     let mut chain = Vec::new();
     for pem in Pem::iter_from_buffer(&chain_text) {
         let pem = pem.with_context(|| format!("{} is not PEM", cert_file.display()))?;

@@ -16,7 +16,7 @@ use crate::config::{CaSettings, Settings};
 /// `ca.pkcs11_pin_file` (or the URI's `pin-source`) or `ca.pkcs11_pin`.
 pub enum KeySource {
     File(PathBuf),
-    Token(TokenLocation),
+    Token(Box<TokenLocation>),
 }
 
 impl KeySource {
@@ -51,7 +51,11 @@ impl KeySource {
                      private to its owner (CA_PKCS11_PIN_FILE) or in CA_PKCS11_PIN"
                     )
                 })?;
-        Ok(KeySource::Token(TokenLocation { module, uri, pin }))
+        Ok(KeySource::Token(Box::new(TokenLocation {
+            module,
+            uri,
+            pin,
+        })))
     }
 }
 

@@ -103,7 +103,7 @@ impl CertificateAuthority {
                 }
                 let certificate = files::load_certificate(&cert_file)?;
                 let token =
-                    pkcs11::TokenKey::open(location, certificate.public_key.clone(), sessions)?;
+                    pkcs11::TokenKey::open(*location, certificate.public_key.clone(), sessions)?;
                 key::prove_token_key(&token, &certificate.public_key).map_err(|e| {
                     anyhow::anyhow!("{} and {}: {e}", token.uri(), cert_file.display())
                 })?;

@@ -107,7 +107,7 @@ fn init(settings: &Settings, force: bool) -> anyhow::Result<()> {
     match KeySource::of(&settings.ca)? {
         KeySource::Token(location) => {
             let uri = location.uri.to_string();
-            CertificateAuthority::init_in_token(dir, &settings.ca.common_name, location, force)?;
+            CertificateAuthority::init_in_token(dir, &settings.ca.common_name, *location, force)?;
             println!("CA certificate written to {}", dir.join("ca.crt").display());
             println!("CA key made inside the token: {uri}");
             println!(

@@ -1,6 +1,10 @@
 //! Running the `provisiond` binary the way an operator or a fleet script would.
 
-use std::process::Output;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::redis::free_port;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 
@@ -90,4 +94,78 @@ pub async fn bench_flow(server: String, concurrency: u32, seconds: u32) -> serde
     .await;
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("bench printed no report: {}", text(&out)))
+}
+
+/// The binary in a scratch directory (so the repository's config.toml is not read).
+pub fn provisiond(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    command
+}
+
+/// A running server, killed if the test ends (or fails) without stopping it.
+pub struct Running(pub Option<Child>);
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn stop(child: Running) -> Output {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    stop_waiting(child)
+}
+
+pub fn stop_waiting(mut running: Running) -> Output {
+    let mut child = running.0.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+        }
+        assert!(Instant::now() < deadline, "provisiond did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Starts the binary on a free port, without Redis unless `env` says otherwise, and
+/// waits until it answers.
+pub async fn start(dir: &Path, env: &[(&str, &str)]) -> (Running, String) {
+    let port = free_port();
+    let mut command = provisiond(dir);
+    command
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("REDIS_ENABLED", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = Running(Some(command.spawn().unwrap()));
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/livez")).await.is_err() {
+        assert!(Instant::now() < deadline, "provisiond did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base)
 }

@@ -13,6 +13,7 @@ pub mod pki;
 pub mod proxy;
 pub mod redis;
 pub mod redis_tls;
+pub mod softhsm;
 
 pub use app::{TestApp, error_code, jti_of};
 pub use redis::RedisServer;

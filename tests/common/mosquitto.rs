@@ -21,17 +21,34 @@ impl Mosquitto {
     /// when given; its own server certificate comes from the CA in `certs_dir`
     /// (`provisiond ca server-cert`).
     pub fn start(certs_dir: &Path, ca: &Path, crl: Option<&Path>) -> Self {
-        Self::launch(certs_dir, ca, crl, false)
+        Self::launch(certs_dir, ca, crl, false, &[])
+    }
+
+    /// As [`Mosquitto::start`], with `ca server-cert` run with `env` as well (the CA key's
+    /// settings, for a key in a token).
+    pub fn start_with(
+        certs_dir: &Path,
+        ca: &Path,
+        crl: Option<&Path>,
+        env: &[(&str, String)],
+    ) -> Self {
+        Self::launch(certs_dir, ca, crl, false, env)
     }
 
     /// The README's recipe, word for word: the broker drops to user `mosquitto` (so the
     /// server key is given to it), and a `pattern` ACL lets each device use only
     /// `devices/<its id>/#` (`use_identity_as_username`: the certificate's CN).
     pub fn start_as_recipe(certs_dir: &Path, ca: &Path) -> Self {
-        Self::launch(certs_dir, ca, None, true)
+        Self::launch(certs_dir, ca, None, true, &[])
     }
 
-    fn launch(certs_dir: &Path, ca: &Path, crl: Option<&Path>, recipe: bool) -> Self {
+    fn launch(
+        certs_dir: &Path,
+        ca: &Path,
+        crl: Option<&Path>,
+        recipe: bool,
+        env: &[(&str, String)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
         let empty_config = dir.path().join("empty.toml");
@@ -44,6 +61,7 @@ impl Mosquitto {
             .arg("--key-out")
             .arg(&key)
             .env("CERTS_DIR", certs_dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(made.status.success(), "server-cert: {made:?}");

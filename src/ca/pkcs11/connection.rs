@@ -60,13 +60,7 @@ impl Connection {
             .0
             .open_ro_session(slot)
             .map_err(|e| format!("cannot open a session with the token: {e}"))?;
-        match session.login(UserType::User, Some(&AuthPin::from(pin.to_owned()))) {
-            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err("the token refused the PIN (CKR_PIN_INCORRECT)".into());
-            }
-            Err(e) => return Err(format!("cannot log in to the token: {e}")),
-        }
+        login(&session, pin)?;
         let key = find_key(&session, uri)?;
         Ok(Connection {
             idle: Mutex::new(Vec::new()),
@@ -92,6 +86,21 @@ impl Connection {
         if idle.len() < keep {
             idle.push(session);
         }
+    }
+}
+
+/// Logs the application in to the token as its user (all its sessions share the login).
+pub(super) fn login(session: &Session, pin: &str) -> Result<(), String> {
+    match session.login(UserType::User, Some(&AuthPin::from(pin.to_owned()))) {
+        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {
+            Err("the token refused the PIN (CKR_PIN_INCORRECT)".into())
+        }
+        Err(Error::Pkcs11(RvError::PinLocked, _)) => Err(
+            "the token's user PIN is locked (CKR_PIN_LOCKED): the security officer must unlock it"
+                .into(),
+        ),
+        Err(e) => Err(format!("cannot log in to the token: {e}")),
     }
 }
 
@@ -133,6 +142,21 @@ pub(super) fn find_slot(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, Strin
 
 /// The private key `uri` names by label and/or id: exactly one.
 pub(super) fn find_key(session: &Session, uri: &Pkcs11Uri) -> Result<ObjectHandle, String> {
+    match private_keys(session, uri)?.as_slice() {
+        [key] => Ok(*key),
+        [] => Err(format!("the token holds no private key matching {uri}")),
+        keys => Err(format!(
+            "{} private keys match {uri}: name one by `id=` as well",
+            keys.len()
+        )),
+    }
+}
+
+/// Every private key whose label and id are as `uri` says.
+pub(super) fn private_keys(
+    session: &Session,
+    uri: &Pkcs11Uri,
+) -> Result<Vec<ObjectHandle>, String> {
     let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
     if let Some(label) = &uri.object {
         template.push(Attribute::Label(label.as_bytes().to_vec()));
@@ -140,15 +164,7 @@ pub(super) fn find_key(session: &Session, uri: &Pkcs11Uri) -> Result<ObjectHandl
     if let Some(id) = &uri.id {
         template.push(Attribute::Id(id.clone()));
     }
-    let keys = session
+    session
         .find_objects(&template)
-        .map_err(|e| format!("cannot search the token: {e}"))?;
-    match keys.as_slice() {
-        [key] => Ok(*key),
-        [] => Err(format!("the token holds no private key matching {uri}")),
-        _ => Err(format!(
-            "{} private keys match {uri}: name one by `id=` as well",
-            keys.len()
-        )),
-    }
+        .map_err(|e| format!("cannot search the token: {e}"))
 }

@@ -1,13 +1,10 @@
 //! `provisiond ca init --pkcs11-uri`: a new key pair made inside the token, where it
 //! stays (CKA_SENSITIVE, not CKA_EXTRACTABLE).
 
-use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 
-use super::connection::{Module, find_slot};
+use super::connection::{Module, find_slot, login, private_keys};
 use super::{Curve, TokenLocation};
 
 /// Generates an ECDSA key pair on `curve` in the token `location` names, labelled and
@@ -22,14 +19,11 @@ pub fn generate_key(location: &TokenLocation, curve: Curve) -> anyhow::Result<Ve
         .0
         .open_rw_session(slot)
         .map_err(|e| fail(format!("cannot open a read-write session: {e}")))?;
-    match session.login(
-        UserType::User,
-        Some(&AuthPin::from(location.pin.expose().to_owned())),
-    ) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(fail(format!("cannot log in to the token: {e}"))),
-    }
-    if super::connection::find_key(&session, &location.uri).is_ok() {
+    login(&session, location.pin.expose()).map_err(fail)?;
+    if !private_keys(&session, &location.uri)
+        .map_err(fail)?
+        .is_empty()
+    {
         anyhow::bail!(
             "the token already holds a private key matching {}: name another object, or \
              use that key (set ca.key to the URI) with its certificate",

@@ -215,7 +215,7 @@ impl TokenKey {
 
 /// `r || s` (PKCS#11's ECDSA signature) as `SEQUENCE { r INTEGER, s INTEGER }`.
 fn ecdsa_sig_value(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);
