@@ -167,20 +167,54 @@ pub fn verify_issued(
     if leaf.public_key().subject_public_key.data.as_ref() != public_key {
         return Err(VerifyError::WrongKey);
     }
-    let issuing = Pem::iter_from_buffer(ca_pem.as_bytes())
-        .next()
-        .ok_or_else(|| VerifyError::Unreadable("no CA certificate".into()))?
-        .map_err(|e| unreadable(&e))?;
-    let ca = issuing.parse_x509().map_err(|e| unreadable(&e))?;
-    leaf.verify_signature(Some(ca.public_key()))
-        .map_err(|_| VerifyError::NotSignedByCa)?;
-    if leaf.issuer().as_raw() != ca.subject().as_raw() {
-        return Err(VerifyError::WrongIssuerName {
-            issuer: leaf.issuer().to_string(),
-            ca: ca.subject().to_string(),
-        });
+    // The path from the leaf to an anchor (RFC 5280 §6.1, signatures and names): any
+    // certificate of `ca_pem` may be the anchor, the certificates after the leaf in
+    // `cert_pem` are the intermediates a two-tier CA sends.
+    let intermediates_pem = pems(cert_pem)?;
+    let intermediates = intermediates_pem
+        .iter()
+        .skip(1)
+        .map(|pem| pem.parse_x509().map_err(|e| unreadable(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let anchors_pem = pems(ca_pem)?;
+    let anchors = anchors_pem
+        .iter()
+        .map(|pem| pem.parse_x509().map_err(|e| unreadable(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if anchors.is_empty() {
+        return Err(VerifyError::Unreadable("no CA certificate".into()));
     }
-    Ok(())
+    let mut current = &leaf;
+    for _ in 0..=intermediates.len() {
+        if let Some(anchor) = anchors
+            .iter()
+            .find(|a| current.verify_signature(Some(a.public_key())).is_ok())
+        {
+            if current.issuer().as_raw() != anchor.subject().as_raw() {
+                return Err(VerifyError::WrongIssuerName {
+                    issuer: current.issuer().to_string(),
+                    ca: anchor.subject().to_string(),
+                });
+            }
+            return Ok(());
+        }
+        current = intermediates
+            .iter()
+            .find(|i| {
+                i.is_ca()
+                    && current.issuer().as_raw() == i.subject().as_raw()
+                    && current.verify_signature(Some(i.public_key())).is_ok()
+            })
+            .ok_or(VerifyError::NotSignedByCa)?;
+    }
+    Err(VerifyError::NotSignedByCa)
+}
+
+/// Every PEM block of `text`.
+fn pems(text: &str) -> Result<Vec<Pem>, VerifyError> {
+    Pem::iter_from_buffer(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| VerifyError::Unreadable(e.to_string()))
 }
 
 /// What to tell the operator when this machine's clock disagrees with the validity of a

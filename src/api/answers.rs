@@ -14,9 +14,11 @@ use crate::timefmt::{rfc3339, rfc3339_now, unix_rfc3339};
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SignCsrResponse {
     pub success: bool,
-    /// The device certificate, PEM.
+    /// The device certificate, PEM; with a two-tier CA (a root ending `ca.crt`),
+    /// followed by the intermediate(s), as a device presents it.
     pub certificate: String,
-    /// The CA chain, PEM, issuing CA first.
+    /// What to trust, PEM: the root of a two-tier CA; else the CA's chain, issuing CA
+    /// first.
     pub ca_certificate: String,
     /// Upper-case hex.
     pub serial_number: String,

@@ -24,8 +24,8 @@ const GENERATED_CA_DAYS: i64 = 3650;
 pub struct CaCertificate {
     /// DER of the issuing CA certificate.
     pub cert_der: Vec<u8>,
-    /// The whole chain as PEM, as devices and brokers should be given it.
-    pub chain_pem: String,
+    /// The chain, and what of it devices present and trust.
+    pub chain: super::chain::Chain,
     pub not_after: OffsetDateTime,
     pub subject: String,
     /// The CA certificate's subject key identifier, which its CRLs must name.
@@ -202,15 +202,9 @@ pub fn load_certificate(cert_file: &Path) -> anyhow::Result<CaCertificate> {
     if not_after - now < time::Duration::days(30) {
         tracing::warn!(%not_after, "the CA certificate expires within 30 days");
     }
-    let chain_pem = chain
-        .iter()
-        .map(|pem| {
-            pem::encode_config(
-                &pem::Pem::new("CERTIFICATE", pem.contents.clone()),
-                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-            )
-        })
-        .collect::<String>();
+    let ders: Vec<Vec<u8>> = chain.iter().map(|pem| pem.contents.clone()).collect();
+    let chain = super::chain::Chain::of(&ders)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert_file.display()))?;
     let key_identifier = cert
         .extensions()
         .iter()
@@ -223,7 +217,7 @@ pub fn load_certificate(cert_file: &Path) -> anyhow::Result<CaCertificate> {
         key_identifier,
         subject: cert.subject().to_string(),
         not_after,
-        cert_der: issuing.contents.clone(),
-        chain_pem,
+        cert_der: ders[0].clone(),
+        chain,
     })
 }

@@ -1,7 +1,7 @@
 //! The CA's signing key: a PEM file, or a key inside a PKCS#11 token. What rcgen signs
 //! with (certificates, CRLs) and what OCSP responses are signed with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm, SigningKey};
@@ -9,6 +9,7 @@ use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm, SigningKey};
 use super::files;
 use super::pkcs11::{Curve, Pkcs11Uri, TokenKey, TokenLocation};
 use crate::config::{CaSettings, Settings};
+use crate::secret::Secret;
 
 /// Where the CA key is, as `ca.key` (`CA_KEY`) says: unset, the certs directory's
 /// `ca.key`; a path, that PEM file; a `pkcs11:` URI (RFC 7512), a key in a token, with
@@ -28,35 +29,43 @@ impl KeySource {
         if !Pkcs11Uri::is_uri(text) {
             return Ok(KeySource::File(PathBuf::from(text)));
         }
-        let uri = Pkcs11Uri::parse(text).map_err(|e| anyhow::anyhow!("ca.key: {e}"))?;
-        let module = settings
-            .pkcs11_module
-            .clone()
-            .or_else(|| uri.module_path.clone())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "ca.pkcs11_module: a key in a token needs the PKCS#11 module's path \
-                     (CA_PKCS11_MODULE; SoftHSM2's is /usr/lib/softhsm/libsofthsm2.so)"
-                )
-            })?;
-        let pin_file = settings
-            .pkcs11_pin_file
-            .as_deref()
-            .or(uri.pin_source.as_deref());
-        let pin =
-            Settings::read_secret(settings.pkcs11_pin.as_ref(), pin_file, "ca.pkcs11_pin_file")?
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "ca.pkcs11_pin_file: a key in a token needs the user PIN, in a file \
-                     private to its owner (CA_PKCS11_PIN_FILE) or in CA_PKCS11_PIN"
-                    )
-                })?;
-        Ok(KeySource::Token(Box::new(TokenLocation {
-            module,
-            uri,
-            pin,
-        })))
+        token_location(
+            text,
+            settings.pkcs11_module.as_deref(),
+            settings.pkcs11_pin_file.as_deref(),
+            settings.pkcs11_pin.as_ref(),
+        )
+        .map(|location| KeySource::Token(Box::new(location)))
     }
+}
+
+/// A token key's location from its URI `text`, the module (else the URI's
+/// `module-path`) and the PIN from `pin_file` (else the URI's `pin-source`) or `pin`.
+/// Errors name the setting to fix.
+pub fn token_location(
+    text: &str,
+    module: Option<&Path>,
+    pin_file: Option<&Path>,
+    pin: Option<&Secret>,
+) -> anyhow::Result<TokenLocation> {
+    let uri = Pkcs11Uri::parse(text).map_err(|e| anyhow::anyhow!("ca.key: {e}"))?;
+    let module = module
+        .map(Path::to_path_buf)
+        .or_else(|| uri.module_path.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "ca.pkcs11_module: a key in a token needs the PKCS#11 module's path \
+                 (CA_PKCS11_MODULE; SoftHSM2's is /usr/lib/softhsm/libsofthsm2.so)"
+            )
+        })?;
+    let pin_file = pin_file.or(uri.pin_source.as_deref());
+    let pin = Settings::read_secret(pin, pin_file, "ca.pkcs11_pin_file")?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "ca.pkcs11_pin_file: a key in a token needs the user PIN, in a file private to \
+             its owner (CA_PKCS11_PIN_FILE) or in CA_PKCS11_PIN"
+        )
+    })?;
+    Ok(TokenLocation { module, uri, pin })
 }
 
 /// Proves that the token's key is the one whose public point is `public_key`: a

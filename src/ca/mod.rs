@@ -1,6 +1,7 @@
 //! The certificate authority: loading or creating it, checking CSRs, and issuing device
 //! certificates. The only module that knows rcgen and x509-parser.
 
+mod chain;
 mod crl;
 mod csr;
 mod csr_facts;
@@ -12,6 +13,7 @@ mod ocsp;
 pub mod pkcs11;
 mod presented;
 mod profile;
+pub mod two_tier;
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use time::OffsetDateTime;
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
 pub use csr_facts::CsrFacts;
-pub use key::{CaKey, KeySource};
+pub use key::{CaKey, KeySource, token_location};
 pub use name::directory_string;
 pub use ocsp::{
     CertId, CertStatus, IssuerHashes, MAX_REQUESTS as MAX_OCSP_REQUESTS, OcspRequest, ocsp_refusal,
@@ -48,7 +50,7 @@ pub struct CertificateAuthority {
     exact_issuer: Option<Vec<u8>>,
     /// The issuing CA's certificate, DER.
     cert_der: Vec<u8>,
-    chain_pem: String,
+    chain: chain::Chain,
     not_after: OffsetDateTime,
     subject: String,
     policy: KeyPolicy,
@@ -157,7 +159,7 @@ impl CertificateAuthority {
             key_bits: certificate.public_key,
             issuer,
             cert_der: certificate.cert_der,
-            chain_pem: certificate.chain_pem,
+            chain: certificate.chain,
             not_after: certificate.not_after,
             subject: certificate.subject,
             policy: KeyPolicy::from_settings(settings),
@@ -255,8 +257,16 @@ impl CertificateAuthority {
         &self.cert_der
     }
 
+    /// Every certificate of `ca.crt`, issuing CA first: what `/api/v1/ca` serves.
     pub fn chain_pem(&self) -> &str {
-        &self.chain_pem
+        &self.chain.full_pem
+    }
+
+    /// What a device is given for `leaf_pem`: (`certificate`, `ca_certificate`). With a
+    /// root ending the chain, the leaf followed by the intermediates, and the root; with
+    /// a one-tier CA, the leaf, and the CA.
+    pub fn delivered(&self, leaf_pem: &str) -> (String, String) {
+        self.chain.delivered(leaf_pem)
     }
 
     /// The CA certificate's notAfter: no certificate it signs outlives it.
@@ -388,7 +398,7 @@ impl CertificateAuthority {
         let cert = params.signed_by(&key, &self.issuer)?;
         let der = self.exact_der(cert.der(), false)?;
         Ok((
-            format!("{}{}", certificate_pem(&der), self.chain_pem),
+            format!("{}{}", certificate_pem(&der), self.chain.full_pem),
             key.serialize_pem(),
         ))
     }

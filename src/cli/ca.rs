@@ -3,12 +3,14 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::ConfigArg;
-use crate::ca::{CertificateAuthority, KeySource};
+use crate::ca::pkcs11::TokenLocation;
+use crate::ca::{CertificateAuthority, KeySource, token_location, two_tier};
 use crate::config::{Overrides, Settings};
 use crate::fsutil;
+use crate::secret::Secret;
 
 const INIT_HELP: &str = "\
 A key in a PKCS#11 token (an HSM) instead of a file: give --pkcs11-uri and the module;
@@ -25,6 +27,69 @@ To try it with SoftHSM2 (apt install softhsm2):
       --pkcs11-uri 'pkcs11:token=provisiond;object=issuing-ca' \\
       --pkcs11-module /usr/lib/softhsm/libsofthsm2.so";
 
+/// Where a key in a PKCS#11 token is (the PIN also from CA_PKCS11_PIN).
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The key in this token (RFC 7512 URI, e.g.
+    /// `pkcs11:token=provisiond;object=issuing-ca`) instead of a file
+    #[arg(long, value_name = "URI")]
+    pub pkcs11_uri: Option<String>,
+    /// The PKCS#11 module (shared library) [overrides CA_PKCS11_MODULE]
+    #[arg(long, value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// A file holding the token's user PIN [overrides CA_PKCS11_PIN_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token these flags (and the environment) name, if any.
+    fn location(&self) -> anyhow::Result<Option<TokenLocation>> {
+        let Some(uri) = &self.pkcs11_uri else {
+            return Ok(None);
+        };
+        let env_path = |name| std::env::var_os(name).map(PathBuf::from);
+        let module = self
+            .pkcs11_module
+            .clone()
+            .or_else(|| env_path("CA_PKCS11_MODULE"));
+        let pin_file = self
+            .pkcs11_pin_file
+            .clone()
+            .or_else(|| env_path("CA_PKCS11_PIN_FILE"));
+        let pin = std::env::var("CA_PKCS11_PIN").ok().map(Secret::new);
+        token_location(uri, module.as_deref(), pin_file.as_deref(), pin.as_ref()).map(Some)
+    }
+
+    /// Puts these flags over the configuration's `[ca]` key settings.
+    fn apply(self, ca: &mut crate::config::CaSettings) {
+        if self.pkcs11_uri.is_some() {
+            ca.key = self.pkcs11_uri;
+        }
+        if self.pkcs11_module.is_some() {
+            ca.pkcs11_module = self.pkcs11_module;
+        }
+        if self.pkcs11_pin_file.is_some() {
+            ca.pkcs11_pin_file = self.pkcs11_pin_file;
+        }
+    }
+}
+
+const TWO_TIER_HELP: &str = "\
+A two-tier PKI: a root kept offline, an issuing CA (intermediate) the server runs with.
+  # Where the root is kept (offline):
+  provisiond ca init-root --out /secure/root
+  # On the server (its key: ca.key, a file or a PKCS#11 URI):
+  provisiond ca intermediate-csr --out issuing.csr
+  # Back where the root is:
+  provisiond ca sign-intermediate --root /secure/root --csr issuing.csr --days 1825 \\
+      --out issuing-chain.pem
+  # On the server, then restart it:
+  provisiond ca import-intermediate --cert issuing-chain.pem
+Devices then get their certificate followed by the intermediate, and the root as
+ca_certificate; a broker's cafile holds the root alone. A one-tier CA moved this way
+keeps its key and subject, so the certificates it issued keep verifying.";
+
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Create a new CA (ECDSA P-256, 10 years) in the certs directory, its key in a file
@@ -36,17 +101,71 @@ pub enum CaCommand {
         /// Replace an existing CA. Certificates it issued will no longer verify.
         #[arg(long)]
         force: bool,
-        /// Make the key in this token (RFC 7512 URI, e.g.
-        /// `pkcs11:token=provisiond;object=issuing-ca`) instead of a file [overrides
-        /// CA_KEY]
-        #[arg(long, value_name = "URI")]
-        pkcs11_uri: Option<String>,
-        /// The PKCS#11 module (shared library) [overrides CA_PKCS11_MODULE]
-        #[arg(long, value_name = "PATH")]
-        pkcs11_module: Option<PathBuf>,
-        /// A file holding the token's user PIN [overrides CA_PKCS11_PIN_FILE]
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Make a root CA for a two-tier PKI (P-256, pathLen 1): root.crt, and root.key
+    /// unless the key is made in a token. Meant to be kept offline.
+    #[command(after_help = TWO_TIER_HELP)]
+    InitRoot {
+        /// Where to write the root (created, private)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The root's common name
+        #[arg(long, default_value = "provisiond root CA")]
+        common_name: String,
+        /// Days of validity
+        #[arg(long, default_value_t = 7300)]
+        days: u32,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Ask for the issuing CA: a CSR from the server's key (ca.key: file or token),
+    /// under the current CA certificate's subject. A file key is made when there is none.
+    #[command(after_help = TWO_TIER_HELP)]
+    IntermediateCsr {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Where to write the CSR [default: standard output]
         #[arg(long, value_name = "FILE")]
-        pkcs11_pin_file: Option<PathBuf>,
+        out: Option<PathBuf>,
+    },
+    /// Sign an issuing CA's CSR with the root (run where the root is): pathLen 0,
+    /// keyCertSign + cRLSign. Writes the intermediate followed by the root.
+    #[command(after_help = TWO_TIER_HELP)]
+    SignIntermediate {
+        /// The root's directory (root.crt, and root.key unless --pkcs11-uri)
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// The CSR (from `ca intermediate-csr`)
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// Days of validity (cut at the root's notAfter)
+        #[arg(long, default_value_t = 1825)]
+        days: u32,
+        /// Limit the names the intermediate may certify to these DNS subtrees (name
+        /// constraints, RFC 5280 §4.2.1.10); repeatable
+        #[arg(long = "permit-dns", value_name = "DOMAIN")]
+        permit_dns: Vec<String>,
+        /// Where to write the chain
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Put a signed intermediate in ca.crt (then the root), once checked against the
+    /// server's key and the root; the old ca.crt is kept as ca.crt.previous. Restart
+    /// the server to use it.
+    #[command(after_help = TWO_TIER_HELP)]
+    ImportIntermediate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The intermediate, followed by the root (as `ca sign-intermediate` writes it)
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The root, when --cert holds the intermediate alone
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
     },
     /// Issue a TLS server certificate from the local CA (for server.tls).
     ServerCert {
@@ -75,21 +194,76 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
         CaCommand::Init {
             config,
             force,
-            pkcs11_uri,
-            pkcs11_module,
-            pkcs11_pin_file,
+            token,
         } => {
             let mut settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
-            if pkcs11_uri.is_some() {
-                settings.ca.key = pkcs11_uri;
-            }
-            if pkcs11_module.is_some() {
-                settings.ca.pkcs11_module = pkcs11_module;
-            }
-            if pkcs11_pin_file.is_some() {
-                settings.ca.pkcs11_pin_file = pkcs11_pin_file;
-            }
+            token.apply(&mut settings.ca);
             init(&settings, force)
+        }
+        CaCommand::InitRoot {
+            out,
+            common_name,
+            days,
+            token,
+        } => {
+            let cert = two_tier::init_root(&out, &common_name, days, token.location()?)?;
+            println!("root CA written to {}", cert.display());
+            println!(
+                "keep it offline; sign the issuing CA with `provisiond ca sign-intermediate --root {}`",
+                out.display()
+            );
+            Ok(())
+        }
+        CaCommand::IntermediateCsr { config, out } => {
+            let settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
+            let csr = two_tier::intermediate_csr(&settings.ca)?;
+            match out {
+                Some(path) => {
+                    fsutil::replace(&path, csr.as_bytes(), 0o644)?;
+                    eprintln!(
+                        "CSR written to {}: sign it where the root is (`ca sign-intermediate`)",
+                        path.display()
+                    );
+                }
+                None => print!("{csr}"),
+            }
+            Ok(())
+        }
+        CaCommand::SignIntermediate {
+            root,
+            csr,
+            days,
+            permit_dns,
+            out,
+            token,
+        } => {
+            let csr = std::fs::read_to_string(&csr)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", csr.display()))?;
+            let chain =
+                two_tier::sign_intermediate(&root, token.location()?, &csr, days, &permit_dns)?;
+            fsutil::replace(&out, chain.as_bytes(), 0o644)?;
+            println!("intermediate (then the root) written to {}", out.display());
+            println!(
+                "bring it to the server: `provisiond ca import-intermediate --cert {}`",
+                out.display()
+            );
+            Ok(())
+        }
+        CaCommand::ImportIntermediate { config, cert, root } => {
+            let settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
+            let read = |path: &Path| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            };
+            let root = root.as_deref().map(read).transpose()?;
+            two_tier::import_intermediate(&settings.ca, &read(&cert)?, root.as_deref())?;
+            println!(
+                "{} now holds the intermediate and the root; restart the server to use it. \
+                 Brokers trust the root (GET /api/v1/ca serves the chain); devices get their \
+                 certificate followed by the intermediate",
+                settings.ca.dir.join("ca.crt").display()
+            );
+            Ok(())
         }
         CaCommand::ServerCert {
             config,

@@ -22,9 +22,10 @@ use crate::store::{CertificateRegistry, ConsumeOutcome, Handover, ProofUse, Rene
 
 /// A certificate that left the server: recorded, audited and counted.
 pub struct Certified {
-    /// The device certificate, PEM.
+    /// The device certificate, PEM, followed by the intermediates up to the root when
+    /// the CA has one (two-tier).
     pub pem: String,
-    /// The CA chain, PEM, issuing CA first.
+    /// The trust anchor, PEM: the root of a two-tier CA, or the whole CA chain.
     pub chain_pem: String,
     /// Upper-case hex, as `openssl x509 -serial` prints it.
     pub serial_hex: String,
@@ -205,9 +206,10 @@ impl Lifecycle {
                 let serial_hex = hex::encode_upper(given.serial);
                 Span::current().record("serial", serial_hex.as_str());
                 tracing::info!(serial = %serial_hex, "renewed before for this key: the same certificate again");
+                let (pem, chain_pem) = self.ca.delivered(&given.pem);
                 return Ok(Certified {
-                    pem: given.pem,
-                    chain_pem: self.ca.chain_pem().to_owned(),
+                    pem,
+                    chain_pem,
                     serial_hex,
                     not_after: OffsetDateTime::from_unix_timestamp(given.not_after as i64)
                         .map_err(|e| anyhow::anyhow!("a handover's notAfter: {e}"))?,
@@ -292,9 +294,10 @@ impl Lifecycle {
             })
             .inc();
         self.activity.count(Happened::CertificateIssued);
+        let (pem, chain_pem) = self.ca.delivered(&cert.pem);
         Certified {
-            pem: cert.pem,
-            chain_pem: self.ca.chain_pem().to_owned(),
+            pem,
+            chain_pem,
             serial_hex: cert.serial_hex,
             not_after: cert.not_after,
         }

@@ -1,0 +1,89 @@
+//! The CA chain as devices and brokers are given it (RFC 5280 §6): with a two-tier PKI,
+//! a device presents its certificate followed by the intermediates, and a broker trusts
+//! the root alone.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use super::certificate_pem;
+
+/// `ca.crt`'s certificates, issuing CA first.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// Every certificate, PEM: what `/api/v1/ca` serves.
+    pub full_pem: String,
+    /// The self-signed root ending a chain of two or more, PEM: the trust anchor
+    /// devices are given as `ca_certificate`. `None` for a one-tier CA (or a chain that
+    /// ends below its root), where the whole chain is the anchor, as before.
+    pub root_pem: Option<String>,
+    /// What follows a device certificate in what it presents: the chain without its
+    /// root (empty without a root).
+    pub intermediates_pem: String,
+}
+
+impl Chain {
+    /// Reads `ders` (issuing CA first). With a root at the end, each certificate must be
+    /// signed by the next and name it as its issuer: a broken chain is refused here, not
+    /// by every broker later. Errors say which link, in words.
+    pub fn of(ders: &[Vec<u8>]) -> Result<Self, String> {
+        let full_pem = ders.iter().map(|der| certificate_pem(der)).collect();
+        let parsed = ders
+            .iter()
+            .map(|der| X509Certificate::from_der(der).map(|(_, cert)| cert))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("a certificate in the chain does not parse: {e}"))?;
+        let root = parsed
+            .last()
+            .filter(|last| parsed.len() >= 2 && is_self_signed(last));
+        let Some(_) = root else {
+            return Ok(Chain {
+                full_pem,
+                root_pem: None,
+                intermediates_pem: String::new(),
+            });
+        };
+        for (i, pair) in parsed.windows(2).enumerate() {
+            let (child, parent) = (&pair[0], &pair[1]);
+            if child.issuer().as_raw() != parent.subject().as_raw()
+                || child.verify_signature(Some(parent.public_key())).is_err()
+            {
+                return Err(format!(
+                    "certificate {} of the chain ({}) is not signed by the next one ({})",
+                    i + 1,
+                    child.subject(),
+                    parent.subject()
+                ));
+            }
+            if !parent.is_ca() {
+                return Err(format!(
+                    "certificate {} of the chain ({}) is not a CA",
+                    i + 2,
+                    parent.subject()
+                ));
+            }
+        }
+        let (root, below) = ders.split_last().expect("two or more");
+        Ok(Chain {
+            full_pem,
+            root_pem: Some(certificate_pem(root)),
+            intermediates_pem: below.iter().map(|der| certificate_pem(der)).collect(),
+        })
+    }
+
+    /// What a device is given: its certificate followed by the intermediates, and the
+    /// trust anchor.
+    pub fn delivered(&self, leaf_pem: &str) -> (String, String) {
+        match &self.root_pem {
+            Some(root) => (
+                format!("{leaf_pem}{}", self.intermediates_pem),
+                root.clone(),
+            ),
+            None => (leaf_pem.to_owned(), self.full_pem.clone()),
+        }
+    }
+}
+
+/// Whether `cert` names itself as issuer and its signature verifies with its own key.
+pub fn is_self_signed(cert: &X509Certificate<'_>) -> bool {
+    cert.issuer().as_raw() == cert.subject().as_raw() && cert.verify_signature(None).is_ok()
+}

@@ -1,0 +1,270 @@
+//! A two-tier PKI with the real binary on a real Redis: a one-tier CA moved under an
+//! offline root (`ca init-root`, `intermediate-csr`, `sign-intermediate`,
+//! `import-intermediate`); devices then get their certificate followed by the
+//! intermediate and the root as `ca_certificate`, OpenSSL and a Mosquitto trusting the
+//! root alone accept them, and certificates issued before the move keep verifying.
+//! Imports that do not fit the key or the root are refused and change nothing.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::bin::{provisiond, start, stop, text};
+use common::mosquitto::Mosquitto;
+use common::{RedisServer, within};
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `provisiond <args>` in `dir`, the CA in `dir/certs`.
+fn ca(dir: &Path, args: &[&str]) -> Output {
+    provisiond(dir)
+        .args(args)
+        .env("CERTS_DIR", dir.join("certs"))
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "{}", text(&output));
+    text(&output)
+}
+
+fn verify(ca_file: &Path, untrusted: &Path, cert: &Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile", path(ca_file), "-untrusted"])
+        .args([path(untrusted), path(cert)])
+        .output()
+        .unwrap();
+    (out.status.success(), text(&out))
+}
+
+async fn enroll(base: &str, device: &str, out: &Path) {
+    let enrolled = common::bin::run(
+        &[
+            "enroll",
+            "--server",
+            base,
+            "--device-id",
+            device,
+            "--out",
+            path(out),
+        ],
+        &[],
+    )
+    .await;
+    assert!(enrolled.status.success(), "{}", text(&enrolled));
+}
+
+/// Makes a root in `dir/root` and moves the CA in `dir/certs` under it.
+fn move_under_a_root(dir: &Path) {
+    ok(ca(
+        dir,
+        &["ca", "init-root", "--out", path(&dir.join("root"))],
+    ));
+    let csr = dir.join("issuing.csr");
+    ok(ca(dir, &["ca", "intermediate-csr", "--out", path(&csr)]));
+    let chain = dir.join("chain.pem");
+    ok(ca(
+        dir,
+        &[
+            "ca",
+            "sign-intermediate",
+            "--root",
+            path(&dir.join("root")),
+            "--csr",
+            path(&csr),
+            "--days",
+            "365",
+            "--out",
+            path(&chain),
+        ],
+    ));
+    ok(ca(
+        dir,
+        &["ca", "import-intermediate", "--cert", path(&chain)],
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificates_still_verify() {
+    let redis = RedisServer::start();
+    within(Duration::from_secs(150), async {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        ok(ca(dir, &["ca", "init"]));
+        let certs = dir.join("certs");
+        let env = [
+            ("CERTS_DIR", path(&certs).to_owned()),
+            ("REDIS_ENABLED", "true".into()),
+            ("REDIS_URL", redis.url()),
+            ("ONBOARDING_MODE", "open".into()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let devices = dir.join("devices");
+        let (server, base) = start(dir, &env).await;
+        enroll(&base, "before-1", &devices).await;
+        stop(server);
+
+        move_under_a_root(dir);
+        let root = dir.join("root").join("root.crt");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = std::fs::metadata(dir.join("root").join("root.key")).unwrap();
+            assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        }
+
+        let (server, base) = start(dir, &env).await;
+        // Another directory: `enroll` will not replace a ca.crt that names another CA.
+        let moved = dir.join("moved");
+        enroll(&base, "after-1", &moved).await;
+        let after = moved.join("after-1.crt");
+        let presented = std::fs::read_to_string(&after).unwrap();
+        assert_eq!(
+            presented.matches("BEGIN CERTIFICATE").count(),
+            2,
+            "the leaf, then the intermediate: {presented}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(moved.join("ca.crt")).unwrap(),
+            std::fs::read_to_string(&root).unwrap(),
+            "ca_certificate is the root"
+        );
+        let (good, said) = verify(&root, &after, &after);
+        assert!(good, "{said}");
+        // Issued before the move, by the same key under the same name.
+        let before = devices.join("before-1.crt");
+        let (good, said) = verify(&root, &certs.join("ca.crt"), &before);
+        assert!(good, "{said}");
+        let served = reqwest::get(format!("{base}/api/v1/ca"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            served,
+            std::fs::read_to_string(certs.join("ca.crt")).unwrap()
+        );
+        let buckets: Vec<String> = redis.cmd(&["KEYS", "mqtt-lite:certs:*"]);
+        let records: usize = buckets
+            .iter()
+            .map(|b| redis.cmd::<usize>(&["HLEN", b]))
+            .sum();
+        assert_eq!(records, 2);
+
+        // A broker whose cafile holds the root alone lets in the device that presents
+        // its chain.
+        let broker = Mosquitto::start(&certs, &root, None);
+        let published = broker.publish(&root, Some((&after, &moved.join("after-1.key"))));
+        assert!(published.status.success(), "{}", text(&published));
+        // One sending its leaf alone (issued before the move) needs the chain in the
+        // broker's cafile, as /api/v1/ca serves it, during the move.
+        let leaf_only = broker.publish(&root, Some((&before, &devices.join("before-1.key"))));
+        assert!(!leaf_only.status.success());
+        drop(broker);
+        let served_file = dir.join("served.pem");
+        std::fs::write(&served_file, &served).unwrap();
+        let broker = Mosquitto::start(&certs, &served_file, None);
+        let published = broker.publish(&root, Some((&before, &devices.join("before-1.key"))));
+        assert!(published.status.success(), "{}", text(&published));
+        drop(broker);
+        stop(server);
+    })
+    .await;
+}
+
+#[test]
+fn an_import_that_does_not_fit_the_key_or_the_root_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(ca(dir, &["ca", "init"]));
+    let current = std::fs::read(dir.join("certs").join("ca.crt")).unwrap();
+
+    // An intermediate for another server's key.
+    let other = tempfile::tempdir().unwrap();
+    ok(ca(other.path(), &["ca", "init"]));
+    move_under_a_root(other.path());
+    let foreign = other.path().join("chain.pem");
+    let refused = ca(
+        dir,
+        &["ca", "import-intermediate", "--cert", path(&foreign)],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("do not belong together"),
+        "{}",
+        text(&refused)
+    );
+
+    // Our own intermediate, with a root that did not sign it.
+    let ours = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ours.path().join("certs")).unwrap();
+    for file in ["ca.crt", "ca.key"] {
+        std::fs::copy(
+            dir.join("certs").join(file),
+            ours.path().join("certs").join(file),
+        )
+        .unwrap();
+    }
+    move_under_a_root(ours.path());
+    let chain = std::fs::read_to_string(ours.path().join("chain.pem")).unwrap();
+    let intermediate = dir.join("intermediate.pem");
+    let first_end = chain.find("-----END CERTIFICATE-----").unwrap() + 26;
+    std::fs::write(&intermediate, &chain[..first_end]).unwrap();
+    let alone = ca(
+        dir,
+        &["ca", "import-intermediate", "--cert", path(&intermediate)],
+    );
+    assert!(
+        text(&alone).contains("must end with the self-signed root"),
+        "{}",
+        text(&alone)
+    );
+    let wrong_root = other.path().join("root").join("root.crt");
+    let refused = ca(
+        dir,
+        &[
+            "ca",
+            "import-intermediate",
+            "--cert",
+            path(&intermediate),
+            "--root",
+            path(&wrong_root),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("is not signed by the next one"),
+        "{}",
+        text(&refused)
+    );
+
+    assert_eq!(
+        std::fs::read(dir.join("certs").join("ca.crt")).unwrap(),
+        current,
+        "ca.crt untouched"
+    );
+    assert!(!dir.join("certs").join("ca.crt.new").exists());
+
+    // And the right root is taken.
+    let right_root = ours.path().join("root").join("root.crt");
+    ok(ca(
+        dir,
+        &[
+            "ca",
+            "import-intermediate",
+            "--cert",
+            path(&intermediate),
+            "--root",
+            path(&right_root),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(dir.join("certs").join("ca.crt.previous")).unwrap(),
+        current
+    );
+}
