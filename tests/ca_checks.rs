@@ -211,3 +211,28 @@ async fn a_ca_with_a_repeated_or_multi_valued_rdn_signs_under_its_exact_name() {
         app.stop().await;
     }
 }
+
+/// A delegated OCSP responder is checked at start as the CA is: one made for another CA,
+/// or half of the pair, stops the start with the file named.
+#[test]
+fn an_ocsp_responder_from_another_ca_or_half_a_pair_is_refused_at_start() {
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    plain_ca(ours.path());
+    plain_ca(theirs.path());
+    let other = load(theirs.path()).unwrap();
+    other.make_ocsp_signer(theirs.path(), 7).unwrap();
+    assert!(load(theirs.path()).is_ok(), "its own CA takes it");
+    for file in ["ocsp.crt", "ocsp.key"] {
+        std::fs::copy(theirs.path().join(file), ours.path().join(file)).unwrap();
+    }
+    let refused = load(ours.path()).err().expect("refused");
+    assert!(
+        refused.contains("ocsp.crt: not issued by this CA"),
+        "{refused}"
+    );
+    std::fs::remove_file(ours.path().join("ocsp.key")).unwrap();
+    let refused = load(ours.path()).err().expect("refused");
+    assert!(refused.contains("go together"), "{refused}");
+    std::fs::remove_file(ours.path().join("ocsp.crt")).unwrap();
+    assert!(load(ours.path()).is_ok());
+}

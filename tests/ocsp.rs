@@ -236,3 +236,91 @@ async fn openssl_ocsp_sees_good_then_revoked_everywhere_and_unknown_for_the_rest
     })
     .await;
 }
+
+/// `provisiond ca ocsp-signer` makes a delegated responder: the responses carry its
+/// certificate and are signed by its key, and `openssl ocsp` accepts them against the CA
+/// alone; the CA certificate is not the signer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_responder_signs_and_openssl_accepts_it_against_the_ca() {
+    let redis = RedisServer::start();
+    within(Duration::from_secs(90), async {
+        let certs = tempfile::tempdir().unwrap();
+        let empty = certs.path().join("empty.toml");
+        std::fs::write(&empty, "").unwrap();
+        let certs_dir = certs.path().join("certs");
+        let env = [("CERTS_DIR", path(&certs_dir))];
+        let config = ["--config", path(&empty)];
+        let made = common::bin::run(&[&["ca", "init"][..], &config].concat(), &env).await;
+        assert!(made.status.success(), "{}", common::bin::text(&made));
+        let made = common::bin::run(
+            &[&["ca", "ocsp-signer", "--days", "7"][..], &config].concat(),
+            &env,
+        )
+        .await;
+        assert!(made.status.success(), "{}", common::bin::text(&made));
+        let signer = std::fs::read_to_string(certs_dir.join("ocsp.crt")).unwrap();
+        let text = openssl_x509(&signer, &["-noout", "-text"]);
+        assert!(text.contains("OCSP Signing"), "{text}");
+        assert!(text.contains("OCSP No Check"), "{text}");
+        assert!(text.contains("CA:FALSE"), "{text}");
+
+        let app =
+            TestApp::spawn_settings(common::app::test_settings(Some(&redis), &certs_dir)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
+        std::fs::write(&ca, app.ca_pem().await).unwrap();
+        let device = enroll(&app, "ocsp-delegated", KeyKind::P256).await;
+        std::fs::write(&cert, &device.cert_pem).unwrap();
+        let url = app.url("/ocsp");
+        let answer = openssl_ocsp(&[
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-url",
+            &url,
+            "-CAfile",
+            path(&ca),
+            "-resp_text",
+        ]);
+        assert!(answer.contains("Response verify OK"), "{answer}");
+        assert!(answer.contains("dev.crt: good"), "{answer}");
+        assert!(
+            answer.contains("provisiond OCSP responder"),
+            "the response carries the responder's certificate: {answer}"
+        );
+
+        // The responder's certificate is what signed: checked against it alone
+        // (-VAfile trusts it directly), the response verifies; against another key, not.
+        let signer_file = dir.path().join("ocsp.crt");
+        std::fs::write(&signer_file, &signer).unwrap();
+        let direct = openssl_ocsp(&[
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-url",
+            &url,
+            "-VAfile",
+            path(&signer_file),
+        ]);
+        assert!(direct.contains("Response verify OK"), "{direct}");
+        let as_ca = openssl_ocsp(&[
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-url",
+            &url,
+            "-VAfile",
+            path(&ca),
+            "-no_intern",
+        ]);
+        assert!(
+            as_ca.contains("Response Verify Failure"),
+            "the CA key did not sign it: {as_ca}"
+        );
+        app.stop().await;
+    })
+    .await;
+}

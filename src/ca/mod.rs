@@ -10,6 +10,7 @@ mod issuer_name;
 mod key;
 mod name;
 mod ocsp;
+pub mod ocsp_signer;
 pub mod pkcs11;
 mod presented;
 mod profile;
@@ -65,6 +66,8 @@ pub struct CertificateAuthority {
     /// CertIDs.
     key_bits: Vec<u8>,
     ocsp_issuer: IssuerHashes,
+    /// A delegated OCSP responder (`ocsp.crt`, `ocsp.key`), when one was made.
+    ocsp_signer: Option<ocsp_signer::OcspSigner>,
 }
 
 /// A certificate just issued.
@@ -156,6 +159,7 @@ impl CertificateAuthority {
             crl_url: settings.crl_url.clone(),
             ocsp_aia: settings.ocsp_url.as_deref().map(authority_info_access),
             ocsp_issuer: IssuerHashes::of(&subject_der, &certificate.public_key),
+            ocsp_signer: ocsp_signer::OcspSigner::load(&settings.dir, &certificate.cert_der)?,
             key_bits: certificate.public_key,
             issuer,
             cert_der: certificate.cert_der,

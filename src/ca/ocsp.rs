@@ -241,7 +241,11 @@ impl CertificateAuthority {
         };
         let (this_update, next_update) = (at(this_update), at(next_update));
         let produced = at(OffsetDateTime::now_utc());
-        let key_hash = crate::crypto::sha1(self.public_key_bits());
+        // A delegated responder while its certificate is valid (RFC 6960 §4.2.2.2),
+        // else the CA itself.
+        let delegated = self.ocsp_signer.as_ref().filter(|s| s.valid_now());
+        let key_hash =
+            crate::crypto::sha1(delegated.map_or(self.public_key_bits(), |s| &s.key_bits));
         let tbs = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 // responderID: byKey [2] EXPLICIT KeyHash.
@@ -267,15 +271,25 @@ impl CertificateAuthority {
                 }
             })
         });
-        let key = self.signing_key();
-        let algorithm = signature_algorithm(rcgen::PublicKeyData::algorithm(key))
+        let key: &dyn rcgen::SigningKey = match delegated {
+            Some(signer) => &signer.key,
+            None => self.signing_key(),
+        };
+        let algorithm = signature_algorithm(key.algorithm())
             .ok_or(rcgen::Error::UnsupportedSignatureAlgorithm)?;
-        let signature = rcgen::SigningKey::sign(key, &tbs)?;
+        let signature = key.sign(&tbs)?;
         let basic = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_der(&tbs);
                 write_signature_algorithm(w.next(), algorithm);
                 w.next().write_bitvec_bytes(&signature, signature.len() * 8);
+                // certs [0] EXPLICIT: the responder's certificate, for the client to
+                // check against the CA.
+                if let Some(signer) = delegated {
+                    w.next().write_tagged(YTag::context(0), |w| {
+                        w.write_sequence(|w| w.next().write_der(&signer.cert_der))
+                    });
+                }
             })
         });
         Ok(yasna::construct_der(|w| {

@@ -167,6 +167,17 @@ pub enum CaCommand {
         #[arg(long, value_name = "FILE")]
         root: Option<PathBuf>,
     },
+    /// Make a delegated OCSP responder: a key and a certificate from the CA for OCSP
+    /// signing only (ocsp.key, ocsp.crt beside ca.crt), so that /ocsp signs without the
+    /// CA key (or its token). Replaces an older one; restart the server to use it.
+    OcspSigner {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Days of validity (make a new one before then: past it, /ocsp signs with the
+        /// CA key again)
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
     /// Issue a TLS server certificate from the local CA (for server.tls).
     ServerCert {
         #[command(flatten)]
@@ -262,6 +273,17 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
                  Brokers trust the root (GET /api/v1/ca serves the chain); devices get their \
                  certificate followed by the intermediate",
                 settings.ca.dir.join("ca.crt").display()
+            );
+            Ok(())
+        }
+        CaCommand::OcspSigner { config, days } => {
+            let settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
+            let ca = CertificateAuthority::load_or_init(&settings.ca, 1)?;
+            ca.make_ocsp_signer(&settings.ca.dir, days)?;
+            println!(
+                "OCSP responder written to {} and {}; restart the server to use it",
+                settings.ca.dir.join("ocsp.crt").display(),
+                settings.ca.dir.join("ocsp.key").display()
             );
             Ok(())
         }
