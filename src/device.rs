@@ -137,8 +137,8 @@ pub fn csr_public_key(csr_pem: &str) -> Result<Vec<u8>, VerifyError> {
 }
 
 /// Checks that `cert_pem` names `device_id`, carries `public_key` (as
-/// [`DeviceKey::public_key_raw`] or [`csr_public_key`] give it), and is signed by the first
-/// certificate of `ca_pem` (the issuing CA) under that CA's name. Not its validity
+/// [`DeviceKey::public_key_raw`] or [`csr_public_key`] give it), and chains to a
+/// certificate of `ca_pem` ([`chains_to`]). Not its validity
 /// period against this machine's clock: the server just issued it by its own, the broker
 /// judges it by its own, and the token is spent either way (see [`clock_warning`]).
 pub fn verify_issued(
@@ -167,10 +167,22 @@ pub fn verify_issued(
     if leaf.public_key().subject_public_key.data.as_ref() != public_key {
         return Err(VerifyError::WrongKey);
     }
-    // The path from the leaf to an anchor (RFC 5280 §6.1, signatures and names): any
-    // certificate of `ca_pem` may be the anchor, the certificates after the leaf in
-    // `cert_pem` are the intermediates a two-tier CA sends.
+    chains_to(cert_pem, ca_pem)
+}
+
+/// Checks the path from the first certificate of `cert_pem` to an anchor (RFC 5280
+/// §6.1, signatures and names, not validity periods): any certificate of `ca_pem` may
+/// be the anchor; the certificates after the first in `cert_pem` are the intermediates a
+/// two-tier CA sends, each used only if it is a CA. A certificate that is itself one of
+/// the anchors (a self-signed CA) chains to itself.
+pub fn chains_to(cert_pem: &str, ca_pem: &str) -> Result<(), VerifyError> {
+    let unreadable = |e: &dyn fmt::Display| VerifyError::Unreadable(e.to_string());
     let intermediates_pem = pems(cert_pem)?;
+    let leaf = intermediates_pem
+        .first()
+        .ok_or_else(|| VerifyError::Unreadable("no certificate".into()))?
+        .parse_x509()
+        .map_err(|e| unreadable(&e))?;
     let intermediates = intermediates_pem
         .iter()
         .skip(1)

@@ -29,6 +29,13 @@ impl Secret {
     }
 }
 
+/// For command-line flags (and their environment variables) that carry a secret.
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")

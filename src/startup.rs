@@ -241,6 +241,7 @@ impl Application {
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             history,
+            ocsp_cache: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

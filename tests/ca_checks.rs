@@ -235,4 +235,17 @@ fn an_ocsp_responder_from_another_ca_or_half_a_pair_is_refused_at_start() {
     assert!(refused.contains("go together"), "{refused}");
     std::fs::remove_file(ours.path().join("ocsp.crt")).unwrap();
     assert!(load(ours.path()).is_ok());
+
+    // An expired responder does not stop the start: the CA signs OCSP meanwhile.
+    let ca = load(theirs.path()).unwrap();
+    ca.make_ocsp_signer(theirs.path(), 0).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ca = load(theirs.path()).expect("an expired responder is set aside");
+    assert_eq!(ca.ocsp_signer_not_after(), None);
+
+    // A CA replaced on purpose takes its responder with it.
+    CertificateAuthority::init(theirs.path(), "Replaced", true).unwrap();
+    assert!(!theirs.path().join("ocsp.crt").exists());
+    assert!(!theirs.path().join("ocsp.key").exists());
+    assert!(load(theirs.path()).is_ok());
 }

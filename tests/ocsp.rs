@@ -324,3 +324,77 @@ async fn a_delegated_responder_signs_and_openssl_accepts_it_against_the_ca() {
     })
     .await;
 }
+
+/// A request without a nonce is answered with the response signed for the same
+/// statuses before (byte for byte, the same producedAt); a revocation changes the
+/// status read from the registry, so the next answer is signed anew and says revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_without_a_nonce_are_kept_until_the_status_changes() {
+    let redis = RedisServer::start();
+    within(Duration::from_secs(60), async {
+        let app = TestApp::spawn_with(Some(&redis), |s| {
+            s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
+        std::fs::write(&ca, app.ca_pem().await).unwrap();
+        let device = enroll(&app, "ocsp-kept", KeyKind::P256).await;
+        std::fs::write(&cert, &device.cert_pem).unwrap();
+        let request = dir.path().join("req.der");
+        openssl_ocsp(&[
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-no_nonce",
+            "-reqout",
+            path(&request),
+        ]);
+        let body = std::fs::read(&request).unwrap();
+        let ask = || async {
+            app.client
+                .post(app.url("/ocsp"))
+                .header("content-type", "application/ocsp-request")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        };
+        let first = ask().await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let again = ask().await;
+        assert_eq!(first, again, "the kept response, not a new signature");
+
+        let revoked = app
+            .post_json_as(
+                ADMIN,
+                &format!("/api/v1/certificates/{}/revoke", device.serial),
+                &json!({ "reason": "keyCompromise" }),
+            )
+            .await;
+        assert_eq!(revoked.status(), StatusCode::OK);
+        let after = ask().await;
+        assert_ne!(after, first);
+        let response = dir.path().join("resp.der");
+        std::fs::write(&response, &after).unwrap();
+        let read = openssl_ocsp(&[
+            "-respin",
+            path(&response),
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-CAfile",
+            path(&ca),
+            "-no_nonce",
+        ]);
+        assert!(read.contains("Response verify OK"), "{read}");
+        assert!(read.contains("dev.crt: revoked"), "{read}");
+        app.stop().await;
+    })
+    .await;
+}

@@ -126,8 +126,15 @@ async fn a_ca_made_by_openssl_is_loaded_with_its_chain() {
     let response = app.sign_csr(&token, "chained-1", &csr.csr_pem).await;
     assert_eq!(response.status(), StatusCode::OK);
     let signed: serde_json::Value = response.json().await.unwrap();
-    let served_chain = signed["ca_certificate"].as_str().unwrap();
-    assert_eq!(served_chain.matches("BEGIN CERTIFICATE").count(), 2);
+    // The root ends the chain: devices trust it, and present the intermediate.
+    let anchor = signed["ca_certificate"].as_str().unwrap();
+    assert_eq!(
+        anchor,
+        std::fs::read_to_string(dir.join("root.crt")).unwrap()
+    );
+    let presented = signed["certificate"].as_str().unwrap();
+    assert_eq!(presented.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(presented.ends_with(&std::fs::read_to_string(dir.join("issuing.crt")).unwrap()));
     verify_externally(&signed);
     // The device certificate ends when the issuing CA does, not a year later.
     let end = common::pki::openssl_x509(signed["certificate"].as_str().unwrap(), &["-enddate"]);

@@ -135,6 +135,37 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         );
         let (good, said) = verify(&root, &after, &after);
         assert!(good, "{said}");
+        // The same directory again: its ca.crt is the root that ends the served chain.
+        enroll(&base, "after-2", &moved).await;
+        // A broker's CRL fetcher pinned to the root alone.
+        let crl = dir.join("crl.pem");
+        let fetched = common::bin::run(
+            &[
+                "crl",
+                "--server",
+                &base,
+                "--ca-file",
+                path(&root),
+                "--out",
+                path(&crl),
+            ],
+            &[],
+        )
+        .await;
+        assert!(fetched.status.success(), "{}", text(&fetched));
+        let checked = Command::new("openssl")
+            .args([
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                path(&root),
+                "-CRLfile",
+                path(&crl),
+            ])
+            .args(["-untrusted", path(&after), path(&after)])
+            .output()
+            .unwrap();
+        assert!(checked.status.success(), "{}", text(&checked));
         // Issued before the move, by the same key under the same name.
         let before = devices.join("before-1.crt");
         let (good, said) = verify(&root, &certs.join("ca.crt"), &before);
@@ -154,7 +185,7 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
             .iter()
             .map(|b| redis.cmd::<usize>(&["HLEN", b]))
             .sum();
-        assert_eq!(records, 2);
+        assert_eq!(records, 3);
 
         // A broker whose cafile holds the root alone lets in the device that presents
         // its chain.
@@ -239,6 +270,40 @@ fn an_import_that_does_not_fit_the_key_or_the_root_changes_nothing() {
     assert!(!refused.status.success());
     assert!(
         text(&refused).contains("is not signed by the next one"),
+        "{}",
+        text(&refused)
+    );
+
+    // An intermediate for our key under another name (a CSR made with openssl).
+    let renamed_csr = dir.join("renamed.csr");
+    let made = Command::new("openssl")
+        .args(["req", "-new", "-subj", "/CN=Another name", "-key"])
+        .arg(dir.join("certs").join("ca.key"))
+        .arg("-out")
+        .arg(&renamed_csr)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let renamed = dir.join("renamed.pem");
+    ok(ca(
+        dir,
+        &[
+            "ca",
+            "sign-intermediate",
+            "--root",
+            path(&ours.path().join("root")),
+            "--csr",
+            path(&renamed_csr),
+            "--out",
+            path(&renamed),
+        ],
+    ));
+    let refused = ca(
+        dir,
+        &["ca", "import-intermediate", "--cert", path(&renamed)],
+    );
+    assert!(
+        text(&refused).contains("is not the current CA's"),
         "{}",
         text(&refused)
     );

@@ -13,6 +13,7 @@ mod fleet;
 mod groups;
 mod health;
 mod ocsp;
+mod ocsp_cache;
 mod onboarding;
 pub mod openapi;
 mod renew;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The console's history shared through Redis (with Redis on).
     pub history: Option<Arc<crate::history::History>>,
+    /// Signed OCSP responses for requests without a nonce.
+    pub ocsp_cache: ocsp_cache::OcspCache,
 }
 
 impl AppState {

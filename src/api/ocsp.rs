@@ -97,6 +97,12 @@ async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpRespons
         statuses.push(status);
     }
     let now = OffsetDateTime::now_utc();
+    let kept = request.reuse_key();
+    if let Some(key) = &kept
+        && let Some(der) = state.ocsp_cache.get(key, &statuses, now)
+    {
+        return answer(der);
+    }
     let next_update = now + state.crl.validity();
     // Back-dated as certificates are, for clients whose clocks run a little behind.
     let this_update = now - BACKDATE;
@@ -104,7 +110,19 @@ async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpRespons
         .ca
         .ocsp_response(&request, &statuses, this_update, next_update)
     {
-        Ok(der) => answer(der),
+        Ok(der) => {
+            if let Some(key) = kept {
+                let half_life = now + state.crl.validity() / 2;
+                let use_until = state
+                    .ca
+                    .ocsp_signer_not_after()
+                    .map_or(half_life, |signer| signer.min(half_life));
+                state
+                    .ocsp_cache
+                    .put(key, statuses, der.clone(), (now, use_until));
+            }
+            answer(der)
+        }
         // The CA's token is away: the client may ask again (RFC 6960 §2.3).
         Err(rcgen::Error::RemoteKeyError) => answer(ocsp_refusal(TRY_LATER)),
         Err(e) => {

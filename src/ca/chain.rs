@@ -22,9 +22,12 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Reads `ders` (issuing CA first). With a root at the end, each certificate must be
-    /// signed by the next and name it as its issuer: a broken chain is refused here, not
-    /// by every broker later. Errors say which link, in words.
+    /// Reads `ders` (issuing CA first). With a self-signed root at the end, each
+    /// certificate must be signed by the next and name it as its issuer, and every one
+    /// above the issuing CA must be a CA allowed to sign certificates and be within its
+    /// validity: such a broken chain is refused here, not by every broker later. (The
+    /// issuing CA's own checks are the caller's; a chain that ends below its root is
+    /// taken as it is.) Errors say which certificate, in words.
     pub fn of(ders: &[Vec<u8>]) -> Result<Self, String> {
         let full_pem = ders.iter().map(|der| certificate_pem(der)).collect();
         let parsed = ders
@@ -54,11 +57,25 @@ impl Chain {
                     parent.subject()
                 ));
             }
-            if !parent.is_ca() {
+            let signs_certificates = match parent.key_usage() {
+                Ok(Some(usage)) => usage.value.key_cert_sign(),
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if !parent.is_ca() || !signs_certificates {
                 return Err(format!(
-                    "certificate {} of the chain ({}) is not a CA",
+                    "certificate {} of the chain ({}) is not a CA that may sign certificates",
                     i + 2,
                     parent.subject()
+                ));
+            }
+            if !parent.validity().is_valid() {
+                return Err(format!(
+                    "certificate {} of the chain ({}) is not valid now (valid from {} to {})",
+                    i + 2,
+                    parent.subject(),
+                    parent.validity().not_before,
+                    parent.validity().not_after
                 ));
             }
         }

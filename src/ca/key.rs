@@ -58,8 +58,11 @@ pub fn token_location(
                  (CA_PKCS11_MODULE; SoftHSM2's is /usr/lib/softhsm/libsofthsm2.so)"
             )
         })?;
-    let pin_file = pin_file.or(uri.pin_source.as_deref());
-    let pin = Settings::read_secret(pin, pin_file, "ca.pkcs11_pin_file")?.ok_or_else(|| {
+    let (pin_file, pin_key) = match pin_file {
+        Some(file) => (Some(file), "ca.pkcs11_pin_file"),
+        None => (uri.pin_source.as_deref(), "ca.key (its pin-source)"),
+    };
+    let pin = Settings::read_secret(pin, pin_file, pin_key)?.ok_or_else(|| {
         anyhow::anyhow!(
             "ca.pkcs11_pin_file: a key in a token needs the user PIN, in a file private to \
              its owner (CA_PKCS11_PIN_FILE) or in CA_PKCS11_PIN"

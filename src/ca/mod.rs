@@ -82,9 +82,19 @@ pub struct IssuedCertificate {
 
 impl CertificateAuthority {
     /// Loads the CA from `settings.dir` (`ca.crt`) and its key from a file or a token
-    /// (`ca.key`), generating a file CA on first start when neither file is there.
+    /// (`ca.key`), generating a file CA on first start when neither file is there, with
+    /// the delegated OCSP responder beside it (`ocsp.crt`, `ocsp.key`) when there is one.
     /// `sessions` is how many token sessions to keep (one per worker).
     pub fn load_or_init(settings: &CaSettings, sessions: usize) -> anyhow::Result<Self> {
+        let mut ca = Self::load_signing(settings, sessions)?;
+        ca.ocsp_signer = ocsp_signer::OcspSigner::load(&settings.dir, &ca.cert_der)?;
+        Ok(ca)
+    }
+
+    /// As [`CertificateAuthority::load_or_init`], without the OCSP responder: for the
+    /// commands that sign with the CA (`ca ocsp-signer`, which replaces the responder,
+    /// and `ca server-cert`), which a responder gone bad must not stop.
+    pub fn load_signing(settings: &CaSettings, sessions: usize) -> anyhow::Result<Self> {
         let (certificate, key) = match KeySource::of(settings)? {
             KeySource::File(path) if path == files::key_path(&settings.dir) => {
                 let (certificate, key) = files::load_or_init(&settings.dir, &settings.common_name)?;
@@ -159,7 +169,7 @@ impl CertificateAuthority {
             crl_url: settings.crl_url.clone(),
             ocsp_aia: settings.ocsp_url.as_deref().map(authority_info_access),
             ocsp_issuer: IssuerHashes::of(&subject_der, &certificate.public_key),
-            ocsp_signer: ocsp_signer::OcspSigner::load(&settings.dir, &certificate.cert_der)?,
+            ocsp_signer: None,
             key_bits: certificate.public_key,
             issuer,
             cert_der: certificate.cert_der,
@@ -224,7 +234,11 @@ impl CertificateAuthority {
 
     /// `provisiond ca init`: writes a new CA into `dir`.
     pub fn init(dir: &Path, common_name: &str, force: bool) -> anyhow::Result<bool> {
-        files::generate(dir, common_name, force)
+        let made = files::generate(dir, common_name, force)?;
+        if made && force {
+            ocsp_signer::remove(dir)?;
+        }
+        Ok(made)
     }
 
     /// `provisiond ca init --pkcs11-uri`: a new P-256 key made inside the token
@@ -253,6 +267,7 @@ impl CertificateAuthority {
         if key_file.exists() {
             std::fs::remove_file(&key_file)?;
         }
+        ocsp_signer::remove(dir)?;
         Ok(())
     }
 
@@ -284,6 +299,15 @@ impl CertificateAuthority {
 
     pub fn policy(&self) -> &KeyPolicy {
         &self.policy
+    }
+
+    /// When the delegated OCSP responder's certificate expires, if there is one in use:
+    /// no response it signed may be served after.
+    pub fn ocsp_signer_not_after(&self) -> Option<OffsetDateTime> {
+        self.ocsp_signer
+            .as_ref()
+            .filter(|s| s.valid_now())
+            .map(|s| s.not_after)
     }
 
     /// What CertIDs name this CA by (OCSP).

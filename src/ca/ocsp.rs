@@ -47,6 +47,19 @@ pub struct OcspRequest {
     nonce: Option<Vec<u8>>,
 }
 
+impl OcspRequest {
+    /// What names the answer when it may be answered again (no nonce): the CertIDs'
+    /// DER, in order. `None` with a nonce, whose answer is this request's alone.
+    pub fn reuse_key(&self) -> Option<Vec<u8>> {
+        self.nonce.is_none().then(|| {
+            self.certs
+                .iter()
+                .flat_map(|id| id.der.iter().copied())
+                .collect()
+        })
+    }
+}
+
 /// A certificate's status, as the registry says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertStatus {

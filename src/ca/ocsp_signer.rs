@@ -20,6 +20,18 @@ use crate::fsutil;
 pub const OCSP_CERT_FILE: &str = "ocsp.crt";
 pub const OCSP_KEY_FILE: &str = "ocsp.key";
 
+/// Removes a responder from `dir`: a CA replaced (`ca init --force`) makes it another
+/// CA's, which would stop the next start.
+pub fn remove(dir: &Path) -> std::io::Result<()> {
+    for file in [OCSP_CERT_FILE, OCSP_KEY_FILE] {
+        match std::fs::remove_file(dir.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// id-kp-OCSPSigning (RFC 5280 §4.2.1.12).
 const OCSP_SIGNING: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 9];
 
@@ -38,8 +50,9 @@ impl OcspSigner {
     }
 
     /// `dir/ocsp.crt` and `dir/ocsp.key` when both are there, checked against the CA
-    /// `ca_cert_der`: issued by it, for OCSP signing, not expired, the key
-    /// its own. Neither file: `None`. Errors name the file and what is wrong.
+    /// `ca_cert_der`: issued by it, for OCSP signing, the key its own. Neither file, or
+    /// an expired certificate (with a warning): `None`. Errors name the file and what is
+    /// wrong; `provisiond ca ocsp-signer` replaces a bad pair.
     pub fn load(dir: &Path, ca_cert_der: &[u8]) -> anyhow::Result<Option<Self>> {
         let (cert_file, key_file) = (dir.join(OCSP_CERT_FILE), dir.join(OCSP_KEY_FILE));
         match (cert_file.exists(), key_file.exists()) {
@@ -72,7 +85,8 @@ impl OcspSigner {
             && cert.verify_signature(Some(ca.public_key())).is_ok();
         if !issued_by_ca {
             bail!(fail(
-                "not issued by this CA (make a new one: provisiond ca ocsp-signer)"
+                "not issued by this CA (replace it: provisiond ca ocsp-signer, or remove \
+                 ocsp.crt and ocsp.key)"
             ));
         }
         let ocsp_signing = cert
@@ -88,9 +102,15 @@ impl OcspSigner {
         }
         let not_after = cert.validity().not_after.to_datetime();
         if not_after <= OffsetDateTime::now_utc() {
-            bail!(fail(
-                "has expired (make a new one: provisiond ca ocsp-signer)"
-            ));
+            // Not a reason to stop serving: responses are signed by the CA meanwhile.
+            tracing::warn!(
+                cert = %cert_file.display(),
+                %not_after,
+                "the delegated OCSP responder has expired: OCSP responses are signed by \
+                 the CA until a new one is made (provisiond ca ocsp-signer) and the server \
+                 restarted"
+            );
+            return Ok(None);
         }
         Ok(Some(OcspSigner {
             key_bits: cert.public_key().subject_public_key.data.to_vec(),

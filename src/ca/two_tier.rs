@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData,
+    DnType, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
@@ -171,11 +171,15 @@ pub fn sign_intermediate(
 /// `provisiond ca import-intermediate`: `chain_pem` (the intermediate, then the root,
 /// or the intermediate alone with `root_pem`) becomes `ca.crt`, once checked: the
 /// intermediate holds the server's key, is a CA that may sign certificates and CRLs,
-/// and the root signed it. The replaced `ca.crt` is kept as `ca.crt.previous`.
+/// the root signed it, and the CA loads as the server would load it. An intermediate
+/// under another subject than the current CA's is refused unless `force`: the
+/// certificates issued before would no longer chain. The replaced `ca.crt` is kept as
+/// `ca.crt.previous`; the staged file is removed whatever happens.
 pub fn import_intermediate(
     settings: &crate::config::CaSettings,
     chain_pem: &str,
     root_pem: Option<&str>,
+    force: bool,
 ) -> anyhow::Result<()> {
     let mut ders = pem_certificates(chain_pem)?;
     if let Some(root) = root_pem {
@@ -189,36 +193,61 @@ pub fn import_intermediate(
             "the chain must end with the self-signed root: give it after the intermediate, or with --root"
         );
     }
-    let staged = files::cert_path(&settings.dir).with_extension("crt.new");
-    let text: String = ders.iter().map(|der| super::certificate_pem(der)).collect();
-    fsutil::replace(&staged, text.as_bytes(), 0o644)?;
-    let checked = check_staged(settings, &staged);
-    if let Err(e) = checked {
-        let _ = std::fs::remove_file(&staged);
-        return Err(e);
-    }
     let current = files::cert_path(&settings.dir);
+    if current.exists() && !force {
+        let now = files::load_certificate(&current)?;
+        let (old, new) = (subject_of_der(&now.cert_der)?, subject_of_der(&ders[0])?);
+        if old != new {
+            bail!(
+                "the intermediate's subject is not the current CA's ({}): the certificates \
+                 it issued would no longer chain; pass --force to replace it anyway",
+                now.subject
+            );
+        }
+    }
+    let staged = Staged(current.with_extension("crt.new"));
+    let text: String = ders.iter().map(|der| super::certificate_pem(der)).collect();
+    fsutil::replace(&staged.0, text.as_bytes(), 0o644)?;
+    check_staged(settings, &staged.0)?;
     if current.exists() {
         std::fs::copy(&current, current.with_extension("crt.previous"))?;
     }
-    std::fs::rename(&staged, &current)?;
+    std::fs::rename(&staged.0, &current)?;
     Ok(())
 }
 
-/// The staged `ca.crt` loads as the server would load it, with the server's key.
+/// A staged file, removed when dropped unless renamed away.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The raw subject of a certificate.
+fn subject_of_der(der: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| anyhow::anyhow!("a certificate does not parse: {e}"))?;
+    Ok(cert.subject().as_raw().to_vec())
+}
+
+/// The staged `ca.crt` loads as the server would load it, with the server's key (the
+/// issuer-name probe included).
 fn check_staged(settings: &crate::config::CaSettings, staged: &Path) -> anyhow::Result<()> {
     let certificate = files::load_certificate(staged)?;
-    match KeySource::of(settings)? {
+    let key = match KeySource::of(settings)? {
         KeySource::File(path) => {
-            let key = files::load_key_file(&path, &certificate, staged)?;
-            debug_assert_eq!(key.der_bytes(), certificate.public_key.as_slice());
+            CaKey::File(files::load_key_file(&path, &certificate, staged)?.into())
         }
         KeySource::Token(location) => {
             let token = TokenKey::open(*location, certificate.public_key.clone(), 1)?;
             key::prove_token_key(&token, &certificate.public_key)
                 .map_err(|e| anyhow::anyhow!("the intermediate: {e}"))?;
+            CaKey::Token(token.into())
         }
-    }
+    };
+    super::CertificateAuthority::new(settings, certificate, key)?;
     Ok(())
 }
 

@@ -27,38 +27,43 @@ To try it with SoftHSM2 (apt install softhsm2):
       --pkcs11-uri 'pkcs11:token=provisiond;object=issuing-ca' \\
       --pkcs11-module /usr/lib/softhsm/libsofthsm2.so";
 
-/// Where a key in a PKCS#11 token is (the PIN also from CA_PKCS11_PIN).
+/// Where a key in a PKCS#11 token is.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
     /// The key in this token (RFC 7512 URI, e.g.
     /// `pkcs11:token=provisiond;object=issuing-ca`) instead of a file
     #[arg(long, value_name = "URI")]
     pub pkcs11_uri: Option<String>,
-    /// The PKCS#11 module (shared library) [overrides CA_PKCS11_MODULE]
-    #[arg(long, value_name = "PATH")]
+    /// The PKCS#11 module (shared library)
+    #[arg(long, value_name = "PATH", env = "CA_PKCS11_MODULE")]
     pub pkcs11_module: Option<PathBuf>,
-    /// A file holding the token's user PIN [overrides CA_PKCS11_PIN_FILE]
-    #[arg(long, value_name = "FILE")]
+    /// A file holding the token's user PIN
+    #[arg(long, value_name = "FILE", env = "CA_PKCS11_PIN_FILE")]
     pub pkcs11_pin_file: Option<PathBuf>,
+    /// The token's user PIN (better: --pkcs11-pin-file)
+    #[arg(
+        long = "pkcs11-pin",
+        value_name = "PIN",
+        env = "CA_PKCS11_PIN",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub pkcs11_pin: Option<Secret>,
 }
 
 impl TokenArgs {
-    /// The token these flags (and the environment) name, if any.
+    /// The token these flags (and their environment variables) name, if any.
     fn location(&self) -> anyhow::Result<Option<TokenLocation>> {
         let Some(uri) = &self.pkcs11_uri else {
             return Ok(None);
         };
-        let env_path = |name| std::env::var_os(name).map(PathBuf::from);
-        let module = self
-            .pkcs11_module
-            .clone()
-            .or_else(|| env_path("CA_PKCS11_MODULE"));
-        let pin_file = self
-            .pkcs11_pin_file
-            .clone()
-            .or_else(|| env_path("CA_PKCS11_PIN_FILE"));
-        let pin = std::env::var("CA_PKCS11_PIN").ok().map(Secret::new);
-        token_location(uri, module.as_deref(), pin_file.as_deref(), pin.as_ref()).map(Some)
+        token_location(
+            uri,
+            self.pkcs11_module.as_deref(),
+            self.pkcs11_pin_file.as_deref(),
+            self.pkcs11_pin.as_ref(),
+        )
+        .map(Some)
     }
 
     /// Puts these flags over the configuration's `[ca]` key settings.
@@ -166,6 +171,10 @@ pub enum CaCommand {
         /// The root, when --cert holds the intermediate alone
         #[arg(long, value_name = "FILE")]
         root: Option<PathBuf>,
+        /// Accept an intermediate under another subject than the current CA's (the
+        /// certificates issued before then no longer chain)
+        #[arg(long)]
+        force: bool,
     },
     /// Make a delegated OCSP responder: a key and a certificate from the CA for OCSP
     /// signing only (ocsp.key, ocsp.crt beside ca.crt), so that /ocsp signs without the
@@ -175,7 +184,7 @@ pub enum CaCommand {
         config: ConfigArg,
         /// Days of validity (make a new one before then: past it, /ocsp signs with the
         /// CA key again)
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
         days: u32,
     },
     /// Issue a TLS server certificate from the local CA (for server.tls).
@@ -260,14 +269,19 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CaCommand::ImportIntermediate { config, cert, root } => {
+        CaCommand::ImportIntermediate {
+            config,
+            cert,
+            root,
+            force,
+        } => {
             let settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
             let read = |path: &Path| {
                 std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
             };
             let root = root.as_deref().map(read).transpose()?;
-            two_tier::import_intermediate(&settings.ca, &read(&cert)?, root.as_deref())?;
+            two_tier::import_intermediate(&settings.ca, &read(&cert)?, root.as_deref(), force)?;
             println!(
                 "{} now holds the intermediate and the root; restart the server to use it. \
                  Brokers trust the root (GET /api/v1/ca serves the chain); devices get their \
@@ -278,7 +292,7 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
         }
         CaCommand::OcspSigner { config, days } => {
             let settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
-            let ca = CertificateAuthority::load_or_init(&settings.ca, 1)?;
+            let ca = CertificateAuthority::load_signing(&settings.ca, 1)?;
             ca.make_ocsp_signer(&settings.ca.dir, days)?;
             println!(
                 "OCSP responder written to {} and {}; restart the server to use it",
@@ -341,7 +355,7 @@ fn server_cert(
     key_out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let settings = Settings::load(config, &Overrides::default())?;
-    let ca = CertificateAuthority::load_or_init(&settings.ca, 1)?;
+    let ca = CertificateAuthority::load_signing(&settings.ca, 1)?;
     let (chain, key) = ca.issue_server_certificate(dns, ips, days)?;
     let cert_out = cert_out.unwrap_or_else(|| settings.ca.dir.join("server.crt"));
     let key_out = key_out.unwrap_or_else(|| settings.ca.dir.join("server.key"));

@@ -44,7 +44,7 @@ pub enum Fetched {
     Unchanged(u64),
 }
 
-/// The CRL's issuer: the first certificate of the CA chain.
+/// The CRL's issuer: the first certificate of the CA chain (the issuing CA).
 struct Issuer {
     der: Vec<u8>,
 }
@@ -110,11 +110,17 @@ pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
 /// Fetches, checks, and writes the CRL when its number is not the file's.
 pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, CliError> {
     let der = client.crl().await?;
-    let ca = match args.server.pinned_ca()? {
-        Some(pem) => pem,
-        None => client.ca().await?,
-    };
-    let issuer = Issuer::parse(&ca)?;
+    // The CRL's issuer is the served chain's first certificate; with a pinned CA (the
+    // issuing CA itself, or the root of a two-tier CA), only once the chain leads to it.
+    let served = client.ca().await?;
+    if let Some(pinned) = args.server.pinned_ca()? {
+        crate::device::chains_to(&served, &pinned).map_err(|e| {
+            refused(format!(
+                "the CA chain the server serves does not lead to the pinned CA ({e})"
+            ))
+        })?;
+    }
+    let issuer = Issuer::parse(&served)?;
     let number = check(&der, &issuer)?;
     match installed_number(&args.out, &issuer) {
         Some(installed) if installed == number => return Ok(Fetched::Unchanged(number)),

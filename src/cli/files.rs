@@ -74,9 +74,12 @@ impl DeviceFiles {
             .collect()
     }
 
-    /// `ca.crt` holds a different CA than `ca_pem`.
+    /// `ca.crt` holds a different CA than the chain `ca_pem` (as `/api/v1/ca` serves it):
+    /// not the chain, nor the certificates that end it (a two-tier CA's root, which is
+    /// what devices are given to trust).
     pub fn ca_differs(&self, ca_pem: &str) -> bool {
-        fs::read_to_string(self.ca_path()).is_ok_and(|existing| existing != ca_pem)
+        fs::read_to_string(self.ca_path())
+            .is_ok_and(|existing| existing != ca_pem && !ca_pem.ends_with(existing.as_str()))
     }
 
     /// Writes `ca.crt` unless it already holds `ca_pem`.

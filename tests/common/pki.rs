@@ -79,6 +79,8 @@ pub fn tamper_signature(csr_pem: &str) -> String {
 }
 
 /// `openssl verify -purpose sslclient`: panics with openssl's words unless it says OK.
+/// The certificates after the first in `cert_pem` (a two-tier CA's intermediates) are
+/// given as untrusted, as a broker takes them from the client.
 pub fn openssl_verify(ca_pem: &str, cert_pem: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"));
@@ -87,6 +89,8 @@ pub fn openssl_verify(ca_pem: &str, cert_pem: &str) {
     let output = Command::new("openssl")
         .args(["verify", "-purpose", "sslclient", "-CAfile"])
         .arg(&ca)
+        .arg("-untrusted")
+        .arg(&cert)
         .arg(&cert)
         .output()
         .unwrap();
@@ -98,7 +102,8 @@ pub fn openssl_verify(ca_pem: &str, cert_pem: &str) {
     );
 }
 
-/// rustls's webpki verifier, as a TLS server checking a client certificate would.
+/// rustls's webpki verifier, as a TLS server checking a client certificate would (the
+/// certificates after the first in `cert_pem` as the intermediates the client sends).
 pub fn webpki_verify(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
@@ -108,9 +113,11 @@ pub fn webpki_verify(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> 
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .unwrap();
-    let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let mut presented = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).map(|c| c.unwrap());
+    let leaf = presented.next().expect("a certificate");
+    let intermediates: Vec<_> = presented.collect();
     verifier
-        .verify_client_cert(&leaf, &[], UnixTime::now())
+        .verify_client_cert(&leaf, &intermediates, UnixTime::now())
         .map(|_| ())
 }
 

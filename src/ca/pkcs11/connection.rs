@@ -1,8 +1,10 @@
 //! One initialized PKCS#11 module, logged in to the token, with the key found and a pool
 //! of sessions to sign in.
 
+use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
@@ -27,8 +29,8 @@ pub(super) struct Connection {
     module: Module,
 }
 
-/// An initialized module, finalized when dropped.
-pub(super) struct Module(pub Pkcs11);
+/// An initialized module, finalized when dropped; `finalized` says when that is done.
+pub(super) struct Module(pub Pkcs11, Arc<AtomicBool>);
 
 impl Module {
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -37,7 +39,7 @@ impl Module {
         context
             .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .map_err(|e| format!("C_Initialize failed: {e}"))?;
-        Ok(Module(context))
+        Ok(Module(context, Arc::new(AtomicBool::new(false))))
     }
 }
 
@@ -46,13 +48,14 @@ impl Drop for Module {
         if let Err(e) = self.0.clone().finalize() {
             tracing::debug!(error = %e, "C_Finalize failed");
         }
+        self.1.store(true, Ordering::Release);
     }
 }
 
 impl Connection {
     /// Loads and initializes `module`, finds the token and the key `uri` names, logs in
     /// with `pin`.
-    pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &str) -> Result<Self, String> {
+    pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &str) -> Result<Self, OpenError> {
         // From here on, a failure drops `module`, which finalizes it.
         let module = Module::load(module)?;
         let slot = find_slot(&module.0, uri)?;
@@ -80,6 +83,11 @@ impl Connection {
         }
     }
 
+    /// Set once this connection's module is finalized.
+    pub fn closed(&self) -> Arc<AtomicBool> {
+        self.module.1.clone()
+    }
+
     /// Puts `session` back for the next signature, keeping at most `keep` idle.
     pub fn give_back(&self, session: Session, keep: usize) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -89,18 +97,41 @@ impl Connection {
     }
 }
 
+/// Why a connection could not be opened.
+pub(super) enum OpenError {
+    /// CKR_PIN_INCORRECT: trying again would count towards locking the token.
+    PinRefused,
+    Other(String),
+}
+
+impl From<String> for OpenError {
+    fn from(e: String) -> Self {
+        OpenError::Other(e)
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::PinRefused => f.write_str(PIN_REFUSED),
+            OpenError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+const PIN_REFUSED: &str = "the token refused the PIN (CKR_PIN_INCORRECT)";
+
 /// Logs the application in to the token as its user (all its sessions share the login).
-pub(super) fn login(session: &Session, pin: &str) -> Result<(), String> {
+pub(super) fn login(session: &Session, pin: &str) -> Result<(), OpenError> {
     match session.login(UserType::User, Some(&AuthPin::from(pin.to_owned()))) {
         Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-        Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {
-            Err("the token refused the PIN (CKR_PIN_INCORRECT)".into())
-        }
-        Err(Error::Pkcs11(RvError::PinLocked, _)) => Err(
-            "the token's user PIN is locked (CKR_PIN_LOCKED): the security officer must unlock it"
+        Err(Error::Pkcs11(RvError::PinIncorrect, _)) => Err(OpenError::PinRefused),
+        Err(Error::Pkcs11(RvError::PinLocked, _)) => Err(OpenError::Other(
+            "the token's user PIN is locked (CKR_PIN_LOCKED): the security officer must \
+             unlock it"
                 .into(),
-        ),
-        Err(e) => Err(format!("cannot log in to the token: {e}")),
+        )),
+        Err(e) => Err(OpenError::Other(format!("cannot log in to the token: {e}"))),
     }
 }
 

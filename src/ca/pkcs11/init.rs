@@ -19,7 +19,7 @@ pub fn generate_key(location: &TokenLocation, curve: Curve) -> anyhow::Result<Ve
         .0
         .open_rw_session(slot)
         .map_err(|e| fail(format!("cannot open a read-write session: {e}")))?;
-    login(&session, location.pin.expose()).map_err(fail)?;
+    login(&session, location.pin.expose()).map_err(|e| fail(e.to_string()))?;
     if !private_keys(&session, &location.uri)
         .map_err(fail)?
         .is_empty()

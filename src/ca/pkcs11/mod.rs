@@ -12,8 +12,9 @@ mod connection;
 mod init;
 mod uri;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
@@ -21,7 +22,7 @@ use cryptoki::mechanism::Mechanism;
 pub use init::generate_key;
 pub use uri::Pkcs11Uri;
 
-use connection::Connection;
+use connection::{Connection, OpenError};
 
 /// How long after a failed attempt to reach the token the next one is made; signatures
 /// asked for meanwhile fail at once.
@@ -93,10 +94,17 @@ pub struct TokenKey {
 #[derive(Default)]
 struct State {
     live: Option<Arc<Connection>>,
-    /// A connection dropped after a failure, until the signatures still holding it
-    /// finish: a module is initialized again only once it is finalized.
-    retired: Weak<Connection>,
+    /// A connection is being opened, outside the lock: a token that hangs holds up one
+    /// request, and the others are answered at once.
+    connecting: bool,
+    /// Set once the last connection's module is finalized: a module is initialized
+    /// again only after that (a connection dropped after a failure lives on while
+    /// signatures in flight still hold it).
+    closed: Option<Arc<AtomicBool>>,
     failed_at: Option<Instant>,
+    /// The token refused the PIN: trying it again every second would lock the token
+    /// (most lock after a few tries), so no more until a restart.
+    pin_refused: bool,
 }
 
 impl TokenKey {
@@ -141,21 +149,37 @@ impl TokenKey {
 
     /// The live connection, or a new one when the last failed more than a second ago.
     fn connection(&self) -> Result<Arc<Connection>, String> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(live) = &state.live {
-            return Ok(live.clone());
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(live) = &state.live {
+                return Ok(live.clone());
+            }
+            if state.pin_refused {
+                return Err("the token refused the PIN: fix it and restart".into());
+            }
+            if state.connecting {
+                return Err("reconnecting to the token".into());
+            }
+            if state
+                .closed
+                .as_ref()
+                .is_some_and(|closed| !closed.load(Ordering::Acquire))
+            {
+                return Err("the token's last connection is still closing".into());
+            }
+            if state.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+                return Err("the token did not answer a moment ago".into());
+            }
+            state.connecting = true;
         }
-        if state.retired.strong_count() > 0 {
-            return Err("the token's last connection is still closing".into());
-        }
-        if state.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return Err("the token did not answer a moment ago".into());
-        }
-        match Connection::open(
+        let opened = Connection::open(
             &self.location.module,
             &self.location.uri,
             self.location.pin.expose(),
-        ) {
+        );
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.connecting = false;
+        match opened {
             Ok(connection) => {
                 if state.failed_at.take().is_some() {
                     tracing::info!(key = %self.location.uri, "the CA's token answers again");
@@ -166,7 +190,15 @@ impl TokenKey {
             }
             Err(e) => {
                 state.failed_at = Some(Instant::now());
-                Err(e)
+                if let OpenError::PinRefused = e {
+                    tracing::error!(
+                        key = %self.location.uri,
+                        "the CA's token refused the PIN: no more attempts (they would lock \
+                         it) until the PIN is fixed and the server restarted"
+                    );
+                    state.pin_refused = true;
+                }
+                Err(e.to_string())
             }
         }
     }
@@ -185,7 +217,7 @@ impl TokenKey {
                 "the CA's token failed a signature: reconnecting on the next request"
             );
             state.live = None;
-            state.retired = Arc::downgrade(&connection);
+            state.closed = Some(connection.closed());
             state.failed_at = Some(Instant::now());
         }
     }
@@ -225,13 +257,6 @@ fn ecdsa_sig_value(raw: &[u8]) -> Option<Vec<u8>> {
             w.next().write_bigint_bytes(s, true);
         })
     }))
-}
-
-/// The module to load: `ca.pkcs11_module`, else the URI's `module-path`.
-pub fn module_of(configured: Option<&Path>, uri: &Pkcs11Uri) -> Option<PathBuf> {
-    configured
-        .map(Path::to_path_buf)
-        .or_else(|| uri.module_path.clone())
 }
 
 #[cfg(test)]

@@ -78,12 +78,17 @@ impl Pkcs11Uri {
                 other => return Err(format!("unknown attribute `{other}` (RFC 7512 §2.3)")),
             }
         }
+        let mut seen_query = Vec::new();
         for attribute in query
             .into_iter()
             .flat_map(|q| q.split('&'))
             .filter(|a| !a.is_empty())
         {
             let (name, value) = split_attribute(attribute)?;
+            if seen_query.contains(&name) {
+                return Err(format!("`{name}` is given twice"));
+            }
+            seen_query.push(name);
             match name {
                 "module-path" => uri.module_path = Some(PathBuf::from(text_value(name, value)?)),
                 "pin-source" => {
@@ -154,6 +159,7 @@ fn percent_decode(value: &str) -> Result<Vec<u8>, String> {
         if bytes[i] == b'%' {
             let hex = value
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("`{value}` has a % not followed by two hex digits"))?;
             out.push(hex);
@@ -222,6 +228,8 @@ mod tests {
             ("pkcs11:object=a;type=cert", "private"),
             ("pkcs11:object=a;colour=red", "unknown attribute"),
             ("pkcs11:object=a%2", "two hex digits"),
+            ("pkcs11:object=a%+1", "two hex digits"),
+            ("pkcs11:object=a?module-path=/a&module-path=/b", "twice"),
             ("pkcs11:object=a;slot-id=x", "decimal"),
             ("pkcs11:object", "name=value"),
             ("/etc/ca.key", "starts with"),
