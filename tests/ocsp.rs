@@ -6,14 +6,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use common::device::enroll;
 use common::pki::openssl_x509;
-use common::{RedisServer, TestApp, within};
+use common::{RedisServer, TestApp, path, within};
 use provisiond::config::KeyList;
 use provisiond::device::KeyKind;
 use provisiond::secret::Secret;
@@ -37,8 +36,26 @@ fn openssl_ocsp(args: &[&str]) -> String {
     )
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// A device enrolled on `app`, its certificate and the CA in files of their own.
+struct Enrolled {
+    dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    device: common::device::Enrolled,
+}
+
+async fn enrolled(app: &TestApp, id: &str) -> Enrolled {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
+    std::fs::write(&ca, app.ca_pem().await).unwrap();
+    let device = enroll(app, id, KeyKind::P256).await;
+    std::fs::write(&cert, &device.cert_pem).unwrap();
+    Enrolled {
+        dir,
+        ca,
+        cert,
+        device,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,11 +67,12 @@ async fn openssl_ocsp_sees_good_then_revoked_everywhere_and_unknown_for_the_rest
             s.ca.ocsp_url = Some(AIA.into());
         })
         .await;
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
-        std::fs::write(&ca, app.ca_pem().await).unwrap();
-        let device = enroll(&app, "ocsp-1", KeyKind::P256).await;
-        std::fs::write(&cert, &device.cert_pem).unwrap();
+        let Enrolled {
+            dir,
+            ca,
+            cert,
+            device,
+        } = enrolled(&app, "ocsp-1").await;
         let url = app.url("/ocsp");
 
         // The certificate says where to ask.
@@ -266,11 +284,12 @@ async fn a_delegated_responder_signs_and_openssl_accepts_it_against_the_ca() {
 
         let app =
             TestApp::spawn_settings(common::app::test_settings(Some(&redis), &certs_dir)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
-        std::fs::write(&ca, app.ca_pem().await).unwrap();
-        let device = enroll(&app, "ocsp-delegated", KeyKind::P256).await;
-        std::fs::write(&cert, &device.cert_pem).unwrap();
+        let Enrolled {
+            dir,
+            ca,
+            cert,
+            device: _,
+        } = enrolled(&app, "ocsp-delegated").await;
         let url = app.url("/ocsp");
         let answer = openssl_ocsp(&[
             "-issuer",
@@ -336,11 +355,12 @@ async fn responses_without_a_nonce_are_kept_until_the_status_changes() {
             s.admin.keys = KeyList(vec![Secret::new(ADMIN)]);
         })
         .await;
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, cert) = (dir.path().join("ca.crt"), dir.path().join("dev.crt"));
-        std::fs::write(&ca, app.ca_pem().await).unwrap();
-        let device = enroll(&app, "ocsp-kept", KeyKind::P256).await;
-        std::fs::write(&cert, &device.cert_pem).unwrap();
+        let Enrolled {
+            dir,
+            ca,
+            cert,
+            device,
+        } = enrolled(&app, "ocsp-kept").await;
         let request = dir.path().join("req.der");
         openssl_ocsp(&[
             "-issuer",

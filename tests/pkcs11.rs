@@ -10,18 +10,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::bin::enroll_into;
 use common::bin::{provisiond, start, stop, text};
 use common::mosquitto::Mosquitto;
+use common::pki::openssl;
 use common::softhsm::{MODULE, PIN, SoftHsm};
-use common::{RedisServer, within};
+use common::{RedisServer, path, within};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-key-admin-key-admin-key-admin-key";
 const OBJECT: &str = "issuing-ca";
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// `provisiond ca init --pkcs11-uri ...` in `dir`, the certs in `dir/certs`.
 fn ca_init(hsm: &SoftHsm, dir: &Path, object: &str, pin: &str) -> Output {
@@ -33,29 +31,6 @@ fn ca_init(hsm: &SoftHsm, dir: &Path, object: &str, pin: &str) -> Output {
         .env("CERTS_DIR", dir.join("certs"))
         .output()
         .unwrap()
-}
-
-/// `openssl <args>`: what it printed, stdout then stderr, and whether it succeeded.
-fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    (out.status.success(), text(&out))
-}
-
-async fn enroll(base: &str, device: &str, out: &Path) {
-    let enrolled = common::bin::run(
-        &[
-            "enroll",
-            "--server",
-            base,
-            "--device-id",
-            device,
-            "--out",
-            path(out),
-        ],
-        &[],
-    )
-    .await;
-    assert!(enrolled.status.success(), "{}", text(&enrolled));
 }
 
 fn serial_of(cert: &Path) -> String {
@@ -113,8 +88,8 @@ async fn a_ca_key_in_softhsm_signs_what_openssl_and_mosquitto_accept() {
         let (server, base) = start(dir.path(), &server_env).await;
 
         let out = dir.path().join("devices");
-        enroll(&base, "hsm-1", &out).await;
-        enroll(&base, "hsm-2", &out).await;
+        enroll_into(&base, "hsm-1", path(&out), &[]).await;
+        enroll_into(&base, "hsm-2", path(&out), &[]).await;
         let (kept, gone) = (out.join("hsm-1.crt"), out.join("hsm-2.crt"));
         for cert in [&kept, &gone] {
             let (ok, said) = openssl(&["verify", "-CAfile", path(&ca), path(cert)]);

@@ -11,13 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::bin::enroll_into;
 use common::bin::{provisiond, start, stop, text};
 use common::mosquitto::Mosquitto;
-use common::{RedisServer, within};
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{RedisServer, path, within};
 
 /// `provisiond <args>` in `dir`, the CA in `dir/certs`.
 fn ca(dir: &Path, args: &[&str]) -> Output {
@@ -42,21 +39,23 @@ fn verify(ca_file: &Path, untrusted: &Path, cert: &Path) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
-async fn enroll(base: &str, device: &str, out: &Path) {
-    let enrolled = common::bin::run(
+/// `ca sign-intermediate` in `dir`: the root in `root` signs `csr` into `out`.
+fn sign_intermediate(dir: &Path, root: &Path, csr: &Path, out: &Path) {
+    ok(ca(
+        dir,
         &[
-            "enroll",
-            "--server",
-            base,
-            "--device-id",
-            device,
+            "ca",
+            "sign-intermediate",
+            "--root",
+            path(root),
+            "--csr",
+            path(csr),
+            "--days",
+            "365",
             "--out",
             path(out),
         ],
-        &[],
-    )
-    .await;
-    assert!(enrolled.status.success(), "{}", text(&enrolled));
+    ));
 }
 
 /// Makes a root in `dir/root` and moves the CA in `dir/certs` under it.
@@ -68,21 +67,7 @@ fn move_under_a_root(dir: &Path) {
     let csr = dir.join("issuing.csr");
     ok(ca(dir, &["ca", "intermediate-csr", "--out", path(&csr)]));
     let chain = dir.join("chain.pem");
-    ok(ca(
-        dir,
-        &[
-            "ca",
-            "sign-intermediate",
-            "--root",
-            path(&dir.join("root")),
-            "--csr",
-            path(&csr),
-            "--days",
-            "365",
-            "--out",
-            path(&chain),
-        ],
-    ));
+    sign_intermediate(dir, &dir.join("root"), &csr, &chain);
     ok(ca(
         dir,
         &["ca", "import-intermediate", "--cert", path(&chain)],
@@ -106,7 +91,7 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let devices = dir.join("devices");
         let (server, base) = start(dir, &env).await;
-        enroll(&base, "before-1", &devices).await;
+        enroll_into(&base, "before-1", path(&devices), &[]).await;
         stop(server);
 
         move_under_a_root(dir);
@@ -120,7 +105,7 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         let (server, base) = start(dir, &env).await;
         // Another directory: `enroll` will not replace a ca.crt that names another CA.
         let moved = dir.join("moved");
-        enroll(&base, "after-1", &moved).await;
+        enroll_into(&base, "after-1", path(&moved), &[]).await;
         let after = moved.join("after-1.crt");
         let presented = std::fs::read_to_string(&after).unwrap();
         assert_eq!(
@@ -136,7 +121,7 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         let (good, said) = verify(&root, &after, &after);
         assert!(good, "{said}");
         // The same directory again: its ca.crt is the root that ends the served chain.
-        enroll(&base, "after-2", &moved).await;
+        enroll_into(&base, "after-2", path(&moved), &[]).await;
         // A broker's CRL fetcher pinned to the root alone.
         let crl = dir.join("crl.pem");
         let fetched = common::bin::run(
@@ -285,19 +270,7 @@ fn an_import_that_does_not_fit_the_key_or_the_root_changes_nothing() {
         .unwrap();
     assert!(made.status.success(), "{}", text(&made));
     let renamed = dir.join("renamed.pem");
-    ok(ca(
-        dir,
-        &[
-            "ca",
-            "sign-intermediate",
-            "--root",
-            path(&ours.path().join("root")),
-            "--csr",
-            path(&renamed_csr),
-            "--out",
-            path(&renamed),
-        ],
-    ));
+    sign_intermediate(dir, &ours.path().join("root"), &renamed_csr, &renamed);
     let refused = ca(
         dir,
         &["ca", "import-intermediate", "--cert", path(&renamed)],

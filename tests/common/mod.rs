@@ -24,3 +24,8 @@ pub async fn within<F: std::future::Future>(limit: std::time::Duration, test: F)
         .await
         .expect("the test ran out of time")
 }
+
+/// A path as the `&str` an argument list wants (test paths are UTF-8).
+pub fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
