@@ -190,6 +190,11 @@ impl TokenKey {
             }
             Err(e) => {
                 state.failed_at = Some(Instant::now());
+                tracing::warn!(
+                    key = %self.location.uri,
+                    error = %e,
+                    "the CA's token does not answer: trying again on a request a second from now"
+                );
                 if let OpenError::PinRefused = e {
                     tracing::error!(
                         key = %self.location.uri,
@@ -226,8 +231,10 @@ impl TokenKey {
     /// (P-384), answered as X.509 writes it (`ECDSA-Sig-Value`, RFC 3279 §2.2.3).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let digest = self.curve.digest(message);
+        // Each real attempt to reach the token is logged where it is made, at most one a
+        // second; the requests refused meanwhile are not, or a fleet would flood the log.
         let connection = self.connection().map_err(|e| {
-            tracing::warn!(key = %self.location.uri, error = %e, "the CA's token is unavailable");
+            tracing::debug!(key = %self.location.uri, error = %e, "the CA's token is unavailable");
             rcgen::Error::RemoteKeyError
         })?;
         let signed = connection.session().and_then(|session| {
