@@ -109,6 +109,16 @@ async fn a_whole_run_logs_no_token_key_or_secret() {
         log.contains("enrollment.key"),
         "where the key is, is said once"
     );
+    // Start-up says what an operator must know: no console without an admin key, and a
+    // Redis (here with its default snapshots, no append-only file) that loses writes.
+    assert!(
+        log.contains("admin API and console off: no admin key"),
+        "{log}"
+    );
+    assert!(
+        log.contains("redis does not keep every write across a restart"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -310,6 +320,12 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "console at /console/ (admin API on)"),
+        "start-up says the console is on: {log}"
+    );
     let audit: Vec<&Value> = lines.iter().filter(|l| l["target"] == "audit").collect();
     let event = |name: &str| {
         audit

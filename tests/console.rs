@@ -169,6 +169,20 @@ async fn an_operator_signs_in_watches_the_counts_and_revokes_a_devices_token() {
             .wait_for_text("fleet-table", |t| t.contains("console-4"))
             .await;
         assert!(!pending.contains("console-enrolled"), "{pending}");
+        // By group (of the certificates): the devices here are all `default`'s.
+        browser.select("fleet-state", "").await;
+        browser.type_into("fleet-group", "default").await;
+        browser.click("fleet-list").await;
+        browser
+            .wait_for_text("fleet-table", |t| t.contains("console-enrolled"))
+            .await;
+        browser.type_into("fleet-group", "sensors").await;
+        browser.click("fleet-list").await;
+        let none = browser
+            .wait_for_text("fleet-table", |t| !t.contains("console-enrolled"))
+            .await;
+        assert!(none.contains("none"), "{none}");
+        browser.type_into("fleet-group", "").await;
         browser.screenshot(&screenshots().join("fleet.png")).await;
 
         // The API agrees: the token is dead.

@@ -216,6 +216,26 @@ async fn two_groups_issue_their_own_certificates_and_renewal_keeps_the_group() {
         assert_eq!(status["certificates"][0]["group"], "gateways");
         let status = app.get_json_as(ADMIN, "/api/v1/devices/sensor-001").await;
         assert_eq!(status["certificates"][0]["group"], "sensors");
+        // The fleet list by group.
+        let ids = |page: &Value| -> Vec<String> {
+            page["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["device_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let gateways = app
+            .get_json_as(ADMIN, "/api/v1/devices?group=gateways")
+            .await;
+        assert_eq!(ids(&gateways), ["gw-7"], "{gateways}");
+        assert_eq!(gateways["devices"][0]["group"], "gateways");
+        let sensors = app
+            .get_json_as(ADMIN, "/api/v1/devices?group=sensors")
+            .await;
+        assert_eq!(ids(&sensors), ["sensor-001"], "{sensors}");
+        let nobody = app.get_json_as(ADMIN, "/api/v1/devices?group=nobody").await;
+        assert!(ids(&nobody).is_empty(), "{nobody}");
         let mut redis_cli = redis::Client::open(redis.url())
             .unwrap()
             .get_connection()

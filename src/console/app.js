@@ -214,6 +214,8 @@ async function listFleet(more) {
   const prefix = $("fleet-prefix").value.trim();
   if (prefix) params.set("prefix", prefix);
   if ($("fleet-state").value) params.set("state", $("fleet-state").value);
+  const group = $("fleet-group").value.trim();
+  if (group) params.set("group", group);
   if ($("fleet-expiring").value) params.set("expiring_within_days", $("fleet-expiring").value);
   params.set("limit", "50");
   if (more && fleetCursor) params.set("cursor", fleetCursor);

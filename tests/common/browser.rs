@@ -130,7 +130,7 @@ impl Browser {
     /// Picks the option with `value` in the `<select>` with this id.
     pub async fn select(&self, id: &str, value: &str) {
         self.client
-            .find(Locator::Css(&format!("#{id} option[value={value}]")))
+            .find(Locator::Css(&format!("#{id} option[value='{value}']")))
             .await
             .unwrap_or_else(|e| panic!("#{id} has no option {value}: {e}"))
             .click()
