@@ -2,8 +2,8 @@
 //!
 //! One fsync per file made `bulk` wait on the disk for every device, so each device's
 //! files are first written under hidden temporary names without a sync ([`stage`]),
-//! and a batch is then made durable at once ([`commit`]): every staged file synced (in
-//! parallel, which lets the filesystem journal group them), renamed into place (key,
+//! and a batch is then made durable at once ([`commit`]): the staged files synced with
+//! one syncfs(2) of the directory's filesystem, renamed into place (key,
 //! then certificate: the certificate's presence marks a finished device), and the
 //! directory synced so that the names survive a crash. A device counts as enrolled
 //! only after its batch committed; a crash before that leaves hidden files, which the
@@ -25,7 +25,6 @@ const STAGED_SUFFIX: &str = ".staged";
 struct StagedFile {
     temp: PathBuf,
     path: PathBuf,
-    file: File,
 }
 
 /// One device's files, waiting for their batch.
@@ -49,7 +48,7 @@ fn stage_file(path: PathBuf, contents: &[u8], mode: u32) -> io::Result<StagedFil
         .mode(mode)
         .open(&temp)?;
     file.write_all(contents)?;
-    Ok(StagedFile { temp, path, file })
+    Ok(StagedFile { temp, path })
 }
 
 /// Writes a device's key (when this run made it) and certificate beside their final
@@ -98,26 +97,17 @@ fn sync_and_publish(files: &DeviceFiles, batch: &[Staged]) -> io::Result<()> {
         return Ok(());
     };
     files.write_ca(&last.ca_pem)?;
-    let staged: Vec<&StagedFile> = batch
-        .iter()
-        .flat_map(|s| s.key.iter().chain([&s.cert]))
-        .collect();
-    let threads = staged.len().clamp(1, 8);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = staged
-            .chunks(staged.len().div_ceil(threads).max(1))
-            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(|f| f.file.sync_data())))
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("fsync does not panic"))
-    })?;
+    // One syncfs(2) makes every staged file durable at once (and reports a write-back
+    // error of any of them, Linux 5.8 on); the renames come after it, so a name in place
+    // never points at data the disk does not have; the directory's fsync keeps the names.
+    let directory = File::open(files.dir())?;
+    rustix::fs::syncfs(&directory)?;
     for staged in batch {
         for file in staged.key.iter().chain([&staged.cert]) {
             fs::rename(&file.temp, &file.path)?;
         }
     }
-    File::open(files.dir())?.sync_all()
+    directory.sync_all()
 }
 
 /// Removes what a run stopped hard (a second Ctrl-C, a crash) left staged.
