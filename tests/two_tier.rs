@@ -95,6 +95,7 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         stop(server);
 
         move_under_a_root(dir);
+        ok(ca(dir, &["ca", "ocsp-signer"]));
         let root = dir.join("root").join("root.crt");
         {
             use std::os::unix::fs::PermissionsExt;
@@ -188,6 +189,25 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         let published = broker.publish(&root, Some((&before, &devices.join("before-1.key"))));
         assert!(published.status.success(), "{}", text(&published));
         drop(broker);
+        // OCSP by the delegated responder the intermediate certified: a client that
+        // trusts the root alone verifies it (the response carries the intermediate).
+        let issuer = dir.join("issuing.pem");
+        let chain = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+        let first_end = chain.find("-----END CERTIFICATE-----").unwrap() + 26;
+        std::fs::write(&issuer, &chain[..first_end]).unwrap();
+        let (_, said) = common::pki::openssl(&[
+            "ocsp",
+            "-issuer",
+            path(&issuer),
+            "-cert",
+            path(&after),
+            "-url",
+            &format!("{base}/ocsp"),
+            "-CAfile",
+            path(&root),
+        ]);
+        assert!(said.contains("Response verify OK"), "{said}");
+        assert!(said.contains("after-1.crt: good"), "{said}");
         stop(server);
     })
     .await;

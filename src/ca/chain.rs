@@ -19,6 +19,8 @@ pub struct Chain {
     /// What follows a device certificate in what it presents: the chain without its
     /// root (empty without a root).
     pub intermediates_pem: String,
+    /// The same, DER, issuing CA first.
+    pub intermediates_der: Vec<Vec<u8>>,
 }
 
 impl Chain {
@@ -43,6 +45,7 @@ impl Chain {
                 full_pem,
                 root_pem: None,
                 intermediates_pem: String::new(),
+                intermediates_der: Vec::new(),
             });
         };
         for (i, pair) in parsed.windows(2).enumerate() {
@@ -84,6 +87,7 @@ impl Chain {
             full_pem,
             root_pem: Some(certificate_pem(root)),
             intermediates_pem: below.iter().map(|der| certificate_pem(der)).collect(),
+            intermediates_der: below.to_vec(),
         })
     }
 

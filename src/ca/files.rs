@@ -67,7 +67,7 @@ pub fn load_or_init(dir: &Path, common_name: &str) -> anyhow::Result<(CaCertific
             key.display()
         ),
         (false, true) => bail!(
-            "{} exists but {} does not: restore the certificate, or move both away to generate a new CA",
+            "{} exists but {} does not: restore the certificate, import the signed intermediate (`provisiond ca import-intermediate`, after `ca intermediate-csr`), or move both away to generate a new CA",
             key.display(),
             cert.display()
         ),

@@ -297,10 +297,16 @@ impl CertificateAuthority {
                 write_signature_algorithm(w.next(), algorithm);
                 w.next().write_bitvec_bytes(&signature, signature.len() * 8);
                 // certs [0] EXPLICIT: the responder's certificate, for the client to
-                // check against the CA.
+                // check against the CA, and with a two-tier CA the intermediates, for a
+                // client that trusts the root alone.
                 if let Some(signer) = delegated {
                     w.next().write_tagged(YTag::context(0), |w| {
-                        w.write_sequence(|w| w.next().write_der(&signer.cert_der))
+                        w.write_sequence(|w| {
+                            w.next().write_der(&signer.cert_der);
+                            for der in &self.chain.intermediates_der {
+                                w.next().write_der(der);
+                            }
+                        })
                     });
                 }
             })

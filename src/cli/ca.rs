@@ -120,7 +120,7 @@ pub enum CaCommand {
         #[arg(long, default_value = "provisiond root CA")]
         common_name: String,
         /// Days of validity
-        #[arg(long, default_value_t = 7300)]
+        #[arg(long, default_value_t = 7300, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
         #[command(flatten)]
         token: TokenArgs,
@@ -146,7 +146,7 @@ pub enum CaCommand {
         #[arg(long, value_name = "FILE")]
         csr: PathBuf,
         /// Days of validity (cut at the root's notAfter)
-        #[arg(long, default_value_t = 1825)]
+        #[arg(long, default_value_t = 1825, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
         /// Limit the names the intermediate may certify to these DNS subtrees (name
         /// constraints, RFC 5280 §4.2.1.10); repeatable
