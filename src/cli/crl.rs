@@ -59,6 +59,18 @@ impl Issuer {
         Ok(Self { der: pem.contents })
     }
 
+    /// The certificate of `ca_pem` whose subject is the issuer `crl_der` names, if any.
+    fn named_by(ca_pem: &str, crl_der: &[u8]) -> Option<Self> {
+        let (_, crl) = CertificateRevocationList::from_der(crl_der).ok()?;
+        x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes())
+            .filter_map(Result::ok)
+            .find(|pem| {
+                X509Certificate::from_der(&pem.contents)
+                    .is_ok_and(|(_, cert)| cert.subject() == crl.issuer())
+            })
+            .map(|pem| Self { der: pem.contents })
+    }
+
     fn certificate(&self) -> X509Certificate<'_> {
         X509Certificate::from_der(&self.der)
             .expect("parsed before")
@@ -110,17 +122,25 @@ pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
 /// Fetches, checks, and writes the CRL when its number is not the file's.
 pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, CliError> {
     let der = client.crl().await?;
-    // The CRL's issuer is the served chain's first certificate; with a pinned CA (the
-    // issuing CA itself, or the root of a two-tier CA), only once the chain leads to it.
-    let served = client.ca().await?;
-    if let Some(pinned) = args.server.pinned_ca()? {
-        crate::device::chains_to(&served, &pinned).map_err(|e| {
-            refused(format!(
-                "the CA chain the server serves does not lead to the pinned CA ({e})"
-            ))
-        })?;
-    }
-    let issuer = Issuer::parse(&served)?;
+    let issuer = match args.server.pinned_ca()? {
+        None => Issuer::parse(&client.ca().await?)?,
+        // The pinned file names the CRL's issuer (the issuing CA, alone or with its
+        // chain): nothing else is asked, so a CRL mirror that serves only the CRL will do.
+        Some(pinned) => match Issuer::named_by(&pinned, &der) {
+            Some(issuer) => issuer,
+            // The root of a two-tier CA: the issuing CA is the served chain's first
+            // certificate, taken only once the chain leads to the pinned root.
+            None => {
+                let served = client.ca().await?;
+                crate::device::chains_to(&served, &pinned).map_err(|e| {
+                    refused(format!(
+                        "the CA chain the server serves does not lead to the pinned CA ({e})"
+                    ))
+                })?;
+                Issuer::parse(&served)?
+            }
+        },
+    };
     let number = check(&der, &issuer)?;
     match installed_number(&args.out, &issuer) {
         Some(installed) if installed == number => return Ok(Fetched::Unchanged(number)),
