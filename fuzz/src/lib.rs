@@ -47,7 +47,7 @@ pub fn ca() -> &'static CertificateAuthority {
             dir: dir.path().to_owned(),
             ..CaSettings::default()
         };
-        let ca = CertificateAuthority::load_or_init(&settings).expect("the fixture CA loads");
+        let ca = CertificateAuthority::load_or_init(&settings, 1).expect("the fixture CA loads");
         (dir, ca)
     })
     .1
