@@ -93,16 +93,6 @@ pub enum CaKey {
     Token(Arc<TokenKey>),
 }
 
-impl CaKey {
-    /// Where the key is, for logs: `file` or the token's URI (never a PIN).
-    pub fn describe(&self) -> String {
-        match self {
-            CaKey::File(_) => "file".into(),
-            CaKey::Token(key) => key.uri().to_string(),
-        }
-    }
-}
-
 impl PublicKeyData for CaKey {
     fn der_bytes(&self) -> &[u8] {
         match self {
