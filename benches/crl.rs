@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provisiond::ca::CertificateAuthority;
+use provisiond::ca::{CertificateAuthority, Issuers};
 use provisiond::config::Settings;
 use provisiond::crl::CrlPublisher;
 use provisiond::store::{CertificateRegistry, RedisConfig, RedisStore};
@@ -102,7 +102,7 @@ async fn main() {
         assert_eq!(list.entries.len(), count);
         let started = Instant::now();
         let publisher = CrlPublisher::new(
-            ca.clone(),
+            Arc::new(Issuers::single(ca.clone())),
             store.clone(),
             Duration::from_secs(86_400),
             Default::default(),
@@ -110,7 +110,7 @@ async fn main() {
         )
         .await;
         let first = started.elapsed();
-        let bytes = publisher.current().unwrap().crl.der.len();
+        let bytes = publisher.current().unwrap().crl().der.len();
         fill(&url, &prefix, 1);
         let started = Instant::now();
         assert!(publisher.refresh().await.unwrap());

@@ -246,9 +246,21 @@ impl ApiClient {
         Ok(answer(request.send().await?).await?.text().await?)
     }
 
-    /// The current CRL, DER.
-    pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
-        let request = self.http.get(format!("{}/api/v1/crl", self.base));
+    /// Every issuer's chain (`/api/v1/ca?bundle=all`), PEM.
+    pub async fn ca_bundle(&self) -> Result<String, ClientError> {
+        let request = self.http.get(format!("{}/api/v1/ca?bundle=all", self.base));
+        Ok(answer(request.send().await?).await?.text().await?)
+    }
+
+    /// The current CRL, DER: the default issuer's, or `issuer`'s (`[[issuers]]`).
+    pub async fn crl(&self, issuer: Option<&str>) -> Result<Vec<u8>, ClientError> {
+        let query = issuer.map_or_else(String::new, |name| {
+            format!(
+                "?issuer={}",
+                url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+            )
+        });
+        let request = self.http.get(format!("{}/api/v1/crl{query}", self.base));
         Ok(answer(request.send().await?).await?.bytes().await?.to_vec())
     }
 

@@ -5,6 +5,15 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// `[a-z0-9-]{1,32}`: the names of groups and issuers, safe in metric labels, URLs, log
+/// lines and file names.
+pub fn is_short_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// A device identifier: 1..=64 characters of `[A-Za-z0-9._:-]`, not only dots, for a
 /// device taking one ([`DeviceId::parse_new`]); up to 128 for ids stored before.
 ///

@@ -116,6 +116,9 @@ pub enum ApiError {
     /// A group name as the client or the token gave it (cut at 32 characters).
     #[error("no enrollment group named `{0}` is configured here")]
     GroupUnknown(String),
+    /// An issuer name as the client gave it (cut at 32 characters).
+    #[error("no issuer named `{0}` is configured here")]
+    IssuerUnknown(String),
     #[error("the pre-issuance hook refused this certificate: {0}")]
     HookDenied(String),
     /// Why, for the log and the audit only: the device is told no more.
@@ -186,6 +189,7 @@ impl ApiError {
             ApiError::InvalidCertificate(_) => "invalid_certificate",
             ApiError::HookDenied(_) => "hook_denied",
             ApiError::GroupUnknown(_) => "group_unknown",
+            ApiError::IssuerUnknown(_) => "issuer_unknown",
             ApiError::RenewalNotDue(_) => "renewal_not_due",
             ApiError::HookUnavailable(_) => "hook_unavailable",
             ApiError::NotFound | ApiError::ConsoleOff => "not_found",
@@ -229,9 +233,10 @@ impl ResponseError for ApiError {
             | ApiError::RenewalNotDue(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotFound | ApiError::ConsoleOff | ApiError::CertificateNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound
+            | ApiError::ConsoleOff
+            | ApiError::CertificateNotFound
+            | ApiError::IssuerUnknown(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -16,7 +16,7 @@ use crate::activity::Activity;
 use crate::api::{self, AppState};
 use crate::audit::Audit;
 use crate::auth::KeyDigests;
-use crate::ca::CertificateAuthority;
+use crate::ca::Issuers;
 use crate::config::{ConfigError, FallbackPolicy, Settings, TlsSettings};
 use crate::crl::{CrlPublisher, ListedFile};
 use crate::fsutil;
@@ -77,8 +77,8 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let ca = Arc::new(
-            CertificateAuthority::load_or_init(&settings.ca, workers).context("loading the CA")?,
+        let issuers = Arc::new(
+            Issuers::load(&settings.ca, &settings.issuers, workers).context("loading the CA")?,
         );
         let tokens = TokenService::new(
             &jwt_secret(&settings)?,
@@ -93,10 +93,12 @@ impl Application {
             "admin.keys",
         )?;
         let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)?;
-        let tls = tls_config(&settings.server.tls, ca.cert_der())?;
+        let tls = tls_config(&settings.server.tls, &issuers.cert_ders())?;
         let metrics = Arc::new(Metrics::new());
         metrics.redis_enabled.set(i64::from(settings.redis.enabled));
-        metrics.ca_not_after.set(ca.not_after().unix_timestamp());
+        metrics
+            .ca_not_after
+            .set(issuers.first().not_after().unix_timestamp());
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
         let retention = retention_after_expiry(settings.renewal.grace());
@@ -166,7 +168,7 @@ impl Application {
             )));
         }
         let crl = CrlPublisher::new(
-            ca.clone(),
+            issuers.clone(),
             store.clone(),
             Duration::from_secs(u64::from(settings.ca.crl_validity_hours) * 3600),
             metrics.clone(),
@@ -191,7 +193,8 @@ impl Application {
             tls = tls.is_some(),
             storage = store.mode().as_str(),
             groups = %groups::describe(&groups.current()),
-            ca = ca.subject(),
+            ca = issuers.first().subject(),
+            issuers = issuers.len(),
             token_ttl_seconds = settings.tokens.ttl_seconds,
             "provisiond listening"
         );
@@ -216,7 +219,7 @@ impl Application {
         });
         let lifecycle = Lifecycle {
             store: store.clone(),
-            ca: ca.clone(),
+            issuers: issuers.clone(),
             crl: crl.clone(),
             metrics: metrics.clone(),
             audit: audit.clone(),
@@ -226,7 +229,7 @@ impl Application {
         let state = web::Data::new(AppState {
             store,
             tokens,
-            ca,
+            issuers,
             crl,
             groups,
             renewal: settings.renewal.clone(),
@@ -315,7 +318,10 @@ async fn forget_idle_limits(limits: std::sync::Weak<RateLimits>) {
 
 /// The rustls configuration for `server.tls`, if it is set. Clients may present a
 /// certificate from our CA (renewal by mutual TLS); none is required.
-fn tls_config(tls: &TlsSettings, ca_der: &[u8]) -> anyhow::Result<Option<rustls::ServerConfig>> {
+fn tls_config(
+    tls: &TlsSettings,
+    ca_ders: &[Vec<u8>],
+) -> anyhow::Result<Option<rustls::ServerConfig>> {
     let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
         return Ok(None);
     };
@@ -334,7 +340,9 @@ fn tls_config(tls: &TlsSettings, ca_der: &[u8]) -> anyhow::Result<Option<rustls:
         .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    for der in ca_ders {
+        roots.add(CertificateDer::from(der.clone()))?;
+    }
     let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),

@@ -285,7 +285,9 @@ async fn while_redis_is_away_the_crl_is_re_signed_from_the_list_last_read() {
         .await
         .unwrap();
     let validity = Duration::from_secs(24 * 3600);
-    let publisher = CrlPublisher::new(ca, store.clone(), validity, Default::default(), None).await;
+    let issuers = std::sync::Arc::new(provisiond::ca::Issuers::single(ca));
+    let publisher =
+        CrlPublisher::new(issuers, store.clone(), validity, Default::default(), None).await;
     // One revoked certificate on the list.
     let record = CertificateRecord {
         serial: slots::serial_in(slots::slot_of("away-1")),
@@ -311,32 +313,35 @@ async fn while_redis_is_away_the_crl_is_re_signed_from_the_list_last_read() {
     );
     assert!(publisher.refresh().await.unwrap());
     let first = publisher.current().expect("a CRL while Redis is up");
-    assert_eq!(first.crl.entries, 1);
+    assert_eq!(first.crl().entries, 1);
 
     redis.kill();
     let now = time::OffsetDateTime::now_utc();
     // Within the slot nothing is due: the current CRL stays.
     assert!(publisher.refresh_at(now).await.is_err(), "Redis is away");
-    assert_eq!(publisher.current().unwrap().crl.number, first.crl.number);
+    assert_eq!(
+        publisher.current().unwrap().crl().number,
+        first.crl().number
+    );
     // The next slot begins while Redis is still away: re-signed from the list held.
-    let later = first.crl.this_update
+    let later = first.crl().this_update
         + provisiond::ca::BACKDATE
         + time::Duration::hours(12)
         + time::Duration::seconds(1);
     assert!(publisher.refresh_at(later).await.unwrap(), "re-signed");
     let next = publisher.current().unwrap();
-    assert!(next.crl.number > first.crl.number);
+    assert!(next.crl().number > first.crl().number);
     // Below what any instance reading the list this slot signs (see crl::number).
     // thisUpdate is the slot's start, back-dated for brokers whose clocks run behind.
-    let slot_start = next.crl.this_update + provisiond::ca::BACKDATE;
+    let slot_start = next.crl().this_update + provisiond::ca::BACKDATE;
     let slot_ms = slot_start.unix_timestamp() as u64 * 1000;
-    assert_eq!(next.crl.number, slot_ms - 1);
-    assert!(next.crl.next_update > first.crl.next_update);
+    assert_eq!(next.crl().number, slot_ms - 1);
+    assert!(next.crl().next_update > first.crl().next_update);
     assert_eq!(
-        next.crl.next_update - next.crl.this_update,
+        next.crl().next_update - next.crl().this_update,
         time::Duration::hours(24)
     );
-    assert_eq!(next.crl.entries, 1);
+    assert_eq!(next.crl().entries, 1);
     assert_eq!(
         publisher.listed_revocation(&record.serial),
         Some(revocation)

@@ -35,7 +35,7 @@ use crate::activity::Activity;
 use crate::audit::Actor;
 use crate::audit::Audit;
 use crate::auth::{KeyDigests, bearer};
-use crate::ca::CertificateAuthority;
+use crate::ca::Issuers;
 use crate::config::RenewalSettings;
 use crate::crl::CrlPublisher;
 use crate::domain::DeviceId;
@@ -52,7 +52,7 @@ use crate::token::TokenService;
 pub struct AppState {
     pub store: Arc<FallbackStore>,
     pub tokens: TokenService,
-    pub ca: Arc<CertificateAuthority>,
+    pub issuers: Arc<Issuers>,
     pub crl: Arc<CrlPublisher>,
     /// The enrollment groups, swapped whole on SIGHUP.
     pub groups: Arc<GroupTable>,

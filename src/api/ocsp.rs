@@ -1,5 +1,8 @@
-//! `/ocsp`: an RFC 6960 responder for the issuing CA, answering from the registry (and
-//! the serials listed on the CRL without a record). POST carries the DER request
+//! `/ocsp`: an RFC 6960 responder for the issuing CAs, answering from the registry (and
+//! the serials listed on the CRL without a record). A response is signed by one issuer
+//! (or its delegated responder): the one the first CertID names; CertIDs of another
+//! issuer in the same request are answered `unknown`, which is all that signer may say
+//! of them. POST carries the DER request
 //! (`application/ocsp-request`); GET carries it base64 in the path (RFC 5019 §5).
 //!
 //! Every answer is HTTP 200 `application/ocsp-response`, as OCSP clients expect: a
@@ -73,10 +76,15 @@ async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpRespons
     let Ok(request) = parse_ocsp_request(der) else {
         return answer(ocsp_refusal(MALFORMED_REQUEST));
     };
+    let signer = request
+        .certs
+        .iter()
+        .find_map(|id| state.issuers.for_cert_id(id))
+        .unwrap_or_else(|| state.issuers.first());
     let mut statuses = Vec::with_capacity(request.certs.len());
     for id in &request.certs {
         let status = match id.serial {
-            Some(serial) if state.ca.ocsp_issuer().issued(id) => {
+            Some(serial) if signer.ocsp_issuer().issued(id) => {
                 // The CRL's own list too (a serial listed without a record, or a
                 // revocation the record lost), looked through only when needed.
                 let listed = || state.crl.listed_revocation(&serial);
@@ -106,15 +114,11 @@ async fn respond(req: &HttpRequest, state: &AppState, der: &[u8]) -> HttpRespons
     let next_update = now + state.crl.validity();
     // Back-dated as certificates are, for clients whose clocks run a little behind.
     let this_update = now - BACKDATE;
-    match state
-        .ca
-        .ocsp_response(&request, &statuses, this_update, next_update)
-    {
+    match signer.ocsp_response(&request, &statuses, this_update, next_update) {
         Ok(der) => {
             if let Some(key) = kept {
                 let half_life = now + state.crl.validity() / 2;
-                let use_until = state
-                    .ca
+                let use_until = signer
                     .ocsp_signer_not_after()
                     .map_or(half_life, |signer| signer.min(half_life));
                 state

@@ -123,7 +123,7 @@ fn prove(
     now: u64,
 ) -> Result<(PresentedCertificate, Option<renewal::Proof>, &'static str), ApiError> {
     if let Some(token) = bearer(req) {
-        let proof = renewal::verify(token, &state.ca, device, now)?;
+        let proof = renewal::verify(token, &state.issuers, device, now)?;
         return Ok((proof.certificate.clone(), Some(proof), "jwt"));
     }
     let Some(PeerCertificate(der)) = req.conn_data::<PeerCertificate>() else {
@@ -134,7 +134,7 @@ fn prove(
         ));
     };
     let presented = state
-        .ca
+        .issuers
         .check_presented(der)
         .map_err(|e| ApiError::RenewalProofInvalid(e.into()))?;
     Ok((presented, None, "mtls"))

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{CertificateAuthority, DevicePublicKey, KeyType, PresentedCertificate};
+use crate::ca::{DevicePublicKey, Issuers, KeyType, PresentedCertificate};
 use crate::clock::DEVICE_CLOCK_SKEW_SECS;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -88,14 +88,14 @@ fn algorithm_fits(algorithm: Algorithm, key: KeyType) -> bool {
     )
 }
 
-/// Checks a renewal proof for `device` at `now`: the certificate in `x5c` is ours (whose
+/// Checks a renewal proof for `device` at `now`: the certificate in `x5c` is one of our issuers' (whose
 /// it is, the registry says), and the JWT is signed by its key with the claims above. Whether it
 /// may buy a certificate for a CSR is [`Proof::allows`].
 ///
 /// Errors: 401 `renewal_proof_invalid`, saying which check failed.
 pub fn verify(
     token: &str,
-    ca: &CertificateAuthority,
+    issuers: &Issuers,
     device: &DeviceId,
     now: u64,
 ) -> Result<Proof, ApiError> {
@@ -108,7 +108,7 @@ pub fn verify(
     let leaf = chain
         .first()
         .ok_or_else(|| invalid("the proof carries no certificate (JWS header x5c)"))?;
-    let certificate = ca.check_presented(leaf).map_err(invalid)?;
+    let certificate = issuers.check_presented(leaf).map_err(invalid)?;
     if !algorithm_fits(header.alg, certificate.key_type) {
         return Err(invalid(format!(
             "alg {:?} does not fit a {} key (ES256, ES384, EdDSA, RS256 or PS256)",

@@ -151,8 +151,22 @@ pub fn load_key_file(
 /// Reads and checks the CA certificate file `cert_file` (the issuing CA first, then
 /// any chain).
 pub fn load_certificate(cert_file: &Path) -> anyhow::Result<CaCertificate> {
-    let chain_text =
+    load_certificate_chained(cert_file, None)
+}
+
+/// As [`load_certificate`], with more of the chain from `chain_file` after what
+/// `cert_file` holds.
+pub fn load_certificate_chained(
+    cert_file: &Path,
+    chain_file: Option<&Path>,
+) -> anyhow::Result<CaCertificate> {
+    let mut chain_text =
         fs::read(cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;
+    if let Some(more) = chain_file {
+        chain_text.push(b'\n');
+        chain_text
+            .extend(fs::read(more).with_context(|| format!("cannot read {}", more.display()))?);
+    }
     let mut chain = Vec::new();
     for pem in Pem::iter_from_buffer(&chain_text) {
         let pem = pem.with_context(|| format!("{} is not PEM", cert_file.display()))?;

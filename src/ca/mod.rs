@@ -7,6 +7,7 @@ mod csr;
 mod csr_facts;
 pub mod files;
 mod issuer_name;
+mod issuers;
 mod key;
 mod name;
 mod ocsp;
@@ -28,6 +29,7 @@ use time::OffsetDateTime;
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
 pub use csr_facts::CsrFacts;
+pub use issuers::Issuers;
 pub use key::{CaKey, KeySource, token_location};
 pub use name::directory_string;
 pub use ocsp::{
@@ -95,28 +97,46 @@ impl CertificateAuthority {
     /// commands that sign with the CA (`ca ocsp-signer`, which replaces the responder,
     /// and `ca server-cert`), which a responder gone bad must not stop.
     pub fn load_signing(settings: &CaSettings, sessions: usize) -> anyhow::Result<Self> {
-        let (certificate, key) = match KeySource::of(settings)? {
+        match KeySource::of(settings)? {
             KeySource::File(path) if path == files::key_path(&settings.dir) => {
                 let (certificate, key) = files::load_or_init(&settings.dir, &settings.common_name)?;
-                (certificate, CaKey::File(key.into()))
+                Self::new(settings, certificate, CaKey::File(key.into()))
             }
+            source => Self::load_at(
+                settings,
+                source,
+                &files::cert_path(&settings.dir),
+                None,
+                sessions,
+            ),
+        }
+    }
+
+    /// The CA certificate in `cert_file` (and `chain_file`, more of its chain) with its
+    /// key from `source`, proved to belong together; never generated.
+    pub(crate) fn load_at(
+        settings: &CaSettings,
+        source: KeySource,
+        cert_file: &Path,
+        chain_file: Option<&Path>,
+        sessions: usize,
+    ) -> anyhow::Result<Self> {
+        let (certificate, key) = match source {
             KeySource::File(path) => {
-                let cert_file = files::cert_path(&settings.dir);
-                let certificate = files::load_certificate(&cert_file)?;
-                let key = files::load_key_file(&path, &certificate, &cert_file)?;
+                let certificate = files::load_certificate_chained(cert_file, chain_file)?;
+                let key = files::load_key_file(&path, &certificate, cert_file)?;
                 (certificate, CaKey::File(key.into()))
             }
             KeySource::Token(location) => {
-                let cert_file = files::cert_path(&settings.dir);
                 if !cert_file.exists() {
                     anyhow::bail!(
-                        "ca.key names a key in a token but {} does not exist: make both with \
+                        "the CA key is in a token but {} does not exist: make both with \
                          `provisiond ca init --pkcs11-uri ...`, or put the key's CA \
                          certificate there",
                         cert_file.display()
                     );
                 }
-                let certificate = files::load_certificate(&cert_file)?;
+                let certificate = files::load_certificate_chained(cert_file, chain_file)?;
                 let token =
                     pkcs11::TokenKey::open(*location, certificate.public_key.clone(), sessions)?;
                 key::prove_token_key(&token, &certificate.public_key).map_err(|e| {
@@ -450,7 +470,7 @@ fn authority_info_access(url: &str) -> Vec<u8> {
 }
 
 /// A certificate's DER as PEM, with LF line endings (as rcgen writes it).
-fn certificate_pem(der: &[u8]) -> String {
+pub fn certificate_pem(der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new("CERTIFICATE", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),

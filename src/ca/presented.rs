@@ -23,6 +23,19 @@ pub struct PresentedCertificate {
 }
 
 impl CertificateAuthority {
+    /// Whether this CA signed the certificate `der`: the issuer name is its subject and
+    /// the signature verifies with its key.
+    pub fn signed(&self, der: &[u8]) -> bool {
+        let (Ok((_, cert)), Ok((_, ca))) = (
+            X509Certificate::from_der(der),
+            X509Certificate::from_der(&self.cert_der),
+        ) else {
+            return false;
+        };
+        cert.issuer().as_raw() == ca.subject().as_raw()
+            && cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
     /// Checks that `der` is a device certificate this CA signed (its validity dates are
     /// the caller's to judge) and reads what renewal needs from it.
     pub fn check_presented(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {

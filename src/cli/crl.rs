@@ -30,6 +30,9 @@ pub struct CrlArgs {
     /// Fetch again every SECONDS until interrupted (errors are printed, not fatal)
     #[arg(long, value_name = "SECONDS")]
     pub watch: Option<u64>,
+    /// The CRL of this issuer (`[[issuers]]`' name; default: the server's default CRL)
+    #[arg(long, value_name = "NAME")]
+    pub issuer: Option<String>,
     /// Run this command (with `sh -c`) after a new CRL was written, e.g. a broker reload
     #[arg(long, value_name = "COMMAND")]
     pub exec: Option<String>,
@@ -121,23 +124,42 @@ pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
 
 /// Fetches, checks, and writes the CRL when its number is not the file's.
 pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, CliError> {
-    let der = client.crl().await?;
+    let der = client.crl(args.issuer.as_deref()).await?;
+    // With an issuer named, its certificate is found in every issuer's chains by the
+    // name the CRL gives; without, it is the served chain's first, as ever.
+    let served_issuer = |served: &str| match &args.issuer {
+        None => Issuer::parse(served),
+        Some(name) => Issuer::named_by(served, &der).ok_or_else(|| {
+            refused(format!(
+                "the CRL of issuer `{name}` names an issuer that is not among the CA \
+                 certificates the server serves"
+            ))
+        }),
+    };
+    let served = || async {
+        match &args.issuer {
+            None => client.ca().await,
+            Some(_) => client.ca_bundle().await,
+        }
+    };
     let issuer = match args.server.pinned_ca()? {
-        None => Issuer::parse(&client.ca().await?)?,
+        None => served_issuer(&served().await?)?,
         // The pinned file names the CRL's issuer (the issuing CA, alone or with its
         // chain): nothing else is asked, so a CRL mirror that serves only the CRL will do.
         Some(pinned) => match Issuer::named_by(&pinned, &der) {
             Some(issuer) => issuer,
-            // The root of a two-tier CA: the issuing CA is the served chain's first
-            // certificate, taken only once the chain leads to the pinned root.
+            // The root of a two-tier CA: the issuing CA is found among the served
+            // certificates, taken only once it chains to the pinned root.
             None => {
-                let served = client.ca().await?;
-                crate::device::chains_to(&served, &pinned).map_err(|e| {
+                let served = served().await?;
+                let issuer = served_issuer(&served)?;
+                let path = format!("{}{served}", crate::ca::certificate_pem(&issuer.der));
+                crate::device::chains_to(&path, &pinned).map_err(|e| {
                     refused(format!(
                         "the CA chain the server serves does not lead to the pinned CA ({e})"
                     ))
                 })?;
-                Issuer::parse(&served)?
+                issuer
             }
         },
     };

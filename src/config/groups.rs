@@ -79,6 +79,8 @@ pub struct GroupSettings {
     pub extended_key_usage: Option<Vec<ExtendedKeyUsage>>,
     /// None: the top-level `[hook]`, if any.
     pub hook: Option<HookSettings>,
+    /// The `[[issuers]]` entry that signs this group's certificates; none: the first.
+    pub issuer: Option<String>,
 }
 
 #[derive(Deserialize)]

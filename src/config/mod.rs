@@ -10,6 +10,7 @@ mod env;
 mod error;
 mod groups;
 mod hook;
+mod issuers;
 mod log;
 mod memory;
 mod onboarding;
@@ -37,6 +38,7 @@ pub use groups::{
     ExtendedKeyUsage, GroupRenewalSettings, GroupSettings, SubjectSettings, read_groups_file,
 };
 pub use hook::{HookOnError, HookSettings};
+pub use issuers::{DEFAULT_ISSUER, IssuerSettings};
 pub use log::{LogFormat, LogSettings};
 pub use memory::MemorySettings;
 pub use onboarding::{OnboardingMode, OnboardingSettings};
@@ -66,6 +68,9 @@ pub struct Settings {
     pub groups: Vec<GroupSettings>,
     /// A TOML file of more `[[groups]]` (`GROUPS_FILE`), read at start and on SIGHUP.
     pub groups_file: Option<PathBuf>,
+    /// The CAs that sign (`[[issuers]]`), the first for groups that name none; none:
+    /// `[ca]`'s CA, named `default`.
+    pub issuers: Vec<IssuerSettings>,
     /// Where these settings were read from, to read them again (SIGHUP); `None` for
     /// settings made in code.
     #[serde(skip)]
@@ -144,6 +149,7 @@ impl Settings {
         self.redis.validate()?;
         self.memory.validate()?;
         self.hook.validate()?;
+        issuers::validate(&self.issuers)?;
         Ok(())
     }
 

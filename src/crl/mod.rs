@@ -29,7 +29,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use crate::ca::{CertificateAuthority, RevocationReason, RevokedEntry, SignedCrl};
+use crate::ca::{Issuers, RevocationReason, RevokedEntry, SignedCrl};
 use crate::metrics::Metrics;
 use crate::registry::{Reason, Revocation};
 use crate::store::{CertificateRegistry, RevokedCertificate, RevokedList};
@@ -39,7 +39,7 @@ use crate::store::{CertificateRegistry, RevokedCertificate, RevokedList};
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 pub struct CrlPublisher {
-    ca: Arc<CertificateAuthority>,
+    issuers: Arc<Issuers>,
     registry: Arc<dyn CertificateRegistry>,
     validity: Duration,
     current: RwLock<Option<Arc<Published>>>,
@@ -61,19 +61,35 @@ pub enum CrlFailure {
     Signing(String),
 }
 
-/// A signed CRL and what it was made from.
+/// The CRLs signed from one read of the revoked list, one per issuer (in
+/// [`Issuers`]' order, all with one number and one thisUpdate), and what they were made
+/// from.
 pub struct Published {
-    pub crl: SignedCrl,
+    crls: Vec<SignedCrl>,
+    /// Which of them `/api/v1/crl` serves without `?issuer=` ([`Issuers::crl_default`]).
+    default: usize,
     slot_start: OffsetDateTime,
     revision: u64,
     revoked: Vec<RevokedCertificate>,
+}
+
+impl Published {
+    /// The CRL `/api/v1/crl` serves without `?issuer=`.
+    pub fn crl(&self) -> &SignedCrl {
+        &self.crls[self.default]
+    }
+
+    /// The CRL of the issuer at `index` in [`Issuers`]' order.
+    pub fn of_issuer(&self, index: usize) -> Option<&SignedCrl> {
+        self.crls.get(index)
+    }
 }
 
 impl CrlPublisher {
     /// Tries to sign the first CRL at once; [`CrlPublisher::spawn`] keeps trying. With
     /// `file`, it starts from what that file listed, and adds to it.
     pub async fn new(
-        ca: Arc<CertificateAuthority>,
+        issuers: Arc<Issuers>,
         registry: Arc<dyn CertificateRegistry>,
         validity: Duration,
         metrics: Arc<Metrics>,
@@ -81,7 +97,7 @@ impl CrlPublisher {
     ) -> Arc<Self> {
         let listed = file.as_ref().map(ListedFile::load).unwrap_or_default();
         let publisher = Arc::new(Self {
-            ca,
+            issuers,
             registry,
             validity,
             current: RwLock::new(None),
@@ -213,9 +229,16 @@ impl CrlPublisher {
         // and refuse every device until its clock caught up. The life stays `validity`.
         let this_update = this_update - crate::ca::BACKDATE;
         let next_update = this_update + time::Duration::seconds(self.validity.as_secs() as i64);
-        let crl = self
-            .ca
-            .sign_crl(number, this_update, next_update, &entries)?;
+        // Every issuer lists every revoked serial: the registry keeps no issuer per
+        // certificate, and a serial (128 random bits) another CA signed never matches
+        // one of this CA's, so the extra entries cost bytes, not correctness.
+        let crls = self
+            .issuers
+            .iter()
+            .map(|(_, ca)| ca.sign_crl(number, this_update, next_update, &entries))
+            .collect::<Result<Vec<_>, _>>()?;
+        let default = self.issuers.crl_default();
+        let crl = &crls[default];
         tracing::info!(
             number,
             next_update = %crate::timefmt::rfc3339(crl.next_update),
@@ -225,7 +248,10 @@ impl CrlPublisher {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         // A refresh racing another (the timer and a revocation) never puts an older CRL
         // back.
-        if current.as_ref().is_some_and(|c| c.crl.number > crl.number) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.crl().number > crl.number)
+        {
             return Ok(false);
         }
         self.metrics.crl_entries.set(crl.entries as i64);
@@ -238,7 +264,8 @@ impl CrlPublisher {
             tracing::warn!(error = %e, "cannot keep the CRL number beside the CA");
         }
         *current = Some(Arc::new(Published {
-            crl,
+            crls,
+            default,
             slot_start,
             revision: revoked.revision,
             revoked: revoked.entries,
@@ -264,7 +291,7 @@ impl CrlPublisher {
     /// instances that read the same list still agree, since the file only holds numbers
     /// they computed.
     fn number_above_published(&self, computed: u64) -> u64 {
-        let current = self.current().map_or(0, |c| c.crl.number);
+        let current = self.current().map_or(0, |c| c.crl().number);
         let filed = self.file.as_ref().map_or(0, ListedFile::last_number);
         let published = current.max(filed);
         if computed >= published {

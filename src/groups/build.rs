@@ -9,17 +9,15 @@ use super::{DEFAULT_GROUP, Group, Groups, ProfileTemplate};
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::{KeyPolicy, KeyType};
 use crate::config::{
-    ConfigError, GroupSettings, OnboardingMode, OnboardingSettings, Settings, read_groups_file,
+    ConfigError, DEFAULT_ISSUER, GroupSettings, OnboardingMode, OnboardingSettings, Settings,
+    read_groups_file,
 };
 use crate::domain::KeyKind;
 use crate::hook::PreIssuanceHook;
 
 /// `[a-z0-9-]{1,32}`: safe in metric labels, URLs, log lines and file names.
 pub fn group_name_is_valid(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    crate::domain::is_short_name(name)
 }
 
 /// The groups `settings` configure, every mistake refused (the first one said).
@@ -73,6 +71,7 @@ fn implicit_default(settings: &Settings) -> Result<Group, ConfigError> {
     let validity_days = settings.ca.validity_days;
     Ok(Group {
         name: DEFAULT_GROUP.into(),
+        issuer: issuer_named(settings, None).map_err(|e| ConfigError::key("issuers", e))?,
         onboarding: OnboardingAuth::from_settings(&settings.onboarding, &settings.ca.dir)?,
         devices: DevicePolicy::from_settings(&settings.onboarding)?,
         keys: KeyPolicy::from_settings(&settings.ca),
@@ -83,6 +82,23 @@ fn implicit_default(settings: &Settings) -> Result<Group, ConfigError> {
         profile: ProfileTemplate::device(),
         hook: PreIssuanceHook::new(&settings.hook, validity_days, "hook")?.map(Arc::new),
     })
+}
+
+/// The issuer `name` (of `[[issuers]]`, which the running server loaded at start), or
+/// the first when `None`.
+fn issuer_named(settings: &Settings, name: Option<&str>) -> Result<Arc<str>, String> {
+    let names: Vec<&str> = match settings.issuers.as_slice() {
+        [] => vec![DEFAULT_ISSUER],
+        issuers => issuers.iter().map(|i| i.name.as_str()).collect(),
+    };
+    match name {
+        None => Ok(names[0].into()),
+        Some(name) if names.contains(&name) => Ok(name.into()),
+        Some(name) => Err(format!(
+            "no issuer is named `{name}` (the issuers: {}; a new one takes a restart)",
+            names.join(", ")
+        )),
+    }
 }
 
 /// With groups, credentials and device rules are each group's: one left at the top
@@ -193,6 +209,8 @@ fn build(entry: &GroupSettings, settings: &Settings) -> Result<Group, ConfigErro
     }
     let profile = ProfileTemplate::from_settings(entry)
         .map_err(|e| ConfigError::group(name, "subject", e))?;
+    let issuer = issuer_named(settings, entry.issuer.as_deref())
+        .map_err(|e| ConfigError::group(name, "issuer", e))?;
     let hook = entry.hook.as_ref().unwrap_or(&settings.hook);
     let hook_key = if entry.hook.is_some() {
         "groups.hook"
@@ -201,6 +219,7 @@ fn build(entry: &GroupSettings, settings: &Settings) -> Result<Group, ConfigErro
     };
     Ok(Group {
         name: name.into(),
+        issuer,
         onboarding: auth,
         devices: DevicePolicy::from_settings(&onboarding)?,
         keys,

@@ -32,6 +32,8 @@ pub use crate::registry::DEFAULT_GROUP;
 
 pub struct Group {
     pub name: Arc<str>,
+    /// The issuer that signs its certificates (`[[issuers]]`'s name; `default` without).
+    pub issuer: Arc<str>,
     pub onboarding: OnboardingAuth,
     pub devices: DevicePolicy,
     pub keys: KeyPolicy,

@@ -2,6 +2,7 @@
 //! certificate in one store step, then audit and count.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tracing::Span;
@@ -10,7 +11,9 @@ use super::{Lifecycle, storage_error};
 use crate::activity::Happened;
 use crate::audit::Actor;
 use crate::auth::renewal::csr_key_of;
-use crate::ca::{CertProfile, CsrFacts, DevicePublicKey, IssuedCertificate, NameOverrides};
+use crate::ca::{
+    CertProfile, CertificateAuthority, CsrFacts, DevicePublicKey, IssuedCertificate, NameOverrides,
+};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
@@ -37,6 +40,8 @@ pub struct Certified {
 /// [`Lifecycle::enroll`] and [`Lifecycle::renew`] take one, so no door can sign without
 /// [`Lifecycle::vet`].
 pub struct Vetted {
+    /// The group's issuer.
+    issuer: Arc<CertificateAuthority>,
     validity: time::Duration,
     profile: CertProfile,
     group: String,
@@ -74,7 +79,15 @@ impl Lifecycle {
         let profile = group
             .profile
             .render(device, &group.name, &NameOverrides::default())?;
+        let issuer = self.issuers.get(&group.issuer).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "group `{}` names issuer `{}`, which is not loaded",
+                group.name,
+                group.issuer
+            )
+        })?;
         let mut vetted = Vetted {
+            issuer,
             validity: group.validity(),
             profile,
             group: group.name.to_string(),
@@ -144,7 +157,7 @@ impl Lifecycle {
         vetted: Vetted,
         client: Option<IpAddr>,
     ) -> Result<Certified, ApiError> {
-        let (cert, record) = self.certify(device, key, vetted)?;
+        let (cert, record, issuer) = self.certify(device, key, vetted)?;
         match self
             .store
             .consume(device, jti, epoch, Some(&record))
@@ -157,7 +170,7 @@ impl Lifecycle {
         }
         self.metrics.tokens_consumed.inc();
         self.audit.token_consumed(device, jti, client);
-        Ok(self.hand_out(cert, &record, Some(jti), client))
+        Ok(self.hand_out(cert, &record, &issuer, Some(jti), client))
     }
 
     /// Replaces the certificate `renewing.previous` with one around `key`: the proof's
@@ -178,7 +191,7 @@ impl Lifecycle {
         client: Option<IpAddr>,
     ) -> Result<Certified, ApiError> {
         let device = renewing.device;
-        let (cert, record) = self.certify(device, key, vetted)?;
+        let (cert, record, issuer) = self.certify(device, key, vetted)?;
         let supersede = self.revoke_previous.then_some(Revocation {
             at: record.issued_at,
             reason: Reason::Superseded,
@@ -206,7 +219,12 @@ impl Lifecycle {
                 let serial_hex = hex::encode_upper(given.serial);
                 Span::current().record("serial", serial_hex.as_str());
                 tracing::info!(serial = %serial_hex, "renewed before for this key: the same certificate again");
-                let (pem, chain_pem) = self.ca.delivered(&given.pem);
+                // Its issuer, which a SIGHUP since may have taken off the group.
+                let issuer = pem::parse(&given.pem)
+                    .ok()
+                    .and_then(|p| self.issuers.issuer_of(p.contents()).cloned())
+                    .unwrap_or_else(|| issuer.clone());
+                let (pem, chain_pem) = issuer.delivered(&given.pem);
                 return Ok(Certified {
                     pem,
                     chain_pem,
@@ -237,7 +255,7 @@ impl Lifecycle {
             self.note_revocation(&superseded, true, &Actor::client(client));
             self.refresh_crl().await;
         }
-        Ok(self.hand_out(cert, &record, None, client))
+        Ok(self.hand_out(cert, &record, &issuer, None, client))
     }
 
     /// Signs a certificate for `device` around `key`, and the record that goes with it.
@@ -248,10 +266,17 @@ impl Lifecycle {
         device: &DeviceId,
         key: &DevicePublicKey,
         vetted: Vetted,
-    ) -> Result<(IssuedCertificate, CertificateRecord), ApiError> {
+    ) -> Result<
+        (
+            IssuedCertificate,
+            CertificateRecord,
+            Arc<CertificateAuthority>,
+        ),
+        ApiError,
+    > {
         let serial = slots::serial_in(slots::slot_of(device.as_str()));
-        let cert = self
-            .ca
+        let cert = vetted
+            .issuer
             .issue(key, &serial, &vetted.profile, vetted.validity)
             .map_err(|e| match e {
                 rcgen::Error::RemoteKeyError => ApiError::CaUnavailable,
@@ -267,7 +292,7 @@ impl Lifecycle {
             revocation: None,
             group: vetted.group,
         };
-        Ok((cert, record))
+        Ok((cert, record, vetted.issuer))
     }
 
     /// A recorded certificate on its way out: audit, metrics, and what the door sends.
@@ -275,6 +300,7 @@ impl Lifecycle {
         &self,
         cert: IssuedCertificate,
         record: &CertificateRecord,
+        issuer: &CertificateAuthority,
         jti: Option<&Jti>,
         client: Option<IpAddr>,
     ) -> Certified {
@@ -294,7 +320,7 @@ impl Lifecycle {
             })
             .inc();
         self.activity.count(Happened::CertificateIssued);
-        let (pem, chain_pem) = self.ca.delivered(&cert.pem);
+        let (pem, chain_pem) = issuer.delivered(&cert.pem);
         Certified {
             pem,
             chain_pem,

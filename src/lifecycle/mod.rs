@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::activity::Activity;
 use crate::audit::Audit;
-use crate::ca::CertificateAuthority;
+use crate::ca::Issuers;
 use crate::crl::CrlPublisher;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -28,7 +28,7 @@ pub use revoke::Listing;
 #[derive(Clone)]
 pub struct Lifecycle {
     pub store: Arc<FallbackStore>,
-    pub ca: Arc<CertificateAuthority>,
+    pub issuers: Arc<Issuers>,
     pub crl: Arc<CrlPublisher>,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<Audit>,

@@ -75,7 +75,7 @@ impl Lifecycle {
         let entry = RevokedCertificate {
             serial: *serial,
             revocation,
-            not_after: self.ca.not_after().unix_timestamp().max(0) as u64,
+            not_after: self.issuers.not_after().unix_timestamp().max(0) as u64,
         };
         let standing = self.store.list_unrecorded(entry).await?;
         if standing == entry {
@@ -107,7 +107,7 @@ impl Lifecycle {
         who: &Actor,
     ) -> Result<(CertificateRecord, bool), ApiError> {
         let presented = self
-            .ca
+            .issuers
             .check_presented(der)
             .map_err(|e| ApiError::InvalidCertificate(e.into()))?;
         let device_id = DeviceId::parse_new(&presented.common_name).map_err(|e| {
