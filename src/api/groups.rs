@@ -33,6 +33,8 @@ pub struct GroupView {
     /// `rsa-3072`, `rsa-4096` (or `rsa-<min>..<max>` for the range `[ca]` allows).
     pub key_types: Vec<String>,
     pub validity_days: u32,
+    /// The issuer that signs its certificates (`[[issuers]]`; `default` without).
+    pub issuer: String,
     pub renewal: RenewalView,
     /// The certificate profile's templates: `subject` (`common_name`, `organization`,
     /// `organizational_unit`, `country`), `san_dns`, `san_uris`, `extended_key_usage`.
@@ -94,6 +96,7 @@ impl GroupView {
             device_allowlist,
             key_types: key_types(group),
             validity_days: group.validity_days,
+            issuer: group.issuer.to_string(),
             renewal: RenewalView {
                 window_days: group.renewal_window_days,
                 after_expiry_days: group.after_expiry_days,

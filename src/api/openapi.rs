@@ -136,6 +136,7 @@ pub struct RevokeDeviceRequest {
         IssuedCounts,
         DeviceSummary,
         Revoked,
+        CaBundle,
         CrlFormat,
         CertificateView,
         CertificateAnswer,
@@ -245,17 +246,29 @@ fn sign_csr() {}
     ))]
 fn renew() {}
 
-/// The CA chain, PEM, issuing CA first.
+/// The CA chain, PEM, issuing CA first: the first issuer's. With `bundle=all`, every
+/// certificate of every issuer's chain once (`[[issuers]]`), which a broker trusts during
+/// a rollover.
 #[utoipa::path(get, path = "/api/v1/ca",
-    responses((status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file")))]
+    params(("bundle" = Option<CaBundle>, Query, description = "`first` (default): the first issuer's chain; `all`: every issuer's")),
+    responses(
+        (status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file"),
+        (status = 400, description = "invalid_query", body = ErrorBody),
+    ))]
 fn ca() {}
 
 /// The CRL signed by the issuing CA: DER, or PEM with `format=pem`. Re-signed at half
 /// its validity (`ca.crl_validity_hours`) and at each revocation; every instance serves
 /// the same number. `Cache-Control: no-cache` with an `ETag` naming the CRL number: a
 /// cache revalidates (`If-None-Match`, answered 304) and never serves a replaced CRL.
+/// With `[[issuers]]`, `issuer=NAME` is that issuer's CRL (default: the issuer named
+/// `default`, else the first), and `issuer=all` with `format=pem` every issuer's CRL in
+/// one file.
 #[utoipa::path(get, path = "/api/v1/crl",
-    params(("format" = Option<CrlFormat>, Query, description = "`der` (default) or `pem`")),
+    params(
+        ("format" = Option<CrlFormat>, Query, description = "`der` (default) or `pem`"),
+        ("issuer" = Option<String>, Query, description = "An issuer's name (`[[issuers]]`), or `all` (with `format=pem`)"),
+    ),
     responses(
         (status = 200, description = "The CRL", content(
             (Vec<u8> = "application/pkix-crl"),
@@ -263,6 +276,7 @@ fn ca() {}
         )),
         (status = 304, description = "The CRL named by `If-None-Match` is still current"),
         (status = 400, description = "invalid_query", body = ErrorBody),
+        (status = 404, description = "issuer_unknown: no issuer of that name", body = ErrorBody),
         (status = 503, description = "storage_unavailable: no complete revoked list yet; crl_unavailable: no CRL could be signed (the message says why); crl_expired: past its nextUpdate and not re-signed yet", body = ErrorBody),
     ))]
 fn crl() {}
@@ -379,6 +393,13 @@ pub struct ListRequest {
         (status = 503, description = "storage_unavailable: Redis is away; nothing was listed", body = ErrorBody),
     ))]
 fn list_serial() {}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CaBundle {
+    First,
+    All,
+}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

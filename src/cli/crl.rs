@@ -62,16 +62,26 @@ impl Issuer {
         Ok(Self { der: pem.contents })
     }
 
-    /// The certificate of `ca_pem` whose subject is the issuer `crl_der` names, if any.
+    /// The certificate of `ca_pem` whose subject is the issuer `crl_der` names, if any:
+    /// the one whose key verifies the CRL when several share the name (a new CA made
+    /// with the old one's name, during a rollover).
     fn named_by(ca_pem: &str, crl_der: &[u8]) -> Option<Self> {
         let (_, crl) = CertificateRevocationList::from_der(crl_der).ok()?;
-        x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes())
+        let named: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes())
             .filter_map(Result::ok)
-            .find(|pem| {
+            .filter(|pem| {
                 X509Certificate::from_der(&pem.contents)
                     .is_ok_and(|(_, cert)| cert.subject() == crl.issuer())
             })
-            .map(|pem| Self { der: pem.contents })
+            .map(|pem| pem.contents)
+            .collect();
+        let signing = named.iter().find(|der| {
+            X509Certificate::from_der(der)
+                .is_ok_and(|(_, cert)| crl.verify_signature(cert.public_key()).is_ok())
+        });
+        signing
+            .or(named.first())
+            .map(|der| Self { der: der.clone() })
     }
 
     fn certificate(&self) -> X509Certificate<'_> {
@@ -125,23 +135,14 @@ pub async fn run(args: &CrlArgs) -> Result<u8, CliError> {
 /// Fetches, checks, and writes the CRL when its number is not the file's.
 pub async fn fetch_once(args: &CrlArgs, client: &ApiClient) -> Result<Fetched, CliError> {
     let der = client.crl(args.issuer.as_deref()).await?;
-    // With an issuer named, its certificate is found in every issuer's chains by the
-    // name the CRL gives; without, it is the served chain's first, as ever.
-    let served_issuer = |served: &str| match &args.issuer {
+    // The CRL's issuer among every issuer's certificates (by the name the CRL gives,
+    // and its signature); one that names none of them is checked against the first, and
+    // refused for it.
+    let served_issuer = |served: &str| match Issuer::named_by(served, &der) {
+        Some(issuer) => Ok(issuer),
         None => Issuer::parse(served),
-        Some(name) => Issuer::named_by(served, &der).ok_or_else(|| {
-            refused(format!(
-                "the CRL of issuer `{name}` names an issuer that is not among the CA \
-                 certificates the server serves"
-            ))
-        }),
     };
-    let served = || async {
-        match &args.issuer {
-            None => client.ca().await,
-            Some(_) => client.ca_bundle().await,
-        }
-    };
+    let served = || client.ca_bundle();
     let issuer = match args.server.pinned_ca()? {
         None => served_issuer(&served().await?)?,
         // The pinned file names the CRL's issuer (the issuing CA, alone or with its
