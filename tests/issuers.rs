@@ -434,3 +434,78 @@ async fn each_group_names_its_issuer_and_a_reload_moves_its_renewals() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_whose_key_is_in_a_token_signs_beside_one_in_a_file() {
+    use common::softhsm::{MODULE, SoftHsm};
+    let redis = RedisServer::start();
+    within(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let hsm = SoftHsm::new();
+        let token_env = hsm.env("issuing-ca", &dir.join("hsm"));
+        let made = provisiond(dir)
+            .args(["ca", "init", "--pkcs11-uri", &SoftHsm::uri("issuing-ca")])
+            .args(["--pkcs11-module", MODULE])
+            .envs(token_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", text(&made));
+        ca_init(dir, "certs");
+        let hsm_ca = dir.join("hsm/ca.crt");
+        assert!(!dir.join("hsm/ca.key").exists(), "the key stays in the token");
+        let issuers = |second_key: &str| {
+            format!(
+                "[ca]\npkcs11_module = \"{MODULE}\"\n\n\
+                 [[issuers]]\nname = \"hsm\"\ncert = \"hsm/ca.crt\"\nkey = \"{}\"\n\n\
+                 [[issuers]]\nname = \"default\"\ncert = \"certs/ca.crt\"\nkey = \"{second_key}\"\n",
+                SoftHsm::uri("issuing-ca")
+            )
+        };
+        std::fs::write(dir.join("config.toml"), issuers("certs/ca.key")).unwrap();
+        let mut env: Vec<(&str, String)> = token_env
+            .iter()
+            .filter(|(k, _)| matches!(*k, "SOFTHSM2_CONF" | "CA_PKCS11_PIN_FILE"))
+            .cloned()
+            .collect();
+        env.extend([
+            ("CERTS_DIR", path(&dir.join("certs")).to_owned()),
+            ("REDIS_ENABLED", "true".into()),
+            ("REDIS_URL", redis.url()),
+            ("ONBOARDING_MODE", "open".into()),
+        ]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (server, base) = start(dir, &env).await;
+        let devices = dir.join("devices");
+        enroll_into(&base, "hsm-1", path(&devices), &[]).await;
+        let (good, said) = verify(&["-CAfile", path(&hsm_ca), path(&devices.join("hsm-1.crt"))]);
+        assert!(good, "signed in the token: {said}");
+        for (issuer, ca) in [("hsm", &hsm_ca), ("default", &dir.join("certs/ca.crt"))] {
+            let crl = dir.join(format!("{issuer}.crl"));
+            let fetched = crl_into(&base, Some(issuer), &crl).await;
+            assert!(fetched.status.success(), "{}", text(&fetched));
+            common::pki::openssl_crl(&crl, "PEM", ca);
+        }
+        stop(server);
+
+        // A second issuer in the token: refused, saying why.
+        std::fs::write(
+            dir.join("config.toml"),
+            issuers(&SoftHsm::uri("another-ca")),
+        )
+        .unwrap();
+        let refused = provisiond(dir)
+            .envs(env.iter().copied())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused).contains("issuers `hsm` and `default` both keep their key in a PKCS#11 token"),
+            "{}",
+            text(&refused)
+        );
+    })
+    .await;
+}
