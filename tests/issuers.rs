@@ -60,6 +60,16 @@ async fn crl_into(base: &str, issuer: Option<&str>, out: &Path) -> Output {
     common::bin::run(&args, &[]).await
 }
 
+/// `provisiond renew` of the device files `cert` (its key beside it), trusting
+/// `bundle`; the new certificate must be signed by `ca`.
+async fn renew_signed_by(base: &str, bundle: &Path, cert: &Path, ca: &Path) {
+    let key = cert.with_extension("key");
+    let renewed = renew_files(base, path(bundle), cert, &key, None).await;
+    assert!(renewed.status.success(), "{}", text(&renewed));
+    let (good, said) = verify(&["-CAfile", path(ca), path(cert)]);
+    assert!(good, "renewed by {}: {said}", ca.display());
+}
+
 fn ocsp(issuer: &Path, cert: &Path, base: &str) -> String {
     let (_, said) = openssl(&[
         "ocsp",
@@ -130,17 +140,7 @@ async fn a_second_issuer_takes_over_while_the_first_keeps_its_crl_and_devices() 
         let old_1 = before.join("old-1.crt");
         let kept = dir.join("old-1-before-renewal.crt");
         std::fs::copy(&old_1, &kept).unwrap();
-        let renewed = renew_files(
-            &base,
-            path(&bundle_file),
-            &old_1,
-            &before.join("old-1.key"),
-            None,
-        )
-        .await;
-        assert!(renewed.status.success(), "{}", text(&renewed));
-        let (good, said) = verify(&["-CAfile", path(&next_ca), path(&old_1)]);
-        assert!(good, "renewed by the first issuer: {said}");
+        renew_signed_by(&base, &bundle_file, &old_1, &next_ca).await;
 
         // Each issuer's CRL, fetched and checked by `provisiond crl`, verified by OpenSSL
         // against its own CA; both list the superseded certificate.
@@ -245,8 +245,14 @@ async fn a_second_issuer_takes_over_while_the_first_keeps_its_crl_and_devices() 
 
 /// Starts the binary in `dir` with `config` and expects it to refuse, saying `why`.
 fn refused_at_start(dir: &Path, config: &str, why: &str) {
+    refused_at_start_with(dir, config, why, &[]);
+}
+
+/// As [`refused_at_start`], with `env` too.
+fn refused_at_start_with(dir: &Path, config: &str, why: &str, env: &[(&str, &str)]) {
     std::fs::write(dir.join("config.toml"), config).unwrap();
     let out = provisiond(dir)
+        .envs(env.iter().copied())
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("REDIS_ENABLED", "false")
@@ -388,12 +394,7 @@ async fn each_group_names_its_issuer_and_a_reload_moves_its_renewals() {
         hup(server.id());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let metrics = reqwest::get(format!("{base}/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let (_, metrics) = get(format!("{base}/metrics")).await;
             if metrics.contains("provisiond_groups_reloads_total{outcome=\"refused\"} 1") {
                 break;
             }
@@ -419,17 +420,7 @@ async fn each_group_names_its_issuer_and_a_reload_moves_its_renewals() {
         let bundle = dir.join("bundle.pem");
         let (_, served) = get(format!("{base}/api/v1/ca?bundle=all")).await;
         std::fs::write(&bundle, served).unwrap();
-        let renewed = renew_files(
-            &base,
-            path(&bundle),
-            &sensor,
-            &devices.join("sensor-1.key"),
-            None,
-        )
-        .await;
-        assert!(renewed.status.success(), "{}", text(&renewed));
-        let (good, said) = verify(&["-CAfile", path(&next_ca), path(&sensor)]);
-        assert!(good, "renewed by the group's new issuer: {said}");
+        renew_signed_by(&base, &bundle, &sensor, &next_ca).await;
         stop(server);
     })
     .await;
@@ -489,22 +480,11 @@ async fn an_issuer_whose_key_is_in_a_token_signs_beside_one_in_a_file() {
         stop(server);
 
         // A second issuer in the token: refused, saying why.
-        std::fs::write(
-            dir.join("config.toml"),
-            issuers(&SoftHsm::uri("another-ca")),
-        )
-        .unwrap();
-        let refused = provisiond(dir)
-            .envs(env.iter().copied())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .output()
-            .unwrap();
-        assert!(!refused.status.success());
-        assert!(
-            text(&refused).contains("issuers `hsm` and `default` both keep their key in a PKCS#11 token"),
-            "{}",
-            text(&refused)
+        refused_at_start_with(
+            dir,
+            &issuers(&SoftHsm::uri("another-ca")),
+            "issuers `hsm` and `default` both keep their key in a PKCS#11 token",
+            &env,
         );
     })
     .await;
