@@ -9,7 +9,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
 use provisiond::auth::renewal;
 use provisiond::clock::{DEVICE_CLOCK_SKEW_SECS, unix_now};
-use provisiond_fuzz::{DEVICE, assert_client_error, ca, claims_from, device, device_credentials};
+use provisiond_fuzz::{
+    DEVICE, assert_client_error, claims_from, device, device_credentials, issuers,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -28,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         let key = EncodingKey::from_ec_pem(key.as_bytes()).expect("the fixture key");
         jsonwebtoken::encode(&header, &claims, &key).expect("ES256 signs anything")
     };
-    match renewal::verify(&proof, ca(), &device(), now) {
+    match renewal::verify(&proof, issuers(), &device(), now) {
         Err(error) => assert_client_error(&error),
         Ok(proof) => {
             assert_eq!(proof.certificate.common_name, DEVICE);

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix_web::ResponseError;
-use provisiond::ca::CertificateAuthority;
+use provisiond::ca::{CertificateAuthority, Issuers};
 use provisiond::config::CaSettings;
 use provisiond::domain::DeviceId;
 use provisiond::error::ApiError;
@@ -35,22 +35,29 @@ pub fn device() -> DeviceId {
 /// The fixture CA, from a private copy of `fixtures/` (git does not keep a key's 0600
 /// mode, and the CA refuses a key others can read).
 pub fn ca() -> &'static CertificateAuthority {
-    static CA: OnceLock<(tempfile::TempDir, CertificateAuthority)> = OnceLock::new();
-    &CA.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        for file in ["ca.crt", "ca.key"] {
-            let to = dir.path().join(file);
-            std::fs::copy(Path::new(FIXTURES).join(file), &to).expect("the fixture CA");
-            set_private(&to);
-        }
-        let settings = CaSettings {
-            dir: dir.path().to_owned(),
-            ..CaSettings::default()
-        };
-        let ca = CertificateAuthority::load_or_init(&settings, 1).expect("the fixture CA loads");
-        (dir, ca)
-    })
-    .1
+    issuers().first()
+}
+
+/// The fixture CA as the server's one issuer.
+pub fn issuers() -> &'static Issuers {
+    static ISSUERS: OnceLock<(tempfile::TempDir, Issuers)> = OnceLock::new();
+    &ISSUERS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            for file in ["ca.crt", "ca.key"] {
+                let to = dir.path().join(file);
+                std::fs::copy(Path::new(FIXTURES).join(file), &to).expect("the fixture CA");
+                set_private(&to);
+            }
+            let settings = CaSettings {
+                dir: dir.path().to_owned(),
+                ..CaSettings::default()
+            };
+            let ca =
+                CertificateAuthority::load_or_init(&settings, 1).expect("the fixture CA loads");
+            (dir, Issuers::single(std::sync::Arc::new(ca)))
+        })
+        .1
 }
 
 fn set_private(path: &Path) {
