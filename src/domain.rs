@@ -115,6 +115,14 @@ impl Jti {
         (n == 16).then_some(Self(bytes))
     }
 
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
     /// The first characters, enough to follow one token through the logs.
     pub fn short(&self) -> String {
         let mut s = self.to_string();

@@ -21,6 +21,7 @@ pub mod crl;
 pub mod crypto;
 pub mod device;
 pub mod domain;
+pub mod enrollment_code;
 pub mod error;
 pub mod fsutil;
 pub mod groups;

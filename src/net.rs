@@ -13,6 +13,11 @@ use crate::config::{ConfigError, List};
 #[derive(Debug, Clone)]
 pub struct PeerCertificate(pub Vec<u8>);
 
+/// Set on every connection of the TLS listener: EST answers only over TLS (RFC 7030
+/// §3.3).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 #[derive(Debug, Default, Clone)]
 pub struct TrustedProxies(Vec<IpNet>);
 

@@ -24,7 +24,7 @@ use crate::groups::{self, GroupTable};
 use crate::history::History;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::net::{PeerCertificate, TrustedProxies};
+use crate::net::{OverTls, PeerCertificate, TrustedProxies};
 use crate::ratelimit::RateLimits;
 use crate::registry::retention_after_expiry;
 use crate::secret::{MIN_SECRET_LEN, Secret};
@@ -301,6 +301,7 @@ fn remember_client_certificate(
     let Some(tls) = connection.downcast_ref::<Tls>() else {
         return;
     };
+    data.insert(OverTls);
     if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         data.insert(PeerCertificate(leaf.to_vec()));
     }

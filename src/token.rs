@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{CLOCK_LEEWAY_SECS, unix_now};
 use crate::domain::{DeviceId, Jti};
+use crate::enrollment_code::CodeKey;
 use crate::error::ApiError;
 use crate::secret::Secret;
 
@@ -35,6 +36,8 @@ struct Claims {
 /// A freshly issued token.
 pub struct IssuedToken {
     pub token: String,
+    /// The same credential, short ([`crate::enrollment_code`]).
+    pub code: String,
     pub jti: Jti,
     pub issued_at: u64,
     pub expires_at: u64,
@@ -52,6 +55,7 @@ pub struct VerifiedToken {
 }
 
 pub struct TokenService {
+    code_key: CodeKey,
     encoding: EncodingKey,
     decoding: DecodingKey,
     header: Header,
@@ -73,6 +77,7 @@ impl TokenService {
         // `nbf` and `iat` are checked below, with the leeway clocks need.
         validation.validate_nbf = false;
         Self {
+            code_key: CodeKey::derive(key),
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
             header: Header::new(Algorithm::HS256),
@@ -112,11 +117,34 @@ impl TokenService {
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| anyhow::anyhow!("JWT encoding failed: {e}"))?;
+        let code = self.code_key.encode(device, &jti, expires_at, epoch, group);
         Ok(IssuedToken {
             token,
+            code,
             jti,
             issued_at,
             expires_at,
+        })
+    }
+
+    /// Verifies a bearer credential for `device`: the JWT, or its short form, the
+    /// enrollment code (bound to the device id, so `device` is needed to check it).
+    ///
+    /// Errors: 401 `token_invalid`, 401 `token_expired`.
+    pub fn verify_for(
+        &self,
+        credential: &str,
+        device: &DeviceId,
+    ) -> Result<VerifiedToken, ApiError> {
+        if !crate::enrollment_code::is_code(credential) {
+            return self.verify(credential);
+        }
+        let claims = self.code_key.decode(device, credential, unix_now())?;
+        Ok(VerifiedToken {
+            subject: device.to_string(),
+            jti: claims.jti,
+            epoch: claims.epoch,
+            group: claims.group,
         })
     }
 

@@ -9,6 +9,7 @@ mod certificates;
 mod console;
 mod crl;
 mod error_body;
+mod est;
 mod fleet;
 mod groups;
 mod health;
@@ -188,6 +189,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/console/"),
     ("get", "/console/app.js"),
     ("get", "/console/app.css"),
+    ("get", "/.well-known/est/cacerts"),
+    ("get", "/.well-known/est/{label}/cacerts"),
+    ("get", "/.well-known/est/csrattrs"),
+    ("get", "/.well-known/est/{label}/csrattrs"),
+    ("post", "/.well-known/est/simpleenroll"),
+    ("post", "/.well-known/est/{label}/simpleenroll"),
+    ("post", "/.well-known/est/simplereenroll"),
+    ("post", "/.well-known/est/{label}/simplereenroll"),
     ("post", "/ocsp"),
     ("get", "/ocsp/{request}"),
     ("get", "/health"),
@@ -246,6 +255,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/api/v1/activity", activity::activity))
         .service(get("/api/v1/refusals", activity::refusals))
         .service(get("/api/v1/openapi.json", openapi::document))
+        .service(get("/.well-known/est/cacerts", est::cacerts))
+        .service(get("/.well-known/est/{label}/cacerts", est::cacerts))
+        .service(get("/.well-known/est/csrattrs", est::csrattrs))
+        .service(get("/.well-known/est/{label}/csrattrs", est::csrattrs))
+        .service(post("/.well-known/est/simpleenroll", est::simpleenroll))
+        .service(post(
+            "/.well-known/est/{label}/simpleenroll",
+            est::simpleenroll,
+        ))
+        .service(post("/.well-known/est/simplereenroll", est::simplereenroll))
+        .service(post(
+            "/.well-known/est/{label}/simplereenroll",
+            est::simplereenroll,
+        ))
         .service(get("/console", console::redirect))
         .service(get("/console/", console::index))
         .service(get("/console/app.js", console::script))

@@ -25,6 +25,10 @@ pub struct OnboardingResponse {
     pub success: bool,
     /// The JWT to send to sign-csr as `Authorization: Bearer <token>`; single use.
     pub provisioning_token: String,
+    /// The same single-use credential, short (59 to 102 base64url characters): accepted
+    /// wherever the token is, for clients that cannot carry a JWT (an EST password).
+    /// Using either uses both.
+    pub enrollment_code: String,
     /// Seconds the token stays valid.
     pub expires_in: u64,
     pub timestamp: String,
@@ -124,6 +128,7 @@ pub async fn onboarding(
     Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
         success: true,
         provisioning_token: issued.token,
+        enrollment_code: issued.code,
         expires_in: issued.expires_at - issued.issued_at,
         timestamp: rfc3339_now(),
     }))

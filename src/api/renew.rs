@@ -13,7 +13,7 @@ use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::groups::DEFAULT_GROUP;
-use crate::lifecycle::{Renewing, storage_error};
+use crate::lifecycle::{Certified, Renewing, storage_error};
 use crate::net::PeerCertificate;
 use crate::store::CertificateRegistry;
 
@@ -31,6 +31,49 @@ pub async fn renew(
 
     let now = unix_now();
     let (presented, proof, proof_kind) = prove(&req, &state, &device, now)?;
+    let csr = body
+        .str_field("csr")
+        .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
+    let proven = Proven {
+        presented,
+        proof,
+        proof_kind,
+    };
+    let cert = renew_proven(&req, &state, &device, proven, csr, now).await?;
+    Ok(certified(cert))
+}
+
+/// A certificate of ours and how its holder proved it.
+pub(super) struct Proven {
+    pub presented: PresentedCertificate,
+    /// The JWT proof (`None`: the TLS handshake was the proof).
+    pub proof: Option<renewal::Proof>,
+    /// `jwt` or `mtls`, for the audit.
+    pub proof_kind: &'static str,
+}
+
+/// Renews `device`'s `proven` certificate for the CSR `csr` (PEM) at `now`: the
+/// registry's record, its group's renewal window and policy, the hook, then the one
+/// store step. The JSON route and EST's `simplereenroll` both come here.
+///
+/// Errors: as [`crate::lifecycle::Lifecycle::renew`], and 403 `certificate_unknown`,
+/// `group_unknown`, `renewal_not_due`, 401 `certificate_expired`,
+/// `renewal_proof_invalid`, 400 `invalid_csr`.
+pub(super) async fn renew_proven(
+    req: &HttpRequest,
+    state: &AppState,
+    device: &DeviceId,
+    proven: Proven,
+    csr: &str,
+    now: u64,
+) -> Result<Certified, ApiError> {
+    let client = state.client_ip(req);
+    let Proven {
+        presented,
+        proof,
+        proof_kind,
+    } = proven;
+    let device = device.clone();
     // The registry says whose the certificate is and which group it was issued under:
     // the group's policy, profile and hook apply to its successor.
     let record = state
@@ -60,7 +103,7 @@ pub async fn renew(
         None => DEFAULT_GROUP.to_owned(),
     };
     // From here on the certificate is the device's: refusals are filed under it.
-    attribute(&req, &device);
+    attribute(req, &device);
     let groups = state.groups.current();
     let group = match groups.get(&group_name) {
         Some(group) => group,
@@ -77,9 +120,6 @@ pub async fn renew(
     }
     group.devices.check(&device)?;
     state.limit_device(&device).await?;
-    let csr = body
-        .str_field("csr")
-        .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     let key = check_csr(csr, &device, &group.keys)?;
     let proof = match proof {
         Some(proof) => {
@@ -96,7 +136,7 @@ pub async fn renew(
         .vet(group, &device, true, csr, &key, client)
         .await?;
 
-    let cert = state
+    state
         .lifecycle
         .renew(
             Renewing {
@@ -109,8 +149,7 @@ pub async fn renew(
             vetted,
             client,
         )
-        .await?;
-    Ok(certified(cert))
+        .await
 }
 
 /// The certificate presented and the proof: the bearer JWT when there is one, else the

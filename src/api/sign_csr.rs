@@ -16,7 +16,9 @@ use crate::auth::bearer;
 use crate::ca::check_csr;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
+use crate::lifecycle::Certified;
 use crate::metrics::ReasonLabel;
+use crate::token::VerifiedToken;
 
 pub async fn sign_csr(
     req: HttpRequest,
@@ -53,11 +55,16 @@ async fn sign(
     let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
     state.limit_ip(client).await?;
 
-    // 1. A valid JWT.
+    // 1. A valid JWT, or its short form (which names its device only with the body's
+    // device_id, so that is read first).
     let token = bearer(req).ok_or(ApiError::TokenInvalid(
         "an `Authorization: Bearer <provisioning token>` header is required",
     ))?;
-    let claims = state.tokens.verify(token)?;
+    let claims = if crate::enrollment_code::is_code(token) {
+        state.tokens.verify_for(token, &raw.json()?.device_id()?)?
+    } else {
+        state.tokens.verify(token)?
+    };
     Span::current().record("jti", claims.jti.short());
     // From here on the caller acts for the token's device: refusals are filed under it.
     if let Ok(subject) = DeviceId::parse(&claims.subject) {
@@ -75,30 +82,47 @@ async fn sign(
     // Counted against the device the token was issued for, never another one.
     state.limit_device(&device).await?;
 
-    // 3 and 4. A CSR that parses, proves possession of its key, and meets the policy.
     let csr = body
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
+    Ok(certified(
+        enroll_verified(state, &claims, &device, csr, client).await?,
+    ))
+}
+
+/// Steps 3 to 7 for `device`, whose credential `claims` verified and names it: the CSR
+/// (PEM) checked against the token's group, the profile and hook, then the sign, consume
+/// and record step. sign-csr and EST's `simpleenroll` both come here.
+///
+/// Errors: 400 `invalid_csr`, `csr_signature_invalid`, 403 `group_unknown`,
+/// `hook_denied`, `device_blocked`, 401 `token_used`, 422 `csr_policy_violation`, 503.
+pub(super) async fn enroll_verified(
+    state: &AppState,
+    claims: &VerifiedToken,
+    device: &DeviceId,
+    csr: &str,
+    client: Option<IpAddr>,
+) -> Result<Certified, ApiError> {
+    // 3 and 4. A CSR that parses, proves possession of its key, and meets the policy.
     // The token's group: its key types, profile and hook.
     let groups = state.groups.current();
     let group = groups
         .get(&claims.group)
         .ok_or_else(|| ApiError::GroupUnknown(shown_group(&claims.group)))?;
-    let key = check_csr(csr, &device, &group.keys)?;
+    let key = check_csr(csr, device, &group.keys)?;
 
     // 5. The group's profile and pre-issuance hook: before the token is used, so that a
     // refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(group, &device, false, csr, &key, client)
+        .vet(group, device, false, csr, &key, client)
         .await?;
 
     // 6 and 7. Sign, then consume the token and record the certificate in one atomic
     // step: one request wins, on any instance, and only its certificate is handed out
     // (the others' are dropped unseen).
-    let cert = state
+    state
         .lifecycle
-        .enroll(&device, &claims.jti, claims.epoch, &key, vetted, client)
-        .await?;
-    Ok(certified(cert))
+        .enroll(device, &claims.jti, claims.epoch, &key, vetted, client)
+        .await
 }

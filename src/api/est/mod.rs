@@ -1,0 +1,263 @@
+//! EST (RFC 7030), a front door beside the JSON API, on the API's TLS port:
+//! `/.well-known/est/[<group>/]` `cacerts`, `simpleenroll`, `simplereenroll` and
+//! `csrattrs`. The optional label (§3.2.2) names an enrollment group. Enrollment goes
+//! through the JSON API's paths: `simpleenroll` is sign-csr with HTTP Basic auth
+//! (username the device id, password its provisioning token or enrollment code, used
+//! once), `simplereenroll` is mutual-TLS renewal. Refusals are the API's, said as short
+//! text with the same HTTP status; 401s carry `WWW-Authenticate: Basic`.
+
+pub(super) mod doc;
+mod wire;
+
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use base64::Engine;
+
+use super::body::JsonBody;
+use super::renew::{Proven, renew_proven};
+use super::sign_csr::enroll_verified;
+use super::{AppState, attribute, note_device};
+use crate::ca::CertificateAuthority;
+use crate::clock::unix_now;
+use crate::domain::DeviceId;
+use crate::error::ApiError;
+use crate::lifecycle::{Certified, storage_error};
+use crate::net::{OverTls, PeerCertificate};
+use crate::store::CertificateRegistry;
+
+const REALM: &str = "Basic realm=\"provisiond EST\", charset=\"UTF-8\"";
+
+/// Why an EST request is refused: the API's error, or a request for Basic credentials.
+enum Refusal {
+    Api(ApiError),
+    /// No credentials: 401 with `WWW-Authenticate` and an empty body (Bouncy Castle
+    /// asks without them first and reads a body only when there is none).
+    Challenge,
+    /// Not over TLS.
+    NeedsTls,
+    /// A label that names no group.
+    UnknownLabel,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl Refusal {
+    fn answer(self) -> HttpResponse {
+        match self {
+            Self::Challenge => HttpResponse::Unauthorized()
+                .insert_header((WWW_AUTHENTICATE, REALM))
+                .finish(),
+            Self::NeedsTls => text(
+                HttpResponse::Forbidden(),
+                "EST is served over TLS only (RFC 7030 section 3.3): use the API's HTTPS port (server.tls)",
+            ),
+            Self::UnknownLabel => text(
+                HttpResponse::NotFound(),
+                "no enrollment group of that name (the EST label is a group)",
+            ),
+            Self::Api(e) => {
+                // The API's status and headers (Retry-After), the message as text.
+                let json = e.error_response();
+                let mut answer = HttpResponse::build(json.status());
+                for (name, value) in json.headers() {
+                    if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+                        answer.insert_header((name.clone(), value.clone()));
+                    }
+                }
+                if json.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+                    answer.insert_header((WWW_AUTHENTICATE, REALM));
+                }
+                text(answer, &format!("{}: {e}", e.code()))
+            }
+        }
+    }
+}
+
+fn text(mut answer: actix_web::HttpResponseBuilder, message: &str) -> HttpResponse {
+    answer
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{message}\n"))
+}
+
+fn respond(result: Result<HttpResponse, Refusal>) -> HttpResponse {
+    result.unwrap_or_else(Refusal::answer)
+}
+
+/// The issuer an EST label (a group) or its absence (the first issuer) names.
+fn issuer_of_label<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+) -> Result<&'a std::sync::Arc<CertificateAuthority>, Refusal> {
+    match req.match_info().get("label") {
+        None => Ok(state.issuers.first()),
+        Some(label) => {
+            let groups = state.groups.current();
+            let group = groups.get(label).ok_or(Refusal::UnknownLabel)?;
+            state
+                .issuers
+                .get(&group.issuer)
+                .ok_or(Refusal::UnknownLabel)
+        }
+    }
+}
+
+/// `GET cacerts` (§4.1): the issuer's chain, certs-only.
+pub async fn cacerts(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    respond((|| {
+        if req.conn_data::<OverTls>().is_none() {
+            return Err(Refusal::NeedsTls);
+        }
+        let issuer = issuer_of_label(&req, &state)?;
+        let der = wire::certs_only(&wire::pem_ders(issuer.chain_pem()))?;
+        Ok(wire::pkcs7_answer(&der))
+    })())
+}
+
+/// `GET csrattrs` (§4.5): nothing asked of the CSR beyond what the group's policy checks,
+/// which RFC 7030 says as 204.
+pub async fn csrattrs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    respond((|| {
+        if req.conn_data::<OverTls>().is_none() {
+            return Err(Refusal::NeedsTls);
+        }
+        issuer_of_label(&req, &state)?;
+        Ok(HttpResponse::NoContent().finish())
+    })())
+}
+
+/// `POST simpleenroll` (§4.2.1): Basic auth with the device id and its provisioning
+/// token or enrollment code, a CSR; sign-csr's checks and single use.
+pub async fn simpleenroll(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(enroll(&req, payload, &state).await)
+}
+
+async fn enroll(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, Refusal> {
+    if req.conn_data::<OverTls>().is_none() {
+        return Err(Refusal::NeedsTls);
+    }
+    let (user, password) = basic_credentials(req)?;
+    let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
+    let client = state.client_ip(req);
+    state.limit_ip(client).await?;
+    let device = DeviceId::parse(&user).map_err(|_| {
+        ApiError::TokenInvalid("the username must be the device id the token was issued for")
+    })?;
+    note_device(&device);
+    let claims = state.tokens.verify_for(&password, &device)?;
+    if claims.subject != device.as_str() {
+        return Err(ApiError::DeviceMismatch.into());
+    }
+    attribute(req, &device);
+    if let Some(label) = req.match_info().get("label")
+        && label != claims.group
+    {
+        return Err(ApiError::GroupUnknown(format!(
+            "{label} (the token is for group {})",
+            claims.group
+        ))
+        .into());
+    }
+    state.limit_device(&device).await?;
+    let csr = wire::csr_pem(raw.bytes())?;
+    let cert = enroll_verified(state, &claims, &device, &csr, client).await?;
+    issued(&cert)
+}
+
+/// `POST simplereenroll` (§4.2.2): the current certificate as TLS client certificate,
+/// a CSR; mutual-TLS renewal's checks.
+pub async fn simplereenroll(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(reenroll(&req, payload, &state).await)
+}
+
+async fn reenroll(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, Refusal> {
+    if req.conn_data::<OverTls>().is_none() {
+        return Err(Refusal::NeedsTls);
+    }
+    let Some(PeerCertificate(der)) = req.conn_data::<PeerCertificate>() else {
+        return Err(ApiError::RenewalProofInvalid(
+            "simplereenroll needs the current certificate as the TLS client certificate".into(),
+        )
+        .into());
+    };
+    let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
+    state.limit_ip(state.client_ip(req)).await?;
+    let presented = state
+        .issuers
+        .check_presented(der)
+        .map_err(|e| ApiError::RenewalProofInvalid(e.into()))?;
+    // Whose certificate it is, the registry says; one it does not know is its common
+    // name's, and refused as unknown by the renewal's store step.
+    let device = match state
+        .store
+        .certificate(&presented.serial)
+        .await
+        .map_err(storage_error)?
+    {
+        Some(record) => record.device_id,
+        None => {
+            DeviceId::parse(&presented.common_name).map_err(|_| ApiError::CertificateUnknown)?
+        }
+    };
+    note_device(&device);
+    let csr = wire::csr_pem(raw.bytes())?;
+    let proven = Proven {
+        presented,
+        proof: None,
+        proof_kind: "mtls",
+    };
+    let cert = renew_proven(req, state, &device, proven, &csr, unix_now()).await?;
+    issued(&cert)
+}
+
+/// The certificate just issued, alone, certs-only (§4.2.3).
+fn issued(cert: &Certified) -> Result<HttpResponse, Refusal> {
+    let ders = wire::pem_ders(&cert.pem);
+    let leaf = ders
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::from(anyhow::anyhow!("an issued certificate without PEM")))?;
+    Ok(wire::pkcs7_answer(&wire::certs_only(&[leaf])?))
+}
+
+/// `Authorization: Basic` (RFC 7617): the user is everything before the last `:` (a
+/// device id may hold `:`; a token or code never does).
+fn basic_credentials(req: &HttpRequest) -> Result<(String, String), Refusal> {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return Err(Refusal::Challenge);
+    };
+    let malformed = || ApiError::TokenInvalid("malformed Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some(encoded) = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, rest)| rest.trim())
+    else {
+        return Err(Refusal::Challenge);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (user, password) = decoded.rsplit_once(':').ok_or_else(malformed)?;
+    Ok((user.to_owned(), password.to_owned()))
+}
