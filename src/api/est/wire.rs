@@ -62,14 +62,10 @@ pub fn certs_only(ders: &[Vec<u8>]) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| anyhow::anyhow!("encoding the certs-only SignedData: {e}"))?)
 }
 
-/// 200 with a certs-only SignedData: base64 in lines of 64, as RFC 7030's examples.
+/// 200 with a certs-only SignedData, base64 on one line: strongSwan's `pki` decodes the
+/// body without skipping line breaks (RFC 2045's 76-character lines garble it).
 pub fn pkcs7_answer(der: &[u8]) -> HttpResponse {
-    let base64 = STANDARD.encode(der);
-    let mut body = String::with_capacity(base64.len() + base64.len() / 64 + 1);
-    for line in base64.as_bytes().chunks(64) {
-        body.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        body.push_str("\r\n");
-    }
+    let body = STANDARD.encode(der);
     HttpResponse::Ok()
         .insert_header((
             CONTENT_TYPE,
