@@ -9,7 +9,7 @@ mod certificates;
 mod console;
 mod crl;
 mod error_body;
-mod est;
+pub mod est;
 mod fleet;
 mod groups;
 mod health;

@@ -7,7 +7,7 @@
 //! text with the same HTTP status; 401s carry `WWW-Authenticate: Basic`.
 
 pub(super) mod doc;
-mod wire;
+pub mod wire;
 
 use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
