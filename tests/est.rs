@@ -145,6 +145,18 @@ async fn strongswan_pki_enrolls_and_reenrolls_and_each_credential_is_used_once()
         // The same code again: used.
         let (ok, _, said) = est(vec!["--userpass", &userpass, "--in", path(&csr)]);
         assert!(!ok && said.contains("HTTP 401"), "{said}");
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("provisiond_tokens_rejected_total{reason=\"token_used\"} 1"),
+            "counted as sign-csr counts it: {metrics}"
+        );
 
         // simplereenroll over mutual TLS, with a new key.
         let (new_key, new_csr) = key_and_csr(work, "second", "est-1");

@@ -28,21 +28,29 @@ pub async fn sign_csr(
     let client = state.client_ip(&req);
     let mut verified = None;
     let result = sign(&req, payload, &state, client, &mut verified).await;
-    // A hook's denial touched no token: it is audited as the hook's decision.
-    if let Err(e) = &result
-        && e.status_code().is_client_error()
-        && !matches!(e, ApiError::HookDenied(_))
-    {
+    if let Err(e) = &result {
+        note_rejected(&state, e, verified.as_ref(), client);
+    }
+    result
+}
+
+/// A credential refused for a client's mistake: counted and audited, under the device
+/// it was verified for when it was. A hook's denial touched no token: it is audited as
+/// the hook's decision.
+pub(super) fn note_rejected(
+    state: &AppState,
+    e: &ApiError,
+    verified: Option<&DeviceId>,
+    client: Option<IpAddr>,
+) {
+    if e.status_code().is_client_error() && !matches!(e, ApiError::HookDenied(_)) {
         state
             .metrics
             .tokens_rejected
             .get_or_create(&ReasonLabel { reason: e.code() })
             .inc();
-        state
-            .audit
-            .token_rejected(verified.as_ref(), e.code(), client);
+        state.audit.token_rejected(verified, e.code(), client);
     }
-    result
 }
 
 async fn sign(

@@ -15,7 +15,7 @@ use base64::Engine;
 
 use super::body::JsonBody;
 use super::renew::{Proven, renew_proven};
-use super::sign_csr::enroll_verified;
+use super::sign_csr::{enroll_verified, note_rejected};
 use super::{AppState, attribute, note_device};
 use crate::ca::CertificateAuthority;
 use crate::clock::unix_now;
@@ -136,13 +136,19 @@ pub async fn simpleenroll(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    respond(enroll(&req, payload, &state).await)
+    let mut verified = None;
+    let result = enroll(&req, payload, &state, &mut verified).await;
+    if let Err(Refusal::Api(e)) = &result {
+        note_rejected(&state, e, verified.as_ref(), state.client_ip(&req));
+    }
+    respond(result)
 }
 
 async fn enroll(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    verified: &mut Option<DeviceId>,
 ) -> Result<HttpResponse, Refusal> {
     if req.conn_data::<OverTls>().is_none() {
         return Err(Refusal::NeedsTls);
@@ -156,6 +162,9 @@ async fn enroll(
     })?;
     note_device(&device);
     let claims = state.tokens.verify_for(&password, &device)?;
+    if let Ok(subject) = DeviceId::parse(&claims.subject) {
+        *verified = Some(subject);
+    }
     if claims.subject != device.as_str() {
         return Err(ApiError::DeviceMismatch.into());
     }
