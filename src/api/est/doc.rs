@@ -22,7 +22,7 @@ pub(in crate::api) fn cacerts() {}
     responses(
         (status = 200, description = "certs-only SignedData, base64", content((Base64Der = "application/pkcs7-mime"))),
         (status = 403, description = "Not over TLS", content((String = "text/plain"))),
-        (status = 404, description = "No group of that name", content((String = "text/plain"))),
+        (status = 404, description = "No group of that name (text); a label the routes do not take (JSON not_found)", content((String = "text/plain"), (super::super::error_body::ErrorBody = "application/json"))),
     ))]
 pub(in crate::api) fn cacerts_label() {}
 
@@ -39,7 +39,7 @@ pub(in crate::api) fn csrattrs() {}
     responses(
         (status = 204, description = "No attributes asked"),
         (status = 403, description = "Not over TLS", content((String = "text/plain"))),
-        (status = 404, description = "No group of that name", content((String = "text/plain"))),
+        (status = 404, description = "No group of that name (text); a label the routes do not take (JSON not_found)", content((String = "text/plain"), (super::super::error_body::ErrorBody = "application/json"))),
     ))]
 pub(in crate::api) fn csrattrs_label() {}
 
@@ -68,7 +68,7 @@ pub(in crate::api) fn simpleenroll() {}
         (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
         (status = 401, description = "Credentials missing (empty body) or not accepted; WWW-Authenticate: Basic", content((String = "text/plain"))),
         (status = 403, description = "Not over TLS; device blocked, not allowed, mismatched, group unknown, hook denied", content((String = "text/plain"))),
-        (status = 404, description = "No group of that name", content((String = "text/plain"))),
+        (status = 404, description = "No group of that name (text); a label the routes do not take (JSON not_found)", content((String = "text/plain"), (super::super::error_body::ErrorBody = "application/json"))),
         (status = 413, description = "Body too large", content((String = "text/plain"))),
         (status = 422, description = "csr_policy_violation", content((String = "text/plain"))),
         (status = 429, description = "Rate limited", content((String = "text/plain"))),
@@ -101,7 +101,7 @@ pub(in crate::api) fn simplereenroll() {}
         (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
         (status = 401, description = "No client certificate, or not one of ours", content((String = "text/plain"))),
         (status = 403, description = "Not over TLS; revoked, superseded, unknown, blocked, not due", content((String = "text/plain"))),
-        (status = 404, description = "No group of that name", content((String = "text/plain"))),
+        (status = 404, description = "No group of that name (text); a label the routes do not take (JSON not_found)", content((String = "text/plain"), (super::super::error_body::ErrorBody = "application/json"))),
         (status = 413, description = "Body too large", content((String = "text/plain"))),
         (status = 422, description = "csr_policy_violation", content((String = "text/plain"))),
         (status = 429, description = "Rate limited", content((String = "text/plain"))),
