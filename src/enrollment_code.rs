@@ -31,10 +31,17 @@ pub struct CodeClaims {
 pub struct CodeKey([u8; 32]);
 
 impl CodeKey {
-    pub fn derive(jwt_secret: &[u8]) -> Self {
+    /// From the JWT secret and the tokens' issuer and audience: as a JWT is refused by a
+    /// deployment with another `iss` or `aud`, so is a code.
+    pub fn derive(jwt_secret: &[u8], issuer: &str, audience: &str) -> Self {
         Self(crate::crypto::hmac_sha256(
             jwt_secret,
-            &[b"provisiond enrollment code v1"],
+            &[
+                b"provisiond enrollment code v1\0",
+                issuer.as_bytes(),
+                b"\0",
+                audience.as_bytes(),
+            ],
         ))
     }
 
@@ -112,7 +119,11 @@ mod tests {
 
     #[test]
     fn a_code_verifies_for_its_device_only_and_expires() {
-        let key = CodeKey::derive(b"0123456789abcdef0123456789abcdef");
+        let key = CodeKey::derive(
+            b"0123456789abcdef0123456789abcdef",
+            "provisiond",
+            "provisiond",
+        );
         let device = DeviceId::parse("sensor-1").unwrap();
         let jti = Jti::random();
         let code = key.encode(&device, &jti, 1_000, 7, "default");
@@ -141,7 +152,17 @@ mod tests {
         tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert!(key.decode(&device, &tampered, 999).is_err());
-        let another = CodeKey::derive(b"another-secret-another-secret-xx");
+        let another = CodeKey::derive(
+            b"another-secret-another-secret-xx",
+            "provisiond",
+            "provisiond",
+        );
+        assert!(another.decode(&device, &code, 999).is_err());
+        let another = CodeKey::derive(
+            b"0123456789abcdef0123456789abcdef",
+            "provisiond",
+            "elsewhere",
+        );
         assert!(another.decode(&device, &code, 999).is_err());
         for junk in ["", "!!", "AAAA", &"A".repeat(200)] {
             assert!(key.decode(&device, junk, 999).is_err(), "{junk}");

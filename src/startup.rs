@@ -96,9 +96,11 @@ impl Application {
         let tls = tls_config(&settings.server.tls, &issuers.cert_ders())?;
         let metrics = Arc::new(Metrics::new());
         metrics.redis_enabled.set(i64::from(settings.redis.enabled));
+        // The first to expire: the alert is for whichever issuer needs replacing first.
+        let earliest = issuers.iter().map(|(_, ca)| ca.not_after()).min();
         metrics
             .ca_not_after
-            .set(issuers.first().not_after().unix_timestamp());
+            .set(earliest.map_or(0, |t| t.unix_timestamp()));
         let limits = Arc::new(RateLimits::new(&settings.rate_limit));
 
         let retention = retention_after_expiry(settings.renewal.grace());

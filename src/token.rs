@@ -77,7 +77,7 @@ impl TokenService {
         // `nbf` and `iat` are checked below, with the leeway clocks need.
         validation.validate_nbf = false;
         Self {
-            code_key: CodeKey::derive(key),
+            code_key: CodeKey::derive(key, issuer, audience),
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
             header: Header::new(Algorithm::HS256),

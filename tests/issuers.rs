@@ -17,6 +17,8 @@ use common::mosquitto::Mosquitto;
 use common::pki::openssl;
 use common::{RedisServer, path, within};
 
+const ADMIN: &str = "issuers-admin-key-issuers-admin-key-issuers";
+
 const ROLLOVER: &str = r#"
 [ca]
 crl_url = "http://prov.example/api/v1/crl"
@@ -231,6 +233,72 @@ async fn a_second_issuer_takes_over_while_the_first_keeps_its_crl_and_devices() 
             assert_eq!(body["error"]["code"], code, "{query}: {body}");
         }
 
+        // A certificate signed with the old issuer's key outside the server, under
+        // old-2's serial and name: not the recorded one, so it renews nothing.
+        let (_, serial) = openssl(&[
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            path(&before.join("old-2.crt")),
+        ]);
+        let serial = serial.trim().trim_start_matches("serial=").to_owned();
+        let forged = dir.join("forged");
+        std::fs::create_dir(&forged).unwrap();
+        let (key, csr, ext) = (
+            forged.join("old-2.key"),
+            forged.join("old-2.csr"),
+            forged.join("ext"),
+        );
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        let (ok, said) = openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            path(&key),
+            "-subj",
+            "/CN=old-2",
+            "-out",
+            path(&csr),
+        ]);
+        assert!(ok, "{said}");
+        let cert = forged.join("old-2.crt");
+        let (ok, said) = openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            path(&csr),
+            "-CA",
+            path(&old_ca),
+            "-CAkey",
+            path(&certs.join("ca.key")),
+            "-set_serial",
+            &format!("0x{serial}"),
+            "-days",
+            "30",
+            "-extfile",
+            path(&ext),
+            "-out",
+            path(&cert),
+        ]);
+        assert!(ok, "{said}");
+        let refused = renew_files(&base, path(&bundle_file), &cert, &key, None).await;
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused).contains("certificate_unknown"),
+            "{}",
+            text(&refused)
+        );
+
         // Four devices' certificates, each recorded once, plus the renewal's.
         let buckets: Vec<String> = redis.cmd(&["KEYS", "mqtt-lite:certs:*"]);
         let records: usize = buckets
@@ -318,7 +386,7 @@ device_id_pattern = "gw-[0-9]+"
 async fn issuers_of_groups(base: &str) -> Vec<(String, String)> {
     let listed: serde_json::Value = reqwest::Client::new()
         .get(format!("{base}/api/v1/groups"))
-        .bearer_auth("issuers-admin-key-issuers-admin-key-issuers")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -358,10 +426,7 @@ async fn each_group_names_its_issuer_and_a_reload_moves_its_renewals() {
             ("CERTS_DIR", path(&dir.join("certs")).to_owned()),
             ("REDIS_URL", redis.url()),
             ("REDIS_ENABLED", "true".into()),
-            (
-                "ADMIN_KEYS",
-                "issuers-admin-key-issuers-admin-key-issuers".into(),
-            ),
+            ("ADMIN_KEYS", ADMIN.into()),
         ];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (server, base) = start(dir, &env).await;
@@ -464,6 +529,7 @@ async fn an_issuer_whose_key_is_in_a_token_signs_beside_one_in_a_file() {
             ("REDIS_ENABLED", "true".into()),
             ("REDIS_URL", redis.url()),
             ("ONBOARDING_MODE", "open".into()),
+            ("ADMIN_KEYS", ADMIN.into()),
         ]);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (server, base) = start(dir, &env).await;
@@ -476,6 +542,47 @@ async fn an_issuer_whose_key_is_in_a_token_signs_beside_one_in_a_file() {
             let fetched = crl_into(&base, Some(issuer), &crl).await;
             assert!(fetched.status.success(), "{}", text(&fetched));
             common::pki::openssl_crl(&crl, "PEM", ca);
+        }
+
+        // The token away: the file issuer's CRL goes on, the token's keeps its last
+        // until the token is back.
+        let (_, serial) = openssl(&[
+            "x509", "-noout", "-serial", "-in", path(&devices.join("hsm-1.crt")),
+        ]);
+        let serial = serial.trim().trim_start_matches("serial=").to_owned();
+        let away = dir.join("tokens-away");
+        std::fs::rename(hsm.tokens(), &away).unwrap();
+        let revoked = reqwest::Client::new()
+            .post(format!("{base}/api/v1/certificates/{serial}/revoke"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({ "reason": "keyCompromise" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200, "{:?}", revoked.text().await);
+        let lists = |issuer: &'static str| {
+            let (base, serial) = (base.clone(), serial.clone());
+            async move {
+                let (status, crl) =
+                    get(format!("{base}/api/v1/crl?issuer={issuer}&format=pem")).await;
+                assert_eq!(status, 200, "{issuer}: {crl}");
+                let file = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(file.path(), crl).unwrap();
+                let (_, text) = openssl(&["crl", "-noout", "-text", "-in", path(file.path())]);
+                text.contains(&serial)
+            }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !lists("default").await {
+            assert!(std::time::Instant::now() < deadline, "the file issuer's CRL did not list it");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!lists("hsm").await, "the token's CRL is its last one while it is away");
+        std::fs::rename(&away, hsm.tokens()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !lists("hsm").await {
+            assert!(std::time::Instant::now() < deadline, "the token's CRL did not catch up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         stop(server);
 

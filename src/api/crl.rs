@@ -53,7 +53,11 @@ pub async fn crl(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         "{:x}{}{}",
         crl.number,
         match wanted {
-            Wanted::One(index) => format!(".{index}"),
+            // The name, not the place: a reordered `[[issuers]]` keeps each tag its own.
+            Wanted::One(index) => format!(
+                ".{}",
+                state.issuers.iter().nth(index).map_or("", |(name, _)| name)
+            ),
             Wanted::All => ".all".to_owned(),
         },
         if pem { ".pem" } else { "" }

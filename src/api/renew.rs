@@ -83,6 +83,12 @@ pub(super) async fn renew_proven(
         .map_err(storage_error)?;
     let same_name = presented.common_name == device.as_str();
     let group_name = match record {
+        // The serial is the record's, the certificate another: one signed with one of
+        // our issuers' keys outside this server (or forged under a shared serial) never
+        // renews into the recorded device's certificate.
+        Some(record) if record.fingerprint_sha256 != presented.fingerprint_sha256 => {
+            return Err(ApiError::CertificateUnknown);
+        }
         Some(record) if record.device_id == device => record.group,
         // Another device's certificate: the store step would refuse it as unknown for
         // this one; a common name that is not this device's is a proof for another.

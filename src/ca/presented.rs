@@ -20,6 +20,9 @@ pub struct PresentedCertificate {
     /// The public key as the SubjectPublicKeyInfo's bit string holds it (an EC point,
     /// an Ed25519 key, or a PKCS#1 RSA public key): what a JWS verifier takes.
     pub public_key: Vec<u8>,
+    /// SHA-256 of the DER: the registry's record of it holds the same, and a
+    /// certificate with a recorded serial but another fingerprint is not the recorded one.
+    pub fingerprint_sha256: [u8; 32],
 }
 
 impl CertificateAuthority {
@@ -88,6 +91,7 @@ impl CertificateAuthority {
             not_after: cert.validity().not_after.timestamp().max(0) as u64,
             key_type,
             public_key: spki.subject_public_key.data.to_vec(),
+            fingerprint_sha256: crate::crypto::sha256(der),
         })
     }
 }

@@ -232,11 +232,7 @@ impl CrlPublisher {
         // Every issuer lists every revoked serial: the registry keeps no issuer per
         // certificate, and a serial (128 random bits) another CA signed never matches
         // one of this CA's, so the extra entries cost bytes, not correctness.
-        let crls = self
-            .issuers
-            .iter()
-            .map(|(_, ca)| ca.sign_crl(number, this_update, next_update, &entries))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (crls, all_signed) = self.sign_each(number, (this_update, next_update), &entries)?;
         let default = self.issuers.crl_default();
         let crl = &crls[default];
         tracing::info!(
@@ -267,10 +263,45 @@ impl CrlPublisher {
             crls,
             default,
             slot_start,
-            revision: revoked.revision,
+            // An issuer that kept its last CRL is tried again at the next check: a
+            // revision no read of the list has makes that read differ.
+            revision: if all_signed { revoked.revision } else { 0 },
             revoked: revoked.entries,
         }));
         Ok(true)
+    }
+
+    /// Each issuer's CRL of `entries`, and whether every issuer signed. With several
+    /// issuers, one that cannot sign now (its token away) keeps the CRL it signed last
+    /// while the others go on; with one, or when none signs, the refresh fails.
+    fn sign_each(
+        &self,
+        number: u64,
+        (this_update, next_update): (OffsetDateTime, OffsetDateTime),
+        entries: &[RevokedEntry],
+    ) -> anyhow::Result<(Vec<SignedCrl>, bool)> {
+        let previous = self.current();
+        let mut crls = Vec::with_capacity(self.issuers.len());
+        let mut signed = 0;
+        for (index, (name, ca)) in self.issuers.iter().enumerate() {
+            match ca.sign_crl(number, this_update, next_update, entries) {
+                Ok(crl) => {
+                    signed += 1;
+                    crls.push(crl);
+                }
+                Err(e) => match previous.as_ref().and_then(|p| p.of_issuer(index)) {
+                    Some(last) if self.issuers.len() > 1 => {
+                        tracing::warn!(issuer = name, error = %e, "this issuer cannot sign its CRL now; its last one is served until it can");
+                        crls.push(last.clone());
+                    }
+                    _ => return Err(anyhow::anyhow!("issuer `{name}` cannot sign its CRL: {e}")),
+                },
+            }
+        }
+        if signed == 0 {
+            anyhow::bail!("no issuer could sign its CRL");
+        }
+        Ok((crls, signed == self.issuers.len()))
     }
 
     /// The whole revoked list, or `None` when the current CRL already shows it and the

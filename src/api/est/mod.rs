@@ -71,7 +71,15 @@ impl Refusal {
                 if json.status() == actix_web::http::StatusCode::UNAUTHORIZED {
                     answer.insert_header((WWW_AUTHENTICATE, REALM));
                 }
-                text(answer, &format!("{}: {e}", e.code()))
+                let message = match &e {
+                    // The cause is for the log, as the JSON API keeps it.
+                    ApiError::Internal(cause) => {
+                        tracing::error!(error = %cause, "EST: internal error");
+                        "internal error".to_owned()
+                    }
+                    e => e.to_string(),
+                };
+                text(answer, &format!("{}: {message}", e.code()))
             }
         }
     }
@@ -87,32 +95,36 @@ fn respond(result: Result<HttpResponse, Refusal>) -> HttpResponse {
     result.unwrap_or_else(Refusal::answer)
 }
 
-/// The issuer an EST label (a group) or its absence (the first issuer) names.
+/// The issuer of the group an EST label names (`None` without a label).
 fn issuer_of_label<'a>(
     req: &HttpRequest,
     state: &'a AppState,
-) -> Result<&'a std::sync::Arc<CertificateAuthority>, Refusal> {
-    match req.match_info().get("label") {
-        None => Ok(state.issuers.first()),
-        Some(label) => {
-            let groups = state.groups.current();
-            let group = groups.get(label).ok_or(Refusal::UnknownLabel)?;
-            state
-                .issuers
-                .get(&group.issuer)
-                .ok_or(Refusal::UnknownLabel)
-        }
-    }
+) -> Result<Option<&'a std::sync::Arc<CertificateAuthority>>, Refusal> {
+    let Some(label) = req.match_info().get("label") else {
+        return Ok(None);
+    };
+    let groups = state.groups.current();
+    let group = groups.get(label).ok_or(Refusal::UnknownLabel)?;
+    state
+        .issuers
+        .get(&group.issuer)
+        .map(Some)
+        .ok_or(Refusal::UnknownLabel)
 }
 
-/// `GET cacerts` (§4.1): the issuer's chain, certs-only.
+/// `GET cacerts` (§4.1), certs-only: with a label, its group's issuer's chain; without,
+/// every issuer's chain (one CA without `[[issuers]]`), since a device enrolling without
+/// a label may be in any group and checks what it gets against these.
 pub async fn cacerts(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     respond((|| {
         if req.conn_data::<OverTls>().is_none() {
             return Err(Refusal::NeedsTls);
         }
-        let issuer = issuer_of_label(&req, &state)?;
-        let der = wire::certs_only(&wire::pem_ders(issuer.chain_pem()))?;
+        let pem = match issuer_of_label(&req, &state)? {
+            Some(issuer) => issuer.chain_pem().to_owned(),
+            None => state.issuers.bundle_pem(),
+        };
+        let der = wire::certs_only(&wire::pem_ders(&pem))?;
         Ok(wire::pkcs7_answer(&der))
     })())
 }
@@ -153,6 +165,7 @@ async fn enroll(
     if req.conn_data::<OverTls>().is_none() {
         return Err(Refusal::NeedsTls);
     }
+    issuer_of_label(req, state)?;
     let (user, password) = basic_credentials(req)?;
     let raw = JsonBody::read_raw(req, payload, state.body_limit, state.body_timeout).await?;
     let client = state.client_ip(req);
@@ -216,17 +229,28 @@ async fn reenroll(
         .map_err(|e| ApiError::RenewalProofInvalid(e.into()))?;
     // Whose certificate it is, the registry says; one it does not know is its common
     // name's, and refused as unknown by the renewal's store step.
-    let device = match state
+    issuer_of_label(req, state)?;
+    let (device, group) = match state
         .store
         .certificate(&presented.serial)
         .await
         .map_err(storage_error)?
     {
-        Some(record) => record.device_id,
-        None => {
-            DeviceId::parse(&presented.common_name).map_err(|_| ApiError::CertificateUnknown)?
-        }
+        Some(record) => (record.device_id, record.group),
+        None => (
+            DeviceId::parse(&presented.common_name).map_err(|_| ApiError::CertificateUnknown)?,
+            crate::groups::DEFAULT_GROUP.to_owned(),
+        ),
     };
+    // A label is the certificate's group: a renewal keeps its group.
+    if let Some(label) = req.match_info().get("label")
+        && label != group
+    {
+        return Err(ApiError::GroupUnknown(format!(
+            "{label} (the certificate is of group {group})"
+        ))
+        .into());
+    }
     note_device(&device);
     let csr = wire::csr_pem(raw.bytes())?;
     let proven = Proven {
