@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let key = CodeKey::derive(b"fuzz-secret-fuzz-secret-fuzz-sec", "provisiond", "provisiond");
+    let key = CodeKey::derive(
+        b"fuzz-secret-fuzz-secret-fuzz-sec",
+        "provisiond",
+        "provisiond",
+    );
     if let Ok(text) = std::str::from_utf8(data)
         && let Err(error) = key.decode(&device(), text, 0)
     {
