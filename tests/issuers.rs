@@ -113,6 +113,19 @@ async fn a_second_issuer_takes_over_while_the_first_keeps_its_crl_and_devices() 
         ca_init(dir, "next");
         let next_ca = dir.join("next/ca.crt");
         std::fs::write(dir.join("config.toml"), ROLLOVER).unwrap();
+        // The `ca` commands sign with the first issuer too.
+        let server_cert = dir.join("server.crt");
+        let made = provisiond(dir)
+            .args(["ca", "server-cert", "--ip", "127.0.0.1", "--cert-out"])
+            .arg(&server_cert)
+            .arg("--key-out")
+            .arg(dir.join("server.key"))
+            .env("CERTS_DIR", &certs)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", text(&made));
+        let (good, said) = verify(&["-CAfile", path(&next_ca), path(&server_cert)]);
+        assert!(good, "{said}");
         let (server, base) = start(dir, &env).await;
 
         let after = dir.join("after");

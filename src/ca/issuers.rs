@@ -80,6 +80,23 @@ impl Issuers {
         })
     }
 
+    /// The CA the `ca` commands sign with (`ca ocsp-signer`, `ca server-cert`): the
+    /// first of `[[issuers]]`, else `[ca]`'s (generated when there is none), without its
+    /// OCSP responder, which the first of those commands replaces.
+    pub fn load_first_signing(
+        ca: &CaSettings,
+        configured: &[IssuerSettings],
+    ) -> anyhow::Result<CertificateAuthority> {
+        let Some(first) = configured.first() else {
+            return CertificateAuthority::load_signing(ca, 1);
+        };
+        let settings = issuer_settings(ca, first);
+        let source = KeySource::of(&settings)
+            .map_err(|e| anyhow::anyhow!("issuer `{}`: {e:#}", first.name))?;
+        CertificateAuthority::load_at(&settings, source, &first.cert, first.chain.as_deref(), 1)
+            .map_err(|e| anyhow::anyhow!("issuer `{}`: {e:#}", first.name))
+    }
+
     /// The first issuer: groups that name none are signed by it, and `/api/v1/ca` serves
     /// its chain.
     pub fn first(&self) -> &Arc<CertificateAuthority> {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::ConfigArg;
 use crate::ca::pkcs11::TokenLocation;
-use crate::ca::{CertificateAuthority, KeySource, token_location, two_tier};
+use crate::ca::{CertificateAuthority, Issuers, KeySource, token_location, two_tier};
 use crate::config::{Overrides, Settings};
 use crate::fsutil;
 use crate::secret::Secret;
@@ -178,7 +178,8 @@ pub enum CaCommand {
     },
     /// Make a delegated OCSP responder: a key and a certificate from the CA for OCSP
     /// signing only (ocsp.key, ocsp.crt beside ca.crt), so that /ocsp signs without the
-    /// CA key (or its token). Replaces an older one; restart the server to use it.
+    /// CA key (or its token). Replaces an older one; restart the server to use it. With
+    /// [[issuers]], from the first, and it answers for that issuer.
     OcspSigner {
         #[command(flatten)]
         config: ConfigArg,
@@ -187,7 +188,8 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
         days: u32,
     },
-    /// Issue a TLS server certificate from the local CA (for server.tls).
+    /// Issue a TLS server certificate from the local CA (for server.tls; with [[issuers]],
+    /// from the first).
     ServerCert {
         #[command(flatten)]
         config: ConfigArg,
@@ -292,7 +294,7 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
         }
         CaCommand::OcspSigner { config, days } => {
             let settings = Settings::load(config.config.as_deref(), &Overrides::default())?;
-            let ca = CertificateAuthority::load_signing(&settings.ca, 1)?;
+            let ca = Issuers::load_first_signing(&settings.ca, &settings.issuers)?;
             ca.make_ocsp_signer(&settings.ca.dir, days)?;
             println!(
                 "OCSP responder written to {} and {}; restart the server to use it",
@@ -355,7 +357,7 @@ fn server_cert(
     key_out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let settings = Settings::load(config, &Overrides::default())?;
-    let ca = CertificateAuthority::load_signing(&settings.ca, 1)?;
+    let ca = Issuers::load_first_signing(&settings.ca, &settings.issuers)?;
     let (chain, key) = ca.issue_server_certificate(dns, ips, days)?;
     let cert_out = cert_out.unwrap_or_else(|| settings.ca.dir.join("server.crt"));
     let key_out = key_out.unwrap_or_else(|| settings.ca.dir.join("server.key"));
