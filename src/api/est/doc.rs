@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-/// Base64 of DER (RFC 7030 §4): a PKCS#10 request, or a certs-only SignedData.
+/// Base64 of DER (RFC 7030 §4): a PKCS#10 request, or a certs-only SignedData. A
+/// request body is read the same whatever its media type.
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String)]
 pub struct Base64Der(String);
@@ -47,7 +48,7 @@ pub(in crate::api) fn csrattrs_label() {}
 /// provisioning token or enrollment code (single use), a PKCS#10 request base64; sign-csr's
 /// checks. Answers the certificate, certs-only.
 #[utoipa::path(post, path = "/.well-known/est/simpleenroll",
-    request_body(content((Base64Der = "application/pkcs10"))),
+    request_body(content((Base64Der = "application/pkcs10"), (Base64Der = "text/plain"))),
     responses(
         (status = 200, description = "The certificate, certs-only SignedData, base64", content((Base64Der = "application/pkcs7-mime"))),
         (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
@@ -62,7 +63,7 @@ pub(in crate::api) fn simpleenroll() {}
 
 #[utoipa::path(post, path = "/.well-known/est/{label}/simpleenroll",
     params(("label" = String, Path, description = "An enrollment group: the token's")),
-    request_body(content((Base64Der = "application/pkcs10"))),
+    request_body(content((Base64Der = "application/pkcs10"), (Base64Der = "text/plain"))),
     responses(
         (status = 200, description = "The certificate, certs-only SignedData, base64", content((Base64Der = "application/pkcs7-mime"))),
         (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
@@ -80,7 +81,7 @@ pub(in crate::api) fn simpleenroll_label() {}
 /// certificate, a PKCS#10 request base64; mutual-TLS renewal's checks (not revoked, not
 /// superseded, device not blocked, inside its group's renewal window).
 #[utoipa::path(post, path = "/.well-known/est/simplereenroll",
-    request_body(content((Base64Der = "application/pkcs10"))),
+    request_body(content((Base64Der = "application/pkcs10"), (Base64Der = "text/plain"))),
     responses(
         (status = 200, description = "The new certificate, certs-only SignedData, base64", content((Base64Der = "application/pkcs7-mime"))),
         (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
@@ -95,7 +96,7 @@ pub(in crate::api) fn simplereenroll() {}
 
 #[utoipa::path(post, path = "/.well-known/est/{label}/simplereenroll",
     params(("label" = String, Path, description = "An enrollment group")),
-    request_body(content((Base64Der = "application/pkcs10"))),
+    request_body(content((Base64Der = "application/pkcs10"), (Base64Der = "text/plain"))),
     responses(
         (status = 200, description = "The new certificate, certs-only SignedData, base64", content((Base64Der = "application/pkcs7-mime"))),
         (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
