@@ -72,6 +72,19 @@ fn key_and_csr(dir: &Path, name: &str, device: &str) -> (std::path::PathBuf, std
     (key, csr)
 }
 
+/// Onboarding's answer for `device` (open onboarding).
+async fn onboard(client: &reqwest::Client, base: &str, device: &str) -> Value {
+    client
+        .post(format!("{base}/api/v1/onboarding"))
+        .json(&json!({ "device_id": device }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn verify(ca: &Path, cert: &Path) {
     let (ok, said) = openssl(&["verify", "-CAfile", path(ca), path(cert)]);
     assert!(ok, "{said}");
@@ -114,15 +127,7 @@ async fn strongswan_pki_enrolls_and_reenrolls_and_each_credential_is_used_once()
 
         // simpleenroll with the enrollment code.
         let client = https_client(&ca, None);
-        let onboarded: Value = client
-            .post(format!("{base}/api/v1/onboarding"))
-            .json(&json!({ "device_id": "est-1" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let onboarded = onboard(&client, &base, "est-1").await;
         let code = onboarded["enrollment_code"].as_str().unwrap().to_owned();
         assert!(code.len() < 64, "{code}");
         assert!(onboarded["provisioning_token"].as_str().unwrap().len() > 170);
@@ -181,11 +186,7 @@ async fn strongswan_pki_enrolls_and_reenrolls_and_each_credential_is_used_once()
         drop(broker);
 
         // Two records, the first superseded by the renewal.
-        let buckets: Vec<String> = redis.cmd(&["KEYS", "mqtt-lite:certs:*"]);
-        let records: usize = buckets
-            .iter()
-            .map(|b| redis.cmd::<usize>(&["HLEN", b]))
-            .sum();
+        let records = redis.certificate_records();
         assert_eq!(records, 2);
         let device: Value = client
             .get(format!("{base}/api/v1/devices/est-1"))
@@ -240,15 +241,7 @@ async fn bad_est_requests_get_text_refusals_and_burn_nothing() {
         let ca = certs.path().join("ca.crt");
         let client = https_client(&ca, None);
         let est = format!("{base}/.well-known/est");
-        let onboarded: Value = client
-            .post(format!("{base}/api/v1/onboarding"))
-            .json(&json!({ "device_id": "est-9" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let onboarded = onboard(&client, &base, "est-9").await;
         let token = onboarded["provisioning_token"].as_str().unwrap();
         let code = onboarded["enrollment_code"].as_str().unwrap();
 

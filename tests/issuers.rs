@@ -313,11 +313,7 @@ async fn a_second_issuer_takes_over_while_the_first_keeps_its_crl_and_devices() 
         );
 
         // Four devices' certificates, each recorded once, plus the renewal's.
-        let buckets: Vec<String> = redis.cmd(&["KEYS", "mqtt-lite:certs:*"]);
-        let records: usize = buckets
-            .iter()
-            .map(|b| redis.cmd::<usize>(&["HLEN", b]))
-            .sum();
+        let records = redis.certificate_records();
         assert_eq!(records, 4);
         stop(server);
     })

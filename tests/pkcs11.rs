@@ -95,11 +95,7 @@ async fn a_ca_key_in_softhsm_signs_what_openssl_and_mosquitto_accept() {
             let (ok, said) = openssl(&["verify", "-CAfile", path(&ca), path(cert)]);
             assert!(ok, "{said}");
         }
-        let buckets: Vec<String> = redis.cmd(&["KEYS", "mqtt-lite:certs:*"]);
-        let records: usize = buckets
-            .iter()
-            .map(|b| redis.cmd::<usize>(&["HLEN", b]))
-            .sum();
+        let records = redis.certificate_records();
         assert_eq!(records, 2, "both certificates are recorded in Redis");
 
         let client = reqwest::Client::new();

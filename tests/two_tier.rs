@@ -166,11 +166,7 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
             served,
             std::fs::read_to_string(certs.join("ca.crt")).unwrap()
         );
-        let buckets: Vec<String> = redis.cmd(&["KEYS", "mqtt-lite:certs:*"]);
-        let records: usize = buckets
-            .iter()
-            .map(|b| redis.cmd::<usize>(&["HLEN", b]))
-            .sum();
+        let records = redis.certificate_records();
         assert_eq!(records, 3);
 
         // A broker whose cafile holds the root alone lets in the device that presents

@@ -164,6 +164,15 @@ impl RedisServer {
         cmd.query(&mut self.connection()).expect("redis command")
     }
 
+    /// How many certificate records the registry holds (every `certs:` bucket's fields).
+    pub fn certificate_records(&self) -> usize {
+        let buckets: Vec<String> = self.cmd(&["KEYS", "mqtt-lite:certs:*"]);
+        buckets
+            .iter()
+            .map(|b| self.cmd::<usize>(&["HLEN", b]))
+            .sum()
+    }
+
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
