@@ -96,7 +96,17 @@ impl FallbackStore {
             // left these for this one.
             let now = unix_now();
             for record in redis.certificates_of(&device).await? {
-                if record.status(now) != "valid" || record.issued_at < block.at {
+                // A block that stood in Redis: only what was issued in a later second. One
+                // of the block's own second is the revoke-and-block's, which is revoking
+                // it with its own reason as this pass runs (times are whole seconds), and
+                // this pass must not race it to `privilegeWithdrawn`. A block Redis had
+                // lost: from its second on, as ever.
+                let after_block = if restored {
+                    record.issued_at >= block.at
+                } else {
+                    record.issued_at > block.at
+                };
+                if record.status(now) != "valid" || !after_block {
                     continue;
                 }
                 let withdrawn = Revocation {
