@@ -227,9 +227,9 @@ async fn reenroll(
         .issuers
         .check_presented(der)
         .map_err(|e| ApiError::RenewalProofInvalid(e.into()))?;
+    issuer_of_label(req, state)?;
     // Whose certificate it is, the registry says; one it does not know is its common
     // name's, and refused as unknown by the renewal's store step.
-    issuer_of_label(req, state)?;
     let (device, group) = match state
         .store
         .certificate(&presented.serial)
