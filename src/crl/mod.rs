@@ -79,6 +79,12 @@ impl Published {
         &self.crls[self.default]
     }
 
+    /// The highest number among them (one kept from before, while its issuer could
+    /// not sign, is lower).
+    pub fn number(&self) -> u64 {
+        self.crls.iter().map(|c| c.number).max().unwrap_or(0)
+    }
+
     /// The CRL of the issuer at `index` in [`Issuers`]' order.
     pub fn of_issuer(&self, index: usize) -> Option<&SignedCrl> {
         self.crls.get(index)
@@ -244,10 +250,7 @@ impl CrlPublisher {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         // A refresh racing another (the timer and a revocation) never puts an older CRL
         // back.
-        if current
-            .as_ref()
-            .is_some_and(|c| c.crl().number > crl.number)
-        {
+        if current.as_ref().is_some_and(|c| c.number() > number) {
             return Ok(false);
         }
         self.metrics.crl_entries.set(crl.entries as i64);
@@ -284,12 +287,21 @@ impl CrlPublisher {
         let mut crls = Vec::with_capacity(self.issuers.len());
         let mut signed = 0;
         for (index, (name, ca)) in self.issuers.iter().enumerate() {
+            let last = previous.as_ref().and_then(|p| p.of_issuer(index));
+            // Signed already with this number (the retry after another issuer could not
+            // sign): the same list, the same CRL; a long one is not signed again every
+            // check while a token is away.
+            if let Some(last) = last.filter(|l| l.number == number) {
+                signed += 1;
+                crls.push(last.clone());
+                continue;
+            }
             match ca.sign_crl(number, this_update, next_update, entries) {
                 Ok(crl) => {
                     signed += 1;
                     crls.push(crl);
                 }
-                Err(e) => match previous.as_ref().and_then(|p| p.of_issuer(index)) {
+                Err(e) => match last {
                     Some(last) if self.issuers.len() > 1 => {
                         tracing::warn!(issuer = name, error = %e, "this issuer cannot sign its CRL now; its last one is served until it can");
                         crls.push(last.clone());
@@ -322,7 +334,7 @@ impl CrlPublisher {
     /// instances that read the same list still agree, since the file only holds numbers
     /// they computed.
     fn number_above_published(&self, computed: u64) -> u64 {
-        let current = self.current().map_or(0, |c| c.crl().number);
+        let current = self.current().map_or(0, |c| c.number());
         let filed = self.file.as_ref().map_or(0, ListedFile::last_number);
         let published = current.max(filed);
         if computed >= published {
