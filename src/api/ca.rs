@@ -22,9 +22,9 @@ pub async fn ca_certificate(
     let pem = if all {
         state.issuers.bundle_pem()
     } else {
-        state.issuers.first().chain_pem().to_owned()
+        state.issuers.first().chain_pem()
     };
     Ok(HttpResponse::Ok()
         .content_type("application/x-pem-file")
-        .body(pem))
+        .body(pem.to_owned()))
 }

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::groups::DEFAULT_GROUP;
 use crate::lifecycle::{Certified, Renewing, storage_error};
 use crate::net::PeerCertificate;
+use crate::registry::CertificateRecord;
 use crate::store::CertificateRegistry;
 
 pub async fn renew(
@@ -34,8 +35,14 @@ pub async fn renew(
     let csr = body
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
+    let record = state
+        .store
+        .certificate(&presented.serial)
+        .await
+        .map_err(storage_error)?;
     let proven = Proven {
         presented,
+        record,
         proof,
         proof_kind,
     };
@@ -46,6 +53,8 @@ pub async fn renew(
 /// A certificate of ours and how its holder proved it.
 pub(super) struct Proven {
     pub presented: PresentedCertificate,
+    /// The registry's record of its serial, read once by the door.
+    pub record: Option<CertificateRecord>,
     /// The JWT proof (`None`: the TLS handshake was the proof).
     pub proof: Option<renewal::Proof>,
     /// `jwt` or `mtls`, for the audit.
@@ -70,17 +79,13 @@ pub(super) async fn renew_proven(
     let client = state.client_ip(req);
     let Proven {
         presented,
+        record,
         proof,
         proof_kind,
     } = proven;
     let device = device.clone();
     // The registry says whose the certificate is and which group it was issued under:
     // the group's policy, profile and hook apply to its successor.
-    let record = state
-        .store
-        .certificate(&presented.serial)
-        .await
-        .map_err(storage_error)?;
     let same_name = presented.common_name == device.as_str();
     let group_name = match record {
         // The serial is the record's, the certificate another: one signed with one of

@@ -68,8 +68,11 @@ async fn sign(
     let token = bearer(req).ok_or(ApiError::TokenInvalid(
         "an `Authorization: Bearer <provisioning token>` header is required",
     ))?;
+    // The body read for a code is the one used below: parsed once.
+    let mut read = None;
     let claims = if crate::enrollment_code::is_code(token) {
-        state.tokens.verify_for(token, &raw.json()?.device_id()?)?
+        let body = read.insert(raw.json()?);
+        state.tokens.verify_for(token, &body.device_id()?)?
     } else {
         state.tokens.verify(token)?
     };
@@ -81,7 +84,10 @@ async fn sign(
     }
 
     // 2. Issued for this device.
-    let body = raw.json()?;
+    let body = match read {
+        Some(body) => body,
+        None => raw.json()?,
+    };
     let device = body.device_id()?;
     note_device(&device);
     if claims.subject != device.as_str() {

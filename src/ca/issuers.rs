@@ -7,20 +7,21 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use super::presented::NOT_THIS_CA;
 use super::{CertId, CertificateAuthority, KeySource, PresentedCertificate, ocsp_signer};
 use crate::config::{CaSettings, DEFAULT_ISSUER, IssuerSettings};
 
 /// The issuers in force, in the order configured; never empty.
 pub struct Issuers {
     list: Vec<(Arc<str>, Arc<CertificateAuthority>)>,
+    /// [`Issuers::bundle_pem`], made once.
+    bundle: String,
 }
 
 impl Issuers {
     /// `[ca]`'s CA alone, named `default`: a server without `[[issuers]]`.
     pub fn single(ca: Arc<CertificateAuthority>) -> Self {
-        Self {
-            list: vec![(DEFAULT_ISSUER.into(), ca)],
-        }
+        Self::of(vec![(DEFAULT_ISSUER.into(), ca)])
     }
 
     /// Loads `configured` (`[[issuers]]`, keys proved against their certificates), or
@@ -72,12 +73,11 @@ impl Issuers {
             list.push((issuer.name.as_str().into(), loaded));
         }
         attach_ocsp_signer(&ca.dir, &mut list)?;
-        Ok(Self {
-            list: list
-                .into_iter()
+        Ok(Self::of(
+            list.into_iter()
                 .map(|(name, ca)| (name, Arc::new(ca)))
                 .collect(),
-        })
+        ))
     }
 
     /// The CA the `ca` commands sign with (`ca ocsp-signer`, `ca server-cert`): the
@@ -151,32 +151,26 @@ impl Issuers {
         self.list.iter().map(|(_, ca)| ca).find(|ca| ca.signed(der))
     }
 
-    /// As [`CertificateAuthority::check_presented`], by whichever issuer signed `der`.
+    /// As [`CertificateAuthority::check_presented`], by whichever issuer signed `der`:
+    /// each compares the issuer name before it verifies, so the signature is verified
+    /// once (twice only for two CAs of one name). One issuer's refusal is said in its
+    /// words; with several, a certificate none of them names is "not issued by any".
     pub fn check_presented(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
-        match self.issuer_of(der) {
-            Some(ca) => ca.check_presented(der),
-            // The first issuer's words: not issued by it, or does not parse.
-            None if self.list.len() == 1 => self.first().check_presented(der),
-            None => Err("the certificate was not issued by any of this server's CAs"),
+        let mut refusal = None;
+        for (_, ca) in &self.list {
+            match ca.check_presented(der) {
+                Ok(presented) => return Ok(presented),
+                Err(NOT_THIS_CA) if self.list.len() > 1 => {}
+                Err(e) => refusal = refusal.or(Some(e)),
+            }
         }
+        Err(refusal.unwrap_or("the certificate was not issued by any of this server's CAs"))
     }
 
     /// Every certificate of every issuer's chain, each once, the first issuer's first:
     /// what a broker trusts during a rollover (`/api/v1/ca?bundle=all`).
-    pub fn bundle_pem(&self) -> String {
-        let mut seen = std::collections::HashSet::new();
-        let mut bundle = String::new();
-        for (_, ca) in &self.list {
-            for block in ca
-                .chain_pem()
-                .split_inclusive("-----END CERTIFICATE-----\n")
-            {
-                if seen.insert(block.to_owned()) {
-                    bundle.push_str(block);
-                }
-            }
-        }
-        bundle
+    pub fn bundle_pem(&self) -> &str {
+        &self.bundle
     }
 
     /// The latest notAfter of any issuer: no certificate they sign outlives it.
@@ -194,6 +188,24 @@ impl Issuers {
             .iter()
             .map(|(_, ca)| ca.cert_der().to_vec())
             .collect()
+    }
+}
+
+impl Issuers {
+    fn of(list: Vec<(Arc<str>, Arc<CertificateAuthority>)>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let mut bundle = String::new();
+        for (_, ca) in &list {
+            for block in ca
+                .chain_pem()
+                .split_inclusive("-----END CERTIFICATE-----\n")
+            {
+                if seen.insert(block) {
+                    bundle.push_str(block);
+                }
+            }
+        }
+        Self { list, bundle }
     }
 }
 

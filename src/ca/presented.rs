@@ -6,6 +6,10 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 use super::CertificateAuthority;
 use super::csr::{KeyType, key_type};
 
+/// [`CertificateAuthority::check_presented`]'s refusal of a certificate another CA's
+/// name issued.
+pub(super) const NOT_THIS_CA: &str = "the certificate was not issued by this CA";
+
 /// A certificate this CA issued, as presented by a device.
 #[derive(Debug, Clone)]
 pub struct PresentedCertificate {
@@ -51,7 +55,7 @@ impl CertificateAuthority {
             Err(_) => return Err("the CA certificate does not parse"),
         };
         if cert.issuer().as_raw() != ca.subject().as_raw() {
-            return Err("the certificate was not issued by this CA");
+            return Err(NOT_THIS_CA);
         }
         cert.verify_signature(Some(ca.public_key()))
             .map_err(|_| "the certificate's signature does not verify with the CA's key")?;

@@ -121,10 +121,10 @@ pub async fn cacerts(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
             return Err(Refusal::NeedsTls);
         }
         let pem = match issuer_of_label(&req, &state)? {
-            Some(issuer) => issuer.chain_pem().to_owned(),
+            Some(issuer) => issuer.chain_pem(),
             None => state.issuers.bundle_pem(),
         };
-        let der = wire::certs_only(&wire::pem_ders(&pem))?;
+        let der = wire::certs_only(&wire::pem_ders(pem))?;
         Ok(wire::pkcs7_answer(&der))
     })())
 }
@@ -230,16 +230,16 @@ async fn reenroll(
     issuer_of_label(req, state)?;
     // Whose certificate it is, the registry says; one it does not know is its common
     // name's, and refused as unknown by the renewal's store step.
-    let (device, group) = match state
+    let record = state
         .store
         .certificate(&presented.serial)
         .await
-        .map_err(storage_error)?
-    {
-        Some(record) => (record.device_id, record.group),
+        .map_err(storage_error)?;
+    let (device, group) = match &record {
+        Some(record) => (record.device_id.clone(), record.group.as_str()),
         None => (
             DeviceId::parse(&presented.common_name).map_err(|_| ApiError::CertificateUnknown)?,
-            crate::groups::DEFAULT_GROUP.to_owned(),
+            crate::groups::DEFAULT_GROUP,
         ),
     };
     // A label is the certificate's group: a renewal keeps its group.
@@ -255,6 +255,7 @@ async fn reenroll(
     let csr = wire::csr_pem(raw.bytes())?;
     let proven = Proven {
         presented,
+        record,
         proof: None,
         proof_kind: "mtls",
     };
