@@ -14,6 +14,7 @@ use crate::domain::{DeviceId, Jti};
 use crate::enrollment_code::CodeKey;
 use crate::error::ApiError;
 use crate::secret::Secret;
+use crate::store::TokenFacts;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -92,9 +93,16 @@ impl TokenService {
         self.ttl
     }
 
-    /// Signs the token for `jti`, already pending in the store; `epoch` is the store's
-    /// epoch read after the token was stored, so that a loss of writes before its first
-    /// possible use is never missed. `group` goes in the `grp` claim.
+    /// What the store keeps of a token issued now in store `epoch` for `group`.
+    pub fn facts(&self, group: &str, epoch: u64) -> TokenFacts {
+        TokenFacts {
+            group: group.to_owned(),
+            epoch,
+            expires_at: unix_now() + self.ttl.as_secs(),
+        }
+    }
+
+    /// Signs the token for `jti`, in store `epoch`, for `group` (the `grp` claim).
     pub fn issue(
         &self,
         device: &DeviceId,
@@ -102,8 +110,21 @@ impl TokenService {
         epoch: u64,
         group: &str,
     ) -> Result<IssuedToken, ApiError> {
-        let issued_at = unix_now();
-        let expires_at = issued_at + self.ttl.as_secs();
+        self.issue_with(device, jti, &self.facts(group, epoch))
+    }
+
+    /// The token for `jti` with the `facts` the store keeps: the same JWT and code each
+    /// time for the same arguments, so a door that finds the token in the store
+    /// (CMP's MAC) makes the credential the device holds.
+    pub fn issue_with(
+        &self,
+        device: &DeviceId,
+        jti: Jti,
+        facts: &TokenFacts,
+    ) -> Result<IssuedToken, ApiError> {
+        let expires_at = facts.expires_at;
+        let issued_at = expires_at.saturating_sub(self.ttl.as_secs());
+        let group = facts.group.as_str();
         let claims = Claims {
             sub: device.to_string(),
             jti: jti.to_string(),
@@ -112,12 +133,14 @@ impl TokenService {
             nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            ep: epoch,
+            ep: facts.epoch,
             grp: (group != crate::registry::DEFAULT_GROUP).then(|| group.to_owned()),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| anyhow::anyhow!("JWT encoding failed: {e}"))?;
-        let code = self.code_key.encode(device, &jti, expires_at, epoch, group);
+        let code = self
+            .code_key
+            .encode(device, &jti, expires_at, facts.epoch, group);
         Ok(IssuedToken {
             token,
             code,
@@ -125,6 +148,17 @@ impl TokenService {
             issued_at,
             expires_at,
         })
+    }
+
+    /// What the token `jti` with `facts` verifies as, for a door that found it in the
+    /// store and proved the device holds it.
+    pub fn verified_from(device: &DeviceId, jti: Jti, facts: TokenFacts) -> VerifiedToken {
+        VerifiedToken {
+            subject: device.to_string(),
+            jti,
+            epoch: facts.epoch,
+            group: facts.group,
+        }
     }
 
     /// Verifies a bearer credential for `device`: the JWT, or its short form, the

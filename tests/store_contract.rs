@@ -12,10 +12,11 @@ use provisiond::registry::{Block, CertificateRecord, Reason, Revocation, slots};
 use provisiond::secret::Secret;
 use provisiond::store::{
     CertificateRegistry, ConsumeOutcome, Handover, Issued, MemoryStore, ProofUse, RedisConfig,
-    RedisStore, Renewal, RevokedCertificate, TokenStore,
+    RedisStore, Renewal, RevokedCertificate, TokenFacts, TokenStore,
 };
 
 const TTL: Duration = Duration::from_secs(60);
+static FACTS: std::sync::LazyLock<TokenFacts> = std::sync::LazyLock::new(TokenFacts::default);
 
 fn device(name: &str) -> DeviceId {
     DeviceId::parse(name).unwrap()
@@ -26,7 +27,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
 
     // Issue, then consume once.
     let (a, jti) = (device("c-a"), Jti::random());
-    store.issue(&a, &jti, TTL).await.unwrap();
+    store.issue(&a, &jti, TTL, &FACTS).await.unwrap();
     assert_eq!(
         store.consume(&a, &jti, store.epoch(), None).await.unwrap(),
         Consumed
@@ -35,6 +36,20 @@ async fn contract(store: Arc<dyn TokenStore>) {
         store.consume(&a, &jti, store.epoch(), None).await.unwrap(),
         NotFound
     );
+
+    // The pending token is found from the device id alone, with the facts it was
+    // issued with (CMP's MAC), and not once it is used.
+    let (p, jti) = (device("c-p"), Jti::random());
+    let facts = TokenFacts {
+        group: "gateways".into(),
+        epoch: store.epoch(),
+        expires_at: 1_900_000_000,
+    };
+    assert_eq!(store.pending(&p).await.unwrap(), None);
+    store.issue(&p, &jti, TTL, &facts).await.unwrap();
+    assert_eq!(store.pending(&p).await.unwrap(), Some((jti, facts.clone())));
+    store.consume(&p, &jti, store.epoch(), None).await.unwrap();
+    assert_eq!(store.pending(&p).await.unwrap(), None);
 
     // Never issued; issued to another device.
     let b = device("c-b");
@@ -46,7 +61,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
         NotFound
     );
     let for_b = Jti::random();
-    store.issue(&b, &for_b, TTL).await.unwrap();
+    store.issue(&b, &for_b, TTL, &FACTS).await.unwrap();
     assert_eq!(
         store
             .consume(&a, &for_b, store.epoch(), None)
@@ -58,8 +73,8 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Replacement: the old token dies at once.
     let (old, new) = (Jti::random(), Jti::random());
     let c = device("c-c");
-    store.issue(&c, &old, TTL).await.unwrap();
-    store.issue(&c, &new, TTL).await.unwrap();
+    store.issue(&c, &old, TTL, &FACTS).await.unwrap();
+    store.issue(&c, &new, TTL, &FACTS).await.unwrap();
     assert_eq!(
         store.consume(&c, &old, store.epoch(), None).await.unwrap(),
         NotFound
@@ -72,7 +87,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Revocation.
     let d = device("c-d");
     let jti = Jti::random();
-    store.issue(&d, &jti, TTL).await.unwrap();
+    store.issue(&d, &jti, TTL, &FACTS).await.unwrap();
     assert!(store.revoke_device(&d).await.unwrap());
     assert!(!store.revoke_device(&d).await.unwrap());
     assert_eq!(
@@ -83,7 +98,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Expiry: absent as soon as the TTL is up.
     let e = device("c-e");
     let jti = Jti::random();
-    store.issue(&e, &jti, Duration::from_secs(1)).await.unwrap();
+    store.issue(&e, &jti, Duration::from_secs(1), &FACTS).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         store.consume(&e, &jti, store.epoch(), None).await.unwrap(),
@@ -93,7 +108,7 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Concurrency: of many consumers of one token, exactly one wins.
     let f = device("c-f");
     let jti = Jti::random();
-    store.issue(&f, &jti, TTL).await.unwrap();
+    store.issue(&f, &jti, TTL, &FACTS).await.unwrap();
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let (store, f) = (store.clone(), f.clone());
@@ -147,7 +162,7 @@ async fn registry_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
 
     // Recorded exactly when the token is consumed.
     let jti = Jti::random();
-    store.issue(&device, &jti, TTL).await.unwrap();
+    store.issue(&device, &jti, TTL, &FACTS).await.unwrap();
     let consumed = store.consume(&device, &jti, store.epoch(), Some(&first));
     assert_eq!(consumed.await.unwrap(), Consumed);
     let replay = store.consume(&device, &jti, store.epoch(), Some(&second));
@@ -264,7 +279,7 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     };
     let (old, new, newer) = (record(), record(), record());
     let jti = Jti::random();
-    store.issue(&device, &jti, TTL).await.unwrap();
+    store.issue(&device, &jti, TTL, &FACTS).await.unwrap();
     store
         .consume(&device, &jti, store.epoch(), Some(&old))
         .await
@@ -296,7 +311,7 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
         ..record()
     };
     let jti = Jti::random();
-    store.issue(&neighbour, &jti, TTL).await.unwrap();
+    store.issue(&neighbour, &jti, TTL, &FACTS).await.unwrap();
     let consumed = store
         .consume(&neighbour, &jti, store.epoch(), Some(&theirs))
         .await
@@ -411,7 +426,7 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     };
     assert_eq!(store.block(&device, later).await.unwrap(), block);
     assert_eq!(store.blocked(&device).await.unwrap(), Some(block));
-    let refused = store.issue(&device, &Jti::random(), TTL).await.unwrap();
+    let refused = store.issue(&device, &Jti::random(), TTL, &FACTS).await.unwrap();
     assert_eq!(refused, Issued::Blocked);
     let blocked = store
         .renew(&newer.serial, None, &stray, &handover(&stray, "k4"), None)
@@ -419,7 +434,7 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(blocked.unwrap(), Renewal::Blocked);
     assert!(store.unblock(&device).await.unwrap());
     assert!(!store.unblock(&device).await.unwrap());
-    let issued = store.issue(&device, &Jti::random(), TTL).await.unwrap();
+    let issued = store.issue(&device, &Jti::random(), TTL, &FACTS).await.unwrap();
     assert_eq!(issued, Issued::Issued);
     let renewed = store
         .renew(&newer.serial, None, &stray, &handover(&stray, "k4"), None)
@@ -462,7 +477,7 @@ async fn the_redis_store_counts_without_keys_and_respects_its_prefix() {
         .unwrap();
     for i in 0..2500 {
         store
-            .issue(&device(&format!("n-{i}")), &Jti::random(), TTL)
+            .issue(&device(&format!("n-{i}")), &Jti::random(), TTL, &FACTS)
             .await
             .unwrap();
     }
@@ -508,7 +523,7 @@ fn record_of(device: &DeviceId) -> CertificateRecord {
 /// Records `record` as sign-csr does: a token issued, then consumed with it.
 async fn recorded<S: TokenStore>(store: &S, record: &CertificateRecord) {
     let jti = Jti::random();
-    store.issue(&record.device_id, &jti, TTL).await.unwrap();
+    store.issue(&record.device_id, &jti, TTL, &FACTS).await.unwrap();
     let consumed = store
         .consume(&record.device_id, &jti, store.epoch(), Some(record))
         .await

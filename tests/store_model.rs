@@ -24,8 +24,11 @@ use provisiond::config::FallbackPolicy;
 use provisiond::domain::{DeviceId, Jti};
 use provisiond::secret::Secret;
 use provisiond::store::{
-    ConsumeOutcome, FallbackStore, MemoryStore, RedisConfig, RedisStore, StoreError, TokenStore,
+    ConsumeOutcome, FallbackStore, MemoryStore, RedisConfig, RedisStore, StoreError, TokenFacts,
+    TokenStore,
 };
+
+static FACTS: std::sync::LazyLock<TokenFacts> = std::sync::LazyLock::new(TokenFacts::default);
 
 const DEVICES: usize = 2;
 const TTLS: [Duration; 3] = [
@@ -225,11 +228,11 @@ async fn run_case(
                 // As onboarding does: a token Redis may have kept is issued again with a
                 // new jti, never into memory as well.
                 let mut jti = Jti::random();
-                let mut answer = store.issue(&device(d), &jti, TTLS[ttl]).await;
+                let mut answer = store.issue(&device(d), &jti, TTLS[ttl], &FACTS).await;
                 for _ in 0..2 {
                     if matches!(answer, Ok(provisiond::store::Issued::Unsure)) {
                         jti = Jti::random();
-                        answer = store.issue(&device(d), &jti, TTLS[ttl]).await;
+                        answer = store.issue(&device(d), &jti, TTLS[ttl], &FACTS).await;
                     }
                 }
                 if redis_only_and_away {

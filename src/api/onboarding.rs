@@ -94,11 +94,15 @@ pub async fn onboarding(
     // A token Redis may or may not have kept (it stopped answering mid-write) is never
     // also put into memory: the next attempt has a new jti (and goes to memory, Redis
     // being marked away by then).
+    // The epoch is read before the write: a loss in between makes the store refuse the
+    // token later (a retry onboards again), never take one it may have lost. The store
+    // keeps it, the group and the expiry, so that CMP can make the credential again.
+    let facts = state.tokens.facts(&group.name, state.store.epoch());
     let mut jti = Jti::random();
     for attempt in 1.. {
         match state
             .store
-            .issue(&device, &jti, state.tokens.ttl())
+            .issue(&device, &jti, state.tokens.ttl(), &facts)
             .await
             .map_err(storage_error)?
         {
@@ -109,9 +113,7 @@ pub async fn onboarding(
         }
     }
     Span::current().record("jti", jti.short());
-    let issued = state
-        .tokens
-        .issue(&device, jti, state.store.epoch(), &group.name)?;
+    let issued = state.tokens.issue_with(&device, jti, &facts)?;
     state.metrics.tokens_issued.inc();
     state
         .metrics

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     CertificateRegistry, ConsumeOutcome, HANDOVER_WINDOW, Handover, Issued, ProofUse, Renewal,
-    RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenStore,
+    RevokedCertificate, RevokedList, StorageMode, StoreError, StoreStats, TokenFacts, TokenStore,
     replay_window,
 };
 use crate::clock::{unix_now, unix_now_ms};
@@ -37,11 +37,13 @@ pub enum Take {
     Absent,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     jti: Jti,
     /// Milliseconds since the store's epoch; monotonic, so wall-clock jumps change nothing.
     expires_ms: u64,
+    /// Boxed: most lookups never read them, and the map stays small.
+    facts: Box<TokenFacts>,
 }
 
 #[derive(Default)]
@@ -230,15 +232,26 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn insert(&self, device: &DeviceId, jti: &Jti, ttl: Duration) {
+    pub fn insert(&self, device: &DeviceId, jti: &Jti, ttl: Duration, facts: &TokenFacts) {
         let expires_ms = self.now_ms() + ttl.as_millis() as u64;
         self.shard(device).tokens.insert(
             device.clone(),
             Entry {
                 jti: *jti,
                 expires_ms,
+                facts: Box::new(facts.clone()),
             },
         );
+    }
+
+    /// The device's live pending token here, if any.
+    pub fn pending(&self, device: &DeviceId) -> Option<(Jti, TokenFacts)> {
+        let now = self.now_ms();
+        self.shard(device)
+            .tokens
+            .get(device)
+            .filter(|entry| entry.expires_ms > now)
+            .map(|entry| (entry.jti, (*entry.facts).clone()))
     }
 
     pub fn take(&self, device: &DeviceId, jti: &Jti) -> Take {
@@ -337,12 +350,17 @@ impl TokenStore for MemoryStore {
         device: &DeviceId,
         jti: &Jti,
         ttl: Duration,
+        facts: &TokenFacts,
     ) -> Result<Issued, StoreError> {
         if self.is_blocked(device) {
             return Ok(Issued::Blocked);
         }
-        self.insert(device, jti, ttl);
+        self.insert(device, jti, ttl, facts);
         Ok(Issued::Issued)
+    }
+
+    async fn pending(&self, device: &DeviceId) -> Result<Option<(Jti, TokenFacts)>, StoreError> {
+        Ok(MemoryStore::pending(self, device))
     }
 
     async fn consume(
@@ -566,12 +584,12 @@ mod tests {
         let store = MemoryStore::new();
         let device = DeviceId::parse("d").unwrap();
         let jti = Jti::random();
-        store.insert(&device, &jti, Duration::from_millis(20));
+        store.insert(&device, &jti, Duration::from_millis(20), &TokenFacts::default());
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(store.live_count(), 0);
         // Known for what it was until swept: answered without asking Redis.
         assert_eq!(store.take(&device, &Jti::random()), Take::Absent);
-        store.insert(&device, &jti, Duration::from_millis(20));
+        store.insert(&device, &jti, Duration::from_millis(20), &TokenFacts::default());
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(store.take(&device, &jti), Take::Expired);
         assert_eq!(store.take(&device, &jti), Take::Absent);
@@ -586,6 +604,7 @@ mod tests {
                 &DeviceId::parse(&format!("d{i}")).unwrap(),
                 &Jti::random(),
                 Duration::from_millis(ttl),
+                &TokenFacts::default(),
             );
         }
         std::thread::sleep(Duration::from_millis(20));

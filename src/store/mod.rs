@@ -226,16 +226,42 @@ pub struct StoreStats {
     pub memory_tokens: u64,
 }
 
+/// What the store keeps of a pending token beside its jti: what its JWT and enrollment
+/// code say, so that a door that gets only the device id can find the credential again
+/// (CMP's password-based MAC, RFC 9483 §3.2, whose secret never travels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub group: String,
+    /// The store epoch the token belongs to (see [`TokenStore::consume`]).
+    pub epoch: u64,
+    /// When it expires, unix seconds (the JWT's `exp`).
+    pub expires_at: u64,
+}
+
+impl Default for TokenFacts {
+    fn default() -> Self {
+        Self {
+            group: crate::registry::DEFAULT_GROUP.to_owned(),
+            epoch: 0,
+            expires_at: 0,
+        }
+    }
+}
+
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Makes `jti` the one pending token of `device` for `ttl`, replacing any other,
-    /// unless the device is blocked.
+    /// unless the device is blocked. `facts` are kept with it for [`TokenStore::pending`].
     async fn issue(
         &self,
         device: &DeviceId,
         jti: &Jti,
         ttl: Duration,
+        facts: &TokenFacts,
     ) -> Result<Issued, StoreError>;
+
+    /// The device's pending token, if it has a live one: its jti and facts.
+    async fn pending(&self, device: &DeviceId) -> Result<Option<(Jti, TokenFacts)>, StoreError>;
 
     /// Uses the token up if it is still pending, and records `certificate` in the same
     /// atomic step: a certificate is recorded exactly when its token is consumed.

@@ -40,7 +40,7 @@ use super::memory::Take;
 use super::stale::StaleInRedis;
 use super::{
     CertificateRegistry, ConsumeOutcome, FleetBatch, FleetSource, Issued, LimitSubject,
-    MemoryStore, RedisStore, StorageMode, StoreError, StoreStats, TokenStore,
+    MemoryStore, RedisStore, StorageMode, StoreError, StoreStats, TokenFacts, TokenStore,
 };
 use crate::clock::unix_now;
 use crate::config::FallbackPolicy;
@@ -325,7 +325,7 @@ impl FallbackStore {
         match &self.redis {
             None => Ok(None),
             Some(redis) if redis.is_connected() => {
-                Ok(redis.pending(device).await?.map(|(_, ttl)| ttl))
+                Ok(redis.pending_jti(device).await?.map(|(_, ttl)| ttl))
             }
             Some(_) => Err(unreachable()),
         }
@@ -339,9 +339,10 @@ impl TokenStore for FallbackStore {
         device: &DeviceId,
         jti: &Jti,
         ttl: Duration,
+        facts: &TokenFacts,
     ) -> Result<Issued, StoreError> {
         if let Some(redis) = self.live_redis() {
-            match self.timed("issue", redis.issue(device, jti, ttl)).await {
+            match self.timed("issue", redis.issue(device, jti, ttl, facts)).await {
                 Ok(Issued::Issued) => {
                     // Redis holds the one pending token now: nothing else is live.
                     self.memory.remove(device);
@@ -370,8 +371,24 @@ impl TokenStore for FallbackStore {
                 StoreError::Failed(format!("cannot record a device stale in redis: {e}"))
             })?;
         }
-        self.timed_memory("issue", || self.memory.insert(device, jti, ttl));
+        self.timed_memory("issue", || self.memory.insert(device, jti, ttl, facts));
         Ok(Issued::Issued)
+    }
+
+    /// Where [`FallbackStore::pending_for`] looks: memory first (a token issued there
+    /// replaced any in Redis), none for a device whose Redis token is stale.
+    async fn pending(&self, device: &DeviceId) -> Result<Option<(Jti, TokenFacts)>, StoreError> {
+        if let Some(pending) = self.memory.pending(device) {
+            return Ok(Some(pending));
+        }
+        if self.stale.contains(device) {
+            return Ok(None);
+        }
+        match &self.redis {
+            None => Ok(None),
+            Some(redis) if redis.is_connected() => redis.pending(device).await,
+            Some(_) => Err(unreachable()),
+        }
     }
 
     async fn consume(

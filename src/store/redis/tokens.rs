@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::super::topology::RedisConn;
 use super::super::{
-    ConsumeOutcome, Issued, RedisStats, StorageMode, StoreError, StoreStats, TokenStore,
+    ConsumeOutcome, Issued, RedisStats, StorageMode, StoreError, StoreStats, TokenFacts, TokenStore,
     replay_window,
 };
 use super::RedisStore;
@@ -23,9 +23,15 @@ use crate::registry::CertificateRecord;
 const ISSUE_ATTEMPTS: usize = 32;
 
 impl RedisStore {
-    pub(super) fn record(device: &DeviceId, jti: &str, expires_at: u64) -> String {
-        serde_json::json!({ "deviceId": device.as_str(), "jti": jti, "expiresAt": expires_at })
-            .to_string()
+    pub(super) fn record(device: &DeviceId, jti: &str, facts: &TokenFacts) -> String {
+        serde_json::json!({
+            "deviceId": device.as_str(),
+            "jti": jti,
+            "expiresAt": facts.expires_at,
+            "group": facts.group,
+            "epoch": facts.epoch,
+        })
+        .to_string()
     }
 
     pub(super) async fn try_consume(
@@ -70,7 +76,7 @@ impl RedisStore {
     }
 
     /// The device's pending token and its remaining TTL, if it has one.
-    pub async fn pending(
+    pub async fn pending_jti(
         &self,
         device: &DeviceId,
     ) -> Result<Option<(String, Duration)>, StoreError> {
@@ -91,10 +97,11 @@ impl TokenStore for RedisStore {
         device: &DeviceId,
         jti: &Jti,
         ttl: Duration,
+        facts: &TokenFacts,
     ) -> Result<Issued, StoreError> {
         let jti = jti.to_string();
         let ttl_secs = ttl.as_secs().max(1);
-        let record = Self::record(device, &jti, unix_now() + ttl_secs);
+        let record = Self::record(device, &jti, facts);
         let (device_key, token_key) = (self.keys.device(device), self.keys.token(device, &jti));
         let blocked_key = self.keys.blocked(device);
         // Most devices have no pending token: one round trip. Replacing one takes two.
@@ -128,6 +135,22 @@ impl TokenStore for RedisStore {
         )))
     }
 
+    async fn pending(&self, device: &DeviceId) -> Result<Option<(Jti, TokenFacts)>, StoreError> {
+        let Some((jti, _)) = self.pending_jti(device).await? else {
+            return Ok(None);
+        };
+        let record: Option<String> = redis::cmd("GET")
+            .arg(self.keys.token(device, &jti))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.fail(e))?;
+        // Replaced or expired between the two reads: no token to find.
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        Ok(parse_record(&record))
+    }
+
     async fn consume(
         &self,
         device: &DeviceId,
@@ -146,7 +169,7 @@ impl TokenStore for RedisStore {
 
     async fn revoke_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
         for _ in 0..ISSUE_ATTEMPTS {
-            let Some((jti, _)) = self.pending(device).await? else {
+            let Some((jti, _)) = self.pending_jti(device).await? else {
                 return Ok(false);
             };
             if self
@@ -214,4 +237,19 @@ impl TokenStore for RedisStore {
             memory_tokens: 0,
         }
     }
+}
+
+/// A token record's jti and facts; `None` for a record written before facts were kept
+/// (a token from before an upgrade, good for 5 minutes), which only the JWT's own
+/// doors take.
+fn parse_record(record: &str) -> Option<(Jti, TokenFacts)> {
+    let value: serde_json::Value = serde_json::from_str(record).ok()?;
+    Some((
+        Jti::parse(value.get("jti")?.as_str()?)?,
+        TokenFacts {
+            group: value.get("group")?.as_str()?.to_owned(),
+            epoch: value.get("epoch")?.as_u64()?,
+            expires_at: value.get("expiresAt")?.as_u64()?,
+        },
+    ))
 }
