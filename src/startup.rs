@@ -247,6 +247,7 @@ impl Application {
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             history,
             ocsp_cache: Default::default(),
+            cmp: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -98,7 +98,10 @@ async fn contract(store: Arc<dyn TokenStore>) {
     // Expiry: absent as soon as the TTL is up.
     let e = device("c-e");
     let jti = Jti::random();
-    store.issue(&e, &jti, Duration::from_secs(1), &FACTS).await.unwrap();
+    store
+        .issue(&e, &jti, Duration::from_secs(1), &FACTS)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         store.consume(&e, &jti, store.epoch(), None).await.unwrap(),
@@ -426,7 +429,10 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     };
     assert_eq!(store.block(&device, later).await.unwrap(), block);
     assert_eq!(store.blocked(&device).await.unwrap(), Some(block));
-    let refused = store.issue(&device, &Jti::random(), TTL, &FACTS).await.unwrap();
+    let refused = store
+        .issue(&device, &Jti::random(), TTL, &FACTS)
+        .await
+        .unwrap();
     assert_eq!(refused, Issued::Blocked);
     let blocked = store
         .renew(&newer.serial, None, &stray, &handover(&stray, "k4"), None)
@@ -434,7 +440,10 @@ async fn renewal_contract<S: TokenStore + CertificateRegistry>(store: Arc<S>) {
     assert_eq!(blocked.unwrap(), Renewal::Blocked);
     assert!(store.unblock(&device).await.unwrap());
     assert!(!store.unblock(&device).await.unwrap());
-    let issued = store.issue(&device, &Jti::random(), TTL, &FACTS).await.unwrap();
+    let issued = store
+        .issue(&device, &Jti::random(), TTL, &FACTS)
+        .await
+        .unwrap();
     assert_eq!(issued, Issued::Issued);
     let renewed = store
         .renew(&newer.serial, None, &stray, &handover(&stray, "k4"), None)
@@ -523,7 +532,10 @@ fn record_of(device: &DeviceId) -> CertificateRecord {
 /// Records `record` as sign-csr does: a token issued, then consumed with it.
 async fn recorded<S: TokenStore>(store: &S, record: &CertificateRecord) {
     let jti = Jti::random();
-    store.issue(&record.device_id, &jti, TTL, &FACTS).await.unwrap();
+    store
+        .issue(&record.device_id, &jti, TTL, &FACTS)
+        .await
+        .unwrap();
     let consumed = store
         .consume(&record.device_id, &jti, store.epoch(), Some(record))
         .await

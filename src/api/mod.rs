@@ -6,6 +6,7 @@ mod answers;
 pub mod body;
 mod ca;
 mod certificates;
+pub mod cmp;
 mod console;
 mod crl;
 mod error_body;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub history: Option<Arc<crate::history::History>>,
     /// Signed OCSP responses for requests without a nonce.
     pub ocsp_cache: ocsp_cache::OcspCache,
+    /// CMP's signer and the enrollments waiting for `certConf`.
+    pub cmp: cmp::CmpState,
 }
 
 impl AppState {
@@ -197,6 +200,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/.well-known/est/{label}/simpleenroll"),
     ("post", "/.well-known/est/simplereenroll"),
     ("post", "/.well-known/est/{label}/simplereenroll"),
+    ("post", "/.well-known/cmp"),
+    ("post", "/.well-known/cmp/p/{label}"),
     ("post", "/ocsp"),
     ("get", "/ocsp/{request}"),
     ("get", "/health"),
@@ -269,6 +274,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/.well-known/est/{label}/simplereenroll",
             est::simplereenroll,
         ))
+        .service(post("/.well-known/cmp", cmp::cmp))
+        .service(post("/.well-known/cmp/p/{label}", cmp::cmp))
         .service(get("/console", console::redirect))
         .service(get("/console/", console::index))
         .service(get("/console/app.js", console::script))

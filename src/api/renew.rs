@@ -8,7 +8,7 @@ use super::answers::certified;
 use super::body::JsonBody;
 use super::{AppState, attribute, note_device};
 use crate::auth::{bearer, renewal};
-use crate::ca::{PresentedCertificate, check_csr};
+use crate::ca::{CertRequest, PresentedCertificate};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -46,7 +46,7 @@ pub async fn renew(
         proof,
         proof_kind,
     };
-    let cert = renew_proven(&req, &state, &device, proven, csr, now).await?;
+    let cert = renew_proven(&req, &state, &device, proven, CertRequest::Pkcs10(csr), now).await?;
     Ok(certified(cert))
 }
 
@@ -61,9 +61,9 @@ pub(super) struct Proven {
     pub proof_kind: &'static str,
 }
 
-/// Renews `device`'s `proven` certificate for the CSR `csr` (PEM) at `now`: the
-/// registry's record, its group's renewal window and policy, the hook, then the one
-/// store step. The JSON route and EST's `simplereenroll` both come here.
+/// Renews `device`'s `proven` certificate for `request` at `now`: the registry's
+/// record, its group's renewal window and policy, the hook, then the one store step.
+/// The JSON route, EST's `simplereenroll` and CMP's `kur` all come here.
 ///
 /// Errors: as [`crate::lifecycle::Lifecycle::renew`], and 403 `certificate_unknown`,
 /// `group_unknown`, `renewal_not_due`, 401 `certificate_expired`,
@@ -73,7 +73,7 @@ pub(super) async fn renew_proven(
     state: &AppState,
     device: &DeviceId,
     proven: Proven,
-    csr: &str,
+    request: CertRequest<'_>,
     now: u64,
 ) -> Result<Certified, ApiError> {
     let client = state.client_ip(req);
@@ -131,10 +131,10 @@ pub(super) async fn renew_proven(
     }
     group.devices.check(&device)?;
     state.limit_device(&device).await?;
-    let key = check_csr(csr, &device, &group.keys)?;
+    let request = request.check(&device, &group.keys)?;
     let proof = match proof {
         Some(proof) => {
-            if !proof.allows(&key, state.renewal.require_bound_proof)? {
+            if !proof.allows(&request.key, state.renewal.require_bound_proof)? {
                 state.metrics.renewal_unbound_proofs.inc();
             }
             Some(proof.single_use)
@@ -144,7 +144,7 @@ pub(super) async fn renew_proven(
     // Before the proof is used: a refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(group, &device, true, csr, &key, client)
+        .vet(group, &device, true, &request, client)
         .await?;
 
     state
@@ -156,7 +156,7 @@ pub(super) async fn renew_proven(
                 proof,
                 proof_kind,
             },
-            &key,
+            &request.key,
             vetted,
             client,
         )

@@ -13,7 +13,7 @@ use super::body::JsonBody;
 use super::onboarding::shown_group;
 use super::{AppState, attribute, note_device};
 use crate::auth::bearer;
-use crate::ca::check_csr;
+use crate::ca::CertRequest;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::lifecycle::Certified;
@@ -100,13 +100,14 @@ async fn sign(
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     Ok(certified(
-        enroll_verified(state, &claims, &device, csr, client).await?,
+        enroll_verified(state, &claims, &device, CertRequest::Pkcs10(csr), client).await?,
     ))
 }
 
-/// Steps 3 to 7 for `device`, whose credential `claims` verified and names it: the CSR
-/// (PEM) checked against the token's group, the profile and hook, then the sign, consume
-/// and record step. sign-csr and EST's `simpleenroll` both come here.
+/// Steps 3 to 7 for `device`, whose credential `claims` verified and names it: the
+/// request (a PEM CSR, or CMP's CRMF) checked against the token's group, the profile and
+/// hook, then the sign, consume and record step. sign-csr, EST's `simpleenroll` and
+/// CMP's `ir`, `cr` and `p10cr` all come here.
 ///
 /// Errors: 400 `invalid_csr`, `csr_signature_invalid`, 403 `group_unknown`,
 /// `hook_denied`, `device_blocked`, 401 `token_used`, 422 `csr_policy_violation`, 503.
@@ -114,7 +115,7 @@ pub(super) async fn enroll_verified(
     state: &AppState,
     claims: &VerifiedToken,
     device: &DeviceId,
-    csr: &str,
+    request: CertRequest<'_>,
     client: Option<IpAddr>,
 ) -> Result<Certified, ApiError> {
     // 3 and 4. A CSR that parses, proves possession of its key, and meets the policy.
@@ -123,13 +124,13 @@ pub(super) async fn enroll_verified(
     let group = groups
         .get(&claims.group)
         .ok_or_else(|| ApiError::GroupUnknown(shown_group(&claims.group)))?;
-    let key = check_csr(csr, device, &group.keys)?;
+    let request = request.check(device, &group.keys)?;
 
     // 5. The group's profile and pre-issuance hook: before the token is used, so that a
     // refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(group, device, false, csr, &key, client)
+        .vet(group, device, false, &request, client)
         .await?;
 
     // 6 and 7. Sign, then consume the token and record the certificate in one atomic
@@ -137,6 +138,13 @@ pub(super) async fn enroll_verified(
     // (the others' are dropped unseen).
     state
         .lifecycle
-        .enroll(device, &claims.jti, claims.epoch, &key, vetted, client)
+        .enroll(
+            device,
+            &claims.jti,
+            claims.epoch,
+            &request.key,
+            vetted,
+            client,
+        )
         .await
 }

@@ -8,6 +8,7 @@ use std::fmt;
 
 use rcgen::{PublicKeyData, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::der_parser::asn1_rs::BitString;
 use x509_parser::der_parser::oid::Oid;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::ParsedExtension;
@@ -18,7 +19,7 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::pem::parse_x509_pem;
 use x509_parser::prelude::FromDer;
-use x509_parser::x509::SubjectPublicKeyInfo;
+use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo, X509Name};
 
 use super::name::directory_string;
 use crate::domain::DeviceId;
@@ -84,7 +85,7 @@ impl KeyPolicy {
         }
     }
 
-    fn check(&self, key: KeyType) -> Result<(), ApiError> {
+    pub(super) fn check(&self, key: KeyType) -> Result<(), ApiError> {
         if let Some(only) = &self.only {
             return if only.contains(&key) {
                 Ok(())
@@ -134,6 +135,15 @@ impl DevicePublicKey {
     /// The key as the SubjectPublicKeyInfo's BIT STRING holds it.
     pub fn raw_bytes(&self) -> &[u8] {
         &self.raw
+    }
+}
+
+impl DevicePublicKey {
+    pub(super) fn of(spki: &SubjectPublicKeyInfo<'_>, key_type: KeyType) -> Self {
+        Self {
+            raw: spki.subject_public_key.data.to_vec(),
+            key_type,
+        }
     }
 }
 
@@ -187,9 +197,29 @@ pub fn check_csr(
     let key_type = key_type(&info.subject_pki)?;
     policy.check(key_type)?;
 
-    verify_signature(&csr, key_type)?;
+    verify_possession(
+        &info.subject_pki,
+        &csr.signature_algorithm,
+        &csr.signature_value,
+        info.raw,
+        key_type,
+    )?;
+    check_subject(&info.subject, device)?;
+    if let Some(mut extensions) = csr.requested_extensions()
+        && extensions.any(|ext| matches!(ext, ParsedExtension::BasicConstraints(bc) if bc.ca))
+    {
+        return Err(ApiError::CsrPolicy(
+            "CSR asks for a CA certificate (basicConstraints CA:TRUE)".into(),
+        ));
+    }
 
-    for cn in info.subject.iter_common_name() {
+    Ok(DevicePublicKey::of(&info.subject_pki, key_type))
+}
+
+/// Every common name of a request's subject must be the device id (none is fine: the
+/// profile writes the name).
+pub(super) fn check_subject(subject: &X509Name<'_>, device: &DeviceId) -> Result<(), ApiError> {
+    for cn in subject.iter_common_name() {
         match directory_string(cn) {
             Ok(cn) if cn == device.as_str() => {}
             Ok(cn) => {
@@ -203,31 +233,28 @@ pub fn check_csr(
             }
         }
     }
-    if let Some(mut extensions) = csr.requested_extensions()
-        && extensions.any(|ext| matches!(ext, ParsedExtension::BasicConstraints(bc) if bc.ca))
-    {
-        return Err(ApiError::CsrPolicy(
-            "CSR asks for a CA certificate (basicConstraints CA:TRUE)".into(),
-        ));
-    }
-
-    Ok(DevicePublicKey {
-        raw: info.subject_pki.subject_public_key.data.to_vec(),
-        key_type,
-    })
+    Ok(())
 }
 
-/// Proof of possession: the CSR's signature by its own key, with any standard hash for
-/// the key's type (RFC 5758 §3.2: ECDSA with SHA-256, -384 or -512; RSA PKCS#1 v1.5 and
-/// PSS with SHA-256, -384 or -512; Ed25519). x509-parser knows all but ECDSA with
-/// SHA-512, which Python's `cryptography` and `openssl req -sha512` make: verified here.
-fn verify_signature(csr: &X509CertificationRequest<'_>, key_type: KeyType) -> Result<(), ApiError> {
-    let algorithm = &csr.signature_algorithm.algorithm;
-    let unsupported = match csr.verify_signature() {
-        Ok(()) => return Ok(()),
-        Err(X509Error::SignatureUnsupportedAlgorithm) => true,
-        Err(_) => false,
-    };
+/// Proof of possession: `signed` (a CSR's info, a CRMF CertRequest) signed by the key of
+/// `spki`, with any standard hash for the key's type (RFC 5758 §3.2: ECDSA with SHA-256,
+/// -384 or -512; RSA PKCS#1 v1.5 and PSS with SHA-256, -384 or -512; Ed25519).
+/// x509-parser knows all but ECDSA with SHA-512, which Python's `cryptography` and
+/// `openssl req -sha512` make: verified here.
+pub(super) fn verify_possession(
+    spki: &SubjectPublicKeyInfo<'_>,
+    algorithm_id: &AlgorithmIdentifier<'_>,
+    signature: &BitString<'_>,
+    signed: &[u8],
+    key_type: KeyType,
+) -> Result<(), ApiError> {
+    let algorithm = &algorithm_id.algorithm;
+    let unsupported =
+        match x509_parser::verify::verify_signature(spki, algorithm_id, signature, signed) {
+            Ok(()) => return Ok(()),
+            Err(X509Error::SignatureUnsupportedAlgorithm) => true,
+            Err(_) => false,
+        };
     if !unsupported {
         return Err(ApiError::CsrSignatureInvalid);
     }
@@ -244,13 +271,9 @@ fn verify_signature(csr: &X509CertificationRequest<'_>, key_type: KeyType) -> Re
              sign with SHA-256, SHA-384 or SHA-512"
         )));
     };
-    let info = &csr.certification_request_info;
-    aws_lc_rs::signature::UnparsedPublicKey::new(
-        verification,
-        &info.subject_pki.subject_public_key.data,
-    )
-    .verify(info.raw, &csr.signature_value.data)
-    .map_err(|_| ApiError::CsrSignatureInvalid)
+    aws_lc_rs::signature::UnparsedPublicKey::new(verification, &spki.subject_public_key.data)
+        .verify(signed, &signature.data)
+        .map_err(|_| ApiError::CsrSignatureInvalid)
 }
 
 /// A signature algorithm in words: the weak ones a refusal names that the OID registry

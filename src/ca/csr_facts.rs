@@ -47,7 +47,7 @@ impl CsrFacts {
     }
 }
 
-fn rfc4514(name: &X509Name<'_>) -> String {
+pub(super) fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter_rdn()
         .map(|rdn| {

@@ -2,7 +2,9 @@
 //! certificates. The only module that knows rcgen and x509-parser.
 
 mod chain;
+pub mod cmp_signer;
 mod crl;
+mod crmf;
 mod csr;
 mod csr_facts;
 pub mod files;
@@ -27,6 +29,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
+pub use crmf::{CertRequest, CheckedRequest, check_template};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
 pub use csr_facts::CsrFacts;
 pub use issuers::Issuers;

@@ -12,7 +12,8 @@ use crate::activity::Happened;
 use crate::audit::Actor;
 use crate::auth::renewal::csr_key_of;
 use crate::ca::{
-    CertProfile, CertificateAuthority, CsrFacts, DevicePublicKey, IssuedCertificate, NameOverrides,
+    CertProfile, CertificateAuthority, CheckedRequest, DevicePublicKey, IssuedCertificate,
+    NameOverrides,
 };
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
@@ -60,8 +61,7 @@ pub struct Renewing<'a> {
 
 impl Lifecycle {
     /// Fills in `group`'s certificate profile for `device` and asks the group's
-    /// pre-issuance hook, when it has one, about a certificate around `key` from the CSR
-    /// `csr_pem` (already checked). Runs before any credential is used: a refusal here
+    /// pre-issuance hook, when it has one, about the `request` (already checked). Runs before any credential is used: a refusal here
     /// burns nothing.
     ///
     /// Errors: 422 `csr_policy_violation` (the profile makes a value its field does not
@@ -72,8 +72,7 @@ impl Lifecycle {
         group: &Group,
         device: &DeviceId,
         renewal: bool,
-        csr_pem: &str,
-        key: &DevicePublicKey,
+        request: &CheckedRequest<'_>,
         client: Option<IpAddr>,
     ) -> Result<Vetted, ApiError> {
         let profile = group
@@ -95,8 +94,8 @@ impl Lifecycle {
         let Some(hook) = &group.hook else {
             return Ok(vetted);
         };
-        let facts = CsrFacts::of(csr_pem);
-        let key_type = key_type_label(key.key_type());
+        let facts = request.facts();
+        let key_type = key_type_label(request.key.key_type());
         let verdict = hook
             .ask(
                 device,

@@ -584,12 +584,22 @@ mod tests {
         let store = MemoryStore::new();
         let device = DeviceId::parse("d").unwrap();
         let jti = Jti::random();
-        store.insert(&device, &jti, Duration::from_millis(20), &TokenFacts::default());
+        store.insert(
+            &device,
+            &jti,
+            Duration::from_millis(20),
+            &TokenFacts::default(),
+        );
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(store.live_count(), 0);
         // Known for what it was until swept: answered without asking Redis.
         assert_eq!(store.take(&device, &Jti::random()), Take::Absent);
-        store.insert(&device, &jti, Duration::from_millis(20), &TokenFacts::default());
+        store.insert(
+            &device,
+            &jti,
+            Duration::from_millis(20),
+            &TokenFacts::default(),
+        );
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(store.take(&device, &jti), Take::Expired);
         assert_eq!(store.take(&device, &jti), Take::Absent);

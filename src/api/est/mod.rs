@@ -17,7 +17,7 @@ use super::body::JsonBody;
 use super::renew::{Proven, renew_proven};
 use super::sign_csr::{enroll_verified, note_rejected};
 use super::{AppState, attribute, note_device};
-use crate::ca::CertificateAuthority;
+use crate::ca::{CertRequest, CertificateAuthority};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
@@ -193,7 +193,7 @@ async fn enroll(
     }
     state.limit_device(&device).await?;
     let csr = wire::csr_pem(raw.bytes())?;
-    let cert = enroll_verified(state, &claims, &device, &csr, client).await?;
+    let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), client).await?;
     issued(&cert)
 }
 
@@ -259,7 +259,15 @@ async fn reenroll(
         proof: None,
         proof_kind: "mtls",
     };
-    let cert = renew_proven(req, state, &device, proven, &csr, unix_now()).await?;
+    let cert = renew_proven(
+        req,
+        state,
+        &device,
+        proven,
+        CertRequest::Pkcs10(&csr),
+        unix_now(),
+    )
+    .await?;
     issued(&cert)
 }
 

@@ -342,7 +342,10 @@ impl TokenStore for FallbackStore {
         facts: &TokenFacts,
     ) -> Result<Issued, StoreError> {
         if let Some(redis) = self.live_redis() {
-            match self.timed("issue", redis.issue(device, jti, ttl, facts)).await {
+            match self
+                .timed("issue", redis.issue(device, jti, ttl, facts))
+                .await
+            {
                 Ok(Issued::Issued) => {
                     // Redis holds the one pending token now: nothing else is live.
                     self.memory.remove(device);

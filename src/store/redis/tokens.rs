@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::super::topology::RedisConn;
 use super::super::{
-    ConsumeOutcome, Issued, RedisStats, StorageMode, StoreError, StoreStats, TokenFacts, TokenStore,
-    replay_window,
+    ConsumeOutcome, Issued, RedisStats, StorageMode, StoreError, StoreStats, TokenFacts,
+    TokenStore, replay_window,
 };
 use super::RedisStore;
 use super::registry::PRUNE_ONE_IN;

@@ -1,0 +1,1 @@
+//! The CMP routes in the OpenAPI document.
