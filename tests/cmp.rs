@@ -354,7 +354,7 @@ async fn bad_cmp_messages_get_cmp_errors_never_a_500() {
         let app = TestApp::spawn(None).await;
         let ca = app.certs.join("ca.crt");
         // Not a PKIMessage: an error message, HTTP 200, as OpenSSL's client reads it.
-        for body in [&b"hello"[..], &[0x30, 0x03, 0x02, 0x01, 0x02][..], &[][..]] {
+        for body in [&b"hello"[..], &[0x30, 0x03, 0x02, 0x01, 0x02][..]] {
             let answer = app
                 .client
                 .post(app.url("/.well-known/cmp"))
@@ -377,6 +377,14 @@ async fn bad_cmp_messages_get_cmp_errors_never_a_500() {
                 "{parsed}"
             );
         }
+        // No body at all is no CMP: HTTP 400.
+        let answer = app
+            .client
+            .post(app.url("/.well-known/cmp"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400);
         // genm is not served: said so.
         let (ok, said) = cmp(
             &app,

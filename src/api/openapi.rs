@@ -118,6 +118,8 @@ pub struct RevokeDeviceRequest {
         super::est::doc::simpleenroll_label,
         super::est::doc::simplereenroll,
         super::est::doc::simplereenroll_label,
+        super::cmp::doc::cmp,
+        super::cmp::doc::cmp_label,
         health,
         livez,
         readyz,

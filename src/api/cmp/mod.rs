@@ -157,6 +157,12 @@ pub async fn cmp(
         Ok(raw) => raw,
         Err(e) => return answer_error(&state, None, None, Refusal::from(e)),
     };
+    // No body is no CMP at all: told in HTTP, as nothing can be answered to.
+    if raw.is_empty() {
+        return HttpResponse::BadRequest()
+            .content_type("text/plain; charset=utf-8")
+            .body("the body is a DER PKIMessage (application/pkixcmp, RFC 6712)\n");
+    }
     let request = match wire::parse(raw.bytes()) {
         Ok(request) => request,
         Err(wire::Unreadable(why)) => {
