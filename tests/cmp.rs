@@ -278,6 +278,36 @@ async fn openssl_cmp_enrolls_renews_and_revokes_and_each_token_is_used_once() {
         let (ok, said) = kur_again(&other_key, &again);
         assert!(!ok && said.contains("certificate_superseded"), "{said}");
 
+        // A key given up cannot revoke: cmp-1's predecessor neither its successor nor
+        // itself (renewed already), and a device does not say its CA was compromised.
+        let rr = |cert: &Path, key: &Path, old: &Path, reason: &str| {
+            cmp(
+                &app,
+                None,
+                &[
+                    "-cmd",
+                    "rr",
+                    "-cert",
+                    path(cert),
+                    "-key",
+                    path(key),
+                    "-oldcert",
+                    path(old),
+                    "-revreason",
+                    reason,
+                    "-trusted",
+                    path(&ca),
+                ],
+            )
+        };
+        let (ok, said) = rr(&cert, &key, &renewed, "1");
+        assert!(!ok && said.contains("the certificate it revokes"), "{said}");
+        // (Renewal revoked it as superseded.)
+        let (ok, said) = rr(&cert, &key, &cert, "1");
+        assert!(!ok && said.contains("certRevoked"), "{said}");
+        let (ok, said) = rr(&cert2, &key2, &cert2, "2");
+        assert!(!ok && said.contains("reasonCode"), "{said}");
+
         // rr: cmp-3 revokes its certificate for keyCompromise.
         let (ok, said) = cmp(
             &app,
@@ -425,7 +455,7 @@ async fn bad_cmp_messages_get_cmp_errors_never_a_500() {
             ],
         );
         assert!(
-            !ok && said.contains("no pending provisioning token"),
+            !ok && said.contains("does not verify with a pending provisioning token"),
             "{said}"
         );
         // A subject naming another device: refused before the token is used.

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         && let Some(protection) = &request.protection
     {
         // Bounded work whatever the parameters say (iterations are capped).
-        let _ = pbm.verifies(b"a secret", &request.protected_part, protection);
+        let _ = pbm.check(b"a secret", &request.protected_part, protection, alg);
     }
     match request.kind {
         Kind::Ir | Kind::Cr | Kind::Kur => {

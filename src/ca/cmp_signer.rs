@@ -30,6 +30,10 @@ pub struct CmpSigner {
 }
 
 impl CmpSigner {
+    pub fn expired(&self) -> bool {
+        OffsetDateTime::now_utc() >= self.not_after
+    }
+
     /// Whether it should be replaced: half its life gone, or the CA's notAfter near.
     pub fn due(&self) -> bool {
         let now = OffsetDateTime::now_utc();

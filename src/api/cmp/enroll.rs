@@ -31,8 +31,8 @@ pub(super) async fn first(
     state: &AppState,
     request: &Request<'_>,
 ) -> Result<HttpResponse, Refused> {
-    let (device, secret, mac, claims) = verify_mac(state, request).await?;
     let client = state.client_ip(req);
+    let (device, secret, mac, claims) = verify_mac(state, request, client).await?;
     attribute(req, &device);
     let on_refusal = |e: ApiError, mac: &AnswerMac| -> Refused {
         note_rejected(state, &e, Some(&device), client);
@@ -62,7 +62,7 @@ pub(super) async fn first(
             let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&pem), client)
                 .await
                 .map_err(|e| on_refusal(e, &mac))?;
-            (0, cert)
+            (-1, cert)
         }
         _ => {
             let message = one_request(request.content).map_err(|r| (r, Some(mac.clone())))?;
@@ -184,7 +184,7 @@ pub(super) async fn confirm(
                 .as_ref()
                 .map(|t| t.as_bytes())
                 .unwrap_or_default();
-            let waiting = state.cmp.confirmed(&device, transaction).ok_or_else(|| {
+            let waiting = state.cmp.waiting(&device, transaction).ok_or_else(|| {
                 (
                     Refusal::new(
                         Fail::BadRequest,
@@ -194,19 +194,18 @@ pub(super) async fn confirm(
                     None,
                 )
             })?;
-            let verified = request
+            let mac = request
                 .protection
                 .as_ref()
-                .is_some_and(|p| pbm.verifies(&waiting.secret, &request.protected_part, p));
-            if !verified {
-                return Err((
-                    Refusal::new(Fail::BadMessageCheck, "the MAC does not verify"),
-                    None,
-                ));
-            }
-            let mac = pbm
-                .answer(&waiting.secret)
-                .map_err(|e| (Refusal::from(ApiError::from(anyhow::anyhow!("{e}"))), None))?;
+                .zip(alg)
+                .and_then(|(p, alg)| pbm.check(&waiting.secret, &request.protected_part, p, alg))
+                .ok_or_else(|| {
+                    (
+                        Refusal::new(Fail::BadMessageCheck, "the MAC does not verify"),
+                        None,
+                    )
+                })?;
+            state.cmp.confirmed(&device, transaction);
             (Protect::Mac(mac), Some(waiting.serial))
         }
         None => {
@@ -248,6 +247,7 @@ pub(super) async fn confirm(
 async fn verify_mac(
     state: &AppState,
     request: &Request<'_>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<
     (
         DeviceId,
@@ -286,9 +286,13 @@ async fn verify_mac(
         )
     })?;
     note_device(&device);
+    // One answer whether or not the device has a pending token: who is onboarding is not
+    // told to whoever asks.
+    const NOT_VERIFIED: &str =
+        "the MAC does not verify with a pending provisioning token of this device";
     let refused = |text: &'static str| {
         let e = ApiError::TokenInvalid(text);
-        note_rejected(state, &e, None, None);
+        note_rejected(state, &e, None, client);
         (
             Refusal::new(Fail::BadMessageCheck, format!("{}: {text}", e.code())),
             None,
@@ -300,9 +304,7 @@ async fn verify_mac(
         .await
         .map_err(|e| (Refusal::from(storage_error(e)), None))?;
     let Some((jti, facts)) = pending else {
-        return Err(refused(
-            "no pending provisioning token for this device: onboard first",
-        ));
+        return Err(refused(NOT_VERIFIED));
     };
     let issued = state
         .tokens
@@ -311,14 +313,14 @@ async fn verify_mac(
     let Some(protection) = &request.protection else {
         return Err(refused("the message carries no protection"));
     };
-    let secret = [issued.code, issued.token]
+    let (secret, mac) = [issued.code, issued.token]
         .into_iter()
         .map(String::into_bytes)
-        .find(|secret| pbm.verifies(secret, &request.protected_part, protection))
-        .ok_or_else(|| refused("the MAC does not verify with the device's provisioning token"))?;
-    let mac = pbm
-        .answer(&secret)
-        .map_err(|e| (Refusal::from(ApiError::from(anyhow::anyhow!("{e}"))), None))?;
+        .find_map(|secret| {
+            pbm.check(&secret, &request.protected_part, protection, alg)
+                .map(|mac| (secret, mac))
+        })
+        .ok_or_else(|| refused(NOT_VERIFIED))?;
     Ok((
         device.clone(),
         secret,
@@ -353,15 +355,17 @@ pub(super) fn signed_by_ours(
             "the signing certificate must be the first of extraCerts",
         ));
     };
+    // Ours first (one signature check by our key), then the message's signature by it.
+    let presented = state
+        .issuers
+        .check_presented(cert)
+        .map_err(|e| (Refusal::new(Fail::SignerNotTrusted, e.to_string()), None))?;
     if !signature_verifies(cert, alg, &request.protected_part, protection) {
         return Err(refused(
             "the signature does not verify with the first of extraCerts",
         ));
     }
-    state
-        .issuers
-        .check_presented(cert)
-        .map_err(|e| (Refusal::new(Fail::SignerNotTrusted, e.to_string()), None))
+    Ok(presented)
 }
 
 /// The one request of a `CertReqMessages` (RFC 9483 §4.1.1 allows one).

@@ -53,10 +53,16 @@ const MAX_WAITING: usize = 10_000;
 #[derive(Default)]
 pub struct CmpState {
     signer: Mutex<Option<Arc<CmpSigner>>>,
+    /// When making the signer last failed: tried again a minute later, not per request.
+    signer_failed: Mutex<Option<Instant>>,
     waiting: Mutex<HashMap<(String, Vec<u8>), Waiting>>,
 }
 
+/// How long after a failure the signer is not tried again.
+const SIGNER_RETRY: Duration = Duration::from_secs(60);
+
 /// An enrollment answered without implicitConfirm.
+#[derive(Clone)]
 struct Waiting {
     secret: Vec<u8>,
     serial: [u8; 16],
@@ -67,12 +73,22 @@ impl CmpState {
     fn signer(&self, state: &AppState) -> Option<Arc<CmpSigner>> {
         let mut signer = self.signer.lock().unwrap_or_else(|p| p.into_inner());
         if signer.as_ref().is_none_or(|s| s.due()) {
-            match state.issuers.first().make_cmp_signer() {
-                Ok(made) => *signer = Some(Arc::new(made)),
-                Err(e) => tracing::error!(error = %e, "CMP: cannot make the CMP signer"),
+            let mut failed = self.signer_failed.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.is_none_or(|at| at.elapsed() >= SIGNER_RETRY) {
+                match state.issuers.first().make_cmp_signer() {
+                    Ok(made) => {
+                        *signer = Some(Arc::new(made));
+                        *failed = None;
+                    }
+                    Err(e) => {
+                        *failed = Some(Instant::now());
+                        tracing::error!(error = %e, "CMP: cannot make the CMP signer; trying again in a minute");
+                    }
+                }
             }
         }
-        signer.clone()
+        // An expired signer signs nothing: unprotected answers until a new one is made.
+        signer.clone().filter(|s| !s.expired())
     }
 
     fn wait_for_confirm(&self, device: &str, transaction: &[u8], waiting: Waiting) {
@@ -89,10 +105,18 @@ impl CmpState {
         all.insert((device.to_owned(), transaction.to_vec()), waiting);
     }
 
-    fn confirmed(&self, device: &str, transaction: &[u8]) -> Option<Waiting> {
-        let mut all = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        all.remove(&(device.to_owned(), transaction.to_vec()))
+    /// The enrollment waiting under this transaction; it stays until
+    /// [`CmpState::confirmed`], so that a forged `certConf` cannot take its place.
+    fn waiting(&self, device: &str, transaction: &[u8]) -> Option<Waiting> {
+        let all = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(&(device.to_owned(), transaction.to_vec()))
             .filter(|w| w.since.elapsed() < CONFIRM_WAIT)
+            .cloned()
+    }
+
+    fn confirmed(&self, device: &str, transaction: &[u8]) {
+        let mut all = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        all.remove(&(device.to_owned(), transaction.to_vec()));
     }
 }
 
@@ -165,8 +189,9 @@ pub async fn cmp(
     }
     let request = match wire::parse(raw.bytes()) {
         Ok(request) => request,
-        Err(wire::Unreadable(why)) => {
-            return answer_error(&state, None, None, Refusal::new(Fail::BadDataFormat, why));
+        Err(unreadable) => {
+            let refusal = Refusal::new(unreadable.fail, unreadable.why);
+            return answer_error(&state, unreadable.header.as_deref(), None, refusal);
         }
     };
     if let Err(e) = state.limit_ip(state.client_ip(&req)).await {

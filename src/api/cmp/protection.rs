@@ -4,7 +4,7 @@
 
 use aws_lc_rs::{digest, hmac};
 use crmf::pop::PbmParameter;
-use der::asn1::{Any, BitString, ObjectIdentifier, OctetString};
+use der::asn1::{BitString, ObjectIdentifier};
 use der::{Decode, Encode};
 use subtle::ConstantTimeEq;
 use x509_cert::spki::AlgorithmIdentifierOwned;
@@ -78,58 +78,52 @@ impl Pbm {
         }))
     }
 
-    fn mac_of(&self, salt: &[u8], secret: &[u8], data: &[u8]) -> hmac::Tag {
-        // RFC 4211 §4.4: the salt appended to the secret, hashed iterationCount times.
-        let mut key = digest::digest(self.owf, &[secret, salt].concat());
+    /// RFC 4211 §4.4's key: the salt appended to the secret, hashed iterationCount
+    /// times.
+    fn key(&self, secret: &[u8]) -> hmac::Key {
+        let mut key = digest::digest(
+            self.owf,
+            &[secret, self.parameters.salt.as_bytes()].concat(),
+        );
         for _ in 1..self.parameters.iteration_count {
             key = digest::digest(self.owf, key.as_ref());
         }
-        hmac::sign(&hmac::Key::new(self.mac, key.as_ref()), data)
+        hmac::Key::new(self.mac, key.as_ref())
     }
 
-    /// Whether `protection` is the MAC of `data` under `secret`.
-    pub fn verifies(&self, secret: &[u8], data: &[u8], protection: &BitString) -> bool {
-        let tag = self.mac_of(self.parameters.salt.as_bytes(), secret, data);
-        protection.unused_bits() == 0 && bool::from(tag.as_ref().ct_eq(protection.raw_bytes()))
-    }
-
-    /// The same algorithms with a fresh salt, for an answer, and its MAC of `data`.
-    pub fn answer(&self, secret: &[u8]) -> Result<Box<AnswerMac>, der::Error> {
-        let mut salt = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut salt).map_err(|_| der::ErrorKind::Failed)?;
-        let parameters = PbmParameter {
-            salt: OctetString::new(salt.to_vec())?,
-            ..self.parameters.clone()
-        };
-        Ok(Box::new(AnswerMac {
-            algorithm: AlgorithmIdentifierOwned {
-                oid: PASSWORD_BASED_MAC,
-                parameters: Some(Any::from_der(&parameters.to_der()?)?),
-            },
-            pbm: Self {
-                owf: self.owf,
-                mac: self.mac,
-                parameters,
-            },
-            secret: secret.to_vec(),
-        }))
+    /// Whether `protection` is the MAC of `data` under `secret`; if so, how the answer
+    /// is protected: the same parameters and so the same key, made once (the salt is the
+    /// client's, which RFC 4210 leaves to the sender).
+    pub fn check(
+        &self,
+        secret: &[u8],
+        data: &[u8],
+        protection: &BitString,
+        algorithm: &AlgorithmIdentifierOwned,
+    ) -> Option<Box<AnswerMac>> {
+        let key = self.key(secret);
+        let tag = hmac::sign(&key, data);
+        let verified =
+            protection.unused_bits() == 0 && bool::from(tag.as_ref().ct_eq(protection.raw_bytes()));
+        verified.then(|| {
+            Box::new(AnswerMac {
+                algorithm: algorithm.clone(),
+                key,
+            })
+        })
     }
 }
 
-/// How an answer is MAC-protected: its `protectionAlg` and the key material.
+/// How an answer is MAC-protected: its `protectionAlg` and the key.
 #[derive(Clone)]
 pub struct AnswerMac {
     pub algorithm: AlgorithmIdentifierOwned,
-    pbm: Pbm,
-    secret: Vec<u8>,
+    key: hmac::Key,
 }
 
 impl AnswerMac {
     pub fn protect(&self, data: &[u8]) -> Result<BitString, der::Error> {
-        let tag = self
-            .pbm
-            .mac_of(self.pbm.parameters.salt.as_bytes(), &self.secret, data);
-        BitString::from_bytes(tag.as_ref())
+        BitString::from_bytes(hmac::sign(&self.key, data).as_ref())
     }
 }
 

@@ -25,6 +25,7 @@ pub(super) async fn revoke(
     state: &AppState,
     request: &Request<'_>,
 ) -> Result<HttpResponse, Refused> {
+    let refused = |e: ApiError| (Refusal::from(e), None);
     let presented = super::enroll::signed_by_ours(state, request)?;
     let details = RevReqContent::from_der(request.content).map_err(|e| {
         (
@@ -51,50 +52,48 @@ pub(super) async fn revoke(
                 .unwrap_or(bytes);
             <[u8; 16]>::try_from(bytes).ok()
         })
-        .ok_or_else(|| (Refusal::from(ApiError::CertificateNotFound), None))?;
-    let reason = match detail
-        .crl_entry_details
-        .iter()
-        .flatten()
-        .find(|e| e.extn_id == CRL_REASON)
-    {
-        None => Reason::Unspecified,
-        Some(extension) => der::asn1::Any::from_der(extension.extn_value.as_bytes())
-            .ok()
-            .filter(|any| any.tag() == der::Tag::Enumerated)
-            .and_then(|any| any.value().first().copied())
-            .and_then(Reason::from_code)
-            .ok_or_else(|| {
-                (
-                    Refusal::new(
-                        Fail::BadRequest,
-                        "crlEntryDetails: a reasonCode this server does not take",
-                    ),
-                    None,
-                )
-            })?,
-    };
-    // The signer's registry record says whose it is; the serial must be the same device's.
-    let signer = state
-        .store
-        .certificate(&presented.serial)
-        .await
-        .map_err(|e| (Refusal::from(storage_error(e)), None))?
-        .filter(|r| r.fingerprint_sha256 == presented.fingerprint_sha256)
-        .ok_or_else(|| (Refusal::from(ApiError::CertificateUnknown), None))?;
-    let target = state
-        .store
-        .certificate(&serial)
-        .await
-        .map_err(|e| (Refusal::from(storage_error(e)), None))?
-        .ok_or_else(|| (Refusal::from(ApiError::CertificateNotFound), None))?;
-    if target.device_id != signer.device_id {
+        .ok_or_else(|| refused(ApiError::CertificateNotFound))?;
+    // RFC 9483 §4.2: a device revokes the certificate it signs with, and only that one,
+    // so that a key it has given up (an old certificate) cannot revoke its current one.
+    if serial != presented.serial {
         return Err((
-            Refusal::new(Fail::NotAuthorized, "the certificate is another device's"),
+            Refusal::new(
+                Fail::NotAuthorized,
+                "sign the revocation request with the certificate it revokes",
+            ),
             None,
         ));
     }
-    attribute(req, &signer.device_id);
+    let reason = reason(detail)?;
+    let record = state
+        .store
+        .certificate(&serial)
+        .await
+        .map_err(|e| refused(storage_error(e)))?
+        .filter(|r| r.fingerprint_sha256 == presented.fingerprint_sha256)
+        .ok_or_else(|| refused(ApiError::CertificateUnknown))?;
+    attribute(req, &record.device_id);
+    state
+        .limit_device(&record.device_id)
+        .await
+        .map_err(refused)?;
+    // Only a certificate still in use: revoked, renewed or expired ones have nothing
+    // left to give up, and a key compromise on them would reach their successors.
+    if record.revocation.is_some() {
+        return Err(refused(ApiError::CertificateRevoked));
+    }
+    if state
+        .store
+        .successor_of(&serial)
+        .await
+        .map_err(|e| refused(storage_error(e)))?
+        .is_some()
+    {
+        return Err(refused(ApiError::CertificateSuperseded));
+    }
+    if presented.not_after < unix_now() {
+        return Err(refused(ApiError::CertificateExpired(0)));
+    }
     let revocation = Revocation {
         at: unix_now(),
         reason,
@@ -103,7 +102,7 @@ pub(super) async fn revoke(
         .lifecycle
         .revoke(&serial, revocation, &Actor::client(state.client_ip(req)))
         .await
-        .map_err(|e| (Refusal::from(storage_error(e)), None))?;
+        .map_err(|e| refused(storage_error(e)))?;
     state.lifecycle.refresh_crl().await;
     let content = RevRepContent {
         status: vec![super::wire::accepted()],
@@ -111,7 +110,7 @@ pub(super) async fn revoke(
         crls: None,
     }
     .to_der()
-    .map_err(|e| (Refusal::from(ApiError::from(anyhow::anyhow!("{e}"))), None))?;
+    .map_err(|e| refused(ApiError::from(anyhow::anyhow!("{e}"))))?;
     Ok(answer(
         state,
         Some(&request.header),
@@ -121,4 +120,41 @@ pub(super) async fn revoke(
         None,
         &[],
     ))
+}
+
+/// The reasonCode of `crlEntryDetails` (RFC 5280 §5.3.1), of those a device may give
+/// for its own certificate: a CA's compromise or a hold is not a device's to say.
+fn reason(detail: &cmpv2::rev::RevDetails) -> Result<Reason, Refused> {
+    let Some(extension) = detail
+        .crl_entry_details
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == CRL_REASON)
+    else {
+        return Ok(Reason::Unspecified);
+    };
+    der::asn1::Any::from_der(extension.extn_value.as_bytes())
+        .ok()
+        .filter(|any| any.tag() == der::Tag::Enumerated && any.value().len() == 1)
+        .and_then(|any| Reason::from_code(any.value()[0]))
+        .filter(|reason| {
+            matches!(
+                reason,
+                Reason::Unspecified
+                    | Reason::KeyCompromise
+                    | Reason::AffiliationChanged
+                    | Reason::Superseded
+                    | Reason::CessationOfOperation
+            )
+        })
+        .ok_or_else(|| {
+            (
+                Refusal::new(
+                    Fail::BadRequest,
+                    "reasonCode: a device may give unspecified, keyCompromise, \
+                     affiliationChanged, superseded or cessationOfOperation",
+                ),
+                None,
+            )
+        })
 }

@@ -95,33 +95,71 @@ pub struct Request<'a> {
     pub extra_certs: Vec<&'a [u8]>,
 }
 
-/// Why a message could not be read at all: answered as `badDataFormat` with a header
-/// of our own (there is none to answer to).
+/// Why a message could not be read: answered with `fail`, to its header when that
+/// read (its transaction and nonce), else with a header of our own.
 #[derive(Debug)]
-pub struct Unreadable(pub String);
+pub struct Unreadable<'a> {
+    pub why: String,
+    pub fail: PkiFailureInfoValues,
+    pub header: Option<Box<PkiHeader<'a>>>,
+}
+
+impl Unreadable<'_> {
+    fn format(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            fail: PkiFailureInfoValues::BadDataFormat,
+            header: None,
+        }
+    }
+}
 
 /// Reads a DER `PKIMessage`.
 ///
 /// Errors: [`Unreadable`] for anything that is not one (RFC 4210 pvno 2 only).
-pub fn parse(bytes: &[u8]) -> Result<Request<'_>, Unreadable> {
-    let envelope =
-        Envelope::from_der(bytes).map_err(|e| Unreadable(format!("not a DER PKIMessage: {e}")))?;
-    let header = PkiHeader::from_der(any_tlv(bytes, &envelope.header)?)
-        .map_err(|e| Unreadable(format!("the header does not parse: {e}")))?;
+pub fn parse(bytes: &[u8]) -> Result<Request<'_>, Unreadable<'_>> {
+    let envelope = Envelope::from_der(bytes)
+        .map_err(|e| Unreadable::format(format!("not a DER PKIMessage: {e}")))?;
+    let header_tlv = any_tlv(bytes, &envelope.header)?;
+    let header = PkiHeader::from_der(header_tlv).map_err(|e| {
+        // `cmpv2` reads pvno 1 and 2 only: a cmp2021 (3) client is told so.
+        let pvno = AnyRef::from_der(header_tlv)
+            .ok()
+            .and_then(|h| der::SliceReader::new(h.value()).ok())
+            .and_then(|mut r| der::Reader::decode::<AnyRef<'_>>(&mut r).ok())
+            .map(|p| p.value().to_vec());
+        match pvno.as_deref() {
+            Some([3]) => Unreadable {
+                why: "pvno 3 (cmp2021) is not spoken here: send pvno 2 (cmp2000)".into(),
+                fail: PkiFailureInfoValues::UnsupportedVersion,
+                header: None,
+            },
+            _ => Unreadable::format(format!("the header does not parse: {e}")),
+        }
+    })?;
     if header.pvno != Pvno::Cmp2000 {
-        return Err(Unreadable("pvno must be 2 (cmp2000)".into()));
+        return Err(Unreadable {
+            why: "pvno must be 2 (cmp2000)".into(),
+            fail: PkiFailureInfoValues::UnsupportedVersion,
+            header: Some(Box::new(header)),
+        });
     }
     let tag = match envelope.body.tag() {
         Tag::ContextSpecific {
             constructed: true,
             number,
         } => number.value(),
-        _ => return Err(Unreadable("the body is not a tagged PKIBody".into())),
+        _ => {
+            return Err(Unreadable {
+                header: Some(Box::new(header)),
+                ..Unreadable::format("the body is not a tagged PKIBody")
+            });
+        }
     };
     let mut protected_part = Vec::with_capacity(bytes.len());
     SequenceOfTwo(&envelope.header, &envelope.body)
         .encode_to_vec(&mut protected_part)
-        .map_err(|e| Unreadable(e.to_string()))?;
+        .map_err(|e| Unreadable::format(e.to_string()))?;
     Ok(Request {
         header,
         kind: Kind::of(tag),
@@ -138,21 +176,21 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, Unreadable> {
 }
 
 /// The bytes of `any`'s whole TLV within `bytes`, which holds it.
-fn any_tlv<'a>(bytes: &'a [u8], any: &AnyRef<'_>) -> Result<&'a [u8], Unreadable> {
+fn any_tlv<'a>(bytes: &'a [u8], any: &AnyRef<'_>) -> Result<&'a [u8], Unreadable<'a>> {
     let value = any.value();
     let start = (value.as_ptr() as usize)
         .checked_sub(bytes.as_ptr() as usize)
         .filter(|start| *start + value.len() <= bytes.len())
-        .ok_or_else(|| Unreadable("an element outside the message".into()))?;
+        .ok_or_else(|| Unreadable::format("an element outside the message"))?;
     let header_len = usize::try_from(
         any.header()
             .and_then(|h| h.encoded_len())
-            .map_err(|e| Unreadable(e.to_string()))?,
+            .map_err(|e| Unreadable::format(e.to_string()))?,
     )
-    .map_err(|e| Unreadable(e.to_string()))?;
+    .map_err(|e| Unreadable::format(e.to_string()))?;
     let begin = start
         .checked_sub(header_len)
-        .ok_or_else(|| Unreadable("an element outside the message".into()))?;
+        .ok_or_else(|| Unreadable::format("an element outside the message"))?;
     Ok(&bytes[begin..start + value.len()])
 }
 
