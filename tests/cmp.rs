@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::mosquitto::Mosquitto;
@@ -16,27 +15,43 @@ use common::pki::openssl;
 use common::{RedisServer, TestApp, path, within};
 use serde_json::Value;
 
-/// `openssl cmp <args>` against `app`, bounded: whether it succeeded, and what it said.
+/// `openssl cmp <args>` against `app` (bounded): whether it succeeded, and what it said.
 fn cmp(app: &TestApp, label: Option<&str>, args: &[&str]) -> (bool, String) {
     let server = app.address.trim_start_matches("http://").to_owned();
     let cmp_path = match label {
         Some(label) => format!(".well-known/cmp/p/{label}"),
         None => ".well-known/cmp".to_owned(),
     };
-    let out = Command::new("timeout")
-        .args([
-            "30", "openssl", "cmp", "-server", &server, "-path", &cmp_path,
-        ])
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    let mut all = vec!["cmp", "-server", &server, "-path", &cmp_path];
+    all.extend(args);
+    openssl(&all)
+}
+
+/// `kur`: `cert` and `key` sign for `new_key`'s certificate, written to `out`.
+fn kur(
+    app: &TestApp,
+    ca: &Path,
+    (cert, key): (&Path, &Path),
+    new_key: &Path,
+    out: &Path,
+) -> (bool, String) {
+    cmp(
+        app,
+        None,
+        &[
+            "-cmd",
+            "kur",
+            "-cert",
+            path(cert),
+            "-key",
+            path(key),
+            "-newkey",
+            path(new_key),
+            "-trusted",
+            path(ca),
+            "-certout",
+            path(out),
+        ],
     )
 }
 
@@ -223,24 +238,7 @@ async fn openssl_cmp_enrolls_renews_and_revokes_and_each_token_is_used_once() {
         // kur: cmp-1 renews into a new key, signing with its certificate.
         let renewed_key = new_key(work, "cmp-1-next");
         let renewed = work.join("cmp-1-next.crt");
-        let (ok, said) = cmp(
-            &app,
-            None,
-            &[
-                "-cmd",
-                "kur",
-                "-cert",
-                path(&cert),
-                "-key",
-                path(&key),
-                "-newkey",
-                path(&renewed_key),
-                "-trusted",
-                path(&ca),
-                "-certout",
-                path(&renewed),
-            ],
-        );
+        let (ok, said) = kur(&app, &ca, (&cert, &key), &renewed_key, &renewed);
         assert!(ok, "{said}");
         verify(&ca, &renewed);
         assert_ne!(serial_of(&renewed), serial_of(&cert));
@@ -252,26 +250,7 @@ async fn openssl_cmp_enrolls_renews_and_revokes_and_each_token_is_used_once() {
         // certificate, another key is refused.
         let same = work.join("same.crt");
         let other_key = new_key(work, "other");
-        let kur_again = |new_key: &Path, out: &Path| {
-            cmp(
-                &app,
-                None,
-                &[
-                    "-cmd",
-                    "kur",
-                    "-cert",
-                    path(&cert),
-                    "-key",
-                    path(&key),
-                    "-newkey",
-                    path(new_key),
-                    "-trusted",
-                    path(&ca),
-                    "-certout",
-                    path(out),
-                ],
-            )
-        };
+        let kur_again = |new_key: &Path, out: &Path| kur(&app, &ca, (&cert, &key), new_key, out);
         let (ok, said) = kur_again(&renewed_key, &same);
         assert!(ok, "{said}");
         assert_eq!(serial_of(&same), serial_of(&renewed));
@@ -352,24 +331,7 @@ async fn openssl_cmp_enrolls_renews_and_revokes_and_each_token_is_used_once() {
         ]);
         assert!(said.contains(": revoked"), "{said}");
         // ... and a revoked certificate cannot renew.
-        let (ok, said) = cmp(
-            &app,
-            None,
-            &[
-                "-cmd",
-                "kur",
-                "-cert",
-                path(&cert3),
-                "-key",
-                path(&key3),
-                "-newkey",
-                path(&key3),
-                "-trusted",
-                path(&ca),
-                "-certout",
-                path(&again),
-            ],
-        );
+        let (ok, said) = kur(&app, &ca, (&cert3, &key3), &key3, &again);
         assert!(!ok && said.contains("certRevoked"), "{said}");
 
         // cmp-1, its renewal, cmp-2 and cmp-3: four records.

@@ -203,9 +203,12 @@ pub fn crl_field<'a>(text: &'a str, label: &str) -> &'a str {
         .trim()
 }
 
-/// `openssl <args>`: whether it succeeded, and what it printed (stdout, then stderr).
+/// `openssl <args>`, bounded to 30 s (a client that hangs on a server that does not
+/// answer fails the test): whether it succeeded, and what it printed (stdout, then
+/// stderr).
 pub fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
+    let out = Command::new("timeout")
+        .args(["30", "openssl"])
         .args(args)
         .output()
         .expect("openssl is installed");

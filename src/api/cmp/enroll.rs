@@ -12,7 +12,7 @@ use der::{Decode, Encode};
 
 use super::protection::{AnswerMac, Pbm, signature_verifies};
 use super::wire::{IMPLICIT_CONFIRM, Kind, Request};
-use super::{Protect, Refusal, Refused, Waiting, answer};
+use super::{Protect, Refusal, Refused, Waiting, answer, respond};
 use crate::api::renew::{Proven, renew_proven};
 use crate::api::sign_csr::{enroll_verified, note_rejected};
 use crate::api::{AppState, attribute, note_device};
@@ -231,7 +231,7 @@ pub(super) async fn confirm(
     let content = Null
         .to_der()
         .map_err(|e| (Refusal::from(ApiError::from(anyhow::anyhow!("{e}"))), None))?;
-    Ok(answer(
+    Ok(respond(answer(
         state,
         Some(&request.header),
         19,
@@ -239,7 +239,7 @@ pub(super) async fn confirm(
         protect,
         None,
         &[],
-    ))
+    )))
 }
 
 /// The device `senderKID` names, its pending token, the secret that verified the MAC,
@@ -454,7 +454,7 @@ fn issued(
         }]
     });
     let extra = crate::api::est::wire::pem_ders(&cert.pem).split_off(1);
-    answer(
+    respond(answer(
         state,
         Some(&request.header),
         request.kind.answer_tag(),
@@ -462,7 +462,7 @@ fn issued(
         protect,
         general_info,
         &extra,
-    )
+    ))
 }
 
 /// An INTEGER, minimally encoded.

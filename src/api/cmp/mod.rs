@@ -242,7 +242,7 @@ fn answer_error(
     })();
     let protect = mac.map_or(Protect::Signed, Protect::Mac);
     match content {
-        Ok(content) => answer(state, request, 23, &content, protect, None, &[]),
+        Ok(content) => respond(answer(state, request, 23, &content, protect, None, &[])),
         Err(e) => internal(e),
     }
 }
@@ -254,17 +254,9 @@ fn internal(e: impl std::fmt::Display) -> HttpResponse {
         .body("internal error\n")
 }
 
-/// An answer with body `tag` and `content`, protected as asked, HTTP 200.
-fn answer(
-    state: &AppState,
-    request: Option<&PkiHeader<'_>>,
-    tag: u8,
-    content: &[u8],
-    protect: Protect,
-    general_info: Option<Vec<cmpv2::r#gen::InfoTypeAndValue>>,
-    extra: &[Vec<u8>],
-) -> HttpResponse {
-    match build(state, request, tag, content, protect, general_info, extra) {
+/// The answer `der` with HTTP 200, or the 500 of an answer that could not be built.
+fn respond(der: Result<Vec<u8>, String>) -> HttpResponse {
+    match der {
         Ok(der) => HttpResponse::Ok()
             .content_type(CONTENT_TYPE)
             .insert_header((CACHE_CONTROL, "no-store"))
@@ -273,7 +265,8 @@ fn answer(
     }
 }
 
-fn build(
+/// An answer with body `tag` and `content`, protected as asked, DER.
+fn answer(
     state: &AppState,
     request: Option<&PkiHeader<'_>>,
     tag: u8,

@@ -7,7 +7,7 @@ use cmpv2::status::PkiFailureInfoValues as Fail;
 use der::{Decode, Encode, Tagged};
 
 use super::wire::Request;
-use super::{Protect, Refusal, Refused, answer};
+use super::{Protect, Refusal, Refused, answer, respond};
 use crate::api::{AppState, attribute};
 use crate::audit::Actor;
 use crate::clock::unix_now;
@@ -111,7 +111,7 @@ pub(super) async fn revoke(
     }
     .to_der()
     .map_err(|e| refused(ApiError::from(anyhow::anyhow!("{e}"))))?;
-    Ok(answer(
+    Ok(respond(answer(
         state,
         Some(&request.header),
         12,
@@ -119,7 +119,7 @@ pub(super) async fn revoke(
         Protect::Signed,
         None,
         &[],
-    ))
+    )))
 }
 
 /// The reasonCode of `crlEntryDetails` (RFC 5280 §5.3.1), of those a device may give
