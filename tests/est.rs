@@ -326,3 +326,61 @@ async fn bad_est_requests_get_text_refusals_and_burn_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_key_is_an_est_password_once_per_device() {
+    const SECRET: &str = "est-derived-group-secret-est-derived-group-secret";
+    let redis = RedisServer::start();
+    within(Duration::from_secs(120), async {
+        let certs = tempfile::tempdir().unwrap();
+        let url = redis.url();
+        let (_app, base) = spawn_tls(certs.path(), |s| {
+            s.redis.enabled = true;
+            s.redis.url = Some(url);
+            s.onboarding.mode = provisiond::config::OnboardingMode::Derived;
+            s.onboarding.group_secret = Some(provisiond::secret::Secret::new(SECRET));
+        })
+        .await;
+        let ca = certs.path().join("ca.crt");
+        let work = tempfile::tempdir().unwrap();
+        let work = work.path();
+        let key_of = |device: &str| {
+            provisiond::auth::derived::encode_key(&provisiond::auth::derived::device_key(
+                SECRET.as_bytes(),
+                device,
+            ))
+        };
+        let (_, csr) = key_and_csr(work, "derived", "drv-1");
+        let est = |userpass: &str| {
+            pki(&[
+                "--est",
+                "--url",
+                &base,
+                "--cacert",
+                path(&ca),
+                "--userpass",
+                userpass,
+                "--in",
+                path(&csr),
+                "--outform",
+                "pem",
+            ])
+        };
+        // Another device's key, and a key for no one: 401, nothing issued.
+        let (ok, _, said) = est(&format!("drv-1:{}", key_of("drv-2")));
+        assert!(!ok && said.contains("HTTP 401"), "{said}");
+        assert_eq!(redis.certificate_records(), 0);
+        // The device's own key: onboarding and enrollment in one request.
+        let (ok, cert_pem, said) = est(&format!("drv-1:{}", key_of("drv-1")));
+        assert!(ok, "{said}");
+        let cert = work.join("derived.crt");
+        std::fs::write(&cert, &cert_pem).unwrap();
+        verify(&ca, &cert);
+        assert_eq!(redis.certificate_records(), 1);
+        // Once: the same password again is refused.
+        let (ok, _, said) = est(&format!("drv-1:{}", key_of("drv-1")));
+        assert!(!ok && said.contains("HTTP 401"), "{said}");
+        assert_eq!(redis.certificate_records(), 1);
+    })
+    .await;
+}

@@ -19,6 +19,7 @@ use crate::lifecycle::storage_error;
 use crate::metrics::GroupLabel;
 use crate::store::{Issued, TokenStore};
 use crate::timefmt::rfc3339_now;
+use crate::token::IssuedToken;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct OnboardingResponse {
@@ -75,11 +76,35 @@ pub async fn onboarding(
         }
     }
     // The enrollment key (or the open mode) was checked above, the device's own key here.
-    attribute(&req, &device);
-    group.devices.check(&device)?;
+    let issued = issue_token(&req, &state, &groups, &group, &device, client).await?;
+    Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
+        success: true,
+        provisioning_token: issued.token,
+        enrollment_code: issued.code,
+        expires_in: issued.expires_at - issued.issued_at,
+        timestamp: rfc3339_now(),
+    }))
+}
+
+/// Onboarding after the device authenticated for `group`: the device and group rules,
+/// the profile, the device's rate limit, then the token, stored and signed, counted and
+/// audited. Onboarding and EST's enrollment with a derived key both come here.
+///
+/// Errors: 403 `device_not_allowed`, `device_blocked`, 422 `csr_policy_violation`, 429,
+/// 503 `storage_unavailable`.
+pub(super) async fn issue_token(
+    req: &HttpRequest,
+    state: &AppState,
+    groups: &Groups,
+    group: &Arc<Group>,
+    device: &DeviceId,
+    client: Option<std::net::IpAddr>,
+) -> Result<IssuedToken, ApiError> {
+    attribute(req, device);
+    group.devices.check(device)?;
     // An id another group's rules claim is that group's, whatever this one takes.
-    if let Some(owner) = groups.claimed_by(&device)
-        && !Arc::ptr_eq(owner, &group)
+    if let Some(owner) = groups.claimed_by(device)
+        && !Arc::ptr_eq(owner, group)
     {
         return Err(ApiError::DeviceNotAllowed);
     }
@@ -87,9 +112,9 @@ pub async fn onboarding(
     // it has a token (422 `csr_policy_violation`, as sign-csr would say).
     group
         .profile
-        .render(&device, &group.name, &NameOverrides::default())?;
+        .render(device, &group.name, &NameOverrides::default())?;
     // Only after authentication: otherwise anyone could use up a device's allowance.
-    state.limit_device(&device).await?;
+    state.limit_device(device).await?;
 
     // A token Redis may or may not have kept (it stopped answering mid-write) is never
     // also put into memory: the next attempt has a new jti (and goes to memory, Redis
@@ -102,7 +127,7 @@ pub async fn onboarding(
     for attempt in 1.. {
         match state
             .store
-            .issue(&device, &jti, state.tokens.ttl(), &facts)
+            .issue(device, &jti, state.tokens.ttl(), &facts)
             .await
             .map_err(storage_error)?
         {
@@ -113,7 +138,7 @@ pub async fn onboarding(
         }
     }
     Span::current().record("jti", jti.short());
-    let issued = state.tokens.issue_with(&device, jti, &facts)?;
+    let issued = state.tokens.issue_with(device, jti, &facts)?;
     state.metrics.tokens_issued.inc();
     state
         .metrics
@@ -125,15 +150,9 @@ pub async fn onboarding(
     state.activity.count(Happened::TokenIssued);
     state
         .audit
-        .token_issued(&device, &issued.jti, &group.name, client);
+        .token_issued(device, &issued.jti, &group.name, client);
 
-    Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
-        success: true,
-        provisioning_token: issued.token,
-        enrollment_code: issued.code,
-        expires_in: issued.expires_at - issued.issued_at,
-        timestamp: rfc3339_now(),
-    }))
+    Ok(issued)
 }
 
 /// The group a device onboards into: the one whose enrollment key the request bears

@@ -94,6 +94,19 @@ impl DerivedKeys {
     }
 }
 
+impl DerivedKeys {
+    /// Whether `presented` is `device_id`'s key itself (base64url, as `derive-key`
+    /// prints it), compared in constant time: EST's password, which a client like
+    /// strongSwan's `pki` cannot sign per request.
+    pub fn accepts_key(&self, device_id: &str, presented: &str) -> bool {
+        let Some(presented) = decode_key(presented) else {
+            return false;
+        };
+        let expected = hmac::sign(&self.group_secret, device_id.as_bytes());
+        aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &presented).is_ok()
+    }
+}
+
 /// `Device ts=<u64>,sig=<base64url>`, parameters in any order.
 fn parse(header: &str) -> Option<(u64, Vec<u8>)> {
     let (scheme, params) = header.trim().split_once(' ')?;

@@ -14,9 +14,11 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine;
 
 use super::body::JsonBody;
+use super::onboarding::issue_token;
 use super::renew::{Proven, renew_proven};
 use super::sign_csr::{enroll_verified, note_rejected};
 use super::{AppState, attribute, note_device};
+use crate::auth::OnboardingAuth;
 use crate::ca::{CertRequest, CertificateAuthority};
 use crate::clock::unix_now;
 use crate::domain::DeviceId;
@@ -24,6 +26,7 @@ use crate::error::ApiError;
 use crate::lifecycle::{Certified, storage_error};
 use crate::net::{OverTls, PeerCertificate};
 use crate::store::CertificateRegistry;
+use crate::token::VerifiedToken;
 
 const REALM: &str = "Basic realm=\"provisiond EST\", charset=\"UTF-8\"";
 
@@ -174,7 +177,10 @@ async fn enroll(
         ApiError::TokenInvalid("the username must be the device id the token was issued for")
     })?;
     note_device(&device);
-    let claims = state.tokens.verify_for(&password, &device)?;
+    let claims = match derived_key_enrollment(req, state, &device, &password, client).await? {
+        Some(claims) => claims,
+        None => state.tokens.verify_for(&password, &device)?,
+    };
     if let Ok(subject) = DeviceId::parse(&claims.subject) {
         *verified = Some(subject);
     }
@@ -195,6 +201,59 @@ async fn enroll(
     let csr = wire::csr_pem(raw.bytes())?;
     let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), client).await?;
     issued(&cert)
+}
+
+/// A derived-mode group's device key as the password (43 base64url characters, as
+/// `provisiond derive-key` prints it; never a code or a JWT): onboarding and
+/// enrollment in one request, for clients that cannot sign each request. Once per
+/// device: one the registry holds a certificate of is refused, and re-enrolls with its
+/// certificate (`simplereenroll`). `None`: the password is not such a key for this
+/// group, and is read as a token or code.
+///
+/// Errors: 401 `unauthorized` (the key is not the device's, or it enrolled before), and
+/// onboarding's.
+async fn derived_key_enrollment(
+    req: &HttpRequest,
+    state: &AppState,
+    device: &DeviceId,
+    password: &str,
+    client: Option<std::net::IpAddr>,
+) -> Result<Option<VerifiedToken>, ApiError> {
+    if crate::auth::derived::decode_key(password).is_none() {
+        return Ok(None);
+    }
+    let groups = state.groups.current();
+    let name = req
+        .match_info()
+        .get("label")
+        .unwrap_or(crate::groups::DEFAULT_GROUP);
+    let Some(group) = groups.get(name) else {
+        return Ok(None);
+    };
+    let OnboardingAuth::Derived(keys) = &group.onboarding else {
+        return Ok(None);
+    };
+    // A new certificate's common name, as onboarding checks it.
+    DeviceId::parse_onboarding(device.as_str()).map_err(ApiError::InvalidDeviceId)?;
+    if !keys.accepts_key(device.as_str(), password) {
+        return Err(ApiError::Unauthorized("device key not accepted"));
+    }
+    // The key never changes, so it is taken once: a captured password cannot enroll a
+    // device that has. (Two requests racing at the first enrollment can both pass this
+    // read, and both enroll: only a holder of the key can race it.)
+    let records = state
+        .store
+        .certificates_of(device)
+        .await
+        .map_err(storage_error)?;
+    if !records.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "this device enrolled with its key before: re-enroll with its certificate \
+             (simplereenroll), or onboard with a signed request",
+        ));
+    }
+    let issued = issue_token(req, state, &groups, group, device, client).await?;
+    Ok(Some(state.tokens.verify(&issued.token)?))
 }
 
 /// `POST simplereenroll` (§4.2.2): the current certificate as TLS client certificate,
