@@ -384,3 +384,97 @@ async fn a_derived_key_is_an_est_password_once_per_device() {
     })
     .await;
 }
+
+/// Bouncy Castle's EST client (`tests/bc/EstClient.java`, compiled here with the JDK
+/// against Debian's bcpkix and bctls): `getCACerts`, `getCSRAttributes`,
+/// `simpleEnroll` and `simpleEnrollWithServersideCreation`. It asks each request
+/// without credentials first and reads the 401's empty body, and needs
+/// `Content-Transfer-Encoding: base64` on each answer and on each multipart part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bouncy_castle_enrolls_and_gets_a_server_made_key() {
+    let redis = RedisServer::start();
+    within(Duration::from_secs(150), async {
+        let certs = tempfile::tempdir().unwrap();
+        let url = redis.url();
+        let (_app, base) = spawn_tls(certs.path(), |s| {
+            s.redis.enabled = true;
+            s.redis.url = Some(url);
+        })
+        .await;
+        let ca = certs.path().join("ca.crt");
+        let client = https_client(&ca, None);
+        let work = tempfile::tempdir().unwrap();
+        let work = work.path();
+        let jars = ["bcpkix", "bcprov", "bcutil", "bctls"]
+            .map(|jar| format!("/usr/share/java/{jar}.jar"))
+            .join(":");
+        let javac = Command::new("timeout")
+            .args(["120", "javac", "-cp", &jars, "-d", path(work)])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bc/EstClient.java"))
+            .output()
+            .expect("a JDK is installed (scripts/test installs default-jdk-headless)");
+        assert!(javac.status.success(), "{javac:?}");
+
+        let code = |onboarded: Value| onboarded["enrollment_code"].as_str().unwrap().to_owned();
+        let first = code(onboard(&client, &base, "bc-1").await);
+        let second = code(onboard(&client, &base, "bc-2").await);
+        let server = base.trim_start_matches("https://");
+        let java = Command::new("timeout")
+            .args([
+                "90",
+                "java",
+                "-cp",
+                &format!("{}:{jars}", path(work)),
+                "EstClient",
+            ])
+            .args([
+                server,
+                path(&ca),
+                path(work),
+                "bc-1",
+                &first,
+                "bc-2",
+                &second,
+            ])
+            .output()
+            .expect("java runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&java.stdout),
+            String::from_utf8_lossy(&java.stderr)
+        );
+        assert!(java.status.success() && said.contains("done"), "{said}");
+        assert!(said.contains("csrattrs: none"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(work.join("cacerts.pem"))
+                .unwrap()
+                .trim(),
+            std::fs::read_to_string(&ca).unwrap().trim()
+        );
+        verify(&ca, &work.join("enrolled.crt"));
+        let made = work.join("serverkeygen.crt");
+        verify(&ca, &made);
+        let (_, subject) = openssl(&["x509", "-in", path(&made), "-noout", "-subject"]);
+        assert!(subject.contains("CN = bc-2"), "{subject}");
+        // The key the server made is the certificate's, and a broker takes the pair.
+        let key = work.join("serverkeygen.key");
+        let (_, from_key) = openssl(&["pkey", "-in", path(&key), "-pubout"]);
+        let (_, from_cert) = openssl(&["x509", "-in", path(&made), "-noout", "-pubkey"]);
+        assert_eq!(from_key, from_cert);
+        let broker = Mosquitto::start(certs.path(), &ca, None);
+        let published = broker.publish(&ca, Some((&made, &key)));
+        assert!(published.status.success(), "{published:?}");
+        drop(broker);
+        // Two certificates recorded, and the serverkeygen credential used.
+        assert_eq!(redis.certificate_records(), 2);
+        let again = client
+            .post(format!("{base}/api/v1/sign-csr"))
+            .bearer_auth(&second)
+            .json(&json!({ "device_id": "bc-2", "csr": common::pki::quick_csr("bc-2") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(common::error_code(again).await.1, "token_used");
+    })
+    .await;
+}

@@ -198,6 +198,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/.well-known/est/{label}/csrattrs"),
     ("post", "/.well-known/est/simpleenroll"),
     ("post", "/.well-known/est/{label}/simpleenroll"),
+    ("post", "/.well-known/est/serverkeygen"),
+    ("post", "/.well-known/est/{label}/serverkeygen"),
     ("post", "/.well-known/est/simplereenroll"),
     ("post", "/.well-known/est/{label}/simplereenroll"),
     ("post", "/.well-known/cmp"),
@@ -268,6 +270,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(post(
             "/.well-known/est/{label}/simpleenroll",
             est::simpleenroll,
+        ))
+        .service(post("/.well-known/est/serverkeygen", est::serverkeygen))
+        .service(post(
+            "/.well-known/est/{label}/serverkeygen",
+            est::serverkeygen,
         ))
         .service(post("/.well-known/est/simplereenroll", est::simplereenroll))
         .service(post(

@@ -116,6 +116,8 @@ pub struct RevokeDeviceRequest {
         super::est::doc::csrattrs_label,
         super::est::doc::simpleenroll,
         super::est::doc::simpleenroll_label,
+        super::est::doc::serverkeygen,
+        super::est::doc::serverkeygen_label,
         super::est::doc::simplereenroll,
         super::est::doc::simplereenroll_label,
         super::cmp::doc::cmp,

@@ -17,6 +17,7 @@ pub mod ocsp_signer;
 pub mod pkcs11;
 mod presented;
 mod profile;
+mod server_key;
 pub mod two_tier;
 
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use ocsp::{
 };
 pub use presented::PresentedCertificate;
 pub use profile::{CertProfile, MAX_NAMES, NameOverrides, SubjectAttribute, is_dns_name, is_uri};
+pub use server_key::server_key;
 
 use crate::config::CaSettings;
 

@@ -77,6 +77,44 @@ pub(in crate::api) fn simpleenroll() {}
     ))]
 pub(in crate::api) fn simpleenroll_label() {}
 
+/// `serverkeygen`'s answer (RFC 7030 §4.4.2): `multipart/mixed`, the private key
+/// (`application/pkcs8`) and the certificate (certs-only), each part base64.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String)]
+pub struct KeyAndCertificate(String);
+
+/// EST `serverkeygen` (RFC 7030 §4.4): as `simpleenroll`, but the server makes the key
+/// (P-256, else Ed25519, as the group takes) and answers it with the certificate.
+#[utoipa::path(post, path = "/.well-known/est/serverkeygen",
+    request_body(content((Base64Der = "application/pkcs10"), (Base64Der = "text/plain"))),
+    responses(
+        (status = 200, description = "The key and the certificate, multipart/mixed", content((KeyAndCertificate = "multipart/mixed"))),
+        (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
+        (status = 401, description = "Credentials missing (empty body) or not accepted; WWW-Authenticate: Basic", content((String = "text/plain"))),
+        (status = 403, description = "Not over TLS; device blocked, not allowed, mismatched, group unknown, hook denied", content((String = "text/plain"))),
+        (status = 413, description = "Body too large", content((String = "text/plain"))),
+        (status = 422, description = "csr_policy_violation", content((String = "text/plain"))),
+        (status = 429, description = "Rate limited", content((String = "text/plain"))),
+        (status = 503, description = "Storage, hook or CA key unavailable; Retry-After", content((String = "text/plain"))),
+    ))]
+pub(in crate::api) fn serverkeygen() {}
+
+#[utoipa::path(post, path = "/.well-known/est/{label}/serverkeygen",
+    params(("label" = String, Path, description = "An enrollment group: the token's")),
+    request_body(content((Base64Der = "application/pkcs10"), (Base64Der = "text/plain"))),
+    responses(
+        (status = 200, description = "The key and the certificate, multipart/mixed", content((KeyAndCertificate = "multipart/mixed"))),
+        (status = 400, description = "A CSR that does not read or verify", content((String = "text/plain"))),
+        (status = 401, description = "Credentials missing (empty body) or not accepted; WWW-Authenticate: Basic", content((String = "text/plain"))),
+        (status = 403, description = "Not over TLS; device blocked, not allowed, mismatched, group unknown, hook denied", content((String = "text/plain"))),
+        (status = 404, description = "No group of that name (text); a label the routes do not take (JSON not_found)", content((String = "text/plain"), (super::super::error_body::ErrorBody = "application/json"))),
+        (status = 413, description = "Body too large", content((String = "text/plain"))),
+        (status = 422, description = "csr_policy_violation", content((String = "text/plain"))),
+        (status = 429, description = "Rate limited", content((String = "text/plain"))),
+        (status = 503, description = "Storage, hook or CA key unavailable; Retry-After", content((String = "text/plain"))),
+    ))]
+pub(in crate::api) fn serverkeygen_label() {}
+
 /// EST `simplereenroll` (RFC 7030 §4.2.2): the current certificate as TLS client
 /// certificate, a PKCS#10 request base64; mutual-TLS renewal's checks (not revoked, not
 /// superseded, device not blocked, inside its group's renewal window).

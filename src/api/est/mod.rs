@@ -151,8 +151,29 @@ pub async fn simpleenroll(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    first_enrollment(req, payload, state, false).await
+}
+
+/// `POST serverkeygen` (§4.4): as `simpleenroll`, but the server makes the device's key
+/// (the first of P-256 and Ed25519 its group takes) and answers it beside the
+/// certificate. The request's CSR is checked as `simpleenroll` checks it; its key is
+/// not certified.
+pub async fn serverkeygen(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    first_enrollment(req, payload, state, true).await
+}
+
+async fn first_enrollment(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    server_key: bool,
+) -> HttpResponse {
     let mut verified = None;
-    let result = enroll(&req, payload, &state, &mut verified).await;
+    let result = enroll(&req, payload, &state, &mut verified, server_key).await;
     if let Err(Refusal::Api(e)) = &result {
         note_rejected(&state, e, verified.as_ref(), state.client_ip(&req));
     }
@@ -164,6 +185,7 @@ async fn enroll(
     payload: web::Payload,
     state: &AppState,
     verified: &mut Option<DeviceId>,
+    server_key: bool,
 ) -> Result<HttpResponse, Refusal> {
     if req.conn_data::<OverTls>().is_none() {
         return Err(Refusal::NeedsTls);
@@ -199,8 +221,37 @@ async fn enroll(
     }
     state.limit_device(&device).await?;
     let csr = wire::csr_pem(raw.bytes())?;
-    let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), client).await?;
-    issued(&cert)
+    if !server_key {
+        let cert =
+            enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), client).await?;
+        return issued(&cert);
+    }
+    // The request's CSR is refused as simpleenroll would refuse it; the key certified
+    // is the one made here.
+    let group = state
+        .groups
+        .current()
+        .get(&claims.group)
+        .cloned()
+        .ok_or_else(|| ApiError::GroupUnknown(claims.group.clone()))?;
+    crate::ca::check_csr(&csr, &device, &group.keys)?;
+    let (key, made_csr) = crate::ca::server_key(&device, &group.keys)?;
+    let cert = enroll_verified(
+        state,
+        &claims,
+        &device,
+        CertRequest::Pkcs10(&made_csr),
+        client,
+    )
+    .await?;
+    let leaf = wire::pem_ders(&cert.pem)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::from(anyhow::anyhow!("an issued certificate without PEM")))?;
+    Ok(wire::server_key_answer(
+        &key.serialize_der(),
+        &wire::certs_only(&[leaf])?,
+    ))
 }
 
 /// A derived-mode group's device key as the password (43 base64url characters, as

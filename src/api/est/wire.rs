@@ -76,6 +76,29 @@ pub fn pkcs7_answer(der: &[u8]) -> HttpResponse {
         .body(body)
 }
 
+/// 200 with `serverkeygen`'s two parts (RFC 7030 §4.4.2): the private key, PKCS#8
+/// (`application/pkcs8`, inside TLS as the RFC allows without a key to encrypt to),
+/// and the certificate, certs-only; each part base64 with its own
+/// `Content-Transfer-Encoding` (Bouncy Castle reads it there, not on the whole).
+pub fn server_key_answer(pkcs8_der: &[u8], certs_only_der: &[u8]) -> HttpResponse {
+    // No base64 line starts with `--`: the boundary cannot occur in a part.
+    const BOUNDARY: &str = "provisiond-est-part";
+    let body = format!(
+        "--{BOUNDARY}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --{BOUNDARY}\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--{BOUNDARY}--\r\n",
+        STANDARD.encode(pkcs8_der),
+        STANDARD.encode(certs_only_der),
+    );
+    HttpResponse::Ok()
+        .insert_header((
+            CONTENT_TYPE,
+            format!("multipart/mixed; boundary={BOUNDARY}"),
+        ))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
 /// The DER of every certificate in `pem_text`, in order.
 pub fn pem_ders(pem_text: &str) -> Vec<Vec<u8>> {
     pem::parse_many(pem_text)
