@@ -110,18 +110,6 @@ pub struct RevokeDeviceRequest {
         console_style,
         super::ocsp::ocsp_post_doc,
         super::ocsp::ocsp_get_doc,
-        super::est::doc::cacerts,
-        super::est::doc::cacerts_label,
-        super::est::doc::csrattrs,
-        super::est::doc::csrattrs_label,
-        super::est::doc::simpleenroll,
-        super::est::doc::simpleenroll_label,
-        super::est::doc::serverkeygen,
-        super::est::doc::serverkeygen_label,
-        super::est::doc::simplereenroll,
-        super::est::doc::simplereenroll_label,
-        super::cmp::doc::cmp,
-        super::cmp::doc::cmp_label,
         health,
         livez,
         readyz,
@@ -599,5 +587,8 @@ fn metrics() {}
 
 /// `GET /api/v1/openapi.json`.
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    let mut document = ApiDoc::openapi();
+    document.merge(super::est::doc::EstDoc::openapi());
+    document.merge(super::cmp::doc::CmpDoc::openapi());
+    HttpResponse::Ok().json(document)
 }

@@ -2,6 +2,11 @@
 
 #![allow(dead_code)]
 
+/// CMP's part of the document, merged into the API's.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(cmp, cmp_label))]
+pub(in crate::api) struct CmpDoc;
+
 /// A DER `PKIMessage` (RFC 4210 §5.1). A request body is read the same whatever its
 /// media type.
 #[derive(utoipa::ToSchema)]

@@ -2,6 +2,22 @@
 
 #![allow(dead_code)]
 
+/// EST's part of the document, merged into the API's.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    cacerts,
+    cacerts_label,
+    csrattrs,
+    csrattrs_label,
+    simpleenroll,
+    simpleenroll_label,
+    serverkeygen,
+    serverkeygen_label,
+    simplereenroll,
+    simplereenroll_label
+))]
+pub(in crate::api) struct EstDoc;
+
 /// Base64 of DER (RFC 7030 §4): a PKCS#10 request, or a certs-only SignedData. A
 /// request body is read the same whatever its media type.
 #[derive(utoipa::ToSchema)]
