@@ -199,10 +199,12 @@ async fn enroll(
         ApiError::TokenInvalid("the username must be the device id the token was issued for")
     })?;
     note_device(&device);
-    let claims = match derived_key_enrollment(req, state, &device, &password, client).await? {
-        Some(claims) => claims,
-        None => state.tokens.verify_for(&password, &device)?,
-    };
+    // A derived key onboards too, and onboarding counts the device's allowance once.
+    let (claims, counted) =
+        match derived_key_enrollment(req, state, &device, &password, client).await? {
+            Some(claims) => (claims, true),
+            None => (state.tokens.verify_for(&password, &device)?, false),
+        };
     if let Ok(subject) = DeviceId::parse(&claims.subject) {
         *verified = Some(subject);
     }
@@ -219,7 +221,9 @@ async fn enroll(
         ))
         .into());
     }
-    state.limit_device(&device).await?;
+    if !counted {
+        state.limit_device(&device).await?;
+    }
     let csr = wire::csr_pem(raw.bytes())?;
     if !server_key {
         let cert =
