@@ -85,6 +85,10 @@ pub(super) async fn first(
             Waiting {
                 secret,
                 serial,
+                cert_der: crate::api::est::wire::pem_ders(&cert.pem)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default(),
                 since: std::time::Instant::now(),
             },
         );
@@ -205,6 +209,19 @@ pub(super) async fn confirm(
                         None,
                     )
                 })?;
+            // certHash (RFC 4210 §5.3.18): the certificate hashed with its signature's hash.
+            if !statuses
+                .iter()
+                .all(|s| hash_matches(s.cert_hash.as_bytes(), &waiting.cert_der))
+            {
+                return Err((
+                    Refusal::new(
+                        Fail::BadCertId,
+                        "certHash is not the hash of the certificate issued in this transaction",
+                    ),
+                    Some(mac),
+                ));
+            }
             state.cmp.confirmed(&device, transaction);
             (Protect::Mac(mac), Some(waiting.serial))
         }
@@ -476,4 +493,17 @@ fn int(value: i64) -> Result<Int, der::Error> {
         start += 1;
     }
     Int::new(&bytes[start..])
+}
+
+/// Whether `hash` is `cert_der`'s SHA-256, -384 or -512 (by its length: the hash of the
+/// certificate's signature, RFC 4210 §5.3.18).
+fn hash_matches(hash: &[u8], cert_der: &[u8]) -> bool {
+    use aws_lc_rs::digest;
+    let algorithm = match hash.len() {
+        32 => &digest::SHA256,
+        48 => &digest::SHA384,
+        64 => &digest::SHA512,
+        _ => return false,
+    };
+    digest::digest(algorithm, cert_der).as_ref() == hash
 }

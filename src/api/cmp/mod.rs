@@ -66,6 +66,8 @@ const SIGNER_RETRY: Duration = Duration::from_secs(60);
 struct Waiting {
     secret: Vec<u8>,
     serial: [u8; 16],
+    /// The certificate, DER: `certConf`'s certHash is checked against it.
+    cert_der: Vec<u8>,
     since: Instant,
 }
 
