@@ -3,7 +3,7 @@
 //! Layout (the braces are a cluster hash tag, so one device's keys share a slot):
 //!
 //! ```text
-//! <prefix>token:{<device_id>}:<jti>  -> {"deviceId": "...", "jti": "...", "expiresAt": <unix>}  EX ttl
+//! <prefix>token:{<device_id>}:<jti>  -> {"deviceId", "jti", "expiresAt", "group", "epoch"}  EX ttl
 //! <prefix>device:{<device_id>}       -> <jti>                                               EX ttl
 //! <prefix>blocked:{<device_id>}      -> <unix s>:<reason code>   (until unblocked)
 //! <prefix>unblocked:{<device_id>}    -> unix s of the last unblock  EX 400 days
