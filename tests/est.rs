@@ -85,6 +85,21 @@ async fn onboard(client: &reqwest::Client, base: &str, device: &str) -> Value {
         .unwrap()
 }
 
+/// The server over HTTPS in `certs`, storing in `redis`, with `adjust` applied.
+async fn serve(
+    certs: &Path,
+    redis: &RedisServer,
+    adjust: impl FnOnce(&mut provisiond::config::Settings),
+) -> (TestApp, String) {
+    let url = redis.url();
+    spawn_tls(certs, |s| {
+        s.redis.enabled = true;
+        s.redis.url = Some(url);
+        adjust(s);
+    })
+    .await
+}
+
 fn verify(ca: &Path, cert: &Path) {
     let (ok, said) = openssl(&["verify", "-CAfile", path(ca), path(cert)]);
     assert!(ok, "{said}");
@@ -95,10 +110,7 @@ async fn strongswan_pki_enrolls_and_reenrolls_and_each_credential_is_used_once()
     let redis = RedisServer::start();
     within(Duration::from_secs(150), async {
         let certs = tempfile::tempdir().unwrap();
-        let url = redis.url();
-        let (_app, base) = spawn_tls(certs.path(), |s| {
-            s.redis.enabled = true;
-            s.redis.url = Some(url);
+        let (_app, base) = serve(certs.path(), &redis, |s| {
             s.admin.keys = provisiond::config::KeyList(vec![ADMIN.to_owned().into()]);
         })
         .await;
@@ -333,10 +345,7 @@ async fn a_derived_key_is_an_est_password_once_per_device() {
     let redis = RedisServer::start();
     within(Duration::from_secs(120), async {
         let certs = tempfile::tempdir().unwrap();
-        let url = redis.url();
-        let (_app, base) = spawn_tls(certs.path(), |s| {
-            s.redis.enabled = true;
-            s.redis.url = Some(url);
+        let (_app, base) = serve(certs.path(), &redis, |s| {
             s.onboarding.mode = provisiond::config::OnboardingMode::Derived;
             s.onboarding.group_secret = Some(provisiond::secret::Secret::new(SECRET));
         })
@@ -395,12 +404,7 @@ async fn bouncy_castle_enrolls_and_gets_a_server_made_key() {
     let redis = RedisServer::start();
     within(Duration::from_secs(150), async {
         let certs = tempfile::tempdir().unwrap();
-        let url = redis.url();
-        let (_app, base) = spawn_tls(certs.path(), |s| {
-            s.redis.enabled = true;
-            s.redis.url = Some(url);
-        })
-        .await;
+        let (_app, base) = serve(certs.path(), &redis, |_| {}).await;
         let ca = certs.path().join("ca.crt");
         let client = https_client(&ca, None);
         let work = tempfile::tempdir().unwrap();
