@@ -189,16 +189,23 @@ pub async fn cmp(
             .content_type("text/plain; charset=utf-8")
             .body("the body is a DER PKIMessage (application/pkixcmp, RFC 6712)\n");
     }
-    let request = match wire::parse(raw.bytes()) {
+    // Read (cheap) before the rate limit, so that its refusal answers the request's
+    // transaction; signed only after it, as every refusal is signed and signing costs.
+    let parsed = wire::parse(raw.bytes());
+    if let Err(e) = state.limit_ip(state.client_ip(&req)).await {
+        let header = match &parsed {
+            Ok(request) => Some(&request.header),
+            Err(unreadable) => unreadable.header.as_deref(),
+        };
+        return answer_error(&state, header, None, e.into());
+    }
+    let request = match parsed {
         Ok(request) => request,
         Err(unreadable) => {
             let refusal = Refusal::new(unreadable.fail, unreadable.why);
             return answer_error(&state, unreadable.header.as_deref(), None, refusal);
         }
     };
-    if let Err(e) = state.limit_ip(state.client_ip(&req)).await {
-        return answer_error(&state, Some(&request.header), None, e.into());
-    }
     let kind = request.kind;
     let outcome = match kind {
         Kind::Ir | Kind::Cr | Kind::P10cr => enroll::first(&req, &state, &request).await,
