@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::groups::{DEFAULT_GROUP, Group, Groups, group_name_is_valid};
 use crate::lifecycle::storage_error;
 use crate::metrics::GroupLabel;
-use crate::store::{Issued, TokenStore};
+use crate::store::{Issued, TokenFacts, TokenStore};
 use crate::timefmt::rfc3339_now;
 use crate::token::IssuedToken;
 
@@ -76,7 +76,7 @@ pub async fn onboarding(
         }
     }
     // The enrollment key (or the open mode) was checked above, the device's own key here.
-    let issued = issue_token(&req, &state, &groups, &group, &device, client).await?;
+    let (issued, _) = issue_token(&req, &state, &groups, &group, &device, client).await?;
     Ok(no_store(HttpResponse::Ok()).json(OnboardingResponse {
         success: true,
         provisioning_token: issued.token,
@@ -88,7 +88,8 @@ pub async fn onboarding(
 
 /// Onboarding after the device authenticated for `group`: the device and group rules,
 /// the profile, the device's rate limit, then the token, stored and signed, counted and
-/// audited. Onboarding and EST's enrollment with a derived key both come here.
+/// audited; answered with the facts the store keeps of it. Onboarding and EST's
+/// enrollment with a derived key both come here.
 ///
 /// Errors: 403 `device_not_allowed`, `device_blocked`, 422 `csr_policy_violation`, 429,
 /// 503 `storage_unavailable`.
@@ -99,7 +100,7 @@ pub(super) async fn issue_token(
     group: &Arc<Group>,
     device: &DeviceId,
     client: Option<std::net::IpAddr>,
-) -> Result<IssuedToken, ApiError> {
+) -> Result<(IssuedToken, TokenFacts), ApiError> {
     attribute(req, device);
     group.devices.check(device)?;
     // An id another group's rules claim is that group's, whatever this one takes.
@@ -119,15 +120,14 @@ pub(super) async fn issue_token(
     // A token Redis may or may not have kept (it stopped answering mid-write) is never
     // also put into memory: the next attempt has a new jti (and goes to memory, Redis
     // being marked away by then).
-    // The epoch is read before the write: a loss in between makes the store refuse the
-    // token later (a retry onboards again), never take one it may have lost. The store
-    // keeps it, the group and the expiry, so that CMP can make the credential again.
-    let facts = state.tokens.facts(&group.name, state.store.epoch());
+    // The store keeps the token's group, expiry and the epoch read before the write, so
+    // that CMP can make the credential again.
+    let stored = state.tokens.facts(&group.name, state.store.epoch());
     let mut jti = Jti::random();
     for attempt in 1.. {
         match state
             .store
-            .issue(device, &jti, state.tokens.ttl(), &facts)
+            .issue(device, &jti, state.tokens.ttl(), &stored)
             .await
             .map_err(storage_error)?
         {
@@ -138,6 +138,14 @@ pub(super) async fn issue_token(
         }
     }
     Span::current().record("jti", jti.short());
+    // The token carries the epoch read after the write, as it always has, so that a loss
+    // noticed meanwhile never refuses a token written after it. When the two differ,
+    // CMP's remade credential is not the device's, and its MAC is refused: the device
+    // onboards again, nothing is taken twice.
+    let facts = TokenFacts {
+        epoch: state.store.epoch(),
+        ..stored
+    };
     let issued = state.tokens.issue_with(device, jti, &facts)?;
     state.metrics.tokens_issued.inc();
     state
@@ -152,7 +160,7 @@ pub(super) async fn issue_token(
         .audit
         .token_issued(device, &issued.jti, &group.name, client);
 
-    Ok(issued)
+    Ok((issued, facts))
 }
 
 /// The group a device onboards into: the one whose enrollment key the request bears

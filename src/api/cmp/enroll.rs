@@ -436,9 +436,12 @@ fn issued(
     protect: Protect,
     implicit: bool,
 ) -> HttpResponse {
+    // The leaf for the body, the rest of its chain for extraCerts: read once.
+    let mut extra = crate::api::est::wire::pem_ders(&cert.pem);
+    let leaf_der = (!extra.is_empty()).then(|| extra.remove(0));
     let built = (|| -> Result<Vec<u8>, der::Error> {
-        let chain = crate::api::est::wire::pem_ders(&cert.pem);
-        let leaf = x509_cert::Certificate::from_der(chain.first().ok_or(der::ErrorKind::Failed)?)?;
+        let leaf =
+            x509_cert::Certificate::from_der(leaf_der.as_deref().ok_or(der::ErrorKind::Failed)?)?;
         let anchors = crate::api::est::wire::pem_ders(&cert.chain_pem)
             .iter()
             .map(|der| x509_cert::Certificate::from_der(der))
@@ -470,7 +473,6 @@ fn issued(
             value: der::Any::from_der(&[0x05, 0x00]).ok(),
         }]
     });
-    let extra = crate::api::est::wire::pem_ders(&cert.pem).split_off(1);
     respond(answer(
         state,
         Some(&request.header),

@@ -30,7 +30,6 @@ const HMAC_WITH_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
 /// A PBM request's parameters, checked.
-#[derive(Clone)]
 pub struct Pbm {
     owf: &'static digest::Algorithm,
     mac: hmac::Algorithm,

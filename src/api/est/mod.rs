@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::lifecycle::{Certified, storage_error};
 use crate::net::{OverTls, PeerCertificate};
 use crate::store::CertificateRegistry;
-use crate::token::VerifiedToken;
+use crate::token::{TokenService, VerifiedToken};
 
 const REALM: &str = "Basic realm=\"provisiond EST\", charset=\"UTF-8\"";
 
@@ -307,8 +307,8 @@ async fn derived_key_enrollment(
              (simplereenroll), or onboard with a signed request",
         ));
     }
-    let issued = issue_token(req, state, &groups, group, device, client).await?;
-    Ok(Some(state.tokens.verify(&issued.token)?))
+    let (issued, facts) = issue_token(req, state, &groups, group, device, client).await?;
+    Ok(Some(TokenService::verified_from(device, issued.jti, facts)))
 }
 
 /// `POST simplereenroll` (§4.2.2): the current certificate as TLS client certificate,
