@@ -360,6 +360,18 @@ impl Audit {
         self.keep("hook_decided", device.as_str(), shown, client);
     }
 
+    /// A device finished provisioning over MQTT (RegisterThing): the certificate of
+    /// `serial` is now its own.
+    pub fn device_registered(&self, device: &DeviceId, serial: &str, group: &str, client: Option<IpAddr>) {
+        tracing::info!(target: "audit", event = "device_registered", device_id = %device, serial, group, client_ip = %ip(client));
+        self.keep(
+            "device_registered",
+            device.as_str(),
+            format!("{serial}{}", in_group(group)),
+            client,
+        );
+    }
+
     pub fn device_blocked(&self, device: &DeviceId, reason: &str, who: &Actor) {
         tracing::info!(target: "audit", event = "device_blocked", device_id = %device, reason, client_ip = %ip(who.client), admin = who.admin_name());
         self.keep_by("device_blocked", device.as_str(), reason.to_owned(), who);

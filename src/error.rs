@@ -18,6 +18,8 @@ pub enum LimitScope {
     Device,
     /// Failed admin authentications from one client address.
     Admin,
+    /// MQTT provisioning requests made with one claim certificate.
+    Claim,
 }
 
 impl LimitScope {
@@ -27,6 +29,7 @@ impl LimitScope {
             LimitScope::Ip => "ip",
             LimitScope::Device => "device",
             LimitScope::Admin => "admin",
+            LimitScope::Claim => "claim",
         }
     }
 
@@ -34,6 +37,7 @@ impl LimitScope {
         match self {
             LimitScope::Ip => "too many requests from this address (per-address limit)",
             LimitScope::Device => "too many requests for this device (per-device limit)",
+            LimitScope::Claim => "too many requests with this claim certificate (per-claim limit)",
             LimitScope::Admin => {
                 "too many failed admin authentications from this address (admin limit)"
             }

@@ -29,6 +29,7 @@ pub mod history;
 pub mod hook;
 pub mod lifecycle;
 pub mod metrics;
+pub mod mqtt;
 pub mod net;
 pub mod ratelimit;
 pub mod registry;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use provisiond::auth::derived;
 use provisiond::cli::{
-    Cli, CliError, Command, ServeArgs, bench, bulk, ca, crl, enroll, exit, renew,
+    Cli, CliError, Command, ServeArgs, bench, bulk, ca, claim, crl, enroll, exit, renew,
 };
 use provisiond::config::{Overrides, Settings};
 use provisiond::domain::DeviceId;
@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
             telemetry::init(telemetry::format_from_env());
             match command {
                 Command::Ca(command) => ca::run(command),
+                Command::Claim(command) => claim::run(command),
                 Command::DeriveKey {
                     config,
                     device_id,

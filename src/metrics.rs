@@ -97,7 +97,28 @@ const REJECTION_REASONS: &[&str] = &[
 ];
 
 /// Scopes of [`Metrics::rate_limited`].
-pub const RATE_LIMIT_SCOPES: &[&str] = &["ip", "device", "admin"];
+pub const RATE_LIMIT_SCOPES: &[&str] = &["ip", "device", "admin", "claim"];
+
+/// Why the MQTT listener refused a connection or a packet ([`Metrics::mqtt_refused`]).
+pub const MQTT_REFUSALS: &[&str] = &[
+    "handshake",
+    "claim_revoked",
+    "claim_group_unknown",
+    "topic",
+    "protocol",
+    "connections",
+    "storage",
+];
+
+/// One provisioning request by front door: `protocol` (`mqtt`), `request` (AWS's name:
+/// `CreateCertificateFromCsr`, `CreateKeysAndCertificate`, `RegisterThing`) and
+/// `outcome` (`accepted`, or the code it was rejected with).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProvisioningLabels {
+    pub protocol: &'static str,
+    pub request: &'static str,
+    pub outcome: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreOpLabels {
@@ -153,6 +174,9 @@ pub struct Metrics {
     pub memory_sweeps: Counter,
     pub memory_swept_entries: Counter,
     pub rate_limited: Family<ScopeLabel, Counter>,
+    /// MQTT connections and packets refused, by [`MQTT_REFUSALS`].
+    pub mqtt_refused: Family<ReasonLabel, Counter>,
+    pub provisioning_requests: Family<ProvisioningLabels, Counter>,
     /// Certificates revoked, by RFC 5280 reason.
     pub certificates_revoked: Family<ReasonLabel, Counter>,
     /// Certificates the current CRL lists.
@@ -221,6 +245,8 @@ impl Metrics {
             memory_sweeps: Counter::default(),
             memory_swept_entries: Counter::default(),
             rate_limited: Family::default(),
+            mqtt_refused: Family::default(),
+            provisioning_requests: Family::default(),
             certificates_revoked: Family::default(),
             crl_entries: Gauge::default(),
             crl_next_update: Gauge::default(),
@@ -365,6 +391,18 @@ impl Metrics {
             m.rate_limited.clone(),
         );
         registry.register(
+            "mqtt_refused",
+            "MQTT connections and packets refused, by reason (handshake: not a valid claim \
+             certificate; topic: outside the provisioning topics)",
+            m.mqtt_refused.clone(),
+        );
+        registry.register(
+            "provisioning_requests",
+            "Provisioning requests by protocol, request and outcome (accepted, or the code \
+             rejected with)",
+            m.provisioning_requests.clone(),
+        );
+        registry.register(
             "certificates_revoked",
             "Certificates revoked, by reason",
             m.certificates_revoked.clone(),
@@ -384,6 +422,11 @@ impl Metrics {
         for &scope in RATE_LIMIT_SCOPES {
             m.rate_limited
                 .get_or_create(&ScopeLabel { scope })
+                .inc_by(0);
+        }
+        for &reason in MQTT_REFUSALS {
+            m.mqtt_refused
+                .get_or_create(&ReasonLabel { reason })
                 .inc_by(0);
         }
         for &reason in REJECTION_REASONS {

@@ -25,6 +25,8 @@ pub struct RateLimits {
     /// a one-in-2^64 chance per pair.
     per_device: Option<DefaultKeyedRateLimiter<u64>>,
     device_hasher: RandomState,
+    /// Keyed by the claim certificate's serial.
+    per_claim: Option<DefaultKeyedRateLimiter<[u8; 16]>>,
     admin_failures: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Addresses that failed admin authentication too often, until when: they are refused
     /// before their key is even looked at, so guessing stops.
@@ -46,6 +48,7 @@ impl RateLimits {
             per_ip: limiter(settings.per_ip_per_minute),
             per_device: limiter(settings.per_device_per_minute),
             device_hasher: RandomState::new(),
+            per_claim: limiter(settings.per_claim_per_minute),
             admin_failures: limiter(settings.admin_failures_per_minute),
             admin_blocked: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
@@ -81,6 +84,12 @@ impl RateLimits {
     pub fn check_device(&self, device: &DeviceId) -> Result<(), ApiError> {
         let key = self.device_hasher.hash_one(device.as_str());
         self.check(self.per_device.as_ref(), &key, LimitScope::Device)
+            .map_err(|(e, _)| e)
+    }
+
+    /// One MQTT provisioning request with the claim certificate of serial `claim`.
+    pub fn check_claim(&self, claim: &[u8; 16]) -> Result<(), ApiError> {
+        self.check(self.per_claim.as_ref(), claim, LimitScope::Claim)
             .map_err(|(e, _)| e)
     }
 
@@ -144,6 +153,10 @@ impl RateLimits {
             l.shrink_to_fit();
         }
         if let Some(l) = &self.per_device {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.per_claim {
             l.retain_recent();
             l.shrink_to_fit();
         }

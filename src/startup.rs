@@ -1,6 +1,6 @@
 //! Wiring: settings in, a bound and ready server out.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ const RATE_LIMIT_CLEANUP: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
+    mqtt_address: Option<SocketAddr>,
     server: Server,
     background: BackgroundTasks,
 }
@@ -80,11 +81,20 @@ impl Application {
         let issuers = Arc::new(
             Issuers::load(&settings.ca, &settings.issuers, workers).context("loading the CA")?,
         );
+        let secret = jwt_secret(&settings)?;
         let tokens = TokenService::new(
-            &jwt_secret(&settings)?,
+            &secret,
             &settings.tokens.issuer,
             &settings.tokens.audience,
             settings.tokens.ttl(),
+        );
+        // MQTT's certificate ownership tokens: the same secret, an audience of their own,
+        // so that no other door takes one as a provisioning token.
+        let ownership = TokenService::new(
+            &secret,
+            &settings.tokens.issuer,
+            &format!("{}#mqtt-ownership", settings.tokens.audience),
+            crate::mqtt::OWNERSHIP_TTL,
         );
         let groups = Arc::new(GroupTable::new(groups::load(&settings)?));
         let admin = KeyDigests::load_named(
@@ -249,6 +259,17 @@ impl Application {
             ocsp_cache: Default::default(),
             cmp: Default::default(),
         });
+        let mqtt = crate::mqtt::listen(
+            &settings.mqtt,
+            &settings.server.tls,
+            state.clone(),
+            ownership,
+        )
+        .await?;
+        let mqtt_address = mqtt.map(|listener| {
+            tasks.push(listener.task);
+            listener.address
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -271,6 +292,7 @@ impl Application {
 
         Ok(Self {
             port: address.port(),
+            mqtt_address,
             server,
             background: BackgroundTasks(tasks),
         })
@@ -278,6 +300,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where the MQTT listener is bound, when `mqtt.listen` is set.
+    pub fn mqtt_address(&self) -> Option<SocketAddr> {
+        self.mqtt_address
     }
 
     /// A handle to stop the server from elsewhere (tests, signal handlers).

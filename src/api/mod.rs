@@ -83,7 +83,7 @@ impl AppState {
         self.proxies.client_ip(req)
     }
 
-    async fn limit_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub(crate) async fn limit_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let Some(ip) = ip else { return Ok(()) };
         let per_minute = self.limits.per_ip_per_minute();
         let check = match self
@@ -98,7 +98,7 @@ impl AppState {
         self.counted(check)
     }
 
-    async fn limit_device(&self, device: &DeviceId) -> Result<(), ApiError> {
+    pub(crate) async fn limit_device(&self, device: &DeviceId) -> Result<(), ApiError> {
         let per_minute = self.limits.per_device_per_minute();
         let check = match self
             .shared_limit(LimitSubject::Device(device), per_minute)
@@ -152,6 +152,12 @@ impl AppState {
         } else {
             "an admin key is required: `Authorization: Bearer <admin key>`"
         }))
+    }
+
+    /// One MQTT provisioning request with the claim of serial `claim` (counted in this
+    /// instance).
+    pub(crate) fn limit_claim(&self, claim: &[u8; 16]) -> Result<(), ApiError> {
+        self.counted(self.limits.check_claim(claim))
     }
 
     fn counted(&self, check: Result<(), ApiError>) -> Result<(), ApiError> {

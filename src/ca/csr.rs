@@ -216,6 +216,19 @@ pub fn check_csr(
     Ok(DevicePublicKey::of(&info.subject_pki, key_type))
 }
 
+/// The first subject common name of the PEM CSR `pem`, when it parses and has one: the
+/// device id a CSR proposes where the door has no other (MQTT's CreateCertificateFromCsr).
+/// The CSR's own checks come after, in [`check_csr`].
+pub fn csr_common_name(pem: &str) -> Option<String> {
+    if pem.len() > MAX_CSR_PEM_BYTES {
+        return None;
+    }
+    let (_, pem) = parse_x509_pem(pem.trim_start().as_bytes()).ok()?;
+    let (_, csr) = X509CertificationRequest::from_der(&pem.contents).ok()?;
+    let cn = csr.certification_request_info.subject.iter_common_name().next()?;
+    directory_string(cn).ok()
+}
+
 /// Every common name of a request's subject must be the device id (none is fine: the
 /// profile writes the name).
 pub(super) fn check_subject(subject: &X509Name<'_>, device: &DeviceId) -> Result<(), ApiError> {

@@ -156,9 +156,23 @@ impl Issuers {
     /// once (twice only for two CAs of one name). One issuer's refusal is said in its
     /// words; with several, a certificate none of them names is "not issued by any".
     pub fn check_presented(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
+        self.check_by_any(der, CertificateAuthority::check_presented)
+    }
+
+    /// As [`Issuers::check_presented`], for a claim certificate
+    /// ([`CertificateAuthority::check_claim`]).
+    pub fn check_claim(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
+        self.check_by_any(der, CertificateAuthority::check_claim)
+    }
+
+    fn check_by_any(
+        &self,
+        der: &[u8],
+        check: fn(&CertificateAuthority, &[u8]) -> Result<PresentedCertificate, &'static str>,
+    ) -> Result<PresentedCertificate, &'static str> {
         let mut refusal = None;
         for (_, ca) in &self.list {
-            match ca.check_presented(der) {
+            match check(ca, der) {
                 Ok(presented) => return Ok(presented),
                 Err(NOT_THIS_CA) if self.list.len() > 1 => {}
                 Err(e) => refusal = refusal.or(Some(e)),

@@ -2,6 +2,7 @@
 //! certificates. The only module that knows rcgen and x509-parser.
 
 mod chain;
+pub mod claim;
 pub mod cmp_signer;
 mod crl;
 mod crmf;
@@ -31,7 +32,7 @@ use time::OffsetDateTime;
 
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use crmf::{CertRequest, CheckedRequest, check_template};
-pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr};
+pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr, csr_common_name};
 pub use csr_facts::CsrFacts;
 pub use issuers::Issuers;
 pub use key::{CaKey, KeySource, token_location};

@@ -10,6 +10,15 @@ use super::csr::{KeyType, key_type};
 /// name issued.
 pub(super) const NOT_THIS_CA: &str = "the certificate was not issued by this CA";
 
+/// What a presented certificate must be for.
+#[derive(Clone, Copy)]
+enum Purpose {
+    /// A device's: clientAuth.
+    Device,
+    /// A claim's: the claim purpose alone.
+    Claim,
+}
+
 /// A certificate this CA issued, as presented by a device.
 #[derive(Debug, Clone)]
 pub struct PresentedCertificate {
@@ -46,6 +55,16 @@ impl CertificateAuthority {
     /// Checks that `der` is a device certificate this CA signed (its validity dates are
     /// the caller's to judge) and reads what renewal needs from it.
     pub fn check_presented(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
+        self.check_leaf(der, Purpose::Device)
+    }
+
+    /// As [`CertificateAuthority::check_presented`], for a claim certificate
+    /// ([`super::claim`]): its extended key usage is the claim purpose alone.
+    pub fn check_claim(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
+        self.check_leaf(der, Purpose::Claim)
+    }
+
+    fn check_leaf(&self, der: &[u8], purpose: Purpose) -> Result<PresentedCertificate, &'static str> {
         let cert = match X509Certificate::from_der(der) {
             Ok(([], cert)) => cert,
             _ => return Err("the certificate does not parse"),
@@ -65,11 +84,26 @@ impl CertificateAuthority {
         // Device certificates say clientAuth (a gateway group's say serverAuth too); the
         // API's own certificate (`ca server-cert`) says serverAuth alone and must never
         // renew as a device.
-        match cert.extended_key_usage() {
-            Ok(Some(eku)) if eku.value.client_auth && !eku.value.any => {}
-            _ => {
+        match (purpose, cert.extended_key_usage()) {
+            (Purpose::Device, Ok(Some(eku))) if eku.value.client_auth && !eku.value.any => {}
+            (Purpose::Device, _) => {
                 return Err(
                     "the certificate is not a device certificate (its extended key usage is not clientAuth)",
+                );
+            }
+            (Purpose::Claim, Ok(Some(eku)))
+                if eku.value.other.len() == 1
+                    && eku.value.other[0].as_bytes() == super::claim::CLAIM_EKU
+                    && !(eku.value.any
+                        || eku.value.client_auth
+                        || eku.value.server_auth
+                        || eku.value.code_signing
+                        || eku.value.email_protection
+                        || eku.value.time_stamping
+                        || eku.value.ocsp_signing) => {}
+            (Purpose::Claim, _) => {
+                return Err(
+                    "the certificate is not a claim certificate (its extended key usage is not the claim purpose alone)",
                 );
             }
         }

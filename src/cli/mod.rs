@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bulk;
 pub mod ca;
+pub mod claim;
 pub mod cpu;
 pub mod crl;
 mod duration;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Manage the certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Claim certificates for provisioning over MQTT (AWS IoT fleet provisioning).
+    #[command(subcommand)]
+    Claim(claim::ClaimCommand),
     /// Enroll one device: make its key, get its certificate, write both.
     Enroll(enroll::EnrollArgs),
     /// Renew a device's certificate (same key, or a new one with --rekey).

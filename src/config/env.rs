@@ -53,6 +53,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRUSTED_PROXIES", "server.trusted_proxies"),
     ("TLS_CERT_FILE", "server.tls.cert"),
     ("TLS_KEY_FILE", "server.tls.key"),
+    ("MQTT_LISTEN", "mqtt.listen"),
     ("ONBOARDING_GROUP_SECRET", "onboarding.group_secret"),
     (
         "ONBOARDING_GROUP_SECRET_FILE",

@@ -81,6 +81,8 @@ pub struct GroupSettings {
     pub hook: Option<HookSettings>,
     /// The `[[issuers]]` entry that signs this group's certificates; none: the first.
     pub issuer: Option<String>,
+    /// Its provisioning template over MQTT.
+    pub mqtt: super::MqttTemplateSettings,
 }
 
 #[derive(Deserialize)]

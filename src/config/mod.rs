@@ -13,6 +13,7 @@ mod hook;
 mod issuers;
 mod log;
 mod memory;
+mod mqtt;
 mod onboarding;
 mod rate_limit;
 mod redis;
@@ -41,6 +42,7 @@ pub use hook::{HookOnError, HookSettings};
 pub use issuers::{DEFAULT_ISSUER, IssuerSettings};
 pub use log::{LogFormat, LogSettings};
 pub use memory::MemorySettings;
+pub use mqtt::{MqttSettings, MqttTemplateSettings};
 pub use onboarding::{OnboardingMode, OnboardingSettings};
 pub use rate_limit::RateLimitSettings;
 pub use redis::{FallbackPolicy, RedisSettings, RedisTopology, SentinelAddress, redact_url};
@@ -63,6 +65,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub hook: HookSettings,
     pub log: LogSettings,
+    /// `[mqtt]`: provisioning over MQTT (AWS IoT fleet provisioning); off by default.
+    pub mqtt: MqttSettings,
     /// Enrollment groups (`[[groups]]`); none: the top-level settings form one group,
     /// `default`.
     pub groups: Vec<GroupSettings>,

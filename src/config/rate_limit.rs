@@ -10,6 +10,9 @@ pub struct RateLimitSettings {
     pub per_ip_per_minute: u32,
     /// Requests to onboarding and sign-csr per device id per minute; 0 turns it off.
     pub per_device_per_minute: u32,
+    /// MQTT provisioning requests (create and register) per claim certificate per
+    /// minute; 0 turns it off. One claim serves a whole production batch.
+    pub per_claim_per_minute: u32,
     /// Failed admin authentications per client address per minute; past it the address
     /// is refused for a while. 0 turns it off.
     pub admin_failures_per_minute: u32,
@@ -23,6 +26,7 @@ impl Default for RateLimitSettings {
         Self {
             per_ip_per_minute: 120_000,
             per_device_per_minute: 60,
+            per_claim_per_minute: 3_000,
             admin_failures_per_minute: 10,
             shared: false,
         }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{DEFAULT_GROUP, Group, Groups, ProfileTemplate};
+use super::{DEFAULT_GROUP, Group, Groups, ProfileTemplate, ProvisioningTemplate};
 use crate::auth::{DevicePolicy, KeyDigests, OnboardingAuth};
 use crate::ca::{KeyPolicy, KeyType};
 use crate::config::{
@@ -81,6 +81,8 @@ fn implicit_default(settings: &Settings) -> Result<Group, ConfigError> {
         after_expiry_days: settings.renewal.after_expiry_days,
         profile: ProfileTemplate::device(),
         hook: PreIssuanceHook::new(&settings.hook, validity_days, "hook")?.map(Arc::new),
+        mqtt: ProvisioningTemplate::from_settings(&settings.mqtt.template())
+            .map_err(|e| ConfigError::key("mqtt.device_id", e))?,
     })
 }
 
@@ -229,6 +231,8 @@ fn build(entry: &GroupSettings, settings: &Settings) -> Result<Group, ConfigErro
         after_expiry_days,
         profile,
         hook: PreIssuanceHook::new(hook, validity_days, hook_key)?.map(Arc::new),
+        mqtt: ProvisioningTemplate::from_settings(&entry.mqtt)
+            .map_err(|e| ConfigError::group(name, "mqtt.device_id", e))?,
     })
 }
 

@@ -13,6 +13,7 @@
 mod build;
 mod profile;
 mod reload;
+mod template;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use actix_web::HttpRequest;
 pub use build::{group_name_is_valid, load};
 pub use profile::ProfileTemplate;
 pub use reload::{announce, describe, spawn_reloader};
+pub use template::ProvisioningTemplate;
 
 use crate::auth::{DevicePolicy, OnboardingAuth};
 use crate::ca::KeyPolicy;
@@ -45,6 +47,8 @@ pub struct Group {
     pub after_expiry_days: u32,
     pub profile: ProfileTemplate,
     pub hook: Option<Arc<PreIssuanceHook>>,
+    /// Its provisioning template over MQTT (`[groups.mqtt]`).
+    pub mqtt: ProvisioningTemplate,
 }
 
 impl Group {

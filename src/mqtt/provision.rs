@@ -1,0 +1,419 @@
+//! What the provisioning topics do, over the issuing path every door shares
+//! ([`crate::lifecycle`]).
+//!
+//! The certificate is issued at CreateCertificateFromCsr (or CreateKeysAndCertificate),
+//! because that answer is where AWS's SDK, and firmware built on it, takes the device's
+//! certificate from. The device id must therefore be known then: the CSR's subject CN,
+//! else the MQTT client id. RegisterThing's template must make the same id from its
+//! parameters; the ownership token it carries is a JWT (its own audience, so no other
+//! door takes it) whose jti is the certificate's serial and which the token store holds as
+//! the device's pending token for an hour: used once, and a certificate whose token is
+//! still unused after the hour is revoked.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::ResponseError;
+use actix_web::web::Data;
+
+use super::payload::{CertificateCreated, Rejected, ThingRegistered};
+use crate::api::AppState;
+use crate::audit::Actor;
+use crate::ca::{CertRequest, PresentedCertificate, csr_common_name, server_key};
+use crate::clock::unix_now;
+use crate::domain::{DeviceId, Jti};
+use crate::error::ApiError;
+use crate::groups::Group;
+use crate::lifecycle::storage_error;
+use crate::registry::{CertificateRecord, Reason, Revocation};
+use crate::store::{CertificateRegistry, ConsumeOutcome, Issued, TokenFacts, TokenStore};
+use crate::token::TokenService;
+
+/// How long an ownership token is good for (AWS: one hour).
+pub const OWNERSHIP_TTL: Duration = Duration::from_secs(3600);
+/// The store keeps an ownership token this much longer than its JWT lives, so that the
+/// sweep that follows its expiry still finds it unused.
+const SWEEP_MARGIN: Duration = Duration::from_secs(120);
+
+/// A refusal, as `/rejected` says it.
+#[derive(Debug)]
+pub struct Rejection(pub Rejected);
+
+impl Rejection {
+    fn new(status_code: u16, error_code: &'static str, message: impl Into<String>) -> Self {
+        Self(Rejected {
+            status_code,
+            error_code,
+            error_message: message.into(),
+        })
+    }
+
+    pub fn invalid_payload(message: String) -> Self {
+        Self::new(400, "invalid_payload", message)
+    }
+}
+
+impl From<ApiError> for Rejection {
+    fn from(e: ApiError) -> Self {
+        Self::new(e.status_code().as_u16(), e.code(), e.to_string())
+    }
+}
+
+/// The claim a connection authenticated with: its serial and its group.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub serial: [u8; 16],
+    pub group: Arc<str>,
+}
+
+/// Provisioning over MQTT: the API's state, and the ownership tokens' own service.
+pub struct Provisioner {
+    pub state: Data<AppState>,
+    ownership: TokenService,
+}
+
+impl Provisioner {
+    pub fn new(state: Data<AppState>, ownership: TokenService) -> Self {
+        Self { state, ownership }
+    }
+
+    /// Whether the claim `presented` (its TLS handshake verified it) may connect now:
+    /// recorded (on first use, under `claim:<group>`), not revoked, its group configured.
+    ///
+    /// Errors: `claim_revoked`, `claim_group_unknown`, or `storage` when the registry
+    /// cannot answer: each a metric reason.
+    pub async fn admit(
+        &self,
+        presented: &PresentedCertificate,
+    ) -> Result<Claim, &'static str> {
+        let group = presented
+            .common_name
+            .strip_prefix("claim:")
+            .filter(|g| self.state.groups.current().get(g).is_some())
+            .ok_or("claim_group_unknown")?;
+        let store = &self.state.store;
+        let record = match store.certificate(&presented.serial).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                // A claim is recorded at its first connection: `claim create` signs
+                // offline, with no server to tell.
+                let device_id =
+                    DeviceId::parse(&presented.common_name).map_err(|_| "claim_group_unknown")?;
+                let record = CertificateRecord {
+                    serial: presented.serial,
+                    device_id,
+                    issued_at: presented.not_before,
+                    not_after: presented.not_after,
+                    key_type: crate::metrics::key_type_label(presented.key_type),
+                    fingerprint_sha256: presented.fingerprint_sha256,
+                    revocation: None,
+                    group: group.to_owned(),
+                };
+                let standing = store.import(&record).await.map_err(|_| "storage")?;
+                self.state.audit.certificate_imported(
+                    &standing.device_id,
+                    &standing.serial_hex(),
+                    true,
+                    &Actor::default(),
+                );
+                standing
+            }
+            Err(_) => return Err("storage"),
+        };
+        let listed = self.state.crl.listed_revocation(&presented.serial).is_some();
+        if record.revocation.is_some() || listed {
+            return Err("claim_revoked");
+        }
+        if record.fingerprint_sha256 != presented.fingerprint_sha256 {
+            return Err("claim_revoked");
+        }
+        Ok(Claim {
+            serial: presented.serial,
+            group: group.into(),
+        })
+    }
+
+    /// CreateCertificateFromCsr (`csr`: PEM) or CreateKeysAndCertificate (`csr`:
+    /// `None`): a certificate for the device the CSR's CN or else `client_id` names, in
+    /// the claim's group, and its ownership token.
+    pub async fn create(
+        &self,
+        claim: &Claim,
+        client_id: &str,
+        csr: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<CertificateCreated, Rejection> {
+        let state = &self.state;
+        state.limit_claim(&claim.serial)?;
+        state.limit_ip(client).await?;
+        let groups = state.groups.current();
+        let group = groups
+            .get(&claim.group)
+            .ok_or_else(|| ApiError::GroupUnknown(claim.group.to_string()))?;
+        let proposed = csr.and_then(csr_common_name);
+        let device = DeviceId::parse(proposed.as_deref().unwrap_or(client_id))
+            .map_err(|e| Rejection::new(400, "invalid_device_id", format!(
+                "the device id (the CSR's subject CN, else the MQTT client id) is not one: {e}"
+            )))?;
+        group.devices.check(&device)?;
+        if let Some(owner) = groups.claimed_by(&device)
+            && !Arc::ptr_eq(owner, group)
+        {
+            return Err(ApiError::DeviceNotAllowed.into());
+        }
+        let (key_pem, csr_pem) = match csr {
+            Some(csr) => (None, csr.to_owned()),
+            None if group.mqtt.create_keys => {
+                let (key, csr) = server_key(&device, &group.keys)?;
+                (Some(key.serialize_pem()), csr)
+            }
+            None => {
+                return Err(Rejection::new(
+                    403,
+                    "create_keys_off",
+                    format!(
+                        "group {} does not make device keys (mqtt.create_keys): use \
+                         $aws/certificates/create-from-csr/json",
+                        group.name
+                    ),
+                ));
+            }
+        };
+        self.refuse_provisioned(&device).await?;
+        state.limit_device(&device).await?;
+        let request = CertRequest::Pkcs10(&csr_pem).check(&device, &group.keys)?;
+        let vetted = state
+            .lifecycle
+            .vet(group, &device, false, &request, client)
+            .await?;
+        // The claim authenticated the caller; the credential this one issuance uses up
+        // is a token minted for it, through the same consume-and-record step as every
+        // door's.
+        let (jti, epoch) = self.mint(&device, group, state.tokens.ttl()).await?;
+        let certified = state
+            .lifecycle
+            .enroll(&device, &jti, epoch, &request.key, vetted, client)
+            .await?;
+        let serial = crate::registry::parse_serial(&certified.serial_hex)
+            .ok_or_else(|| anyhow::anyhow!("an issued serial does not parse"))
+            .map_err(ApiError::from)?;
+        let ownership = Jti::from_bytes(serial);
+        let stored = TokenFacts {
+            group: group.name.to_string(),
+            epoch: state.store.epoch(),
+            expires_at: unix_now() + OWNERSHIP_TTL.as_secs(),
+        };
+        let token = match state
+            .store
+            .issue(&device, &ownership, OWNERSHIP_TTL + SWEEP_MARGIN, &stored)
+            .await
+            .map_err(storage_error)?
+        {
+            Issued::Issued => {
+                let facts = TokenFacts {
+                    epoch: state.store.epoch(),
+                    ..stored
+                };
+                self.ownership.issue_with(&device, ownership, &facts)?.token
+            }
+            // Blocked meanwhile, or a write Redis may not have kept: this certificate
+            // can never be registered, so it goes at once.
+            Issued::Blocked | Issued::Unsure => {
+                self.revoke_unregistered(&device, serial).await;
+                return Err(ApiError::StorageUnavailable.into());
+            }
+        };
+        self.sweep_later(device.clone(), serial);
+        let der = pem::parse(&certified.pem)
+            .map_err(|e| ApiError::from(anyhow::anyhow!("an issued PEM: {e}")))?;
+        Ok(CertificateCreated {
+            certificate_id: hex::encode(crate::crypto::sha256(der.contents())),
+            certificate_pem: certified.pem,
+            certificate_ownership_token: token,
+            private_key: key_pem,
+        })
+    }
+
+    /// RegisterThing with `template` (the claim's group): the parameters make the device
+    /// id, which must be the one the ownership token's certificate was issued to; the
+    /// token is then used up, and the group's device configuration answered.
+    pub async fn register(
+        &self,
+        claim: &Claim,
+        template: &str,
+        ownership_token: &str,
+        parameters: &BTreeMap<String, String>,
+        client: Option<IpAddr>,
+    ) -> Result<(DeviceId, BTreeMap<String, String>), Rejection> {
+        let state = &self.state;
+        state.limit_claim(&claim.serial)?;
+        if template != &*claim.group {
+            return Err(Rejection::new(
+                404,
+                "template_unknown",
+                format!("this claim provisions with template {}, not {template}", claim.group),
+            ));
+        }
+        let groups = state.groups.current();
+        let group = groups
+            .get(&claim.group)
+            .ok_or_else(|| ApiError::GroupUnknown(claim.group.to_string()))?;
+        let device = group
+            .mqtt
+            .device_id(parameters)
+            .map_err(|e| Rejection::new(400, "invalid_parameters", e))?;
+        let verified = self.ownership.verify(ownership_token).map_err(|e| match e {
+            ApiError::TokenExpired => Rejection::new(
+                400,
+                "ownership_token_expired",
+                "the certificate ownership token has expired (one hour after the certificate)",
+            ),
+            _ => Rejection::new(
+                400,
+                "ownership_token_invalid",
+                "the certificate ownership token is not one this server issued",
+            ),
+        })?;
+        if verified.group != *group.name {
+            return Err(Rejection::new(
+                400,
+                "ownership_token_invalid",
+                "the certificate ownership token is for another template",
+            ));
+        }
+        if verified.subject != device.as_str() {
+            return Err(Rejection::new(
+                400,
+                "device_id_mismatch",
+                format!(
+                    "the parameters make device id {device}; the certificate was issued to {}",
+                    verified.subject
+                ),
+            ));
+        }
+        match state
+            .store
+            .consume(&device, &verified.jti, verified.epoch, None)
+            .await
+            .map_err(storage_error)?
+        {
+            ConsumeOutcome::Consumed => {}
+            ConsumeOutcome::NotFound => {
+                return Err(Rejection::new(
+                    400,
+                    "ownership_token_used",
+                    "the certificate ownership token was used, or replaced by a newer one",
+                ));
+            }
+            ConsumeOutcome::Blocked => {
+                self.revoke_unregistered(&device, *verified.jti.as_bytes()).await;
+                return Err(ApiError::DeviceBlocked.into());
+            }
+        }
+        let serial = hex::encode_upper(verified.jti.as_bytes());
+        state
+            .audit
+            .device_registered(&device, &serial, &group.name, client);
+        Ok((device, group.mqtt.device_configuration.clone()))
+    }
+
+    /// The answer of a registration.
+    pub fn registered<'a>(
+        device: &'a DeviceId,
+        configuration: &'a BTreeMap<String, String>,
+    ) -> ThingRegistered<'a> {
+        ThingRegistered {
+            thing_name: device.as_str(),
+            device_configuration: configuration,
+        }
+    }
+
+    /// A claim is shared by a batch: it must not replace a certificate a device holds.
+    /// Re-provisioning such a device takes an operator (revoke, then provision again) or
+    /// the device's own renewal.
+    async fn refuse_provisioned(&self, device: &DeviceId) -> Result<(), Rejection> {
+        let now = unix_now();
+        let held = self
+            .state
+            .store
+            .certificates_of(device)
+            .await
+            .map_err(storage_error)?;
+        if held.iter().any(|r| r.status(now) == "valid") {
+            return Err(Rejection::new(
+                409,
+                "device_already_provisioned",
+                format!(
+                    "{device} holds a valid certificate: a claim provisions a device once \
+                     (renew it, or have an operator revoke it first)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A token for one issuance: the store epoch the token carries, read after the write.
+    async fn mint(
+        &self,
+        device: &DeviceId,
+        group: &Group,
+        ttl: Duration,
+    ) -> Result<(Jti, u64), ApiError> {
+        let state = &self.state;
+        let facts = state.tokens.facts(&group.name, state.store.epoch());
+        let mut jti = Jti::random();
+        for attempt in 1.. {
+            match state
+                .store
+                .issue(device, &jti, ttl, &facts)
+                .await
+                .map_err(storage_error)?
+            {
+                Issued::Issued => break,
+                Issued::Blocked => return Err(ApiError::DeviceBlocked),
+                Issued::Unsure if attempt < 3 => jti = Jti::random(),
+                Issued::Unsure => return Err(ApiError::StorageUnavailable),
+            }
+        }
+        Ok((jti, state.store.epoch()))
+    }
+
+    /// After the ownership token's hour: a certificate whose token is still the device's
+    /// pending one was never registered, and is revoked.
+    fn sweep_later(&self, device: DeviceId, serial: [u8; 16]) {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(OWNERSHIP_TTL + Duration::from_secs(10)).await;
+            let jti = Jti::from_bytes(serial);
+            match state.store.pending(&device).await {
+                Ok(Some((pending, facts))) if pending == jti => {
+                    let _ = state.store.consume(&device, &jti, facts.epoch, None).await;
+                    revoke(&state, &device, serial).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, device_id = %device, "mqtt: the sweep of an unregistered certificate could not read the store"),
+            }
+        });
+    }
+
+    async fn revoke_unregistered(&self, device: &DeviceId, serial: [u8; 16]) {
+        revoke(&self.state, device, serial).await;
+    }
+}
+
+/// Revokes the unregistered certificate `serial` of `device` (cessationOfOperation).
+async fn revoke(state: &AppState, device: &DeviceId, serial: [u8; 16]) {
+    let revocation = Revocation {
+        at: unix_now(),
+        reason: Reason::CessationOfOperation,
+    };
+    match state.lifecycle.revoke(&serial, revocation, &Actor::default()).await {
+        Ok(_) => {
+            tracing::info!(device_id = %device, serial = %hex::encode_upper(serial), "mqtt: an unregistered certificate revoked");
+            state.lifecycle.refresh_crl().await;
+        }
+        Err(e) => tracing::warn!(error = %e, device_id = %device, "mqtt: an unregistered certificate could not be revoked"),
+    }
+}
