@@ -46,8 +46,22 @@ struct HookRequest<'a> {
     group: &'a str,
     protocol: &'static str,
     renewal: bool,
-    csr: HookCsr<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csr: Option<HookCsr<'a>>,
+    /// RegisterThing's parameters (`registration` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// The certificate already issued (`registration` only), upper-case hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial: Option<&'a str>,
     client_address: Option<String>,
+}
+
+/// 128 random bits, hex: a request's `id`, for the receiver to drop a replay.
+fn request_id() -> String {
+    let mut id = [0u8; 16];
+    crate::crypto::fill_random(&mut id);
+    hex::encode(id)
 }
 
 /// The hook's word: allowed, with the validity it asked for (days), if shorter, and
@@ -180,12 +194,61 @@ impl PreIssuanceHook {
         group: &str,
         renewal: bool,
         (key_type, facts): (&'static str, &CsrFacts),
+        protocol: &'static str,
         client: Option<IpAddr>,
         metrics: &Metrics,
     ) -> Result<Verdict, ApiError> {
+        let request = HookRequest {
+            event: "certificate.request",
+            id: request_id(),
+            device_id: device.as_str(),
+            group,
+            protocol,
+            renewal,
+            csr: Some(HookCsr { key_type, facts }),
+            parameters: None,
+            serial: None,
+            client_address: client.map(|ip| ip.to_string()),
+        };
+        self.decide(device, group, &request, metrics).await
+    }
+
+    /// Asks the hook whether `device` may finish provisioning over MQTT (RegisterThing)
+    /// with `parameters`, its certificate `serial` issued already (AWS's pre-provisioning
+    /// hook): `event` `registration`, no `csr`. Answers as [`PreIssuanceHook::ask`].
+    pub async fn ask_registration(
+        &self,
+        device: &DeviceId,
+        group: &str,
+        parameters: &std::collections::BTreeMap<String, String>,
+        serial: &str,
+        client: Option<IpAddr>,
+        metrics: &Metrics,
+    ) -> Result<Verdict, ApiError> {
+        let request = HookRequest {
+            event: "registration",
+            id: request_id(),
+            device_id: device.as_str(),
+            group,
+            protocol: "mqtt",
+            renewal: false,
+            csr: None,
+            parameters: Some(parameters),
+            serial: Some(serial),
+            client_address: client.map(|ip| ip.to_string()),
+        };
+        self.decide(device, group, &request, metrics).await
+    }
+
+    async fn decide(
+        &self,
+        device: &DeviceId,
+        group: &str,
+        request: &HookRequest<'_>,
+        metrics: &Metrics,
+    ) -> Result<Verdict, ApiError> {
         let started = Instant::now();
-        let csr = HookCsr { key_type, facts };
-        let answer = self.call(device, group, renewal, csr, client).await;
+        let answer = self.call(request).await;
         let decision = match &answer {
             Ok(Verdict::Allow { .. }) => "allow",
             Ok(_) => "deny",
@@ -215,28 +278,8 @@ impl PreIssuanceHook {
         }
     }
 
-    async fn call(
-        &self,
-        device: &DeviceId,
-        group: &str,
-        renewal: bool,
-        csr: HookCsr<'_>,
-        client: Option<IpAddr>,
-    ) -> Result<Verdict, NoAnswer> {
-        let body = serde_json::to_vec(&HookRequest {
-            event: "certificate.request",
-            id: {
-                let mut id = [0u8; 16];
-                crate::crypto::fill_random(&mut id);
-                hex::encode(id)
-            },
-            device_id: device.as_str(),
-            group,
-            protocol: "http",
-            renewal,
-            csr,
-            client_address: client.map(|ip| ip.to_string()),
-        })
+    async fn call(&self, request: &HookRequest<'_>) -> Result<Verdict, NoAnswer> {
+        let body = serde_json::to_vec(request)
         .map_err(|e| NoAnswer::Unreadable(format!("encoding the request: {e}")))?;
         let at = unix_now();
         let mut response = self

@@ -45,6 +45,7 @@ pub async fn renew(
         record,
         proof,
         proof_kind,
+        protocol: "http",
     };
     let cert = renew_proven(&req, &state, &device, proven, CertRequest::Pkcs10(csr), now).await?;
     Ok(certified(cert))
@@ -59,6 +60,8 @@ pub(super) struct Proven {
     pub proof: Option<renewal::Proof>,
     /// `jwt` or `mtls`, for the audit.
     pub proof_kind: &'static str,
+    /// The door (`http`, `est`, `cmp`), for the pre-issuance hook.
+    pub protocol: &'static str,
 }
 
 /// Renews `device`'s `proven` certificate for `request` at `now`: the registry's
@@ -82,6 +85,7 @@ pub(super) async fn renew_proven(
         record,
         proof,
         proof_kind,
+        protocol,
     } = proven;
     let device = device.clone();
     // The registry says whose the certificate is and which group it was issued under:
@@ -144,7 +148,7 @@ pub(super) async fn renew_proven(
     // Before the proof is used: a refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(group, &device, true, &request, client)
+        .vet(group, &device, true, &request, protocol, client)
         .await?;
 
     state

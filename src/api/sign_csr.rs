@@ -100,7 +100,15 @@ async fn sign(
         .str_field("csr")
         .ok_or_else(|| ApiError::InvalidCsr("csr (a PEM string) is required".into()))?;
     Ok(certified(
-        enroll_verified(state, &claims, &device, CertRequest::Pkcs10(csr), client).await?,
+        enroll_verified(
+            state,
+            &claims,
+            &device,
+            CertRequest::Pkcs10(csr),
+            "http",
+            client,
+        )
+        .await?,
     ))
 }
 
@@ -116,6 +124,7 @@ pub(super) async fn enroll_verified(
     claims: &VerifiedToken,
     device: &DeviceId,
     request: CertRequest<'_>,
+    protocol: &'static str,
     client: Option<IpAddr>,
 ) -> Result<Certified, ApiError> {
     // 3 and 4. A CSR that parses, proves possession of its key, and meets the policy.
@@ -130,7 +139,7 @@ pub(super) async fn enroll_verified(
     // refusal burns nothing.
     let vetted = state
         .lifecycle
-        .vet(group, device, false, &request, client)
+        .vet(group, device, false, &request, protocol, client)
         .await?;
 
     // 6 and 7. Sign, then consume the token and record the certificate in one atomic

@@ -73,6 +73,7 @@ impl Lifecycle {
         device: &DeviceId,
         renewal: bool,
         request: &CheckedRequest<'_>,
+        protocol: &'static str,
         client: Option<IpAddr>,
     ) -> Result<Vetted, ApiError> {
         let profile = group
@@ -102,6 +103,7 @@ impl Lifecycle {
                 &group.name,
                 renewal,
                 (key_type, &facts),
+                protocol,
                 client,
                 &self.metrics,
             )

@@ -26,6 +26,7 @@ use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
 use crate::groups::Group;
+use crate::hook::Verdict;
 use crate::lifecycle::storage_error;
 use crate::registry::{CertificateRecord, Reason, Revocation};
 use crate::store::{CertificateRegistry, ConsumeOutcome, Issued, TokenFacts, TokenStore};
@@ -186,7 +187,7 @@ impl Provisioner {
         let request = CertRequest::Pkcs10(&csr_pem).check(&device, &group.keys)?;
         let vetted = state
             .lifecycle
-            .vet(group, &device, false, &request, client)
+            .vet(group, &device, false, &request, "mqtt", client)
             .await?;
         // The claim authenticated the caller; the credential this one issuance uses up
         // is a token minted for it, through the same consume-and-record step as every
@@ -221,7 +222,7 @@ impl Provisioner {
             // Blocked meanwhile, or a write Redis may not have kept: this certificate
             // can never be registered, so it goes at once.
             Issued::Blocked | Issued::Unsure => {
-                self.revoke_unregistered(&device, serial).await;
+                revoke(state, &device, serial).await;
                 return Err(ApiError::StorageUnavailable.into());
             }
         };
@@ -293,6 +294,42 @@ impl Provisioner {
                 ),
             ));
         }
+        let serial = *verified.jti.as_bytes();
+        let serial_hex = hex::encode_upper(serial);
+        if let Some(hook) = &group.hook {
+            // AWS's pre-provisioning hook: the parameters are known only now. A hook
+            // that is away burns nothing (the device may register again within the
+            // hour); a denial makes the certificate useless, so it goes at once.
+            let verdict = hook
+                .ask_registration(&device, &group.name, parameters, &serial_hex, client, &state.metrics)
+                .await;
+            let audit = |decision, detail: &str| {
+                state
+                    .audit
+                    .hook_decided(&device, &group.name, decision, detail, client);
+            };
+            match verdict {
+                Ok(Verdict::Allow { .. }) => audit("allow", "registration"),
+                Ok(Verdict::SignedWithoutAnswer(why)) => {
+                    audit("error", &format!("{why}; registered: on_error = allow"));
+                }
+                Ok(Verdict::Deny(reason)) => {
+                    audit("deny", &reason);
+                    if let Ok(ConsumeOutcome::Consumed | ConsumeOutcome::Blocked) = state
+                        .store
+                        .consume(&device, &verified.jti, verified.epoch, None)
+                        .await
+                    {
+                        revoke(state, &device, serial).await;
+                    }
+                    return Err(ApiError::HookDenied(reason).into());
+                }
+                Err(e) => {
+                    audit("error", &e.to_string());
+                    return Err(e.into());
+                }
+            }
+        }
         match state
             .store
             .consume(&device, &verified.jti, verified.epoch, None)
@@ -308,14 +345,13 @@ impl Provisioner {
                 ));
             }
             ConsumeOutcome::Blocked => {
-                self.revoke_unregistered(&device, *verified.jti.as_bytes()).await;
+                revoke(state, &device, serial).await;
                 return Err(ApiError::DeviceBlocked.into());
             }
         }
-        let serial = hex::encode_upper(verified.jti.as_bytes());
         state
             .audit
-            .device_registered(&device, &serial, &group.name, client);
+            .device_registered(&device, &serial_hex, &group.name, client);
         Ok((device, group.mqtt.device_configuration.clone()))
     }
 
@@ -398,9 +434,6 @@ impl Provisioner {
         });
     }
 
-    async fn revoke_unregistered(&self, device: &DeviceId, serial: [u8; 16]) {
-        revoke(&self.state, device, serial).await;
-    }
 }
 
 /// Revokes the unregistered certificate `serial` of `device` (cessationOfOperation).

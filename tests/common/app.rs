@@ -47,6 +47,8 @@ pub const FLEET_KEY: &str = "fleet-key-fleet-key-fleet-key-fleet-key";
 
 pub struct TestApp {
     pub address: String,
+    /// The MQTT listener's port, when `mqtt.listen` is set.
+    pub mqtt_port: Option<u16>,
     pub client: reqwest::Client,
     pub certs: PathBuf,
     handle: ServerHandle,
@@ -86,10 +88,12 @@ impl TestApp {
         let certs = settings.ca.dir.clone();
         let app = Application::build(settings).await.expect("server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let mqtt_port = app.mqtt_address().map(|a| a.port());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
+            mqtt_port,
             client: reqwest::Client::new(),
             certs,
             handle,

@@ -59,7 +59,7 @@ pub(super) async fn first(
                     )
                 })?;
             let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr));
-            let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&pem), client)
+            let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&pem), "cmp", client)
                 .await
                 .map_err(|e| on_refusal(e, &mac))?;
             (-1, cert)
@@ -68,7 +68,7 @@ pub(super) async fn first(
             let message = one_request(request.content).map_err(|r| (r, Some(mac.clone())))?;
             let id = request_id(&message);
             let cert =
-                enroll_verified(state, &claims, &device, CertRequest::Crmf(&message), client)
+                enroll_verified(state, &claims, &device, CertRequest::Crmf(&message), "cmp", client)
                     .await
                     .map_err(|e| on_refusal(e, &mac))?;
             (id, cert)
@@ -134,6 +134,7 @@ pub(super) async fn key_update(
         record,
         proof: None,
         proof_kind: "cmp",
+        protocol: "cmp",
     };
     let cert = renew_proven(
         req,

@@ -227,7 +227,8 @@ async fn enroll(
     let csr = wire::csr_pem(raw.bytes())?;
     if !server_key {
         let cert =
-            enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), client).await?;
+            enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), "est", client)
+                .await?;
         return issued(&cert);
     }
     // The request's CSR is refused as simpleenroll would refuse it; the key certified
@@ -245,6 +246,7 @@ async fn enroll(
         &claims,
         &device,
         CertRequest::Pkcs10(&made_csr),
+        "est",
         client,
     )
     .await?;
@@ -372,6 +374,7 @@ async fn reenroll(
         record,
         proof: None,
         proof_kind: "mtls",
+        protocol: "est",
     };
     let cert = renew_proven(
         req,
