@@ -362,7 +362,13 @@ impl Audit {
 
     /// A device finished provisioning over MQTT (RegisterThing): the certificate of
     /// `serial` is now its own.
-    pub fn device_registered(&self, device: &DeviceId, serial: &str, group: &str, client: Option<IpAddr>) {
+    pub fn device_registered(
+        &self,
+        device: &DeviceId,
+        serial: &str,
+        group: &str,
+        client: Option<IpAddr>,
+    ) {
         tracing::info!(target: "audit", event = "device_registered", device_id = %device, serial, group, client_ip = %ip(client));
         self.keep(
             "device_registered",

@@ -182,7 +182,8 @@ impl PreIssuanceHook {
         (self.timeout_ms, self.on_error)
     }
 
-    /// Asks the hook about a certificate for `device`. A hook that is away (no
+    /// Asks the hook about a certificate for `device`, requested through the door
+    /// `protocol` (`http`, `est`, `cmp`, `mqtt`) from `client`. A hook that is away (no
     /// connection, a timeout, a 5xx) is 503 `hook_unavailable`, or
     /// [`Verdict::SignedWithoutAnswer`] with `on_error = "allow"`; an answer that is no
     /// allowance (a redirect, a 4xx, one that does not parse or asks for more than it
@@ -194,8 +195,7 @@ impl PreIssuanceHook {
         group: &str,
         renewal: bool,
         (key_type, facts): (&'static str, &CsrFacts),
-        protocol: &'static str,
-        client: Option<IpAddr>,
+        (protocol, client): (&'static str, Option<IpAddr>),
         metrics: &Metrics,
     ) -> Result<Verdict, ApiError> {
         let request = HookRequest {
@@ -280,7 +280,7 @@ impl PreIssuanceHook {
 
     async fn call(&self, request: &HookRequest<'_>) -> Result<Verdict, NoAnswer> {
         let body = serde_json::to_vec(request)
-        .map_err(|e| NoAnswer::Unreadable(format!("encoding the request: {e}")))?;
+            .map_err(|e| NoAnswer::Unreadable(format!("encoding the request: {e}")))?;
         let at = unix_now();
         let mut response = self
             .client

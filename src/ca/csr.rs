@@ -225,7 +225,11 @@ pub fn csr_common_name(pem: &str) -> Option<String> {
     }
     let (_, pem) = parse_x509_pem(pem.trim_start().as_bytes()).ok()?;
     let (_, csr) = X509CertificationRequest::from_der(&pem.contents).ok()?;
-    let cn = csr.certification_request_info.subject.iter_common_name().next()?;
+    let cn = csr
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .next()?;
     directory_string(cn).ok()
 }
 

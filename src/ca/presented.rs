@@ -64,7 +64,11 @@ impl CertificateAuthority {
         self.check_leaf(der, Purpose::Claim)
     }
 
-    fn check_leaf(&self, der: &[u8], purpose: Purpose) -> Result<PresentedCertificate, &'static str> {
+    fn check_leaf(
+        &self,
+        der: &[u8],
+        purpose: Purpose,
+    ) -> Result<PresentedCertificate, &'static str> {
         let cert = match X509Certificate::from_der(der) {
             Ok(([], cert)) => cert,
             _ => return Err("the certificate does not parse"),

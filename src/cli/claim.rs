@@ -55,9 +55,13 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         )
     })?;
     let issuers = Issuers::load(&settings.ca, &settings.issuers, 1)?;
-    let issuer = issuers
-        .get(&group.issuer)
-        .ok_or_else(|| anyhow::anyhow!("group `{}` names issuer `{}`, which is not configured", group.name, group.issuer))?;
+    let issuer = issuers.get(&group.issuer).ok_or_else(|| {
+        anyhow::anyhow!(
+            "group `{}` names issuer `{}`, which is not configured",
+            group.name,
+            group.issuer
+        )
+    })?;
     let key_out = args.out.join("claim.key");
     if key_out.exists() && !args.force {
         anyhow::bail!(
@@ -72,7 +76,11 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
     write(&key_out, &claim.key_pem, 0o600)?;
     write(&args.out.join("claim.crt"), &claim.chain_pem, 0o644)?;
     write(&args.out.join("ca.crt"), issuer.chain_pem(), 0o644)?;
-    println!("claim:     {} (group {})", args.out.join("claim.crt").display(), group.name);
+    println!(
+        "claim:     {} (group {})",
+        args.out.join("claim.crt").display(),
+        group.name
+    );
     println!("key:       {}", key_out.display());
     println!("serial:    {}", claim.serial_hex);
     println!("not after: {}", crate::timefmt::rfc3339(claim.not_after));
@@ -80,5 +88,6 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    fsutil::replace(path, text.as_bytes(), mode).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    fsutil::replace(path, text.as_bytes(), mode)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -103,8 +103,7 @@ impl Lifecycle {
                 &group.name,
                 renewal,
                 (key_type, &facts),
-                protocol,
-                client,
+                (protocol, client),
                 &self.metrics,
             )
             .await;

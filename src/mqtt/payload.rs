@@ -121,7 +121,13 @@ mod tests {
             })
         );
         assert!(decode(&register, br#"{"parameters":{}}"#).is_err());
-        assert!(decode(&register, br#"{"certificateOwnershipToken":"t","parameters":{"a":1}}"#).is_err());
+        assert!(
+            decode(
+                &register,
+                br#"{"certificateOwnershipToken":"t","parameters":{"a":1}}"#
+            )
+            .is_err()
+        );
         assert!(decode(&Request::CreateFromCsr, b"{}").is_err());
         assert!(decode(&Request::CreateFromCsr, b"\xff").is_err());
         assert_eq!(decode(&Request::CreateKeys, b""), Ok(Payload::CreateKeys));

@@ -85,10 +85,7 @@ impl Provisioner {
     ///
     /// Errors: `claim_revoked`, `claim_group_unknown`, or `storage` when the registry
     /// cannot answer: each a metric reason.
-    pub async fn admit(
-        &self,
-        presented: &PresentedCertificate,
-    ) -> Result<Claim, &'static str> {
+    pub async fn admit(&self, presented: &PresentedCertificate) -> Result<Claim, &'static str> {
         let group = presented
             .common_name
             .strip_prefix("claim:")
@@ -123,7 +120,11 @@ impl Provisioner {
             }
             Err(_) => return Err("storage"),
         };
-        let listed = self.state.crl.listed_revocation(&presented.serial).is_some();
+        let listed = self
+            .state
+            .crl
+            .listed_revocation(&presented.serial)
+            .is_some();
         if record.revocation.is_some() || listed {
             return Err("claim_revoked");
         }
@@ -154,10 +155,15 @@ impl Provisioner {
             .get(&claim.group)
             .ok_or_else(|| ApiError::GroupUnknown(claim.group.to_string()))?;
         let proposed = csr.and_then(csr_common_name);
-        let device = DeviceId::parse(proposed.as_deref().unwrap_or(client_id))
-            .map_err(|e| Rejection::new(400, "invalid_device_id", format!(
-                "the device id (the CSR's subject CN, else the MQTT client id) is not one: {e}"
-            )))?;
+        let device = DeviceId::parse(proposed.as_deref().unwrap_or(client_id)).map_err(|e| {
+            Rejection::new(
+                400,
+                "invalid_device_id",
+                format!(
+                    "the device id (the CSR's subject CN, else the MQTT client id) is not one: {e}"
+                ),
+            )
+        })?;
         group.devices.check(&device)?;
         if let Some(owner) = groups.claimed_by(&device)
             && !Arc::ptr_eq(owner, group)
@@ -254,7 +260,10 @@ impl Provisioner {
             return Err(Rejection::new(
                 404,
                 "template_unknown",
-                format!("this claim provisions with template {}, not {template}", claim.group),
+                format!(
+                    "this claim provisions with template {}, not {template}",
+                    claim.group
+                ),
             ));
         }
         let groups = state.groups.current();
@@ -265,18 +274,21 @@ impl Provisioner {
             .mqtt
             .device_id(parameters)
             .map_err(|e| Rejection::new(400, "invalid_parameters", e))?;
-        let verified = self.ownership.verify(ownership_token).map_err(|e| match e {
-            ApiError::TokenExpired => Rejection::new(
-                400,
-                "ownership_token_expired",
-                "the certificate ownership token has expired (one hour after the certificate)",
-            ),
-            _ => Rejection::new(
-                400,
-                "ownership_token_invalid",
-                "the certificate ownership token is not one this server issued",
-            ),
-        })?;
+        let verified = self
+            .ownership
+            .verify(ownership_token)
+            .map_err(|e| match e {
+                ApiError::TokenExpired => Rejection::new(
+                    400,
+                    "ownership_token_expired",
+                    "the certificate ownership token has expired (one hour after the certificate)",
+                ),
+                _ => Rejection::new(
+                    400,
+                    "ownership_token_invalid",
+                    "the certificate ownership token is not one this server issued",
+                ),
+            })?;
         if verified.group != *group.name {
             return Err(Rejection::new(
                 400,
@@ -301,7 +313,14 @@ impl Provisioner {
             // that is away burns nothing (the device may register again within the
             // hour); a denial makes the certificate useless, so it goes at once.
             let verdict = hook
-                .ask_registration(&device, &group.name, parameters, &serial_hex, client, &state.metrics)
+                .ask_registration(
+                    &device,
+                    &group.name,
+                    parameters,
+                    &serial_hex,
+                    client,
+                    &state.metrics,
+                )
                 .await;
             let audit = |decision, detail: &str| {
                 state
@@ -429,11 +448,12 @@ impl Provisioner {
                     revoke(&state, &device, serial).await;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, device_id = %device, "mqtt: the sweep of an unregistered certificate could not read the store"),
+                Err(e) => {
+                    tracing::warn!(error = %e, device_id = %device, "mqtt: the sweep of an unregistered certificate could not read the store")
+                }
             }
         });
     }
-
 }
 
 /// Revokes the unregistered certificate `serial` of `device` (cessationOfOperation).
@@ -442,11 +462,17 @@ async fn revoke(state: &AppState, device: &DeviceId, serial: [u8; 16]) {
         at: unix_now(),
         reason: Reason::CessationOfOperation,
     };
-    match state.lifecycle.revoke(&serial, revocation, &Actor::default()).await {
+    match state
+        .lifecycle
+        .revoke(&serial, revocation, &Actor::default())
+        .await
+    {
         Ok(_) => {
             tracing::info!(device_id = %device, serial = %hex::encode_upper(serial), "mqtt: an unregistered certificate revoked");
             state.lifecycle.refresh_crl().await;
         }
-        Err(e) => tracing::warn!(error = %e, device_id = %device, "mqtt: an unregistered certificate could not be revoked"),
+        Err(e) => {
+            tracing::warn!(error = %e, device_id = %device, "mqtt: an unregistered certificate could not be revoked")
+        }
     }
 }

@@ -47,7 +47,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(stream: TlsStream<TcpStream>, peer: SocketAddr, provisioner: Arc<Provisioner>) -> Self {
+    pub fn new(
+        stream: TlsStream<TcpStream>,
+        peer: SocketAddr,
+        provisioner: Arc<Provisioner>,
+    ) -> Self {
         Self {
             stream,
             peer,
@@ -78,7 +82,12 @@ impl Session {
                 client_id,
                 keep_alive,
             } => (client_id, keep_alive),
-            _ => return Err(End::Refused("protocol", DisconnectReasonCode::ProtocolError)),
+            _ => {
+                return Err(End::Refused(
+                    "protocol",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
         };
         // Read before the await, so that no borrow of the session (whose codec is not
         // `Sync`) is held across it.
@@ -139,7 +148,10 @@ impl Session {
                 Incoming::Disconnect => return Ok(()),
                 Incoming::Acknowledgement => {}
                 Incoming::Connect { .. } | Incoming::Unexpected => {
-                    return Err(End::Refused("protocol", DisconnectReasonCode::ProtocolError));
+                    return Err(End::Refused(
+                        "protocol",
+                        DisconnectReasonCode::ProtocolError,
+                    ));
                 }
             }
         }
@@ -174,7 +186,8 @@ impl Session {
                 granted.push(None);
             }
         }
-        self.send(Outgoing::SubscribeAck { packet_id, granted }).await
+        self.send(Outgoing::SubscribeAck { packet_id, granted })
+            .await
     }
 
     /// One request: decoded, done, counted, and answered if this connection subscribed
@@ -191,7 +204,9 @@ impl Session {
         let answer: Result<Vec<u8>, Rejection> = async {
             match payload::decode(&request, bytes).map_err(Rejection::invalid_payload)? {
                 Payload::CreateFromCsr { csr } => {
-                    let created = provisioner.create(claim, client_id, Some(&csr), client).await?;
+                    let created = provisioner
+                        .create(claim, client_id, Some(&csr), client)
+                        .await?;
                     Ok(json(&created))
                 }
                 Payload::CreateKeys => {
@@ -241,7 +256,11 @@ impl Session {
             Err(rejection) => (false, json(&rejection.0)),
         };
         let topic = request.answer_topic(accepted);
-        if !self.subscriptions.iter().any(|f| topics::matches(f, &topic)) {
+        if !self
+            .subscriptions
+            .iter()
+            .any(|f| topics::matches(f, &topic))
+        {
             return Ok(());
         }
         self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
@@ -262,14 +281,20 @@ impl Session {
                 Ok(None) => {}
                 Err(why) => {
                     tracing::debug!(%why, client_ip = %self.peer.ip(), "mqtt: a packet that does not decode");
-                    return Err(End::Refused("protocol", DisconnectReasonCode::MalformedPacket));
+                    return Err(End::Refused(
+                        "protocol",
+                        DisconnectReasonCode::MalformedPacket,
+                    ));
                 }
             }
             match tokio::time::timeout(within, self.stream.read_buf(&mut self.input)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Closed),
                 Ok(Ok(_)) => {}
                 Err(_) => {
-                    return Err(End::Refused("protocol", DisconnectReasonCode::KeepAliveTimeout));
+                    return Err(End::Refused(
+                        "protocol",
+                        DisconnectReasonCode::KeepAliveTimeout,
+                    ));
                 }
             }
         }

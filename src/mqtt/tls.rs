@@ -128,7 +128,9 @@ impl ClientCertVerifier for ClaimVerifier {
         self.check(end_entity.as_ref(), now).map_err(|e| {
             self.metrics
                 .mqtt_refused
-                .get_or_create(&ReasonLabel { reason: "handshake" })
+                .get_or_create(&ReasonLabel {
+                    reason: "handshake",
+                })
                 .inc();
             rustls::Error::InvalidCertificate(e)
         })?;

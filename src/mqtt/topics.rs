@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn only_the_provisioning_topics_exist() {
-        assert_eq!(Request::parse(CREATE_FROM_CSR), Some(Request::CreateFromCsr));
+        assert_eq!(
+            Request::parse(CREATE_FROM_CSR),
+            Some(Request::CreateFromCsr)
+        );
         assert_eq!(
             Request::parse("$aws/provisioning-templates/sensors/provision/json"),
             Some(Request::Register("sensors".into()))
@@ -100,7 +103,9 @@ mod tests {
             assert_eq!(Request::parse(topic), None, "{topic}");
         }
         assert!(may_subscribe("$aws/certificates/create/json/accepted"));
-        assert!(may_subscribe("$aws/provisioning-templates/s/provision/json/+"));
+        assert!(may_subscribe(
+            "$aws/provisioning-templates/s/provision/json/+"
+        ));
         for filter in [
             "#",
             "$aws/#",
@@ -113,7 +118,13 @@ mod tests {
         }
         let any = "$aws/certificates/create/json/+";
         assert!(matches(any, "$aws/certificates/create/json/rejected"));
-        assert!(!matches(any, "$aws/certificates/create-from-csr/json/rejected"));
-        assert!(!matches("$aws/certificates/create/json/accepted", "$aws/certificates/create/json/rejected"));
+        assert!(!matches(
+            any,
+            "$aws/certificates/create-from-csr/json/rejected"
+        ));
+        assert!(!matches(
+            "$aws/certificates/create/json/accepted",
+            "$aws/certificates/create/json/rejected"
+        ));
     }
 }

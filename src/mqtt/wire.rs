@@ -92,7 +92,9 @@ impl Wire {
         if let MqttCodec::Version(detect) = &mut self.codec {
             match detect.decode(buffer).map_err(|e| e.to_string())? {
                 None => return Ok(None),
-                Some(ProtocolVersion::MQTT3) => self.codec = MqttCodec::V3(v3::Codec::new(MAX_PACKET)),
+                Some(ProtocolVersion::MQTT3) => {
+                    self.codec = MqttCodec::V3(v3::Codec::new(MAX_PACKET))
+                }
                 Some(ProtocolVersion::MQTT5) => {
                     self.codec = MqttCodec::V5(v5::Codec::new(MAX_PACKET, MAX_PACKET))
                 }
@@ -138,7 +140,10 @@ fn from_v3(packet: v3::Packet) -> Incoming {
             topic_filters,
         } => Incoming::Subscribe {
             packet_id,
-            filters: topic_filters.into_iter().map(|(f, _)| f.to_string()).collect(),
+            filters: topic_filters
+                .into_iter()
+                .map(|(f, _)| f.to_string())
+                .collect(),
         },
         P::Unsubscribe {
             packet_id,
@@ -190,7 +195,12 @@ fn incoming_publish(publish: Publish) -> Incoming {
     }
 }
 
-fn outgoing_publish(topic: &str, payload: Bytes, packet_id: Option<NonZeroU16>, v5: bool) -> Box<Publish> {
+fn outgoing_publish(
+    topic: &str,
+    payload: Bytes,
+    packet_id: Option<NonZeroU16>,
+    v5: bool,
+) -> Box<Publish> {
     Box::new(Publish {
         dup: false,
         retain: false,
@@ -221,7 +231,12 @@ fn to_v3(packet: Outgoing<'_>) -> Option<v3::Packet> {
             packet_id,
             status: granted
                 .into_iter()
-                .map(|g| g.map_or(v3::SubscribeReturnCode::Failure, v3::SubscribeReturnCode::Success))
+                .map(|g| {
+                    g.map_or(
+                        v3::SubscribeReturnCode::Failure,
+                        v3::SubscribeReturnCode::Success,
+                    )
+                })
                 .collect(),
         },
         Outgoing::UnsubscribeAck { packet_id, .. } => P::UnsubscribeAck { packet_id },
@@ -252,29 +267,25 @@ fn to_v5(packet: Outgoing<'_>) -> Option<v5::Packet> {
             reason_code: v5::ConnectAckReason::NotAuthorized,
             ..Default::default()
         })),
-        Outgoing::SubscribeAck { packet_id, granted } => {
-            P::SubscribeAck(v5::SubscribeAck {
-                packet_id,
-                properties: Default::default(),
-                reason_string: None,
-                status: granted
-                    .into_iter()
-                    .map(|g| match g {
-                        Some(QoS::AtMostOnce) => v5::SubscribeAckReason::GrantedQos0,
-                        Some(_) => v5::SubscribeAckReason::GrantedQos1,
-                        None => v5::SubscribeAckReason::NotAuthorized,
-                    })
-                    .collect(),
-            })
-        }
-        Outgoing::UnsubscribeAck { packet_id, filters } => {
-            P::UnsubscribeAck(v5::UnsubscribeAck {
-                packet_id,
-                properties: Default::default(),
-                reason_string: None,
-                status: vec![v5::UnsubscribeAckReason::Success; filters],
-            })
-        }
+        Outgoing::SubscribeAck { packet_id, granted } => P::SubscribeAck(v5::SubscribeAck {
+            packet_id,
+            properties: Default::default(),
+            reason_string: None,
+            status: granted
+                .into_iter()
+                .map(|g| match g {
+                    Some(QoS::AtMostOnce) => v5::SubscribeAckReason::GrantedQos0,
+                    Some(_) => v5::SubscribeAckReason::GrantedQos1,
+                    None => v5::SubscribeAckReason::NotAuthorized,
+                })
+                .collect(),
+        }),
+        Outgoing::UnsubscribeAck { packet_id, filters } => P::UnsubscribeAck(v5::UnsubscribeAck {
+            packet_id,
+            properties: Default::default(),
+            reason_string: None,
+            status: vec![v5::UnsubscribeAckReason::Success; filters],
+        }),
         Outgoing::PublishAck(packet_id) => P::PublishAck(v5::PublishAck {
             packet_id,
             reason_code: v5::PublishAckReason::Success,

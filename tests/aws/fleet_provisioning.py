@@ -7,6 +7,8 @@ MQTT 3.1.1 (--protocol mqtt3) uses the SDK's IotIdentityClient over an awscrt
 mqtt.Connection (explicit subscriptions, then publishes); MQTT 5 (--protocol mqtt5) uses
 IotIdentityClientV2, the request-response client, over an awscrt mqtt5.Client.
 
+With --spy, listens on every answer topic instead (run_spy).
+
 Prints one JSON object: {"created": {...}, "registered": {...}} on success, or
 {"rejected": {"step": ..., "statusCode": ..., "errorCode": ..., "errorMessage": ...}},
 or {"error": "..."} when the connection itself fails. Exit code 0 in all three cases
@@ -154,6 +156,43 @@ def run_mqtt5(args, csr):
         client.stop()
 
 
+def run_spy(args):
+    """A claimant that subscribes to every answer topic it may, says so on stdout, listens
+    while others provision (until a line on stdin, or --spy seconds), then sends one bad
+    request of its own: it must receive exactly its own rejection, which also proves it
+    was subscribed all along."""
+    connection = mqtt_connection_builder.mtls_from_path(
+        endpoint=args.endpoint, port=args.port, cert_filepath=args.cert,
+        pri_key_filepath=args.key, ca_filepath=args.ca, client_id=args.client_id,
+        clean_session=True, keep_alive_secs=30)
+    connection.connect().result(TIMEOUT)
+    received = []
+    own = threading.Event()
+
+    def on_message(topic, payload, **_):
+        received.append({"topic": topic, "payload": json.loads(payload)})
+        if topic == "$aws/certificates/create-from-csr/json/rejected":
+            own.set()
+
+    try:
+        for topic in ("$aws/certificates/create-from-csr/json/+", "$aws/certificates/create/json/+",
+                      f"$aws/provisioning-templates/{args.template}/provision/json/+"):
+            future, _ = connection.subscribe(topic, mqtt.QoS.AT_LEAST_ONCE, on_message)
+            future.result(TIMEOUT)
+        print(json.dumps({"subscribed": True}))
+        sys.stdout.flush()
+        reader = threading.Thread(target=sys.stdin.readline, daemon=True)
+        reader.start()
+        reader.join(args.spy)
+        before = len(received)
+        future, _ = connection.publish("$aws/certificates/create-from-csr/json", b"{}", mqtt.QoS.AT_LEAST_ONCE)
+        future.result(TIMEOUT)
+        own.wait(TIMEOUT)
+        return {"received": received, "before_own_request": before}
+    finally:
+        connection.disconnect().result(TIMEOUT)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True)
@@ -167,10 +206,14 @@ def main():
     parser.add_argument("--parameter", action="append", default=[], help="Name=value, for RegisterThing")
     parser.add_argument("--ownership-token", help="send this token instead of the one created")
     parser.add_argument("--protocol", choices=["mqtt3", "mqtt5"], default="mqtt3")
+    parser.add_argument("--spy", type=float, help="listen this many seconds as a spy (see run_spy)")
     args = parser.parse_args()
     csr = open(args.csr).read() if args.csr else None
     try:
-        result = (run_mqtt3 if args.protocol == "mqtt3" else run_mqtt5)(args, csr)
+        if args.spy is not None:
+            result = run_spy(args)
+        else:
+            result = (run_mqtt3 if args.protocol == "mqtt3" else run_mqtt5)(args, csr)
     except Exception as e:
         result = {"error": repr(e)}
     print(json.dumps(result))

@@ -22,6 +22,8 @@ pub enum Answer {
     Sans,
     /// This JSON, as it is.
     Json(Value),
+    /// Allow a certificate, deny a registration (MQTT's RegisterThing) with this reason.
+    DenyRegistration(&'static str),
 }
 
 #[derive(Clone)]
@@ -101,11 +103,23 @@ async fn answer(req: HttpRequest, body: web::Bytes, hook: web::Data<Hook>) -> Ht
         }
         Answer::Garbage => HttpResponse::Ok().body("<html>not json</html>"),
         Answer::Json(value) => HttpResponse::Ok().json(value),
+        Answer::DenyRegistration(reason) => {
+            let allow = request_event(&hook) != "registration";
+            HttpResponse::Ok().json(json!({ "allow": allow, "reason": reason }))
+        }
         // A name no certificate may carry (the group's names may be replaced, by names).
         Answer::Sans => {
             HttpResponse::Ok().json(json!({ "allow": true, "san_dns": ["not a host name"] }))
         }
     }
+}
+
+fn request_event(hook: &Hook) -> String {
+    let seen = hook.seen.lock().unwrap();
+    seen.last()
+        .and_then(|r| r["event"].as_str())
+        .unwrap_or("")
+        .to_owned()
 }
 
 pub async fn start_hook() -> (Hook, String) {

@@ -59,18 +59,31 @@ pub(super) async fn first(
                     )
                 })?;
             let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr));
-            let cert = enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&pem), "cmp", client)
-                .await
-                .map_err(|e| on_refusal(e, &mac))?;
+            let cert = enroll_verified(
+                state,
+                &claims,
+                &device,
+                CertRequest::Pkcs10(&pem),
+                "cmp",
+                client,
+            )
+            .await
+            .map_err(|e| on_refusal(e, &mac))?;
             (-1, cert)
         }
         _ => {
             let message = one_request(request.content).map_err(|r| (r, Some(mac.clone())))?;
             let id = request_id(&message);
-            let cert =
-                enroll_verified(state, &claims, &device, CertRequest::Crmf(&message), "cmp", client)
-                    .await
-                    .map_err(|e| on_refusal(e, &mac))?;
+            let cert = enroll_verified(
+                state,
+                &claims,
+                &device,
+                CertRequest::Crmf(&message),
+                "cmp",
+                client,
+            )
+            .await
+            .map_err(|e| on_refusal(e, &mac))?;
             (id, cert)
         }
     };

@@ -226,9 +226,15 @@ async fn enroll(
     }
     let csr = wire::csr_pem(raw.bytes())?;
     if !server_key {
-        let cert =
-            enroll_verified(state, &claims, &device, CertRequest::Pkcs10(&csr), "est", client)
-                .await?;
+        let cert = enroll_verified(
+            state,
+            &claims,
+            &device,
+            CertRequest::Pkcs10(&csr),
+            "est",
+            client,
+        )
+        .await?;
         return issued(&cert);
     }
     // The request's CSR is refused as simpleenroll would refuse it; the key certified
