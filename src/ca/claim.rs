@@ -22,10 +22,13 @@ pub const CLAIM_EKU: [u8; 20] = [
     0x9c, 0xac, 0xcf, 0x14,
 ];
 
-/// The subject common name of `group`'s claims, which is also the id their records are
-/// kept under in the registry: `claim:<group>`.
+/// What a claim's subject common name starts with: it is `claim:<group>`, which is also
+/// the id its record is kept under in the registry (and no device's).
+pub const CLAIM_PREFIX: &str = "claim:";
+
+/// The subject common name of `group`'s claims.
 pub fn claim_name(group: &str) -> String {
-    format!("claim:{group}")
+    format!("{CLAIM_PREFIX}{group}")
 }
 
 /// A claim certificate just made, with its key.

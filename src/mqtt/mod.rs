@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 pub use payload::{MAX_PAYLOAD, Payload, decode as decode_payload};
 pub use provision::OWNERSHIP_TTL;
 pub use topics::Request;
+pub use wire::{Incoming, Wire};
 
 use crate::api::AppState;
 use crate::config::{MqttSettings, TlsSettings};

@@ -21,6 +21,7 @@ use actix_web::web::Data;
 use super::payload::{CertificateCreated, Rejected, ThingRegistered};
 use crate::api::AppState;
 use crate::audit::Actor;
+use crate::ca::claim::CLAIM_PREFIX;
 use crate::ca::{CertRequest, PresentedCertificate, csr_common_name, server_key};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
@@ -88,7 +89,7 @@ impl Provisioner {
     pub async fn admit(&self, presented: &PresentedCertificate) -> Result<Claim, &'static str> {
         let group = presented
             .common_name
-            .strip_prefix("claim:")
+            .strip_prefix(CLAIM_PREFIX)
             .filter(|g| self.state.groups.current().get(g).is_some())
             .ok_or("claim_group_unknown")?;
         let store = &self.state.store;
@@ -155,15 +156,18 @@ impl Provisioner {
             .get(&claim.group)
             .ok_or_else(|| ApiError::GroupUnknown(claim.group.to_string()))?;
         let proposed = csr.and_then(csr_common_name);
-        let device = DeviceId::parse(proposed.as_deref().unwrap_or(client_id)).map_err(|e| {
-            Rejection::new(
-                400,
-                "invalid_device_id",
-                format!(
-                    "the device id (the CSR's subject CN, else the MQTT client id) is not one: {e}"
-                ),
-            )
-        })?;
+        let device = DeviceId::parse_onboarding(proposed.as_deref().unwrap_or(client_id))
+            .ok()
+            // The ids claims are recorded under are no device's.
+            .filter(|d| !d.as_str().starts_with(CLAIM_PREFIX))
+            .ok_or_else(|| {
+                Rejection::new(
+                    400,
+                    "invalid_device_id",
+                    "the device id (the CSR's subject CN, else the MQTT client id) must be 1 \
+                     to 64 of letters, digits and . _ : -, not starting with `claim:`",
+                )
+            })?;
         group.devices.check(&device)?;
         if let Some(owner) = groups.claimed_by(&device)
             && !Arc::ptr_eq(owner, group)

@@ -137,12 +137,12 @@ impl Session {
                     self.subscribe(packet_id, filters).await?;
                 }
                 Incoming::Unsubscribe { packet_id, filters } => {
-                    // Answers are sent only while subscribed: dropping them all is what
-                    // the SDK's request-response client expects of an UNSUBSCRIBE between
-                    // its requests, and nothing else ever arrives on this listener.
-                    self.subscriptions.clear();
-                    self.send(Outgoing::UnsubscribeAck { packet_id, filters })
-                        .await?;
+                    self.subscriptions.retain(|s| !filters.contains(s));
+                    self.send(Outgoing::UnsubscribeAck {
+                        packet_id,
+                        filters: filters.len(),
+                    })
+                    .await?;
                 }
                 Incoming::PingRequest => self.send(Outgoing::PingResponse).await?,
                 Incoming::Disconnect => return Ok(()),

@@ -32,7 +32,7 @@ pub enum Incoming {
     },
     Unsubscribe {
         packet_id: NonZeroU16,
-        filters: usize,
+        filters: Vec<String>,
     },
     PingRequest,
     Disconnect,
@@ -150,7 +150,7 @@ fn from_v3(packet: v3::Packet) -> Incoming {
             topic_filters,
         } => Incoming::Unsubscribe {
             packet_id,
-            filters: topic_filters.len(),
+            filters: topic_filters.into_iter().map(|f| f.to_string()).collect(),
         },
         P::PingRequest => Incoming::PingRequest,
         P::Disconnect => Incoming::Disconnect,
@@ -177,7 +177,11 @@ fn from_v5(packet: v5::Packet) -> Incoming {
         },
         P::Unsubscribe(unsubscribe) => Incoming::Unsubscribe {
             packet_id: unsubscribe.packet_id,
-            filters: unsubscribe.topic_filters.len(),
+            filters: unsubscribe
+                .topic_filters
+                .into_iter()
+                .map(|f| f.to_string())
+                .collect(),
         },
         P::PingRequest => Incoming::PingRequest,
         P::Disconnect(_) => Incoming::Disconnect,
