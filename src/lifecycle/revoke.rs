@@ -98,18 +98,35 @@ impl Lifecycle {
     /// Records a device certificate this CA signed that the registry does not know (made
     /// before the registry, or by the CA's key elsewhere), so that it can be revoked and
     /// renewed; a record already there stands. Answers the record and whether it is new.
+    /// A claim certificate ([`crate::ca::claim`]) is recorded too, under its common name
+    /// `claim:<group>` and in that group.
     ///
-    /// Errors: 400 `invalid_certificate` (not ours, not a device certificate, a common
-    /// name that is no device id), 503 `storage_unavailable`.
+    /// Errors: 400 `invalid_certificate` (not ours, neither a device certificate nor a
+    /// claim, a common name that is no device id), 503 `storage_unavailable`.
     pub async fn import(
         &self,
         der: &[u8],
         who: &Actor,
     ) -> Result<(CertificateRecord, bool), ApiError> {
-        let presented = self
-            .issuers
-            .check_presented(der)
-            .map_err(|e| ApiError::InvalidCertificate(e.into()))?;
+        let (presented, group) = match self.issuers.check_presented(der) {
+            Ok(presented) => (presented, crate::registry::DEFAULT_GROUP.to_owned()),
+            Err(not_a_device) => {
+                let claim = self
+                    .issuers
+                    .check_claim(der)
+                    .map_err(|_| ApiError::InvalidCertificate(not_a_device.into()))?;
+                let group = claim
+                    .common_name
+                    .strip_prefix(crate::ca::claim::CLAIM_PREFIX)
+                    .ok_or_else(|| {
+                        ApiError::InvalidCertificate(
+                            "a claim's common name is claim:<group>".into(),
+                        )
+                    })?
+                    .to_owned();
+                (claim, group)
+            }
+        };
         let device_id = DeviceId::parse_new(&presented.common_name).map_err(|e| {
             ApiError::InvalidCertificate(format!("its common name is no device id: {e}"))
         })?;
@@ -126,8 +143,8 @@ impl Lifecycle {
             key_type: key_type_label(presented.key_type),
             fingerprint_sha256: sha256(der),
             revocation: None,
-            // Whatever issued it, an imported certificate renews under `default`.
-            group: crate::registry::DEFAULT_GROUP.to_owned(),
+            // Whatever issued it, an imported device certificate renews under `default`.
+            group,
         };
         let known = self
             .store

@@ -29,7 +29,7 @@ use crate::error::ApiError;
 use crate::groups::Group;
 use crate::hook::Verdict;
 use crate::lifecycle::storage_error;
-use crate::registry::{CertificateRecord, Reason, Revocation};
+use crate::registry::{Reason, Revocation};
 use crate::store::{CertificateRegistry, ConsumeOutcome, Issued, TokenFacts, TokenStore};
 use crate::token::TokenService;
 
@@ -81,44 +81,30 @@ impl Provisioner {
         Self { state, ownership }
     }
 
-    /// Whether the claim `presented` (its TLS handshake verified it) may connect now:
-    /// recorded (on first use, under `claim:<group>`), not revoked, its group configured.
+    /// Whether the claim `der`, read as `presented` (its TLS handshake verified it), may
+    /// connect now: recorded (at its first connection, when no operator imported it
+    /// before), not revoked, its group configured.
     ///
     /// Errors: `claim_revoked`, `claim_group_unknown`, or `storage` when the registry
     /// cannot answer: each a metric reason.
-    pub async fn admit(&self, presented: &PresentedCertificate) -> Result<Claim, &'static str> {
+    pub async fn admit(
+        &self,
+        der: &[u8],
+        presented: &PresentedCertificate,
+    ) -> Result<Claim, &'static str> {
         let group = presented
             .common_name
             .strip_prefix(CLAIM_PREFIX)
             .filter(|g| self.state.groups.current().get(g).is_some())
             .ok_or("claim_group_unknown")?;
-        let store = &self.state.store;
-        let record = match store.certificate(&presented.serial).await {
+        let record = match self.state.store.certificate(&presented.serial).await {
             Ok(Some(record)) => record,
-            Ok(None) => {
-                // A claim is recorded at its first connection: `claim create` signs
-                // offline, with no server to tell.
-                let device_id =
-                    DeviceId::parse(&presented.common_name).map_err(|_| "claim_group_unknown")?;
-                let record = CertificateRecord {
-                    serial: presented.serial,
-                    device_id,
-                    issued_at: presented.not_before,
-                    not_after: presented.not_after,
-                    key_type: crate::metrics::key_type_label(presented.key_type),
-                    fingerprint_sha256: presented.fingerprint_sha256,
-                    revocation: None,
-                    group: group.to_owned(),
-                };
-                let standing = store.import(&record).await.map_err(|_| "storage")?;
-                self.state.audit.certificate_imported(
-                    &standing.device_id,
-                    &standing.serial_hex(),
-                    true,
-                    &Actor::default(),
-                );
-                standing
-            }
+            // `claim create` signs offline, with no server to tell.
+            Ok(None) => match self.state.lifecycle.import(der, &Actor::default()).await {
+                Ok((record, _)) => record,
+                Err(ApiError::InvalidCertificate(_)) => return Err("handshake"),
+                Err(_) => return Err("storage"),
+            },
             Err(_) => return Err("storage"),
         };
         let listed = self
@@ -126,10 +112,11 @@ impl Provisioner {
             .crl
             .listed_revocation(&presented.serial)
             .is_some();
-        if record.revocation.is_some() || listed {
-            return Err("claim_revoked");
-        }
-        if record.fingerprint_sha256 != presented.fingerprint_sha256 {
+        // A recorded serial with another fingerprint is not the recorded certificate.
+        if record.revocation.is_some()
+            || listed
+            || record.fingerprint_sha256 != presented.fingerprint_sha256
+        {
             return Err("claim_revoked");
         }
         Ok(Claim {

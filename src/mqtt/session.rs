@@ -94,7 +94,7 @@ impl Session {
         let presented = self.presented();
         let provisioner = self.provisioner.clone();
         let admitted = match presented {
-            Ok(presented) => provisioner.admit(&presented).await,
+            Ok((der, presented)) => provisioner.admit(&der, &presented).await,
             Err(reason) => Err(reason),
         };
         let claim = match admitted {
@@ -157,8 +157,8 @@ impl Session {
         }
     }
 
-    /// The claim this connection's TLS handshake presented.
-    fn presented(&self) -> Result<PresentedCertificate, &'static str> {
+    /// The claim this connection's TLS handshake presented: its DER, and as read.
+    fn presented(&self) -> Result<(Vec<u8>, PresentedCertificate), &'static str> {
         let leaf = self
             .stream
             .get_ref()
@@ -170,6 +170,7 @@ impl Session {
             .state
             .issuers
             .check_claim(leaf.as_ref())
+            .map(|presented| (leaf.to_vec(), presented))
             .map_err(|_| "handshake")
     }
 
