@@ -96,6 +96,10 @@ impl Fleet {
     /// The server with `config`, its HTTPS and MQTT certificate for 127.0.0.1, and a
     /// claim for each of `groups` (in `<dir>/<group>/`).
     async fn start(config: &str, groups: &[&str]) -> Self {
+        Self::start_with(config, groups, |_| {}).await
+    }
+
+    async fn start_with(config: &str, groups: &[&str], adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let file = dir.path().join("config.toml");
@@ -144,6 +148,7 @@ impl Fleet {
         settings.server.tls.key = Some(certs.join("server.key"));
         settings.mqtt.listen = Some("127.0.0.1:0".into());
         settings.admin.keys = provisiond::config::KeyList(vec![Secret::new(ADMIN)]);
+        adjust(&mut settings);
         let app = TestApp::spawn_settings(settings).await;
         let port = app.mqtt_port.expect("the MQTT listener is on");
         let base = format!(
@@ -724,6 +729,60 @@ async fn answers_reach_only_the_connection_that_asked_and_only_claims_connect() 
                 .metric(r#"provisiond_mqtt_refused_total{reason="claim_revoked"}"#)
                 .await
                 >= 1.0
+        );
+        fleet.app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_is_rate_limited_and_can_be_recorded_before_its_first_use() {
+    within(Duration::from_secs(120), async {
+        let (_hook, url) = start_hook().await;
+        let fleet = Fleet::start_with(&config(&url), &["sensors"], |s| {
+            s.rate_limit.per_claim_per_minute = 2;
+        })
+        .await;
+        let claim = fleet.claim("sensors");
+
+        // An operator records the claim before any device uses it.
+        let pem = std::fs::read_to_string(&claim.0).unwrap();
+        let (status, body) = fleet
+            .admin_post("/api/v1/certificates", &json!({"certificate": pem}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["certificate"]["device_id"], "claim:sensors", "{body}");
+
+        // Two requests a minute with this claim: a create and a register, then refused.
+        let one = fleet
+            .provision(
+                &claim,
+                Run::csr(
+                    "sensor-0301",
+                    "sensors",
+                    &quick_csr("sensor-0301"),
+                    &["SerialNumber=0301"],
+                ),
+            )
+            .await;
+        assert_eq!(one["registered"]["thingName"], "sensor-0301", "{one}");
+        let two = fleet
+            .provision(
+                &claim,
+                Run::csr(
+                    "sensor-0302",
+                    "sensors",
+                    &quick_csr("sensor-0302"),
+                    &["SerialNumber=0302"],
+                ),
+            )
+            .await;
+        assert_eq!(rejected(&two), "rate_limited", "{two}");
+        assert_eq!(
+            fleet
+                .metric(r#"provisiond_rate_limited_total{scope="claim"}"#)
+                .await,
+            1.0
         );
         fleet.app.stop().await;
     })
