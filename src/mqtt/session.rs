@@ -23,8 +23,9 @@ use crate::metrics::{ProvisioningLabels, ReasonLabel};
 
 /// How long a client has to send its CONNECT once TLS is up.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
-/// The idle limit of a client that asked for no keep-alive.
-const IDLE_WITHOUT_KEEP_ALIVE: Duration = Duration::from_secs(600);
+/// The idle limit of a client that asked for no keep-alive, or for more than AWS IoT
+/// allows (1,200 s): a provisioning connection has no reason to idle longer.
+const MAX_IDLE: Duration = Duration::from_secs(1800);
 /// Subscriptions one connection may hold: the three request topics' answers, twice over.
 const MAX_SUBSCRIPTIONS: usize = 12;
 
@@ -108,8 +109,8 @@ impl Session {
         self.send(Outgoing::ConnectAccepted).await?;
         // MQTT's own limit is one and a half keep-alives (MQTT 3.1.1 §3.1.2.10).
         let idle = match keep_alive {
-            0 => IDLE_WITHOUT_KEEP_ALIVE,
-            secs => Duration::from_millis(u64::from(secs) * 1500),
+            0 => MAX_IDLE,
+            secs => Duration::from_millis(u64::from(secs) * 1500).min(MAX_IDLE),
         };
         loop {
             match self.next(idle).await? {
