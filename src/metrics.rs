@@ -103,6 +103,7 @@ pub const RATE_LIMIT_SCOPES: &[&str] = &["ip", "device", "admin", "claim"];
 pub const MQTT_REFUSALS: &[&str] = &[
     "handshake",
     "claim_revoked",
+    "claim_expired",
     "claim_group_unknown",
     "topic",
     "protocol",

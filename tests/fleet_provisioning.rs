@@ -458,6 +458,49 @@ async fn every_refusal_comes_back_on_rejected_with_a_code() {
             .await;
         assert_eq!(rejected(&result), "device_already_provisioned", "{result}");
 
+        // A device onboarded over HTTP is that door's: a claim does not take it (its
+        // pending token would be replaced).
+        let onboarded = fleet
+            .https
+            .post(format!("{}/api/v1/onboarding", fleet.base))
+            .json(&json!({"device_id": "sensor-0115", "group": "sensors"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(onboarded.status(), 200);
+        let result = fleet
+            .provision(
+                &sensors,
+                Run::csr("sensor-0115", "sensors", &quick_csr("sensor-0115"), &["SerialNumber=0115"]),
+            )
+            .await;
+        assert_eq!(rejected(&result), "device_pending", "{result}");
+
+        // A certificate revoked between its creation and its registration is not
+        // registered.
+        let kept = fleet
+            .provision(&sensors, Run::csr("sensor-0120", "sensors", &quick_csr("sensor-0120"), &[]))
+            .await;
+        assert_eq!(rejected(&kept), "invalid_parameters", "{kept}");
+        let pem = kept["created"]["certificatePem"].as_str().unwrap();
+        let serial = openssl_x509(pem, &["-noout", "-serial"]);
+        let serial = serial.trim().trim_start_matches("serial=");
+        let (status, body) = fleet
+            .admin_post(&format!("/api/v1/certificates/{serial}/revoke"), &json!({"reason": "keyCompromise"}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let token = kept["created"]["certificateOwnershipToken"].as_str().unwrap();
+        let result = fleet
+            .provision(
+                &sensors,
+                Run {
+                    ownership_token: Some(token),
+                    ..Run::csr("sensor-0121", "sensors", &quick_csr("sensor-0121"), &["SerialNumber=0120"])
+                },
+            )
+            .await;
+        assert_eq!(rejected(&result), "certificate_revoked", "{result}");
+
         // A blocked device: an operator revokes (and blocks) it.
         let (status, body) = fleet
             .admin_post("/api/v1/devices/sensor-0107/revoke", &json!({"block": true}))

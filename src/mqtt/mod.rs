@@ -12,6 +12,7 @@ mod provision;
 mod session;
 mod tls;
 mod topics;
+mod unregistered;
 mod wire;
 
 use std::net::SocketAddr;

@@ -19,6 +19,7 @@ use actix_web::ResponseError;
 use actix_web::web::Data;
 
 use super::payload::{CertificateCreated, Rejected, ThingRegistered};
+use super::unregistered::{MAX_PER_CLAIM, Unregistered, revoke};
 use crate::api::AppState;
 use crate::audit::Actor;
 use crate::ca::claim::CLAIM_PREFIX;
@@ -29,7 +30,6 @@ use crate::error::ApiError;
 use crate::groups::Group;
 use crate::hook::Verdict;
 use crate::lifecycle::storage_error;
-use crate::registry::{Reason, Revocation};
 use crate::store::{CertificateRegistry, ConsumeOutcome, Issued, TokenFacts, TokenStore};
 use crate::token::TokenService;
 
@@ -63,22 +63,59 @@ impl From<ApiError> for Rejection {
     }
 }
 
-/// The claim a connection authenticated with: its serial and its group.
+/// The claim a connection authenticated with: its serial, group and notAfter (unix s).
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub serial: [u8; 16],
     pub group: Arc<str>,
+    pub not_after: u64,
 }
 
-/// Provisioning over MQTT: the API's state, and the ownership tokens' own service.
+/// Provisioning over MQTT: the API's state, the ownership tokens' own service, and the
+/// certificates created here and not registered yet.
 pub struct Provisioner {
     pub state: Data<AppState>,
     ownership: TokenService,
+    unregistered: Unregistered,
 }
 
 impl Provisioner {
     pub fn new(state: Data<AppState>, ownership: TokenService) -> Self {
-        Self { state, ownership }
+        Self {
+            state,
+            ownership,
+            unregistered: Unregistered::default(),
+        }
+    }
+
+    /// The claim of an open connection, again before each request: a claim revoked or
+    /// expired since the CONNECT stops working at once, not at the next connection.
+    ///
+    /// Errors: 403 `claim_revoked`, 403 `claim_expired`, 503 `storage_unavailable`.
+    async fn still_good(&self, claim: &Claim) -> Result<(), Rejection> {
+        if unix_now() > claim.not_after {
+            return Err(Rejection::new(
+                403,
+                "claim_expired",
+                "the claim certificate has expired",
+            ));
+        }
+        let record = self
+            .state
+            .store
+            .certificate(&claim.serial)
+            .await
+            .map_err(storage_error)?;
+        let revoked = record.is_none_or(|r| r.revocation.is_some())
+            || self.state.crl.listed_revocation(&claim.serial).is_some();
+        if revoked {
+            return Err(Rejection::new(
+                403,
+                "claim_revoked",
+                "the claim certificate is revoked",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the claim `der`, read as `presented` (its TLS handshake verified it), may
@@ -97,6 +134,11 @@ impl Provisioner {
             .strip_prefix(CLAIM_PREFIX)
             .filter(|g| self.state.groups.current().get(g).is_some())
             .ok_or("claim_group_unknown")?;
+        // The handshake checked the dates too; this holds whatever TLS did.
+        let now = unix_now();
+        if now < presented.not_before || now > presented.not_after {
+            return Err("claim_expired");
+        }
         let record = match self.state.store.certificate(&presented.serial).await {
             Ok(Some(record)) => record,
             // `claim create` signs offline, with no server to tell.
@@ -122,6 +164,7 @@ impl Provisioner {
         Ok(Claim {
             serial: presented.serial,
             group: group.into(),
+            not_after: presented.not_after,
         })
     }
 
@@ -138,6 +181,17 @@ impl Provisioner {
         let state = &self.state;
         state.limit_claim(&claim.serial)?;
         state.limit_ip(client).await?;
+        self.still_good(claim).await?;
+        if !self.unregistered.room_for(&claim.serial) {
+            return Err(Rejection::new(
+                429,
+                "too_many_unregistered",
+                format!(
+                    "this claim has {MAX_PER_CLAIM} certificates created and not registered: \
+                     register them (RegisterThing) or wait for their hour to pass"
+                ),
+            ));
+        }
         let groups = state.groups.current();
         let group = groups
             .get(&claim.group)
@@ -218,12 +272,22 @@ impl Provisioner {
             }
             // Blocked meanwhile, or a write Redis may not have kept: this certificate
             // can never be registered, so it goes at once.
-            Issued::Blocked | Issued::Unsure => {
+            Issued::Blocked => {
+                revoke(state, &device, serial).await;
+                return Err(ApiError::DeviceBlocked.into());
+            }
+            Issued::Unsure => {
                 revoke(state, &device, serial).await;
                 return Err(ApiError::StorageUnavailable.into());
             }
         };
-        self.sweep_later(device.clone(), serial);
+        self.unregistered.wait(
+            state.clone(),
+            claim.serial,
+            device.clone(),
+            serial,
+            OWNERSHIP_TTL + Duration::from_secs(10),
+        );
         let der = pem::parse(&certified.pem)
             .map_err(|e| ApiError::from(anyhow::anyhow!("an issued PEM: {e}")))?;
         Ok(CertificateCreated {
@@ -247,6 +311,7 @@ impl Provisioner {
     ) -> Result<(DeviceId, BTreeMap<String, String>), Rejection> {
         let state = &self.state;
         state.limit_claim(&claim.serial)?;
+        self.still_good(claim).await?;
         if template != &*claim.group {
             return Err(Rejection::new(
                 404,
@@ -299,6 +364,16 @@ impl Provisioner {
         }
         let serial = *verified.jti.as_bytes();
         let serial_hex = hex::encode_upper(serial);
+        // A certificate revoked since it was created (an operator, a key compromise) is
+        // not one to finish provisioning with.
+        let record = state
+            .store
+            .certificate(&serial)
+            .await
+            .map_err(storage_error)?;
+        if record.is_none_or(|r| r.revocation.is_some()) {
+            return Err(ApiError::CertificateRevoked.into());
+        }
         if let Some(hook) = &group.hook {
             // AWS's pre-provisioning hook: the parameters are known only now. A hook
             // that is away burns nothing (the device may register again within the
@@ -359,6 +434,7 @@ impl Provisioner {
                 return Err(ApiError::DeviceBlocked.into());
             }
         }
+        self.unregistered.take(&serial);
         state
             .audit
             .device_registered(&device, &serial_hex, &group.name, client);
@@ -378,8 +454,28 @@ impl Provisioner {
 
     /// A claim is shared by a batch: it must not replace a certificate a device holds.
     /// Re-provisioning such a device takes an operator (revoke, then provision again) or
-    /// the device's own renewal.
+    /// the device's own renewal. Nor may it take a device another door is provisioning:
+    /// minting a token would replace that device's pending one.
+    ///
+    /// Errors: 409 `device_already_provisioned`, 409 `device_pending`, 503.
     async fn refuse_provisioned(&self, device: &DeviceId) -> Result<(), Rejection> {
+        if self
+            .state
+            .store
+            .pending(device)
+            .await
+            .map_err(storage_error)?
+            .is_some()
+        {
+            return Err(Rejection::new(
+                409,
+                "device_pending",
+                format!(
+                    "{device} has a pending token (onboarded, or created here and not \
+                     registered): use it, or wait for it to expire"
+                ),
+            ));
+        }
         let now = unix_now();
         let held = self
             .state
@@ -424,46 +520,5 @@ impl Provisioner {
             }
         }
         Ok((jti, state.store.epoch()))
-    }
-
-    /// After the ownership token's hour: a certificate whose token is still the device's
-    /// pending one was never registered, and is revoked.
-    fn sweep_later(&self, device: DeviceId, serial: [u8; 16]) {
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(OWNERSHIP_TTL + Duration::from_secs(10)).await;
-            let jti = Jti::from_bytes(serial);
-            match state.store.pending(&device).await {
-                Ok(Some((pending, facts))) if pending == jti => {
-                    let _ = state.store.consume(&device, &jti, facts.epoch, None).await;
-                    revoke(&state, &device, serial).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, device_id = %device, "mqtt: the sweep of an unregistered certificate could not read the store")
-                }
-            }
-        });
-    }
-}
-
-/// Revokes the unregistered certificate `serial` of `device` (cessationOfOperation).
-async fn revoke(state: &AppState, device: &DeviceId, serial: [u8; 16]) {
-    let revocation = Revocation {
-        at: unix_now(),
-        reason: Reason::CessationOfOperation,
-    };
-    match state
-        .lifecycle
-        .revoke(&serial, revocation, &Actor::default())
-        .await
-    {
-        Ok(_) => {
-            tracing::info!(device_id = %device, serial = %hex::encode_upper(serial), "mqtt: an unregistered certificate revoked");
-            state.lifecycle.refresh_crl().await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, device_id = %device, "mqtt: an unregistered certificate could not be revoked")
-        }
     }
 }

@@ -102,10 +102,15 @@ impl Session {
             Ok(claim) => claim,
             Err(reason) => {
                 self.count_refused(reason);
-                self.send(Outgoing::ConnectRefused).await?;
+                let answer = match reason {
+                    "storage" => Outgoing::ConnectUnavailable,
+                    _ => Outgoing::ConnectRefused,
+                };
+                self.send(answer).await?;
                 return Ok(());
             }
         };
+        self.wire.admitted();
         self.send(Outgoing::ConnectAccepted).await?;
         // MQTT's own limit is one and a half keep-alives (MQTT 3.1.1 §3.1.2.10).
         let idle = match keep_alive {
@@ -275,8 +280,10 @@ impl Session {
         .await
     }
 
-    /// The next packet, read within `within`.
+    /// The next packet, whole within `within` (a client trickling a packet byte by byte
+    /// gets no more time than one that sends nothing).
     async fn next(&mut self, within: Duration) -> Result<Incoming, End> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             match self.wire.decode(&mut self.input) {
                 Ok(Some(packet)) => return Ok(packet),
@@ -289,7 +296,7 @@ impl Session {
                     ));
                 }
             }
-            match tokio::time::timeout(within, self.stream.read_buf(&mut self.input)).await {
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.input)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Closed),
                 Ok(Ok(_)) => {}
                 Err(_) => {

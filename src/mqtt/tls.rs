@@ -68,6 +68,10 @@ pub fn server_config(
                 format!("does not fit the certificate: {e}"),
             )
         })?;
+    // No resumption: a resumed session skips the client verifier, so a claim that has
+    // expired since would connect without it.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     // Chosen only when offered: a client that offers no ALPN (the SDK on any port but
     // 443) is served all the same.
     config.alpn_protocols = vec![ALPN_AWS_MQTT.to_vec(), b"mqtt".to_vec()];

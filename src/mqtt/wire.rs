@@ -12,6 +12,10 @@ use tokio_util::codec::{Decoder, Encoder};
 /// The largest packet taken or sent: a request payload ([`super::payload::MAX_PAYLOAD`])
 /// or an answer with a certificate chain and a key, with room for the topic.
 pub const MAX_PACKET: u32 = 64 * 1024;
+/// The largest CONNECT taken: a client id, the SDK's metrics username, a few properties.
+/// The codec makes room for a packet's declared length before it arrives, so a client not
+/// yet admitted must not make it reserve more.
+const MAX_CONNECT: u32 = 4 * 1024;
 
 /// What a client sent.
 #[derive(Debug)]
@@ -45,7 +49,10 @@ pub enum Incoming {
 /// What the listener sends.
 pub enum Outgoing<'a> {
     ConnectAccepted,
+    /// Not authorized (a revoked or expired claim, a group not configured).
     ConnectRefused,
+    /// The server cannot tell now (its store is away): try again later.
+    ConnectUnavailable,
     /// One entry a filter: the QoS granted, or refused.
     SubscribeAck {
         packet_id: NonZeroU16,
@@ -93,10 +100,10 @@ impl Wire {
             match detect.decode(buffer).map_err(|e| e.to_string())? {
                 None => return Ok(None),
                 Some(ProtocolVersion::MQTT3) => {
-                    self.codec = MqttCodec::V3(v3::Codec::new(MAX_PACKET))
+                    self.codec = MqttCodec::V3(v3::Codec::new(MAX_CONNECT))
                 }
                 Some(ProtocolVersion::MQTT5) => {
-                    self.codec = MqttCodec::V5(v5::Codec::new(MAX_PACKET, MAX_PACKET))
+                    self.codec = MqttCodec::V5(v5::Codec::new(MAX_CONNECT, MAX_PACKET))
                 }
             }
         }
@@ -109,6 +116,15 @@ impl Wire {
             MqttPacket::V5(packet) => from_v5(packet),
             MqttPacket::Version(_) => Incoming::Unexpected,
         }))
+    }
+
+    /// The client is admitted: packets up to [`MAX_PACKET`] from now on.
+    pub fn admitted(&mut self) {
+        match &mut self.codec {
+            MqttCodec::V3(codec) => codec.set_max_size(MAX_PACKET),
+            MqttCodec::V5(codec) => codec.set_max_inbound_size(MAX_PACKET),
+            MqttCodec::Version(_) => {}
+        }
     }
 
     /// Appends `packet` to `out`.
@@ -231,6 +247,10 @@ fn to_v3(packet: Outgoing<'_>) -> Option<v3::Packet> {
             return_code: v3::ConnectAckReason::NotAuthorized,
             session_present: false,
         }),
+        Outgoing::ConnectUnavailable => P::ConnectAck(v3::ConnectAck {
+            return_code: v3::ConnectAckReason::ServiceUnavailable,
+            session_present: false,
+        }),
         Outgoing::SubscribeAck { packet_id, granted } => P::SubscribeAck {
             packet_id,
             status: granted
@@ -269,6 +289,10 @@ fn to_v5(packet: Outgoing<'_>) -> Option<v5::Packet> {
         })),
         Outgoing::ConnectRefused => P::ConnectAck(Box::new(v5::ConnectAck {
             reason_code: v5::ConnectAckReason::NotAuthorized,
+            ..Default::default()
+        })),
+        Outgoing::ConnectUnavailable => P::ConnectAck(Box::new(v5::ConnectAck {
+            reason_code: v5::ConnectAckReason::ServerUnavailable,
             ..Default::default()
         })),
         Outgoing::SubscribeAck { packet_id, granted } => P::SubscribeAck(v5::SubscribeAck {
