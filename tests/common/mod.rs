@@ -6,6 +6,7 @@ pub mod bin;
 pub mod browser;
 pub mod cluster;
 pub mod device;
+pub mod fleet;
 pub mod front;
 pub mod hook;
 pub mod mosquitto;
