@@ -8,8 +8,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
 
 use crate::activity::Activity;
@@ -353,22 +352,9 @@ fn tls_config(
     tls: &TlsSettings,
     ca_ders: &[Vec<u8>],
 ) -> anyhow::Result<Option<rustls::ServerConfig>> {
-    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+    let Some((chain, key_der)) = tls.identity()? else {
         return Ok(None);
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ConfigError::key("server.tls.cert", format!("{}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(ConfigError::key(
-            "server.tls.cert",
-            format!("{} holds no certificate", cert.display()),
-        )
-        .into());
-    }
-    fsutil::check_private(key).map_err(|e| ConfigError::key("server.tls.key", e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for der in ca_ders {

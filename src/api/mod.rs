@@ -21,6 +21,8 @@ pub mod openapi;
 mod renew;
 mod sign_csr;
 
+pub(crate) use onboarding::store_new_token;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

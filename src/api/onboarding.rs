@@ -117,26 +117,9 @@ pub(super) async fn issue_token(
     // Only after authentication: otherwise anyone could use up a device's allowance.
     state.limit_device(device).await?;
 
-    // A token Redis may or may not have kept (it stopped answering mid-write) is never
-    // also put into memory: the next attempt has a new jti (and goes to memory, Redis
-    // being marked away by then).
     // The store keeps the token's group, expiry and the epoch read before the write, so
     // that CMP can make the credential again.
-    let stored = state.tokens.facts(&group.name, state.store.epoch());
-    let mut jti = Jti::random();
-    for attempt in 1.. {
-        match state
-            .store
-            .issue(device, &jti, state.tokens.ttl(), &stored)
-            .await
-            .map_err(storage_error)?
-        {
-            Issued::Issued => break,
-            Issued::Blocked => return Err(ApiError::DeviceBlocked),
-            Issued::Unsure if attempt < 3 => jti = Jti::random(),
-            Issued::Unsure => return Err(ApiError::StorageUnavailable),
-        }
-    }
+    let (jti, stored) = store_new_token(state, device, &group.name, state.tokens.ttl()).await?;
     Span::current().record("jti", jti.short());
     // The token carries the epoch read after the write, as it always has, so that a loss
     // noticed meanwhile never refuses a token written after it. When the two differ,
@@ -161,6 +144,37 @@ pub(super) async fn issue_token(
         .token_issued(device, &issued.jti, &group.name, client);
 
     Ok((issued, facts))
+}
+
+/// Makes a new random jti the pending token of `device` in `group` for `ttl`, replacing
+/// any other: the jti and the facts the store keeps (their epoch read before the write).
+/// A token Redis may or may not have kept (it stopped answering mid-write) is never also
+/// put into memory: the next attempt has a new jti (and goes to memory, Redis being
+/// marked away by then).
+///
+/// Errors: 403 `device_blocked`, 503 `storage_unavailable`.
+pub(crate) async fn store_new_token(
+    state: &AppState,
+    device: &DeviceId,
+    group: &str,
+    ttl: std::time::Duration,
+) -> Result<(Jti, TokenFacts), ApiError> {
+    let stored = state.tokens.facts(group, state.store.epoch());
+    let mut jti = Jti::random();
+    for attempt in 1.. {
+        match state
+            .store
+            .issue(device, &jti, ttl, &stored)
+            .await
+            .map_err(storage_error)?
+        {
+            Issued::Issued => break,
+            Issued::Blocked => return Err(ApiError::DeviceBlocked),
+            Issued::Unsure if attempt < 3 => jti = Jti::random(),
+            Issued::Unsure => return Err(ApiError::StorageUnavailable),
+        }
+    }
+    Ok((jti, stored))
 }
 
 /// The group a device onboards into: the one whose enrollment key the request bears

@@ -53,6 +53,39 @@ pub struct TlsSettings {
     pub key: Option<PathBuf>,
 }
 
+/// A TLS server's certificate chain and key, as rustls takes them.
+pub type TlsIdentity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+impl TlsSettings {
+    /// The chain and key the files hold, `None` when TLS is off.
+    ///
+    /// Errors: a file that does not load or holds no certificate, a key file others may
+    /// read (each named by its key).
+    pub fn identity(&self) -> Result<Option<TlsIdentity>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+            return Ok(None);
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ConfigError::key("server.tls.cert", format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(ConfigError::key(
+                "server.tls.cert",
+                format!("{} holds no certificate", cert.display()),
+            ));
+        }
+        crate::fsutil::check_private(key).map_err(|e| ConfigError::key("server.tls.key", e))?;
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
+        Ok(Some((chain, key_der)))
+    }
+}
+
 impl ServerSettings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.body_limit_bytes < 20 * 1024 {

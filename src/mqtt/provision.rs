@@ -27,7 +27,6 @@ use crate::ca::{CertRequest, PresentedCertificate, csr_common_name, server_key};
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
 use crate::error::ApiError;
-use crate::groups::Group;
 use crate::hook::Verdict;
 use crate::lifecycle::storage_error;
 use crate::store::{CertificateRegistry, ConsumeOutcome, Issued, TokenFacts, TokenStore};
@@ -243,7 +242,10 @@ impl Provisioner {
         // The claim authenticated the caller; the credential this one issuance uses up
         // is a token minted for it, through the same consume-and-record step as every
         // door's.
-        let (jti, epoch) = self.mint(&device, group, state.tokens.ttl()).await?;
+        let (jti, _) =
+            crate::api::store_new_token(state, &device, &group.name, state.tokens.ttl()).await?;
+        // The epoch read after the write, as a provisioning token carries it.
+        let epoch = state.store.epoch();
         let certified = state
             .lifecycle
             .enroll(&device, &jti, epoch, &request.key, vetted, client)
@@ -494,31 +496,5 @@ impl Provisioner {
             ));
         }
         Ok(())
-    }
-
-    /// A token for one issuance: the store epoch the token carries, read after the write.
-    async fn mint(
-        &self,
-        device: &DeviceId,
-        group: &Group,
-        ttl: Duration,
-    ) -> Result<(Jti, u64), ApiError> {
-        let state = &self.state;
-        let facts = state.tokens.facts(&group.name, state.store.epoch());
-        let mut jti = Jti::random();
-        for attempt in 1.. {
-            match state
-                .store
-                .issue(device, &jti, ttl, &facts)
-                .await
-                .map_err(storage_error)?
-            {
-                Issued::Issued => break,
-                Issued::Blocked => return Err(ApiError::DeviceBlocked),
-                Issued::Unsure if attempt < 3 => jti = Jti::random(),
-                Issued::Unsure => return Err(ApiError::StorageUnavailable),
-            }
-        }
-        Ok((jti, state.store.epoch()))
     }
 }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -30,7 +29,7 @@ pub fn server_config(
     issuers: Arc<Issuers>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+    let Some((chain, key_der)) = tls.identity()? else {
         return Err(ConfigError::key(
             "mqtt.listen",
             "the MQTT listener speaks TLS only: set server.tls.cert and server.tls.key \
@@ -38,11 +37,6 @@ pub fn server_config(
         )
         .into());
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ConfigError::key("server.tls.cert", format!("{}: {e}", cert.display())))?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ConfigError::key("server.tls.key", format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let subjects = issuers
         .cert_ders()
