@@ -165,6 +165,12 @@ impl Issuers {
         self.check_by_any(der, CertificateAuthority::check_claim)
     }
 
+    /// As [`Issuers::check_claim`], for a claim a TLS verifier has just verified
+    /// ([`CertificateAuthority::read_verified_claim`]).
+    pub fn read_verified_claim(&self, der: &[u8]) -> Result<PresentedCertificate, &'static str> {
+        self.check_by_any(der, CertificateAuthority::read_verified_claim)
+    }
+
     fn check_by_any(
         &self,
         der: &[u8],

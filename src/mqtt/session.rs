@@ -175,7 +175,7 @@ impl Session {
         self.provisioner
             .state
             .issuers
-            .check_claim(leaf.as_ref())
+            .read_verified_claim(leaf.as_ref())
             .map(|presented| (leaf.to_vec(), presented))
             .map_err(|_| "handshake")
     }
