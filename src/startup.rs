@@ -39,7 +39,7 @@ const RATE_LIMIT_CLEANUP: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
-    mqtt_address: Option<SocketAddr>,
+    mqtt: Option<crate::mqtt::MqttListener>,
     server: Server,
     background: BackgroundTasks,
 }
@@ -263,12 +263,8 @@ impl Application {
             &settings.server.tls,
             state.clone(),
             ownership,
-        )
-        .await?;
-        let mqtt_address = mqtt.map(|listener| {
-            tasks.push(listener.task);
-            listener.address
-        });
+            workers,
+        )?;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -291,7 +287,7 @@ impl Application {
 
         Ok(Self {
             port: address.port(),
-            mqtt_address,
+            mqtt,
             server,
             background: BackgroundTasks(tasks),
         })
@@ -303,7 +299,7 @@ impl Application {
 
     /// Where the MQTT listener is bound, when `mqtt.listen` is set.
     pub fn mqtt_address(&self) -> Option<SocketAddr> {
-        self.mqtt_address
+        self.mqtt.as_ref().map(|listener| listener.address)
     }
 
     /// A handle to stop the server from elsewhere (tests, signal handlers).
@@ -316,6 +312,7 @@ impl Application {
     /// `server.shutdown_timeout_seconds`, and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let _background = self.background;
+        let _mqtt = self.mqtt;
         self.server.await
     }
 }

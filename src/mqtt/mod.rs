@@ -22,8 +22,8 @@ use std::time::Duration;
 use actix_web::web::Data;
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use payload::{MAX_PAYLOAD, Payload, decode as decode_payload};
@@ -41,38 +41,66 @@ const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 /// `mqtt.max_connections` when unset.
 const MAX_CONNECTIONS: usize = 10_000;
 
-/// The listener, bound: where, and the task that accepts.
+/// The listener, bound: where, and the runtime its connections run on, stopped when this
+/// is dropped.
 pub struct MqttListener {
     pub address: SocketAddr,
-    pub task: JoinHandle<()>,
+    runtime: Option<Runtime>,
 }
 
-/// Binds `mqtt.listen` and starts accepting, when it is set.
+impl Drop for MqttListener {
+    fn drop(&mut self) {
+        // Without waiting: the server may be dropped from async code, where a runtime
+        // must not block.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Binds `mqtt.listen` and starts accepting, when it is set, on a runtime of its own with
+/// `workers` threads: the handshakes and signing of many devices at once use every core,
+/// as the HTTP workers do, not the one thread of the main runtime.
 ///
 /// `ownership` signs the certificate ownership tokens: the JWT secret's, with an audience
 /// of its own. Errors: the address does not bind, or TLS is not configured.
-pub async fn listen(
+pub fn listen(
     mqtt: &MqttSettings,
     tls: &TlsSettings,
     state: Data<AppState>,
     ownership: TokenService,
+    workers: usize,
 ) -> anyhow::Result<Option<MqttListener>> {
     let Some(address) = &mqtt.listen else {
         return Ok(None);
     };
     let config = tls::server_config(tls, state.issuers.clone(), state.metrics.clone())?;
-    let listener = TcpListener::bind(address.as_str())
-        .await
+    let listener = std::net::TcpListener::bind(address.as_str())
         .with_context(|| format!("cannot listen on {address} (mqtt.listen)"))?;
+    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let provisioner = Arc::new(provision::Provisioner::new(state, ownership));
     let slots = Arc::new(Semaphore::new(
         mqtt.max_connections.unwrap_or(MAX_CONNECTIONS),
     ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .thread_name("mqtt")
+        .enable_all()
+        .build()
+        .context("starting the MQTT listener's runtime")?;
+    runtime.spawn(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => accept(listener, acceptor, provisioner, slots).await,
+            Err(e) => tracing::error!(error = %e, "mqtt: the listener cannot be used"),
+        }
+    });
     tracing::info!(%address, "MQTT fleet provisioning listening (TLS, claim certificates)");
-    let task = tokio::spawn(accept(listener, acceptor, provisioner, slots));
-    Ok(Some(MqttListener { address, task }))
+    Ok(Some(MqttListener {
+        address,
+        runtime: Some(runtime),
+    }))
 }
 
 async fn accept(
