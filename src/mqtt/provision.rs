@@ -214,6 +214,7 @@ impl Provisioner {
         {
             return Err(ApiError::DeviceNotAllowed.into());
         }
+        self.refuse_provisioned(&device).await?;
         let (key_pem, csr_pem) = match csr {
             Some(csr) => (None, csr.to_owned()),
             None if group.mqtt.create_keys => {
@@ -232,7 +233,6 @@ impl Provisioner {
                 ));
             }
         };
-        self.refuse_provisioned(&device).await?;
         state.limit_device(&device).await?;
         let request = CertRequest::Pkcs10(&csr_pem).check(&device, &group.keys)?;
         let vetted = state
@@ -259,28 +259,31 @@ impl Provisioner {
             epoch: state.store.epoch(),
             expires_at: unix_now() + OWNERSHIP_TTL.as_secs(),
         };
-        let token = match state
+        let stored_token = state
             .store
             .issue(&device, &ownership, OWNERSHIP_TTL + SWEEP_MARGIN, &stored)
-            .await
-            .map_err(storage_error)?
-        {
-            Issued::Issued => {
+            .await;
+        let token = match stored_token {
+            Ok(Issued::Issued) => {
                 let facts = TokenFacts {
                     epoch: state.store.epoch(),
                     ..stored
                 };
                 self.ownership.issue_with(&device, ownership, &facts)?.token
             }
-            // Blocked meanwhile, or a write Redis may not have kept: this certificate
-            // can never be registered, so it goes at once.
-            Issued::Blocked => {
+            // Blocked meanwhile, or a token the store may not have kept or could not
+            // take: this certificate can never be registered, so it goes at once.
+            Ok(Issued::Blocked) => {
                 revoke(state, &device, serial).await;
                 return Err(ApiError::DeviceBlocked.into());
             }
-            Issued::Unsure => {
+            Ok(Issued::Unsure) => {
                 revoke(state, &device, serial).await;
                 return Err(ApiError::StorageUnavailable.into());
+            }
+            Err(e) => {
+                revoke(state, &device, serial).await;
+                return Err(storage_error(e).into());
             }
         };
         self.unregistered.wait(
