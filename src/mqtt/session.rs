@@ -224,8 +224,12 @@ impl Session {
                     ownership_token,
                     parameters,
                 } => {
-                    let Request::Register(template) = &request else {
-                        unreachable!("a Register payload comes from a register topic")
+                    // `decode` reads a registration only from a template's topic.
+                    let template = match &request {
+                        Request::Register(template) => template.as_str(),
+                        _ => {
+                            return Err(Rejection::invalid_payload("not a template's topic".into()));
+                        }
                     };
                     let (device, configuration) = provisioner
                         .register(claim, template, &ownership_token, &parameters, client)
