@@ -228,7 +228,9 @@ impl Session {
                     let template = match &request {
                         Request::Register(template) => template.as_str(),
                         _ => {
-                            return Err(Rejection::invalid_payload("not a template's topic".into()));
+                            return Err(Rejection::invalid_payload(
+                                "not a template's topic".into(),
+                            ));
                         }
                     };
                     let (device, configuration) = provisioner

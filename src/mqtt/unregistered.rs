@@ -55,11 +55,7 @@ impl Unregistered {
         serial: [u8; 16],
         within: Duration,
     ) {
-        {
-            let mut table = self.table();
-            table.claim_of.insert(serial, claim);
-            *table.per_claim.entry(claim).or_default() += 1;
-        }
+        self.add(claim, serial);
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(within).await;
@@ -85,6 +81,13 @@ impl Unregistered {
                 }
             }
         });
+    }
+
+    fn add(&self, claim: [u8; 16], serial: [u8; 16]) {
+        let mut table = self.table();
+        if table.claim_of.insert(serial, claim).is_none() {
+            *table.per_claim.entry(claim).or_default() += 1;
+        }
     }
 
     /// Takes `serial` off the waiting list (its registration came, or its sweep): `true`
@@ -123,5 +126,30 @@ pub async fn revoke(state: &AppState, device: &DeviceId, serial: [u8; 16]) {
         Err(e) => {
             tracing::warn!(error = %e, device_id = %device, "mqtt: an unregistered certificate could not be revoked")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_has_room_until_its_certificates_are_registered() {
+        let waiting = Unregistered::default();
+        let (claim, other) = ([1; 16], [2; 16]);
+        for n in 0..MAX_PER_CLAIM {
+            assert!(waiting.room_for(&claim));
+            waiting.add(claim, [n as u8 + 10; 16]);
+        }
+        assert!(!waiting.room_for(&claim));
+        assert!(waiting.room_for(&other), "each claim has its own room");
+        // Registered: room again, and its sweep finds it gone.
+        assert!(waiting.take(&[10; 16]));
+        assert!(waiting.room_for(&claim));
+        assert!(!waiting.take(&[10; 16]));
+        // A serial added twice counts once.
+        waiting.add(claim, [11; 16]);
+        assert!(waiting.room_for(&claim));
+        assert!(!waiting.take(&[255; 16]));
     }
 }
