@@ -363,16 +363,7 @@ fn tls_config(
     )
     .allow_unauthenticated()
     .build()?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(clients)
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            ConfigError::key(
-                "server.tls.key",
-                format!("does not fit the certificate: {e}"),
-            )
-        })?;
+    let mut config = crate::config::rustls_server_config(provider, clients, (chain, key_der))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(config))
 }

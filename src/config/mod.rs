@@ -47,7 +47,7 @@ pub use onboarding::{OnboardingMode, OnboardingSettings};
 pub use rate_limit::RateLimitSettings;
 pub use redis::{FallbackPolicy, RedisSettings, RedisTopology, SentinelAddress, redact_url};
 pub use renewal::RenewalSettings;
-pub use server::{ServerSettings, TlsIdentity, TlsSettings};
+pub use server::{ServerSettings, TlsIdentity, TlsSettings, rustls_server_config};
 pub use tokens::TokenSettings;
 pub use values::{KeyList, List};
 

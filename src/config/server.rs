@@ -86,6 +86,28 @@ impl TlsSettings {
     }
 }
 
+/// A rustls server configuration for `identity` (from [`TlsSettings::identity`]) with
+/// these client-certificate rules, over aws-lc-rs: what the API and the MQTT listener each
+/// make, with their own verifier and ALPN.
+///
+/// Errors: a key that does not fit the certificate (named as `server.tls.key`).
+pub fn rustls_server_config(
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    clients: std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    (chain, key): TlsIdentity,
+) -> anyhow::Result<rustls::ServerConfig> {
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(clients)
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            ConfigError::key(
+                "server.tls.key",
+                format!("does not fit the certificate: {e}"),
+            )
+        })?)
+}
+
 impl ServerSettings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.body_limit_bytes < 20 * 1024 {

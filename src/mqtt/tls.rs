@@ -14,7 +14,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::ca::Issuers;
-use crate::config::{ConfigError, TlsSettings};
+use crate::config::{ConfigError, TlsSettings, rustls_server_config};
 use crate::metrics::{Metrics, ReasonLabel};
 
 /// AWS IoT's ALPN for MQTT over TLS on port 443.
@@ -52,16 +52,7 @@ pub fn server_config(
         provider: provider.clone(),
         metrics,
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            ConfigError::key(
-                "server.tls.key",
-                format!("does not fit the certificate: {e}"),
-            )
-        })?;
+    let mut config = rustls_server_config(provider, Arc::new(verifier), (chain, key_der))?;
     // No resumption: a resumed session skips the client verifier, so a claim that has
     // expired since would connect without it.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
