@@ -4,7 +4,8 @@
 Starts a private redis-server and the release server on loopback, runs
 `provisiond bench` for Redis mode and memory mode at each concurrency, then the
 references in the same run: `openssl speed ecdsap256` (the crypto bound: one P-256
-verify plus one P-256 sign per sign-csr) and cfssl (`cfssl serve` with a P-256 CA,
+verify plus one P-256 sign per sign-csr), the HTTP floor (examples/http_floor.rs: the
+same HTTP stack answering the real answers' bodies, nothing else) and cfssl (`cfssl serve` with a P-256 CA,
 loaded by the same client at the same concurrency with distinct P-256 CSRs). Prints
 markdown tables with our figures as ratios to both, then the memory and /health figures.
 
@@ -30,6 +31,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "provisiond")
+FLOOR_BIN = os.path.join(ROOT, "target", "release", "examples", "http_floor")
 
 
 def log(*args):
@@ -162,6 +164,51 @@ def openssl_speed():
     return sign, verify, 1 / (1 / sign + 1 / verify)
 
 
+def capture_answers(server, workdir):
+    """One onboarding and one sign-csr against the real server: the bodies the HTTP
+    floor answers with, so that it writes as many bytes per request."""
+    key, csr = os.path.join(workdir, "floor.key"), os.path.join(workdir, "floor.csr")
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=floor-probe"],
+                   check=True, capture_output=True)
+
+    def post(path, body, token=None):
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(server.url + path, json.dumps(body).encode(), headers)
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.read()
+
+    onboarding = post("/api/v1/onboarding", {"device_id": "floor-probe"})
+    token = json.loads(onboarding)["provisioning_token"]
+    sign = post("/api/v1/sign-csr", {"device_id": "floor-probe", "csr": open(csr).read()}, token)
+    paths = os.path.join(workdir, "floor-onboarding.json"), os.path.join(workdir, "floor-sign.json")
+    for path, body in zip(paths, (onboarding, sign)):
+        with open(path, "wb") as f:
+            f.write(body)
+    return paths
+
+
+class HttpFloor:
+    """examples/http_floor.rs: the same HTTP stack answering canned bodies, nothing else."""
+
+    def __init__(self, workdir, answers):
+        self.log = open(os.path.join(workdir, "floor.log"), "w")
+        self.proc = subprocess.Popen([FLOOR_BIN, *answers], stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening on (\S+)", line)
+        if not m:
+            self.stop()
+            raise RuntimeError(f"http_floor did not start: {line!r}")
+        self.url = f"http://{m.group(1)}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
 class Cfssl:
     def __init__(self, workdir):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -232,7 +279,8 @@ def main():
 
     ensure_tools()
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bins", "--example", "http_floor"],
+                       cwd=ROOT, check=True)
 
     work = tempfile.mkdtemp(prefix="provisiond-bench-")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -246,11 +294,14 @@ def main():
     floor = sign_us + verify_us
 
     rows = {}
+    answers = None
     redis = Redis(work)
     try:
         for mode in ("redis", "memory"):
             server = Server(work, redis if mode == "redis" else None, f"server-{mode}.log")
             try:
+                if answers is None:
+                    answers = capture_answers(server, work)
                 cpu_of = [("server", server.proc.pid)] + ([("redis", redis.proc.pid)] if mode == "redis" else [])
                 for c in levels:
                     log(f"{mode} c={c} ...")
@@ -263,6 +314,18 @@ def main():
                 server.stop()
     finally:
         redis.stop()
+
+    log("HTTP floor ...")
+    floor_rows = {}
+    http_floor = HttpFloor(work, answers)
+    try:
+        cpu_of = [("server", http_floor.proc.pid)]
+        for c in levels:
+            floor_rows[c] = (bench(http_floor.url, "onboarding", c, args.duration, cpu_of=cpu_of),
+                             bench(http_floor.url, "sign-csr", c, args.duration,
+                                   devices=max(2000, int(20000 * args.duration)), cpu_of=cpu_of))
+    finally:
+        http_floor.stop()
 
     log("cfssl ...")
     cfssl_rows = {}
@@ -298,18 +361,48 @@ def main():
     print("\n## CPU per request (from /proc, over each measured window)\n")
     print(f"Crypto floor of a certificate: one P-256 sign ({sign_us:.1f} µs) plus one P-256 verify "
           f"({verify_us:.1f} µs) on one core (`openssl speed ecdsap256`) = {floor:.1f} µs.\n")
+    def cpu(report, name):
+        return report.get("cpu", {}).get(name, {}).get("us_per_request", 0.0)
+
+    print("HTTP floor (`examples/http_floor.rs`: the same actix-web stack answering the same bodies, "
+          "nothing else), server CPU per request: " + "; ".join(
+              f"c={c} onboarding-sized POST {cpu(o, 'server'):.1f} µs, sign-csr-sized POST {cpu(s, 'server'):.1f} µs"
+              for c, (o, s) in floor_rows.items()) + ".\n")
     print("| store | c | onboarding: server + Redis µs | sign-csr: server µs | Redis µs | vs crypto floor | "
           "vs cfssl CPU | flow: server + Redis µs |")
     print("|---|---|---|---|---|---|---|---|")
     for (mode, c), (onboarding, signing, flow) in rows.items():
-        def cpu(report, name):
-            return report.get("cpu", {}).get(name, {}).get("us_per_request", 0.0)
         cfssl_cpu = cpu(cfssl_rows[c], "cfssl")
         sc = cpu(signing, "server")
         print(f"| {mode} | {c} | {cpu(onboarding, 'server'):.1f} + {cpu(onboarding, 'redis'):.1f} = "
               f"{cpu(onboarding, 'server') + cpu(onboarding, 'redis'):.1f} | {sc:.1f} | {cpu(signing, 'redis'):.1f} | "
               f"{sc / floor:.2f}x | {sc / cfssl_cpu:.2f}x ({cfssl_cpu:.0f} µs) | "
               f"{cpu(flow, 'server'):.1f} + {cpu(flow, 'redis'):.1f} |")
+
+    print("\n## Against issue 25's targets (Redis mode, same run)\n")
+    print("| c | target | measured | |")
+    print("|---|---|---|---|")
+    for (mode, c), (onboarding, signing, flow) in rows.items():
+        if mode != "redis":
+            continue
+        http_onboarding, http_sign = (cpu(r, "server") for r in floor_rows[c])
+        sc, cfssl_cpu = cpu(signing, "server"), cpu(cfssl_rows[c], "cfssl")
+        ours = sc - floor - http_sign
+        oc = cpu(onboarding, "server") + cpu(onboarding, "redis")
+        p99 = stat(signing, "sign-csr")["p99_ms"]
+        redis_sign, redis_onboarding = cpu(signing, "redis"), cpu(onboarding, "redis")
+        for target, measured, met in (
+            ("sign-csr server CPU ≤ crypto floor + HTTP floor + 15 µs",
+             f"{sc:.1f} = {floor:.1f} crypto + {http_sign:.1f} HTTP + {ours:.1f} ours", ours <= 15),
+            ("sign-csr server CPU ≤ ⅓ of cfssl's", f"{sc / cfssl_cpu:.2f}x ({cfssl_cpu:.0f} µs)", sc * 3 <= cfssl_cpu),
+            ("onboarding server + Redis CPU ≤ 2× HTTP floor",
+             f"{oc:.1f} = {oc / http_onboarding:.2f}x ({http_onboarding:.1f} µs)", oc <= 2 * http_onboarding),
+            ("sign-csr p99 ≤ 10 ms", f"{p99:.2f} ms", p99 <= 10),
+            ("Redis CPU per sign-csr ≤ 1.5× per onboarding",
+             f"{redis_sign:.1f} / {redis_onboarding:.1f} = {redis_sign / max(redis_onboarding, 0.1):.2f}x",
+             redis_sign <= 1.5 * redis_onboarding),
+        ):
+            print(f"| {c} | {target} | {measured} | {'met' if met else 'short'} |")
 
     if args.quick:
         return

@@ -33,6 +33,7 @@ pub mod mqtt;
 pub mod net;
 pub mod ratelimit;
 pub mod registry;
+pub mod request_facts;
 pub mod secret;
 pub mod startup;
 pub mod store;

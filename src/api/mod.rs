@@ -32,8 +32,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
-use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::activity::Activity;
 use crate::audit::Actor;
@@ -50,6 +48,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RouteLabels, ScopeLabel, method_label};
 use crate::net::TrustedProxies;
 use crate::ratelimit::RateLimits;
+use crate::request_facts::{self, RequestFacts};
 use crate::store::{FallbackStore, LimitSubject};
 use crate::token::TokenService;
 
@@ -341,19 +340,11 @@ pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        path = %req.path(),
-        device_id = Empty,
-        jti = Empty,
-        serial = Empty,
-        key_type = Empty,
-    );
     let probe = matches!(req.path(), "/health" | "/livez" | "/readyz" | "/metrics");
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let started = Instant::now();
-    let response = next.call(req).instrument(span.clone()).await?;
+    let (response, facts) = request_facts::gather(next.call(req)).await;
+    let response = response?;
     let took = started.elapsed();
     let status = response.status().as_u16();
     let error = response
@@ -392,15 +383,23 @@ pub async fn log_requests(
         }
     }
     let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-    let _entered = span.enter();
+    let request = response.request();
+    let (method, path) = (request.method().as_str(), request.path());
+    let RequestFacts {
+        device_id,
+        jti,
+        serial,
+        key_type,
+    } = &facts;
+    let (device_id, jti, serial) = (device_id.as_deref(), jti.as_deref(), serial.as_deref());
     match error {
         Some(ApiError::Internal(cause)) => {
-            tracing::error!(status, code = "internal_error", ms, cause = %format!("{cause:#}"), "request failed");
+            tracing::error!(method, path, status, code = "internal_error", ms, device_id, jti, serial, key_type, cause = %format!("{cause:#}"), "request failed");
         }
-        Some(e) => tracing::info!(status, code = e.code(), ms, "request refused"),
+        Some(e) => tracing::info!(method, path, status, code = e.code(), ms, device_id, jti, serial, key_type, "request refused"),
         // What a request that succeeded did is in its audit event (or in the metrics):
         // one more line per request at the default level doubled the log.
-        None => tracing::debug!(status, ms, "request done"),
+        None => tracing::debug!(method, path, status, ms, device_id, jti, serial, key_type, "request done"),
     }
     Ok(response)
 }
@@ -429,7 +428,7 @@ struct SeenDevice(String);
 
 /// The device a request names, on the request's log line.
 pub fn note_device(device: &DeviceId) {
-    tracing::Span::current().record("device_id", device.as_str());
+    request_facts::note(|facts| facts.device_id = Some(device.as_str().to_owned()));
 }
 
 /// The device the caller has proved to act for (see [`SeenDevice`]).

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
-use tracing::Span;
+use crate::request_facts;
 
 use super::body::JsonBody;
 use super::{AppState, attribute, no_store, note_device};
@@ -120,7 +120,7 @@ pub(super) async fn issue_token(
     // The store keeps the token's group, expiry and the epoch read before the write, so
     // that CMP can make the credential again.
     let (jti, stored) = store_new_token(state, device, &group.name, state.tokens.ttl()).await?;
-    Span::current().record("jti", jti.short());
+    request_facts::note(|facts| facts.jti = Some(jti.short().to_owned()));
     // The token carries the epoch read after the write, as it always has, so that a loss
     // noticed meanwhile never refuses a token written after it. When the two differ,
     // CMP's remade credential is not the device's, and its MAC is refused: the device

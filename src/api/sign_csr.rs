@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use tracing::Span;
+use crate::request_facts;
 
 use super::answers::certified;
 use super::body::JsonBody;
@@ -76,7 +76,7 @@ async fn sign(
     } else {
         state.tokens.verify(token)?
     };
-    Span::current().record("jti", claims.jti.short());
+    request_facts::note(|facts| facts.jti = Some(claims.jti.short().to_owned()));
     // From here on the caller acts for the token's device: refusals are filed under it.
     if let Ok(subject) = DeviceId::parse(&claims.subject) {
         attribute(req, &subject);

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tracing::Span;
+use crate::request_facts;
 
 use super::{Lifecycle, storage_error};
 use crate::activity::Happened;
@@ -217,7 +217,7 @@ impl Lifecycle {
             Renewal::Renewed { superseded } => superseded,
             Renewal::AlreadyRenewed(given) => {
                 let serial_hex = hex::encode_upper(given.serial);
-                Span::current().record("serial", serial_hex.as_str());
+                request_facts::note(|facts| facts.serial = Some(serial_hex.clone()));
                 tracing::info!(serial = %serial_hex, "renewed before for this key: the same certificate again");
                 // Its issuer, which a SIGHUP since may have taken off the group.
                 let issuer = pem::parse(&given.pem)
@@ -304,8 +304,10 @@ impl Lifecycle {
         jti: Option<&Jti>,
         client: Option<IpAddr>,
     ) -> Certified {
-        Span::current().record("serial", cert.serial_hex.as_str());
-        Span::current().record("key_type", record.key_type);
+        request_facts::note(|facts| {
+            facts.serial = Some(cert.serial_hex.clone());
+            facts.key_type = Some(record.key_type);
+        });
         self.audit.certificate_issued(record, jti, client);
         self.metrics
             .group_certificates_issued
