@@ -7,6 +7,11 @@ aws-lc's assembly keeps no frame pointer).
     # run /tmp/fp/release/provisiond under load (provisiond bench --scenario sign-csr), then:
     perf record -F 999 -g -p <server pid> -o sign.data -- sleep 6
     scripts/perf-buckets.py sign.data
+
+Or, without a second build, from the release build's debug info (fewer samples: perf
+copies 16 KiB of stack with each):
+
+    perf record -F 499 --call-graph dwarf,16384 -p <server pid> -o sign.data -- sleep 15
 """
 import collections
 import re
@@ -17,8 +22,10 @@ out = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_out
 samples = out.split("\n\n")
 CRYPTO = re.compile(r"nistz256|beeu_|bignum_|montinv|aws_lc_0_|sha256_block|ecp_|ECDSA|EVP_|bn_|p256|BN_|mul_mont|Lbignum")
 RULES = [
-    ("logging (tracing fmt, audit/request lines)", re.compile(r"tracing_subscriber|tracing_core::event|Audit::|log_requests.*\bevent\b|DefaultVisitor|format::Full")),
-    ("JWT verify (HMAC, base64, claims)", re.compile(r"TokenService::verify|jsonwebtoken")),
+    ("logging (tracing fmt, audit/request lines)", re.compile(r"tracing_subscriber|tracing_core::event|log_requests.*\bevent\b|DefaultVisitor|format::Full")),
+    ("audit ring and the console's history feed (Audit::keep/send, history copier)", re.compile(r"Audit::|history::Copier|append_history")),
+    ("JWT verify (HMAC, base64, claims)", re.compile(r"TokenService::verify|jsonwebtoken::decoding")),
+    ("JWT and enrollment code made (HMAC, base64, claims)", re.compile(r"TokenService::issue|jsonwebtoken::encoding|CodeKey::encode")),
     ("CSR parse and checks (x509-parser, PEM)", re.compile(r"check_csr|x509_parser|der_parser|asn1_rs|parse_x509_pem")),
     ("certificate building (rcgen DER)", re.compile(r"CertificateAuthority::issue|rcgen|yasna")),
     ("store: Redis script and registry record", re.compile(r"TokenStore>::consume|try_consume|redis::|RedisStore|FallbackStore|TokenStore>::issue|try_issue")),

@@ -110,7 +110,8 @@ impl Audit {
     }
 
     fn send(&self, kept: &Kept) {
-        if let Some(feed) = self.feed.get() {
+        // A full feed would drop the event: not worth formatting it.
+        if let Some(feed) = self.feed.get().filter(|feed| feed.capacity() > 0) {
             let _ = feed.try_send(kept.shown());
         }
     }

@@ -17,13 +17,18 @@ use tokio::task::JoinHandle;
 use crate::activity::{Activity, Refusal, Second, Totals};
 use crate::audit::{Audit, AuditEvent};
 use crate::clock::unix_now;
-use crate::store::{HistoryBatch, RedisStore};
+use crate::store::{EVENTS_KEPT, HistoryBatch, RedisStore};
 
 /// How often what was gained is written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Events and refusals waiting for a flush; past this they are dropped from the shared
-/// history (a flood of refusals must not grow memory), never from the rings.
+/// Refusals waiting for a flush; past this they are dropped from the shared history (a
+/// flood of refusals must not grow memory), never from the rings.
 const QUEUED: usize = 10_000;
+/// Events waiting for a flush: as many as a stream keeps, since more in one second
+/// would be trimmed as they were written. Past it an event is not even formatted for
+/// the feed (`Audit::send`): at 6,000 certificates a second, writing each to Redis cost
+/// about 3 % of the server's CPU and as many XADDs (BENCHMARKS.md, issue 25).
+const QUEUED_EVENTS: usize = EVENTS_KEPT;
 /// How many events a device's page shows.
 const PER_DEVICE: usize = 50;
 
@@ -40,7 +45,7 @@ impl History {
         audit: &Audit,
         activity: Arc<Activity>,
     ) -> (Arc<Self>, JoinHandle<()>) {
-        let (events, event_queue) = mpsc::channel(QUEUED);
+        let (events, event_queue) = mpsc::channel(QUEUED_EVENTS);
         let (refusals, refusal_queue) = mpsc::channel(QUEUED);
         audit.share(events);
         activity.share(refusals);

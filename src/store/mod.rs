@@ -27,7 +27,7 @@ pub use fleet::{FleetBatch, FleetSource};
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
 pub use redis::{
-    HistoryBatch, LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem, RedisStore,
+    EVENTS_KEPT, HistoryBatch, LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem, RedisStore,
     Shortfall,
 };
 pub use stale::StaleInRedis;

@@ -12,8 +12,8 @@ use crate::audit::AuditEvent;
 use crate::clock::unix_now;
 use crate::store::StoreError;
 
-/// Entries each stream keeps (about: `MAXLEN ~`).
-const EVENTS_KEPT: usize = 5_000;
+/// Entries each stream of events keeps (about: `MAXLEN ~`).
+pub const EVENTS_KEPT: usize = 5_000;
 const REFUSALS_KEPT: usize = 500;
 /// Per-second rows: 15 minutes of 20 instances.
 const SECONDS_KEPT: usize = 20 * 900;

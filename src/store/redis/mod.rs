@@ -71,7 +71,7 @@ use count::count_loop;
 use health::{Health, health_loop};
 use keys::Keys;
 
-pub use history::HistoryBatch;
+pub use history::{EVENTS_KEPT, HistoryBatch};
 pub use limits::LimitSubject;
 pub use persistence::Persistence;
 pub use problem::{ProblemKind, RedisProblem};
