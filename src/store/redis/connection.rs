@@ -1,6 +1,6 @@
 //! The connections requests use: each thread's own to the one server (or Sentinel's
-//! primary), opened only to the Redis process the health loop checked; the one cluster
-//! connection; and how a failed command marks Redis lost.
+//! primary), opened only to the Redis process the health loop checked; each thread's own
+//! cluster connection; and how a failed command marks Redis lost.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -21,8 +21,20 @@ struct LocalConnection {
     conn: MultiplexedConnection,
 }
 
+/// This thread's cluster connections, one per store. One connection shared by every
+/// thread ran its routing task on the thread that made it, so each request crossed
+/// threads twice: on a 3+3 cluster that cost about 60 µs of server CPU per device more
+/// than one Redis (BENCHMARKS.md, issue 25). Each thread's own keeps a request, its
+/// routing and its answer on the request's thread, as the standalone connections do.
+struct LocalCluster {
+    store: u64,
+    generation: u64,
+    conn: ClusterConnection,
+}
+
 thread_local! {
     static LOCAL_CONNECTIONS: RefCell<Vec<LocalConnection>> = const { RefCell::new(Vec::new()) };
+    static LOCAL_CLUSTERS: RefCell<Vec<LocalCluster>> = const { RefCell::new(Vec::new()) };
 }
 
 impl RedisStore {
@@ -45,7 +57,7 @@ impl RedisStore {
         }
     }
 
-    /// The cluster connection of this generation, made when there is none.
+    /// This thread's cluster connection of this generation, made when there is none.
     pub(super) async fn cluster_conn(&self) -> Result<ClusterConnection, RedisError> {
         let Mode::Cluster(cluster) = &self.mode else {
             return Err(RedisError::from((
@@ -54,17 +66,24 @@ impl RedisStore {
             )));
         };
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((g, c)) = cluster
-            .conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            && *g == generation
-        {
-            return Ok(c.clone());
+        let cached = LOCAL_CLUSTERS.with_borrow(|local| {
+            local
+                .iter()
+                .find(|c| c.store == self.id && c.generation == generation)
+                .map(|c| c.conn.clone())
+        });
+        if let Some(conn) = cached {
+            return Ok(conn);
         }
         let made = cluster.client.get_async_connection().await?;
-        *cluster.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, made.clone()));
+        LOCAL_CLUSTERS.with_borrow_mut(|local| {
+            local.retain(|c| c.store != self.id);
+            local.push(LocalCluster {
+                store: self.id,
+                generation,
+                conn: made.clone(),
+            });
+        });
         Ok(made)
     }
 

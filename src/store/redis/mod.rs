@@ -56,7 +56,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError, Script};
 use tokio::task::JoinHandle;
 
@@ -218,8 +217,6 @@ enum Mode {
 
 struct Cluster {
     client: ClusterClient,
-    /// The one cluster connection (it multiplexes and follows the slots), by generation.
-    conn: Mutex<Option<(u64, ClusterConnection)>>,
     /// The primaries at the last health check.
     primaries: Mutex<Vec<Primary>>,
 }
@@ -274,7 +271,6 @@ impl RedisStore {
                     config.connect_timeout,
                     config.response_timeout,
                 )?,
-                conn: Mutex::new(None),
                 primaries: Mutex::new(Vec::new()),
             })),
         };
