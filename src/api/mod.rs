@@ -396,10 +396,31 @@ pub async fn log_requests(
         Some(ApiError::Internal(cause)) => {
             tracing::error!(method, path, status, code = "internal_error", ms, device_id, jti, serial, key_type, cause = %format!("{cause:#}"), "request failed");
         }
-        Some(e) => tracing::info!(method, path, status, code = e.code(), ms, device_id, jti, serial, key_type, "request refused"),
+        Some(e) => tracing::info!(
+            method,
+            path,
+            status,
+            code = e.code(),
+            ms,
+            device_id,
+            jti,
+            serial,
+            key_type,
+            "request refused"
+        ),
         // What a request that succeeded did is in its audit event (or in the metrics):
         // one more line per request at the default level doubled the log.
-        None => tracing::debug!(method, path, status, ms, device_id, jti, serial, key_type, "request done"),
+        None => tracing::debug!(
+            method,
+            path,
+            status,
+            ms,
+            device_id,
+            jti,
+            serial,
+            key_type,
+            "request done"
+        ),
     }
     Ok(response)
 }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::request_facts;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
-use crate::request_facts;
 
 use super::body::JsonBody;
 use super::{AppState, attribute, no_store, note_device};

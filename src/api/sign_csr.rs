@@ -5,8 +5,8 @@
 
 use std::net::IpAddr;
 
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use crate::request_facts;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::answers::certified;
 use super::body::JsonBody;

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use time::OffsetDateTime;
 use crate::request_facts;
+use time::OffsetDateTime;
 
 use super::{Lifecycle, storage_error};
 use crate::activity::Happened;

@@ -27,8 +27,8 @@ pub use fleet::{FleetBatch, FleetSource};
 pub use ledger::{LEDGER_FILE, Ledger};
 pub use memory::MemoryStore;
 pub use redis::{
-    EVENTS_KEPT, HistoryBatch, LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem, RedisStore,
-    Shortfall,
+    EVENTS_KEPT, HistoryBatch, LimitSubject, Persistence, ProblemKind, RedisConfig, RedisProblem,
+    RedisStore, Shortfall,
 };
 pub use stale::StaleInRedis;
 
