@@ -81,6 +81,32 @@ async fn a_whole_run_logs_no_token_key_or_secret() {
     );
     assert!(log.contains("request done"), "requests are logged:\n{log}");
     assert!(log.contains("log-1") && log.contains("token_used"));
+    // A refused request's line names what the request got to: the device, the token's
+    // short jti; a request that issued, the certificate's serial and key type.
+    let short = &jti_of(&tokens[0])[..8];
+    let refused = log
+        .lines()
+        .find(|l| l.contains("request refused") && l.contains(r#"code="token_used""#))
+        .unwrap_or_else(|| panic!("no token_used refusal logged:\n{log}"));
+    for fact in [
+        r#"path="/api/v1/sign-csr""#.to_owned(),
+        r#"device_id="log-1""#.to_owned(),
+        format!(r#"jti="{short}""#),
+    ] {
+        assert!(refused.contains(&fact), "{fact} missing: {refused}");
+    }
+    let issued = log
+        .lines()
+        .find(|l| {
+            l.contains("request done")
+                && l.contains(r#"path="/api/v1/sign-csr""#)
+                && l.contains(&format!(r#"jti="{short}""#))
+        })
+        .unwrap_or_else(|| panic!("no line for the issuing request:\n{log}"));
+    assert!(
+        issued.contains("serial=") && issued.contains(r#"key_type="ecdsa-p256""#),
+        "{issued}"
+    );
     for token in &tokens {
         assert!(!log.contains(token.as_str()), "a full token is in the log");
         let signature = token.rsplit('.').next().unwrap();
