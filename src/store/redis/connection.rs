@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
+use std::thread::LocalKey;
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
@@ -14,27 +15,49 @@ use super::super::incarnation;
 use super::super::topology::RedisConn;
 use super::{Mode, RedisProblem, RedisStore};
 
-/// This thread's connections, one per store (a process has one store; tests have many).
-struct LocalConnection {
+/// One of this thread's connections: one per store (a process has one store; tests have
+/// many), of the store's current generation.
+struct Local<C> {
     store: u64,
     generation: u64,
-    conn: MultiplexedConnection,
+    conn: C,
 }
 
-/// This thread's cluster connections, one per store. One connection shared by every
-/// thread ran its routing task on the thread that made it, so each request crossed
-/// threads twice: on a 3+3 cluster that cost about 60 µs of server CPU per device more
-/// than one Redis (BENCHMARKS.md, issue 25). Each thread's own keeps a request, its
-/// routing and its answer on the request's thread, as the standalone connections do.
-struct LocalCluster {
-    store: u64,
-    generation: u64,
-    conn: ClusterConnection,
-}
+type Locals<C> = LocalKey<RefCell<Vec<Local<C>>>>;
 
 thread_local! {
-    static LOCAL_CONNECTIONS: RefCell<Vec<LocalConnection>> = const { RefCell::new(Vec::new()) };
-    static LOCAL_CLUSTERS: RefCell<Vec<LocalCluster>> = const { RefCell::new(Vec::new()) };
+    static LOCAL_CONNECTIONS: RefCell<Vec<Local<MultiplexedConnection>>> = const { RefCell::new(Vec::new()) };
+    /// Cluster connections are per thread too. One connection shared by every thread ran
+    /// its routing task on the thread that made it, so each request crossed threads
+    /// twice: on a 3+3 cluster that cost about 60 µs of server CPU per device more than
+    /// one Redis (BENCHMARKS.md, issue 25).
+    static LOCAL_CLUSTERS: RefCell<Vec<Local<ClusterConnection>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's connection for `store` in `generation`, if it has one.
+fn cached<C: Clone + 'static>(
+    locals: &'static Locals<C>,
+    store: u64,
+    generation: u64,
+) -> Option<C> {
+    locals.with_borrow(|local| {
+        local
+            .iter()
+            .find(|c| c.store == store && c.generation == generation)
+            .map(|c| c.conn.clone())
+    })
+}
+
+/// Keeps `conn` as this thread's connection for `store`, in place of an older one.
+fn keep<C: 'static>(locals: &'static Locals<C>, store: u64, generation: u64, conn: C) {
+    locals.with_borrow_mut(|local| {
+        local.retain(|c| c.store != store);
+        local.push(Local {
+            store,
+            generation,
+            conn,
+        });
+    });
 }
 
 impl RedisStore {
@@ -66,24 +89,11 @@ impl RedisStore {
             )));
         };
         let generation = self.generation.load(Ordering::SeqCst);
-        let cached = LOCAL_CLUSTERS.with_borrow(|local| {
-            local
-                .iter()
-                .find(|c| c.store == self.id && c.generation == generation)
-                .map(|c| c.conn.clone())
-        });
-        if let Some(conn) = cached {
+        if let Some(conn) = cached(&LOCAL_CLUSTERS, self.id, generation) {
             return Ok(conn);
         }
         let made = cluster.client.get_async_connection().await?;
-        LOCAL_CLUSTERS.with_borrow_mut(|local| {
-            local.retain(|c| c.store != self.id);
-            local.push(LocalCluster {
-                store: self.id,
-                generation,
-                conn: made.clone(),
-            });
-        });
+        keep(&LOCAL_CLUSTERS, self.id, generation, made.clone());
         Ok(made)
     }
 
@@ -107,13 +117,7 @@ impl RedisStore {
     /// health loop has checked.
     pub(super) async fn single_conn(&self) -> Result<MultiplexedConnection, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let cached = LOCAL_CONNECTIONS.with_borrow(|local| {
-            local
-                .iter()
-                .find(|c| c.store == self.id && c.generation == generation)
-                .map(|c| c.conn.clone())
-        });
-        if let Some(conn) = cached {
+        if let Some(conn) = cached(&LOCAL_CONNECTIONS, self.id, generation) {
             return Ok(conn);
         }
         let Some(verified) = self.verified_run_id() else {
@@ -137,14 +141,7 @@ impl RedisStore {
                 "redis restarted; checking it for lost writes before use".into(),
             ));
         }
-        LOCAL_CONNECTIONS.with_borrow_mut(|local| {
-            local.retain(|c| c.store != self.id);
-            local.push(LocalConnection {
-                store: self.id,
-                generation,
-                conn: conn.clone(),
-            });
-        });
+        keep(&LOCAL_CONNECTIONS, self.id, generation, conn.clone());
         Ok(conn)
     }
 
