@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::request_facts;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
@@ -17,6 +16,7 @@ use crate::error::ApiError;
 use crate::groups::{DEFAULT_GROUP, Group, Groups, group_name_is_valid};
 use crate::lifecycle::storage_error;
 use crate::metrics::GroupLabel;
+use crate::request_facts;
 use crate::store::{Issued, TokenFacts, TokenStore};
 use crate::timefmt::rfc3339_now;
 use crate::token::IssuedToken;

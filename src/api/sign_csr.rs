@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use crate::request_facts;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::answers::certified;
@@ -18,6 +17,7 @@ use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::lifecycle::Certified;
 use crate::metrics::ReasonLabel;
+use crate::request_facts;
 use crate::token::VerifiedToken;
 
 pub async fn sign_csr(

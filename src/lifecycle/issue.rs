@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::request_facts;
 use time::OffsetDateTime;
 
 use super::{Lifecycle, storage_error};
@@ -22,6 +21,7 @@ use crate::groups::Group;
 use crate::hook::Verdict;
 use crate::metrics::{GroupLabel, KeyTypeLabel, key_type_label};
 use crate::registry::{CertificateRecord, Reason, Revocation, slots};
+use crate::request_facts;
 use crate::store::{CertificateRegistry, ConsumeOutcome, Handover, ProofUse, Renewal, TokenStore};
 
 /// A certificate that left the server: recorded, audited and counted.
