@@ -5,9 +5,10 @@ Starts a private redis-server and the release server on loopback, runs
 `provisiond bench` for Redis mode and memory mode at each concurrency, then the
 references in the same run: `openssl speed ecdsap256` (the crypto bound: one P-256
 verify plus one P-256 sign per sign-csr), the HTTP floor (examples/http_floor.rs: the
-same HTTP stack answering the real answers' bodies, nothing else) and cfssl (`cfssl serve` with a P-256 CA,
-loaded by the same client at the same concurrency with distinct P-256 CSRs). Prints
-markdown tables with our figures as ratios to both, then the memory and /health figures.
+same HTTP stack answering the real answers' bodies, nothing else) and cfssl (`cfssl
+serve` with a P-256 CA, loaded by the same client at the same concurrency with distinct
+P-256 CSRs). Prints markdown tables with our figures as ratios to them and issue 25's
+targets marked met or short, then the memory and /health figures.
 
     scripts/bench.py [--duration 5] [--concurrency 1,16,64] [--quick]
 
