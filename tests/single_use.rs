@@ -409,10 +409,12 @@ async fn with_wait_replicas_a_failover_keeps_pending_tokens_and_consumes() {
         s.redis.enabled = true;
         s.redis.url = Some(front.url());
         s.redis.wait_replicas = 1;
-        // Generous: the replicas fsync every write, and on a loaded CI machine an ack
-        // once took over 500 ms (a 503 before any failover). This test is about the
-        // failover; the timeout's own refusal is the test above.
-        s.redis.wait_timeout_ms = 3000;
+        // Generous: primary and replicas fsync every write, and on CI, where the disk is
+        // busy with builds, a write and its ack once took over 500 ms, then over 2 s (a
+        // 503 before any failover). This test is about the failover; the timeout's own
+        // refusal is the test above.
+        s.redis.response_timeout_ms = 10_000;
+        s.redis.wait_timeout_ms = 5_000;
     })
     .await;
     let consumed = app.token_for("waited-failover-1").await;

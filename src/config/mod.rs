@@ -146,7 +146,11 @@ impl Settings {
     }
 
     /// Each section judges its own values; only the first mistake found is reported.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// [`Settings::load`] calls it; settings built in code (tests, embedders) should too.
+    ///
+    /// # Errors
+    /// The first value out of range or in contradiction with another, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.tokens.validate()?;
         self.ca.validate()?;
         self.server.validate()?;

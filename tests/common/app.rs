@@ -85,6 +85,8 @@ impl TestApp {
 
     /// A server from exactly these settings (the caller owns the certs directory).
     pub async fn spawn_settings(settings: Settings) -> Self {
+        // What `Settings::load` would refuse is not a setting a test may run with.
+        settings.validate().expect("the test's settings are valid");
         let certs = settings.ca.dir.clone();
         let app = Application::build(settings).await.expect("server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -274,6 +276,8 @@ pub async fn error_code(response: Response) -> (StatusCode, String) {
     let body: Value = response.json().await.expect("error bodies are JSON");
     assert_eq!(body["success"], false, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
+    // Shown only when the test fails: which refusal it was, not just its code.
+    eprintln!("{status}: {}", body["error"]["message"]);
     (
         status,
         body["error"]["code"].as_str().expect("a code").to_owned(),

@@ -153,6 +153,25 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "the replica never synced");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The replica says "up" a moment before the primary counts it online (Redis 7
+        // puts a diskless-synced replica online at its first ACK). A server started in
+        // that moment would find the primary short of replicas and refuse writes until
+        // its next health check.
+        let online = format!("port={},state=online", self.port);
+        let primary = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut primary = primary.get_connection().expect("the primary answers");
+        while !redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut primary)
+            .expect("INFO on the primary")
+            .contains(&online)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the primary never counted the replica online"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs one command on this server.
