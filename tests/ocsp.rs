@@ -2,7 +2,7 @@
 //! Redis: good, then revoked (time and reason) on two instances after one revocation,
 //! unknown for a serial never issued and for another issuer's CertID, SHA-1 and SHA-256
 //! CertIDs, the nonce echoed, the request by GET, and a malformed request answered
-//! `malformedRequest`, never an HTTP error.
+//! `malformedRequest`, never an HTTP error; and `provisiond bench --scenario ocsp` on it.
 
 mod common;
 
@@ -414,6 +414,81 @@ async fn responses_without_a_nonce_are_kept_until_the_status_changes() {
         ]);
         assert!(read.contains("Response verify OK"), "{read}");
         assert!(read.contains("dev.crt: revoked"), "{read}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// `provisiond bench --scenario ocsp`, the load `scripts/bench-ocsp` drives: requests
+/// made by `openssl ocsp -reqout`, kept connections and a connection per request, every
+/// answer a successful OCSPResponse; a request the responder cannot read is counted as
+/// `malformedRequest`, and a run without requests is refused before it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_loads_the_responder_with_openssls_requests() {
+    within(Duration::from_secs(90), async {
+        let app = TestApp::spawn(None).await;
+        let Enrolled { dir, ca, cert, .. } = enrolled(&app, "ocsp-bench").await;
+        let request = dir.path().join("req.der");
+        openssl_ocsp(&[
+            "-issuer",
+            path(&ca),
+            "-cert",
+            path(&cert),
+            "-no_nonce",
+            "-reqout",
+            path(&request),
+        ]);
+        let bench = |extra: &'static [&'static str], request: std::path::PathBuf| {
+            let server = app.address.clone();
+            async move {
+                let mut args = vec![
+                    "bench",
+                    "--server",
+                    &server,
+                    "--scenario",
+                    "ocsp",
+                    "--duration",
+                    "1",
+                    "--concurrency",
+                    "4",
+                    "--json",
+                    "--ocsp-request",
+                    path(&request),
+                ];
+                args.extend(extra);
+                let run = common::bin::run(&args, &[]).await;
+                let report: serde_json::Value = serde_json::from_slice(&run.stdout)
+                    .unwrap_or_else(|_| panic!("{}", common::bin::text(&run)));
+                (run.status.code(), report["results"]["ocsp"].clone())
+            }
+        };
+        for extra in [&[][..], &["--connection-per-request"][..]] {
+            let (code, ocsp) = bench(extra, request.clone()).await;
+            assert_eq!(code, Some(0), "{extra:?}: {ocsp}");
+            assert!(ocsp["ok"].as_u64().unwrap() > 0, "{extra:?}: {ocsp}");
+            assert_eq!(ocsp["requests"], ocsp["ok"], "{extra:?}: {ocsp}");
+        }
+
+        let garbage = dir.path().join("garbage.der");
+        std::fs::write(&garbage, b"not an OCSP request").unwrap();
+        let (code, ocsp) = bench(&[], garbage).await;
+        assert_eq!(code, Some(3), "{ocsp}");
+        assert_eq!(ocsp["ok"], 0, "{ocsp}");
+        let refused = &ocsp["errors"]["ocsp_status_1"];
+        assert!(refused.as_u64().unwrap() > 0, "{ocsp}");
+        assert_eq!(refused, &ocsp["requests"], "{ocsp}");
+
+        let none = common::bin::run(
+            &["bench", "--server", &app.address, "--scenario", "ocsp"],
+            &[],
+        )
+        .await;
+        assert!(!none.status.success());
+        assert!(
+            common::bin::text(&none).contains("--ocsp-request"),
+            "{}",
+            common::bin::text(&none)
+        );
         app.stop().await;
     })
     .await;

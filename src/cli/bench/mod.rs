@@ -10,24 +10,25 @@
 //! no locks), request bodies built from pre-escaped parts, and responses parsed only as
 //! far as needed (the token; an error's code).
 
-use std::collections::BTreeMap;
+mod connection;
+mod report;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{CliError, ServerArgs};
 use crate::client::{ApiClient, ClientError, Credential};
 use crate::device::{DeviceKey, KeyKind};
+use connection::{Connection, Target, Wire};
+use report::Recorders;
+pub use report::{Report, Stats, print_table};
 
 /// Distinct keys and CSRs prepared; flows beyond this reuse them with new device ids.
 const CSR_POOL: usize = 1024;
@@ -45,6 +46,9 @@ pub enum Scenario {
     Cfssl,
     /// GET /health, as a monitoring system would.
     Health,
+    /// POST /ocsp (RFC 6960 A.1) with the DER requests of --ocsp-request, in turn; an
+    /// answer counts when it is an OCSPResponse whose responseStatus is successful.
+    Ocsp,
 }
 
 impl Scenario {
@@ -56,6 +60,7 @@ impl Scenario {
             Scenario::SignCsr => "sign-csr",
             Scenario::Cfssl => "cfssl-sign",
             Scenario::Health => "health",
+            Scenario::Ocsp => "ocsp",
         }
     }
 }
@@ -78,6 +83,14 @@ pub struct BenchArgs {
     pub duration: Option<f64>,
     #[arg(long, value_enum, default_value_t = Scenario::Flow)]
     pub scenario: Scenario,
+    /// A DER OCSP request (`openssl ocsp -reqout`) for `--scenario ocsp`; repeat it, and
+    /// the requests are sent in turn
+    #[arg(long = "ocsp-request", value_name = "FILE")]
+    pub ocsp_requests: Vec<PathBuf>,
+    /// Open a new connection for every request and close it after the answer (what a
+    /// server that closes each connection, such as `openssl ocsp -port`, forces)
+    #[arg(long)]
+    pub connection_per_request: bool,
     /// Print one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
@@ -85,119 +98,6 @@ pub struct BenchArgs {
     /// (`--cpu-of server=PID --cpu-of redis=PID`; Linux /proc)
     #[arg(long = "cpu-of", value_name = "NAME=PID")]
     pub cpu_of: Vec<super::cpu::Watched>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub requests: u64,
-    pub ok: u64,
-    /// Successful requests per second over the whole run.
-    pub per_second: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub errors: BTreeMap<String, u64>,
-}
-
-impl Report {
-    /// 0 when every request succeeded; 1 when some failed; when none succeeded, 3 if the
-    /// server refused them (4xx) and 4 if it could not serve or be reached.
-    pub fn exit_code(&self) -> u8 {
-        let failed = self.results.values().any(|s| !s.errors.is_empty());
-        if !failed {
-            return super::exit::OK;
-        }
-        if self.results.values().any(|s| s.ok > 0) {
-            return super::exit::FAILED;
-        }
-        let unavailable = |code: &str| {
-            matches!(
-                code,
-                "network_error" | "storage_unavailable" | "rate_limited" | "internal_error"
-            ) || code.starts_with("http_5")
-        };
-        if self
-            .results
-            .values()
-            .flat_map(|s| s.errors.keys())
-            .all(|code| unavailable(code))
-        {
-            super::exit::UNAVAILABLE
-        } else {
-            super::exit::REFUSED
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub scenario: Scenario,
-    pub server: String,
-    pub concurrency: u16,
-    pub elapsed_seconds: f64,
-    /// Per endpoint (`onboarding`, `sign-csr`, `cfssl-sign`) and for the whole `flow`.
-    pub results: BTreeMap<&'static str, Stats>,
-    /// CPU of the processes given with `--cpu-of`, per successful unit of the scenario.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub cpu: BTreeMap<String, super::cpu::CpuUse>,
-}
-
-/// Latencies and errors of one endpoint, kept per worker and merged at the end.
-struct Recorder {
-    latencies: Histogram<u64>,
-    ok: u64,
-    errors: BTreeMap<String, u64>,
-}
-
-impl Recorder {
-    fn new() -> Self {
-        Self {
-            latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-            ok: 0,
-            errors: BTreeMap::new(),
-        }
-    }
-
-    fn record<T>(&mut self, started: Instant, outcome: &Result<T, String>) {
-        let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-        self.latencies.saturating_record(micros);
-        match outcome {
-            Ok(_) => self.ok += 1,
-            Err(code) => *self.errors.entry(code.clone()).or_default() += 1,
-        }
-    }
-
-    fn merge(&mut self, other: &Recorder) {
-        self.latencies.add(&other.latencies).expect("same bounds");
-        self.ok += other.ok;
-        for (code, n) in &other.errors {
-            *self.errors.entry(code.clone()).or_default() += n;
-        }
-    }
-
-    fn stats(&self, elapsed: f64) -> Stats {
-        let ms = |q: f64| self.latencies.value_at_quantile(q) as f64 / 1000.0;
-        Stats {
-            requests: self.latencies.len(),
-            ok: self.ok,
-            per_second: self.ok as f64 / elapsed.max(1e-9),
-            p50_ms: ms(0.50),
-            p90_ms: ms(0.90),
-            p99_ms: ms(0.99),
-            max_ms: self.latencies.max() as f64 / 1000.0,
-            errors: self.errors.clone(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Recorders(BTreeMap<&'static str, Recorder>);
-
-impl Recorders {
-    fn get(&mut self, name: &'static str) -> &mut Recorder {
-        self.0.entry(name).or_insert_with(Recorder::new)
-    }
 }
 
 /// Everything prepared before the clock starts.
@@ -212,6 +112,8 @@ struct Plan {
     run_id: String,
     /// Pre-taken tokens, for `sign-csr`.
     tokens: Vec<(String, String)>,
+    /// DER OCSP requests, for `ocsp`.
+    ocsp_requests: Vec<Bytes>,
     limit: usize,
     deadline: Option<Instant>,
     next: AtomicUsize,
@@ -266,6 +168,19 @@ impl Plan {
                     .send(&self.target, Method::GET, "/health", None, Bytes::new())
                     .await;
                 recorders.get("health").record(started, &outcome);
+            }
+            Scenario::Ocsp => {
+                let request = self.ocsp_requests[n % self.ocsp_requests.len()].clone();
+                let started = Instant::now();
+                let outcome = conn
+                    .send(&self.target, Method::POST, "/ocsp", None, request)
+                    .await
+                    .and_then(|body| match ocsp_response_status(&body) {
+                        Some(0) => Ok(()),
+                        Some(status) => Err(format!("ocsp_status_{status}")),
+                        None => Err("bad_response".to_owned()),
+                    });
+                recorders.get("ocsp").record(started, &outcome);
             }
         }
         true
@@ -327,115 +242,14 @@ impl Plan {
     }
 }
 
-/// Where the requests go: a plain-HTTP `host:port`.
-struct Target {
-    authority: String,
-}
-
-impl Target {
-    fn parse(server: &str) -> Result<Self, CliError> {
-        let uri: Uri = server
-            .parse()
-            .map_err(|e| CliError::Failed(anyhow::anyhow!("--server {server}: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(CliError::Failed(anyhow::anyhow!(
-                "bench drives plain http:// servers; --server is {server}"
-            )));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| CliError::Failed(anyhow::anyhow!("--server {server} has no host")))?;
-        Ok(Self {
-            authority: authority.to_string(),
-        })
-    }
-}
-
-/// One keep-alive connection, reopened after a failure.
-struct Connection {
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
-impl Connection {
-    async fn open(target: &Target) -> std::io::Result<SendRequest<Full<Bytes>>> {
-        let stream = tokio::net::TcpStream::connect(&target.authority).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(connection);
-        Ok(sender)
-    }
-
-    /// The response body on a 2xx, the error code otherwise.
-    async fn send(
-        &mut self,
-        target: &Target,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Bytes,
-    ) -> Result<Bytes, String> {
-        let result = self.try_send(target, method, path, bearer, body).await;
-        if matches!(&result, Err(code) if code == "network_error") {
-            self.sender = None;
-        }
-        result
-    }
-
-    async fn try_send(
-        &mut self,
-        target: &Target,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Bytes,
-    ) -> Result<Bytes, String> {
-        let network = |_| "network_error".to_owned();
-        if self.sender.is_none() {
-            self.sender = Some(Self::open(target).await.map_err(network)?);
-        }
-        let sender = self.sender.as_mut().expect("just opened");
-        sender
-            .ready()
-            .await
-            .map_err(|_| "network_error".to_owned())?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, &target.authority)
-            .header(CONTENT_TYPE, "application/json");
-        if let Some(token) = bearer {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(body))
-            .expect("the request is well formed");
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|_| "network_error".to_owned())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| "network_error".to_owned())?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(body);
-        }
-        let code = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("http_{}", status.as_u16()));
-        Err(code)
-    }
-}
-
 pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     let target = Target::parse(&args.server.server)?;
-    let pool = args.devices.clamp(1, CSR_POOL);
+    let ocsp_requests = read_ocsp_requests(args)?;
+    // OCSP and /health send no CSR.
+    let pool = match args.scenario {
+        Scenario::Ocsp | Scenario::Health => 0,
+        _ => args.devices.clamp(1, CSR_POOL),
+    };
     let csrs = tokio::task::spawn_blocking(move || {
         (0..pool)
             .map(|_| {
@@ -458,6 +272,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         csrs,
         run_id: hex::encode(run_id),
         tokens: Vec::new(),
+        ocsp_requests,
         limit: if args.duration.is_some() && args.scenario != Scenario::SignCsr {
             usize::MAX
         } else {
@@ -474,9 +289,16 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         plan.tokens = take_tokens(&plan, &client, args.devices, takers).await?;
     }
     // Connections are opened before the clock starts too.
+    let wire = Wire {
+        content_type: match args.scenario {
+            Scenario::Ocsp => "application/ocsp-request",
+            _ => "application/json",
+        },
+        connection_per_request: args.connection_per_request,
+    };
     let mut connections = Vec::with_capacity(args.concurrency.into());
     for _ in 0..args.concurrency {
-        let sender = Connection::open(&plan.target).await.map_err(|e| {
+        let connection = Connection::connect(&plan.target, wire).await.map_err(|e| {
             CliError::Unavailable(ClientError::Unavailable {
                 status: hyper::StatusCode::SERVICE_UNAVAILABLE,
                 code: "network_error".into(),
@@ -484,9 +306,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
                 retry_after: None,
             })
         })?;
-        connections.push(Connection {
-            sender: Some(sender),
-        });
+        connections.push(connection);
     }
     plan.deadline = args
         .duration
@@ -565,36 +385,43 @@ async fn take_tokens(
     Ok(tokens)
 }
 
-pub fn print_table(report: &Report) {
-    println!(
-        "{:?} against {} at concurrency {}, {:.1} s",
-        report.scenario, report.server, report.concurrency, report.elapsed_seconds
-    );
-    println!(
-        "{:<12} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}  errors",
-        "", "ok", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms"
-    );
-    for (name, s) in &report.results {
-        let errors = if s.errors.is_empty() {
-            "-".to_owned()
-        } else {
-            s.errors
-                .iter()
-                .map(|(code, n)| format!("{code}={n}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        println!(
-            "{name:<12} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {errors}",
-            s.ok, s.per_second, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
-        );
+/// The `--ocsp-request` files, which `--scenario ocsp` needs and no other takes.
+fn read_ocsp_requests(args: &BenchArgs) -> Result<Vec<Bytes>, CliError> {
+    let usage = |message: String| CliError::Failed(anyhow::anyhow!(message));
+    match (args.scenario, args.ocsp_requests.is_empty()) {
+        (Scenario::Ocsp, true) => {
+            return Err(usage(
+                "--scenario ocsp needs at least one --ocsp-request FILE (a DER request, \
+                 as `openssl ocsp -reqout` writes)"
+                    .into(),
+            ));
+        }
+        (Scenario::Ocsp, false) => {}
+        (_, true) => return Ok(Vec::new()),
+        (_, false) => return Err(usage("--ocsp-request is for --scenario ocsp".into())),
     }
-    for (name, used) in &report.cpu {
-        println!(
-            "CPU of {name}: {:.1} µs per {} ({:.2} s in all)",
-            used.us_per_request,
-            report.scenario.unit(),
-            used.seconds
-        );
+    args.ocsp_requests
+        .iter()
+        .map(|path| {
+            std::fs::read(path)
+                .map(Bytes::from)
+                .map_err(|e| usage(format!("--ocsp-request {}: {e}", path.display())))
+        })
+        .collect()
+}
+
+/// An OCSPResponse's `responseStatus` (RFC 6960 4.2.1: 0 is successful), read without
+/// decoding the rest; `None` when the body is not one.
+fn ocsp_response_status(body: &[u8]) -> Option<u8> {
+    use der::{Decode, Tagged, asn1::AnyRef};
+    let mut reader = der::SliceReader::new(body).ok()?;
+    let header = der::Header::decode(&mut reader).ok()?;
+    if header.tag != der::Tag::Sequence {
+        return None;
+    }
+    let status = AnyRef::decode(&mut reader).ok()?;
+    match (status.tag(), status.value()) {
+        (der::Tag::Enumerated, [value]) => Some(*value),
+        _ => None,
     }
 }
