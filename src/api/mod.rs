@@ -336,9 +336,9 @@ fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) })
 }
 
-/// One log line per request, carrying the device id and a short token id that the
-/// handlers record on the request's span, and the request's latency in the metrics.
-/// Probes log at debug level only.
+/// One log line per request, carrying the device id, short token id, serial and key type
+/// that the handlers note in the request's facts ([`request_facts`]), and the request's
+/// latency in the metrics. Probes log at debug level only.
 pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -354,8 +354,8 @@ pub async fn log_requests(
         .response()
         .error()
         .and_then(|e| e.as_error::<ApiError>());
+    let request = response.request();
     if let Some(state) = state {
-        let request = response.request();
         let route = route_label(request.match_pattern().as_deref());
         state
             .metrics
@@ -386,7 +386,6 @@ pub async fn log_requests(
         }
     }
     let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-    let request = response.request();
     let (method, path) = (request.method().as_str(), request.path());
     let RequestFacts {
         device_id,
