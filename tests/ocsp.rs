@@ -36,6 +36,27 @@ fn openssl_ocsp(args: &[&str]) -> String {
     )
 }
 
+/// `openssl ocsp -reqout`: a request about `cert` without a nonce, as most clients ask,
+/// written to `req.der` in `dir`.
+fn request_file(
+    dir: &tempfile::TempDir,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+) -> std::path::PathBuf {
+    let request = dir.path().join("req.der");
+    openssl_ocsp(&[
+        "-issuer",
+        path(ca),
+        "-cert",
+        path(cert),
+        "-no_nonce",
+        "-reqout",
+        path(&request),
+    ]);
+    assert!(request.is_file(), "openssl ocsp wrote no request");
+    request
+}
+
 /// A device enrolled on `app`, its certificate and the CA in files of their own.
 struct Enrolled {
     dir: tempfile::TempDir,
@@ -158,16 +179,7 @@ async fn openssl_ocsp_sees_good_then_revoked_everywhere_and_unknown_for_the_rest
         assert!(foreign.contains(&format!("{serial}: unknown")), "{foreign}");
 
         // By GET (RFC 5019): the request base64 and URL-encoded in the path.
-        let request = dir.path().join("req.der");
-        openssl_ocsp(&[
-            "-issuer",
-            path(&ca),
-            "-cert",
-            path(&cert),
-            "-no_nonce",
-            "-reqout",
-            path(&request),
-        ]);
+        let request = request_file(&dir, &ca, &cert);
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(std::fs::read(&request).unwrap());
         let encoded: String = encoded
@@ -361,16 +373,7 @@ async fn responses_without_a_nonce_are_kept_until_the_status_changes() {
             cert,
             device,
         } = enrolled(&app, "ocsp-kept").await;
-        let request = dir.path().join("req.der");
-        openssl_ocsp(&[
-            "-issuer",
-            path(&ca),
-            "-cert",
-            path(&cert),
-            "-no_nonce",
-            "-reqout",
-            path(&request),
-        ]);
+        let request = request_file(&dir, &ca, &cert);
         let body = std::fs::read(&request).unwrap();
         let ask = || async {
             app.client
@@ -428,16 +431,7 @@ async fn bench_loads_the_responder_with_openssls_requests() {
     within(Duration::from_secs(90), async {
         let app = TestApp::spawn(None).await;
         let Enrolled { dir, ca, cert, .. } = enrolled(&app, "ocsp-bench").await;
-        let request = dir.path().join("req.der");
-        openssl_ocsp(&[
-            "-issuer",
-            path(&ca),
-            "-cert",
-            path(&cert),
-            "-no_nonce",
-            "-reqout",
-            path(&request),
-        ]);
+        let request = request_file(&dir, &ca, &cert);
         let bench = |extra: &'static [&'static str], request: std::path::PathBuf| {
             let server = app.address.clone();
             async move {
