@@ -455,3 +455,102 @@ async fn bad_cmp_messages_get_cmp_errors_never_a_500() {
     })
     .await;
 }
+
+/// `provisiond bench --scenario cmp`, the load `scripts/bench-cmp` drives: `ir` messages
+/// written by `openssl cmp -reqout` (its `-rspin` given a junk answer, so it sends
+/// nothing), each sent once; every answer grants the certificate, which is in Redis and
+/// the device's pending token gone. The same messages again are refused as CMP errors
+/// (the tokens are used up), and a run without messages is refused before it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_replays_openssls_ir_messages_each_once() {
+    let redis = RedisServer::start();
+    within(Duration::from_secs(90), async {
+        let app = TestApp::spawn(Some(&redis)).await;
+        let work = tempfile::tempdir().unwrap();
+        let work = work.path();
+        let key = new_key(work, "replayed");
+        let junk = work.join("junk.der");
+        std::fs::write(&junk, b"junk").unwrap();
+        let mut requests = Vec::new();
+        for n in 0..3 {
+            let device = format!("replayed-{n}");
+            let code = onboard(&app, &device).await["enrollment_code"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let request = work.join(format!("{device}.der"));
+            // openssl fails on the junk answer after writing the request.
+            openssl(&[
+                "cmp",
+                "-cmd",
+                "ir",
+                "-server",
+                "127.0.0.1:1",
+                "-path",
+                ".well-known/cmp",
+                "-ref",
+                &device,
+                "-secret",
+                &format!("pass:{code}"),
+                "-newkey",
+                path(&key),
+                "-subject",
+                &format!("/CN={device}"),
+                "-implicit_confirm",
+                "-reqout",
+                path(&request),
+                "-rspin",
+                path(&junk),
+                "-certout",
+                path(&work.join("unused.crt")),
+            ]);
+            assert!(request.exists(), "openssl cmp wrote no request");
+            requests.push(request);
+        }
+        let bench = |requests: &[PathBuf]| {
+            let mut args: Vec<String> = ["bench", "--server", &app.address, "--scenario", "cmp"]
+                .into_iter()
+                .chain(["--concurrency", "2", "--json"])
+                .map(str::to_owned)
+                .collect();
+            for request in requests {
+                args.extend(["--cmp-request".to_owned(), path(request).to_owned()]);
+            }
+            async move {
+                let args: Vec<&str> = args.iter().map(|s| &**s).collect();
+                let run = common::bin::run(&args, &[]).await;
+                let report: Value = serde_json::from_slice(&run.stdout)
+                    .unwrap_or_else(|_| panic!("{}", common::bin::text(&run)));
+                (run.status.code(), report["results"]["cmp"].clone())
+            }
+        };
+
+        let (code, cmp) = bench(&requests).await;
+        assert_eq!(code, Some(0), "{cmp}");
+        assert_eq!(cmp["requests"], 3, "{cmp}");
+        assert_eq!(cmp["ok"], 3, "{cmp}");
+        assert_eq!(redis.certificate_records(), 3);
+        for n in 0..3 {
+            let pending: Option<String> =
+                redis.cmd(&["GET", &format!("mqtt-lite:device:{{replayed-{n}}}")]);
+            assert_eq!(pending, None, "replayed-{n}'s token is used");
+        }
+
+        let (code, cmp) = bench(&requests).await;
+        assert_eq!(code, Some(3), "{cmp}");
+        assert_eq!(cmp["ok"], 0, "{cmp}");
+        assert_eq!(cmp["errors"]["cmp_error"], 3, "{cmp}");
+        assert_eq!(redis.certificate_records(), 3);
+
+        let none = common::bin::run(
+            &["bench", "--server", &app.address, "--scenario", "cmp"],
+            &[],
+        )
+        .await;
+        assert!(!none.status.success());
+        let said = common::bin::text(&none);
+        assert!(said.contains("--cmp-request"), "{said}");
+        app.stop().await;
+    })
+    .await;
+}

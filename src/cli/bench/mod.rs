@@ -11,6 +11,7 @@
 //! far as needed (the token; an error's code).
 
 mod connection;
+mod replay;
 mod report;
 
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ pub enum Scenario {
     /// POST /ocsp (RFC 6960 A.1) with the DER requests of --ocsp-request, in turn; an
     /// answer counts when it is an OCSPResponse whose responseStatus is successful.
     Ocsp,
+    /// POST /.well-known/cmp (RFC 6712) with the DER PKIMessages of --cmp-request, each
+    /// once (an `ir` protected with a device's pending token is single use); an answer
+    /// counts when it is an `ip`, `cp` or `kup` that grants every request.
+    Cmp,
 }
 
 impl Scenario {
@@ -61,6 +66,7 @@ impl Scenario {
             Scenario::Cfssl => "cfssl-sign",
             Scenario::Health => "health",
             Scenario::Ocsp => "ocsp",
+            Scenario::Cmp => "cmp",
         }
     }
 }
@@ -87,6 +93,10 @@ pub struct BenchArgs {
     /// the requests are sent in turn
     #[arg(long = "ocsp-request", value_name = "FILE")]
     pub ocsp_requests: Vec<PathBuf>,
+    /// A DER PKIMessage (`openssl cmp -reqout`) for `--scenario cmp`; repeat it. Each is
+    /// sent once, so the run ends when they are used (or at --duration)
+    #[arg(long = "cmp-request", value_name = "FILE")]
+    pub cmp_requests: Vec<PathBuf>,
     /// Open a new connection for every request and close it after the answer (what a
     /// server that closes each connection, such as `openssl ocsp -port`, forces)
     #[arg(long)]
@@ -112,8 +122,8 @@ struct Plan {
     run_id: String,
     /// Pre-taken tokens, for `sign-csr`.
     tokens: Vec<(String, String)>,
-    /// DER OCSP requests, for `ocsp`.
-    ocsp_requests: Vec<Bytes>,
+    /// DER bodies, for `ocsp` (in turn) and `cmp` (each once).
+    bodies: Vec<Bytes>,
     limit: usize,
     deadline: Option<Instant>,
     next: AtomicUsize,
@@ -170,17 +180,32 @@ impl Plan {
                 recorders.get("health").record(started, &outcome);
             }
             Scenario::Ocsp => {
-                let request = self.ocsp_requests[n % self.ocsp_requests.len()].clone();
+                let request = self.bodies[n % self.bodies.len()].clone();
                 let started = Instant::now();
                 let outcome = conn
                     .send(&self.target, Method::POST, "/ocsp", None, request)
                     .await
-                    .and_then(|body| match ocsp_response_status(&body) {
+                    .and_then(|body| match replay::ocsp_response_status(&body) {
                         Some(0) => Ok(()),
                         Some(status) => Err(format!("ocsp_status_{status}")),
                         None => Err("bad_response".to_owned()),
                     });
                 recorders.get("ocsp").record(started, &outcome);
+            }
+            Scenario::Cmp => {
+                let request = self.bodies[n].clone();
+                let started = Instant::now();
+                let outcome = conn
+                    .send(
+                        &self.target,
+                        Method::POST,
+                        "/.well-known/cmp",
+                        None,
+                        request,
+                    )
+                    .await
+                    .and_then(|body| replay::cmp_issued(&body));
+                recorders.get("cmp").record(started, &outcome);
             }
         }
         true
@@ -244,10 +269,10 @@ impl Plan {
 
 pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     let target = Target::parse(&args.server.server)?;
-    let ocsp_requests = read_ocsp_requests(args)?;
-    // OCSP and /health send no CSR.
+    let bodies = replay::read_bodies(args)?;
+    // OCSP, CMP and /health send no CSR of ours.
     let pool = match args.scenario {
-        Scenario::Ocsp | Scenario::Health => 0,
+        Scenario::Ocsp | Scenario::Cmp | Scenario::Health => 0,
         _ => args.devices.clamp(1, CSR_POOL),
     };
     let csrs = tokio::task::spawn_blocking(move || {
@@ -272,12 +297,13 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
         csrs,
         run_id: hex::encode(run_id),
         tokens: Vec::new(),
-        ocsp_requests,
-        limit: if args.duration.is_some() && args.scenario != Scenario::SignCsr {
-            usize::MAX
-        } else {
-            args.devices
+        limit: match args.scenario {
+            Scenario::Cmp => bodies.len(),
+            Scenario::SignCsr => args.devices,
+            _ if args.duration.is_some() => usize::MAX,
+            _ => args.devices,
         },
+        bodies,
         deadline: None,
         next: AtomicUsize::new(0),
     };
@@ -292,6 +318,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     let wire = Wire {
         content_type: match args.scenario {
             Scenario::Ocsp => "application/ocsp-request",
+            Scenario::Cmp => crate::api::cmp::CONTENT_TYPE,
             _ => "application/json",
         },
         connection_per_request: args.connection_per_request,
@@ -383,45 +410,4 @@ async fn take_tokens(
         }
     }
     Ok(tokens)
-}
-
-/// The `--ocsp-request` files, which `--scenario ocsp` needs and no other takes.
-fn read_ocsp_requests(args: &BenchArgs) -> Result<Vec<Bytes>, CliError> {
-    let usage = |message: String| CliError::Failed(anyhow::anyhow!(message));
-    match (args.scenario, args.ocsp_requests.is_empty()) {
-        (Scenario::Ocsp, true) => {
-            return Err(usage(
-                "--scenario ocsp needs at least one --ocsp-request FILE (a DER request, \
-                 as `openssl ocsp -reqout` writes)"
-                    .into(),
-            ));
-        }
-        (Scenario::Ocsp, false) => {}
-        (_, true) => return Ok(Vec::new()),
-        (_, false) => return Err(usage("--ocsp-request is for --scenario ocsp".into())),
-    }
-    args.ocsp_requests
-        .iter()
-        .map(|path| {
-            std::fs::read(path)
-                .map(Bytes::from)
-                .map_err(|e| usage(format!("--ocsp-request {}: {e}", path.display())))
-        })
-        .collect()
-}
-
-/// An OCSPResponse's `responseStatus` (RFC 6960 4.2.1: 0 is successful), read without
-/// decoding the rest; `None` when the body is not one.
-fn ocsp_response_status(body: &[u8]) -> Option<u8> {
-    use der::{Decode, Tagged, asn1::AnyRef};
-    let mut reader = der::SliceReader::new(body).ok()?;
-    let header = der::Header::decode(&mut reader).ok()?;
-    if header.tag != der::Tag::Sequence {
-        return None;
-    }
-    let status = AnyRef::decode(&mut reader).ok()?;
-    match (status.tag(), status.value()) {
-        (der::Tag::Enumerated, [value]) => Some(*value),
-        _ => None,
-    }
 }
