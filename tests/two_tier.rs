@@ -166,8 +166,62 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
             served,
             std::fs::read_to_string(certs.join("ca.crt")).unwrap()
         );
+        // CMP sends the intermediate in extraCerts and the root in caPubs: OpenSSL's
+        // client, trusting the root alone for what it enrolls, accepts the certificate.
+        let code: serde_json::Value = reqwest::Client::new()
+            .post(format!("{base}/api/v1/onboarding"))
+            .json(&serde_json::json!({"device_id": "after-cmp"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = moved.join("after-cmp.key");
+        ok(Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-out", path(&key)])
+            .output()
+            .unwrap());
+        let (cmp_cert, cmp_pubs) = (moved.join("after-cmp.crt"), moved.join("capubs.pem"));
+        let (enrolled, said) = common::pki::openssl(&[
+            "cmp",
+            "-cmd",
+            "ir",
+            "-server",
+            base.trim_start_matches("http://"),
+            "-path",
+            ".well-known/cmp",
+            "-ref",
+            "after-cmp",
+            "-secret",
+            &format!("pass:{}", code["enrollment_code"].as_str().unwrap()),
+            "-newkey",
+            path(&key),
+            "-subject",
+            "/CN=after-cmp",
+            "-implicit_confirm",
+            "-out_trusted",
+            path(&root),
+            "-certout",
+            path(&cmp_cert),
+            "-cacertsout",
+            path(&cmp_pubs),
+        ]);
+        assert!(enrolled, "{said}");
+        assert_eq!(
+            std::fs::read_to_string(&cmp_pubs).unwrap(),
+            std::fs::read_to_string(&root).unwrap(),
+            "caPubs is the root"
+        );
         let records = redis.certificate_records();
-        assert_eq!(records, 3);
+        assert_eq!(records, 4);
 
         // A broker whose cafile holds the root alone lets in the device that presents
         // its chain.

@@ -2,6 +2,8 @@
 //! a device presents its certificate followed by the intermediates, and a broker trusts
 //! the root alone.
 
+use std::sync::Arc;
+
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
@@ -21,6 +23,18 @@ pub struct Chain {
     pub intermediates_pem: String,
     /// The same, DER, issuing CA first.
     pub intermediates_der: Vec<Vec<u8>>,
+    /// What follows a device certificate, and the trust anchor, DER, shared with every
+    /// certificate handed out: [`Chain::delivered`] for doors that send DER (EST, CMP).
+    pub delivered_der: DeliveredDer,
+}
+
+/// [`Chain::delivered`], DER.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveredDer {
+    /// The intermediates that follow the device certificate (empty for a one-tier CA).
+    pub intermediates: Arc<[Vec<u8>]>,
+    /// The trust anchor: the root, or the whole chain of a one-tier CA.
+    pub anchors: Arc<[Vec<u8>]>,
 }
 
 impl Chain {
@@ -46,6 +60,10 @@ impl Chain {
                 root_pem: None,
                 intermediates_pem: String::new(),
                 intermediates_der: Vec::new(),
+                delivered_der: DeliveredDer {
+                    intermediates: Arc::new([]),
+                    anchors: ders.into(),
+                },
             });
         };
         for (i, pair) in parsed.windows(2).enumerate() {
@@ -88,6 +106,10 @@ impl Chain {
             root_pem: Some(certificate_pem(root)),
             intermediates_pem: below.iter().map(|der| certificate_pem(der)).collect(),
             intermediates_der: below.to_vec(),
+            delivered_der: DeliveredDer {
+                intermediates: below.into(),
+                anchors: Arc::new([root.clone()]),
+            },
         })
     }
 

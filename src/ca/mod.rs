@@ -30,6 +30,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+pub use chain::DeliveredDer;
 pub use crl::{RevocationReason, RevokedEntry, SignedCrl};
 pub use crmf::{CertRequest, CheckedRequest, check_template};
 pub use csr::{DevicePublicKey, KeyPolicy, KeyType, MAX_CSR_PEM_BYTES, check_csr, csr_common_name};
@@ -59,6 +60,8 @@ pub struct CertificateAuthority {
     exact_issuer: Option<Vec<u8>>,
     /// The issuing CA's certificate, DER.
     cert_der: Vec<u8>,
+    /// Its subject, DER.
+    subject_der: Vec<u8>,
     chain: chain::Chain,
     not_after: OffsetDateTime,
     subject: String,
@@ -81,6 +84,8 @@ pub struct CertificateAuthority {
 /// A certificate just issued.
 pub struct IssuedCertificate {
     pub pem: String,
+    /// The same certificate, DER.
+    pub der: Vec<u8>,
     /// Upper-case hex, as `openssl x509 -serial` prints it.
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
@@ -195,6 +200,7 @@ impl CertificateAuthority {
             crl_url: settings.crl_url.clone(),
             ocsp_aia: settings.ocsp_url.as_deref().map(authority_info_access),
             ocsp_issuer: IssuerHashes::of(&subject_der, &certificate.public_key),
+            subject_der,
             ocsp_signer: None,
             key_bits: certificate.public_key,
             issuer,
@@ -302,6 +308,11 @@ impl CertificateAuthority {
         &self.cert_der
     }
 
+    /// The issuing CA's subject, DER (a `Name`, RFC 5280 §4.1.2.6).
+    pub fn subject_der(&self) -> &[u8] {
+        &self.subject_der
+    }
+
     /// Every certificate of `ca.crt`, issuing CA first: what `/api/v1/ca` serves.
     pub fn chain_pem(&self) -> &str {
         &self.chain.full_pem
@@ -312,6 +323,12 @@ impl CertificateAuthority {
     /// a one-tier CA, the leaf, and the CA.
     pub fn delivered(&self, leaf_pem: &str) -> (String, String) {
         self.chain.delivered(leaf_pem)
+    }
+
+    /// [`CertificateAuthority::delivered`]'s chain, DER: the intermediates that follow
+    /// a device certificate, and the trust anchor.
+    pub fn delivered_der(&self) -> chain::DeliveredDer {
+        self.chain.delivered_der.clone()
     }
 
     /// The CA certificate's notAfter: no certificate it signs outlives it.
@@ -403,6 +420,7 @@ impl CertificateAuthority {
             serial_hex,
             not_after,
             fingerprint_sha256: crate::crypto::sha256(&der),
+            der: der.into_owned(),
         })
     }
 }

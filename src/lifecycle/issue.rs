@@ -11,8 +11,8 @@ use crate::activity::Happened;
 use crate::audit::Actor;
 use crate::auth::renewal::csr_key_of;
 use crate::ca::{
-    CertProfile, CertificateAuthority, CheckedRequest, DevicePublicKey, IssuedCertificate,
-    NameOverrides,
+    CertProfile, CertificateAuthority, CheckedRequest, DeliveredDer, DevicePublicKey,
+    IssuedCertificate, NameOverrides,
 };
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Jti};
@@ -31,6 +31,11 @@ pub struct Certified {
     pub pem: String,
     /// The trust anchor, PEM: the root of a two-tier CA, or the whole CA chain.
     pub chain_pem: String,
+    /// The device certificate alone, DER.
+    pub der: Vec<u8>,
+    /// What follows it in `pem`, and `chain_pem`, DER: for the doors that answer in DER
+    /// (EST, CMP), so that none parses the PEM it was just given.
+    pub chain_der: DeliveredDer,
     /// Upper-case hex, as `openssl x509 -serial` prints it.
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
@@ -220,14 +225,22 @@ impl Lifecycle {
                 request_facts::note(|facts| facts.serial = Some(serial_hex.clone()));
                 tracing::info!(serial = %serial_hex, "renewed before for this key: the same certificate again");
                 // Its issuer, which a SIGHUP since may have taken off the group.
-                let issuer = pem::parse(&given.pem)
-                    .ok()
-                    .and_then(|p| self.issuers.issuer_of(p.contents()).cloned())
+                // Unreadable (it never is: the store kept what was issued), it is handed
+                // over as it is, and the doors that answer in DER refuse it.
+                let der = pem::parse(&given.pem)
+                    .map(pem::Pem::into_contents)
+                    .unwrap_or_default();
+                let issuer = self
+                    .issuers
+                    .issuer_of(&der)
+                    .cloned()
                     .unwrap_or_else(|| issuer.clone());
                 let (pem, chain_pem) = issuer.delivered(&given.pem);
                 return Ok(Certified {
                     pem,
                     chain_pem,
+                    der,
+                    chain_der: issuer.delivered_der(),
                     serial_hex,
                     not_after: OffsetDateTime::from_unix_timestamp(given.not_after as i64)
                         .map_err(|e| anyhow::anyhow!("a handover's notAfter: {e}"))?,
@@ -326,6 +339,8 @@ impl Lifecycle {
         Certified {
             pem,
             chain_pem,
+            der: cert.der,
+            chain_der: issuer.delivered_der(),
             serial_hex: cert.serial_hex,
             not_after: cert.not_after,
         }

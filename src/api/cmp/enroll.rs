@@ -2,16 +2,16 @@
 //! signed with the current certificate (§4.1.3), and `certConf` (§4.1.1).
 
 use actix_web::{HttpRequest, HttpResponse};
-use cmpv2::certified_key_pair::{CertOrEncCert, CertifiedKeyPair};
 use cmpv2::r#gen::InfoTypeAndValue;
-use cmpv2::response::{CertRepMessage, CertResponse};
 use cmpv2::status::{CertConfirmContent, PkiFailureInfoValues as Fail, PkiStatus};
 use crmf::request::{CertReqMessages, CertReqMsg};
-use der::asn1::{Int, Null};
+use der::asn1::{AnyRef, Int, Null};
 use der::{Decode, Encode};
 
 use super::protection::{AnswerMac, Pbm, signature_verifies};
-use super::wire::{IMPLICIT_CONFIRM, Kind, Request};
+use super::wire::{
+    CertifiedCertificate, Granted, GrantedResponse, IMPLICIT_CONFIRM, Kind, Request,
+};
 use super::{Protect, Refusal, Refused, Waiting, answer, respond};
 use crate::api::renew::{Proven, renew_proven};
 use crate::api::sign_csr::{enroll_verified, note_rejected};
@@ -98,10 +98,7 @@ pub(super) async fn first(
             Waiting {
                 secret,
                 serial,
-                cert_der: crate::api::est::wire::pem_ders(&cert.pem)
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default(),
+                cert_der: cert.der.clone(),
                 since: std::time::Instant::now(),
             },
         );
@@ -450,32 +447,26 @@ fn issued(
     protect: Protect,
     implicit: bool,
 ) -> HttpResponse {
-    // The leaf for the body, the rest of its chain for extraCerts: read once.
-    let mut extra = crate::api::est::wire::pem_ders(&cert.pem);
-    let leaf_der = (!extra.is_empty()).then(|| extra.remove(0));
+    // The leaf for the body, the rest of its chain for extraCerts, the anchors for
+    // caPubs: each as it was issued, DER.
     let built = (|| -> Result<Vec<u8>, der::Error> {
-        let leaf =
-            x509_cert::Certificate::from_der(leaf_der.as_deref().ok_or(der::ErrorKind::Failed)?)?;
-        let anchors = crate::api::est::wire::pem_ders(&cert.chain_pem)
+        let anchors = cert
+            .chain_der
+            .anchors
             .iter()
-            .map(|der| x509_cert::Certificate::from_der(der))
+            .map(|der| AnyRef::from_der(der))
             .collect::<Result<Vec<_>, _>>()?;
-        let status = super::wire::accepted();
-        let content = CertRepMessage {
+        Granted {
             ca_pubs: (request.kind == Kind::Ir && !anchors.is_empty()).then_some(anchors),
-            response: vec![CertResponse {
+            response: [GrantedResponse {
                 cert_req_id: int(cert_req_id)?,
-                status,
-                certified_key_pair: Some(CertifiedKeyPair {
-                    cert_or_enc_cert: CertOrEncCert::Certificate(Box::new(leaf)),
-                    priv_key: None,
-                    publication_info: None,
-                }),
-                rsp_info: None,
+                status: super::wire::accepted(),
+                certified_key_pair: CertifiedCertificate {
+                    certificate: AnyRef::from_der(&cert.der)?,
+                },
             }],
         }
-        .to_der()?;
-        Ok(content)
+        .to_der()
     })();
     let content = match built {
         Ok(content) => content,
@@ -494,7 +485,7 @@ fn issued(
         &content,
         protect,
         general_info,
-        &extra,
+        &cert.chain_der.intermediates,
     ))
 }
 

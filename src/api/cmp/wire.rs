@@ -324,3 +324,89 @@ impl<'a> Rejection<'a> {
 pub struct ErrorContent<'a> {
     pub status: Rejection<'a>,
 }
+
+/// A `CertRepMessage` (RFC 4210 §5.3.4) of one response that grants a certificate: the
+/// shape of `ip`, `cp` and `kup`. The certificates are written as they were issued, each
+/// DER whole, rather than decoded into structures to be encoded back.
+#[derive(Sequence)]
+pub struct Granted<'a> {
+    /// `caPubs`: the trust anchors, sent with `ip` (RFC 9483 §4.1.1).
+    #[asn1(
+        context_specific = "1",
+        tag_mode = "EXPLICIT",
+        constructed = "true",
+        optional = "true"
+    )]
+    pub ca_pubs: Option<Vec<AnyRef<'a>>>,
+    pub response: [GrantedResponse<'a>; 1],
+}
+
+/// A `CertResponse` with `certifiedKeyPair` holding the certificate (`certOrEncCert`'s
+/// `certificate [0]`) and no `rspInfo`.
+#[derive(Sequence)]
+pub struct GrantedResponse<'a> {
+    pub cert_req_id: der::asn1::Int,
+    pub status: PkiStatusInfo<'a>,
+    pub certified_key_pair: CertifiedCertificate<'a>,
+}
+
+/// `CertifiedKeyPair` of a certificate alone (RFC 4210 §5.3.4).
+#[derive(Sequence)]
+pub struct CertifiedCertificate<'a> {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", constructed = "true")]
+    pub certificate: AnyRef<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use cmpv2::certified_key_pair::{CertOrEncCert, CertifiedKeyPair};
+    use cmpv2::response::{CertRepMessage, CertResponse};
+
+    use super::*;
+
+    /// [`Granted`] writes what `cmpv2`'s typed `CertRepMessage` writes for the same
+    /// certificates, byte for byte, with and without `caPubs`.
+    #[test]
+    fn granted_is_the_typed_cert_rep_message() {
+        let certificate = |name: &str| {
+            rcgen::generate_simple_self_signed(vec![name.to_owned()])
+                .unwrap()
+                .cert
+                .der()
+                .to_vec()
+        };
+        let (leaf, anchor) = (certificate("leaf"), certificate("anchor"));
+        let typed = |der: &[u8]| x509_cert::Certificate::from_der(der).unwrap();
+        for with_anchor in [false, true] {
+            let id = der::asn1::Int::new(&[7]).unwrap();
+            let ours = Granted {
+                ca_pubs: with_anchor.then(|| vec![AnyRef::from_der(&anchor).unwrap()]),
+                response: [GrantedResponse {
+                    cert_req_id: id.clone(),
+                    status: accepted(),
+                    certified_key_pair: CertifiedCertificate {
+                        certificate: AnyRef::from_der(&leaf).unwrap(),
+                    },
+                }],
+            }
+            .to_der()
+            .unwrap();
+            let theirs = CertRepMessage {
+                ca_pubs: with_anchor.then(|| vec![typed(&anchor)]),
+                response: vec![CertResponse {
+                    cert_req_id: id,
+                    status: accepted(),
+                    certified_key_pair: Some(CertifiedKeyPair {
+                        cert_or_enc_cert: CertOrEncCert::Certificate(Box::new(typed(&leaf))),
+                        priv_key: None,
+                        publication_info: None,
+                    }),
+                    rsp_info: None,
+                }],
+            }
+            .to_der()
+            .unwrap();
+            assert_eq!(ours, theirs, "caPubs: {with_anchor}");
+        }
+    }
+}

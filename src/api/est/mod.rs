@@ -256,13 +256,9 @@ async fn enroll(
         client,
     )
     .await?;
-    let leaf = wire::pem_ders(&cert.pem)
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::from(anyhow::anyhow!("an issued certificate without PEM")))?;
     Ok(wire::server_key_answer(
         &key.serialize_der(),
-        &wire::certs_only(&[leaf])?,
+        &wire::certs_only(&[issued_der(&cert)?])?,
     ))
 }
 
@@ -396,12 +392,17 @@ async fn reenroll(
 
 /// The certificate just issued, alone, certs-only (§4.2.3).
 fn issued(cert: &Certified) -> Result<HttpResponse, Refusal> {
-    let ders = wire::pem_ders(&cert.pem);
-    let leaf = ders
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::from(anyhow::anyhow!("an issued certificate without PEM")))?;
-    Ok(wire::pkcs7_answer(&wire::certs_only(&[leaf])?))
+    Ok(wire::pkcs7_answer(&wire::certs_only(&[issued_der(cert)?])?))
+}
+
+/// The certificate just issued, DER (empty only for a handover whose PEM did not read).
+fn issued_der(cert: &Certified) -> Result<Vec<u8>, ApiError> {
+    if cert.der.is_empty() {
+        return Err(ApiError::from(anyhow::anyhow!(
+            "an issued certificate without DER"
+        )));
+    }
+    Ok(cert.der.clone())
 }
 
 /// `Authorization: Basic` (RFC 7617): the user is everything before the last `:` (a
