@@ -39,16 +39,13 @@ async fn a_whole_run_logs_no_token_key_or_secret() {
 
     let mut tokens = Vec::new();
     for device in ["log-1", "log-2", "log-3"] {
-        let body: Value = client
-            .post(format!("{base}/api/v1/onboarding"))
-            .bearer_auth(enrollment_key)
-            .json(&json!({ "device_id": device }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = common::json_of(
+            client
+                .post(format!("{base}/api/v1/onboarding"))
+                .bearer_auth(enrollment_key)
+                .json(&json!({ "device_id": device })),
+        )
+        .await;
         tokens.push(body["provisioning_token"].as_str().unwrap().to_owned());
     }
     let csr = openssl_csr("p256", "log-1", &[]);
@@ -313,16 +310,13 @@ async fn json_logs_carry_an_audit_event_for_each_token_and_certificate() {
         .unwrap()
         .to_owned();
     let csr = openssl_csr("p256", "audit-1", &[]);
-    let signed: Value = client
-        .post(format!("{base}/api/v1/sign-csr"))
-        .bearer_auth(&token)
-        .json(&json!({ "device_id": "audit-1", "csr": csr.csr_pem }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signed: Value = common::json_of(
+        client
+            .post(format!("{base}/api/v1/sign-csr"))
+            .bearer_auth(&token)
+            .json(&json!({ "device_id": "audit-1", "csr": csr.csr_pem })),
+    )
+    .await;
     let replay = client
         .post(format!("{base}/api/v1/sign-csr"))
         .bearer_auth(&token)

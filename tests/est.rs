@@ -200,15 +200,12 @@ async fn strongswan_pki_enrolls_and_reenrolls_and_each_credential_is_used_once()
         // Two records, the first superseded by the renewal.
         let records = redis.certificate_records();
         assert_eq!(records, 2);
-        let device: Value = client
-            .get(format!("{base}/api/v1/devices/est-1"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let device: Value = common::json_of(
+            client
+                .get(format!("{base}/api/v1/devices/est-1"))
+                .bearer_auth(ADMIN),
+        )
+        .await;
         let statuses: Vec<&str> = device["certificates"]
             .as_array()
             .unwrap_or_else(|| panic!("{device}"))

@@ -393,15 +393,12 @@ device_id_pattern = "gw-[0-9]+"
 
 /// The issuer of each group, as `GET /api/v1/groups` lists it.
 async fn issuers_of_groups(base: &str) -> Vec<(String, String)> {
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/groups"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = common::json_of(
+        reqwest::Client::new()
+            .get(format!("{base}/api/v1/groups"))
+            .bearer_auth(ADMIN),
+    )
+    .await;
     listed["groups"]
         .as_array()
         .unwrap_or_else(|| panic!("{listed}"))

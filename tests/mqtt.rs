@@ -257,15 +257,11 @@ async fn renewed_certificates_connect_and_a_blocked_device_is_kept_out() {
         .unwrap()
         .csr_pem(Some("renew-1"))
         .unwrap();
-    let answer: serde_json::Value = mtls
-        .post(format!("{server}/api/v1/renew"))
-        .json(&serde_json::json!({ "device_id": "renew-1", "csr": csr }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: serde_json::Value = common::json_of(
+        mtls.post(format!("{server}/api/v1/renew"))
+            .json(&serde_json::json!({ "device_id": "renew-1", "csr": csr })),
+    )
+    .await;
     let mtls_cert = answer["certificate"].as_str().expect("renewed by mTLS");
     std::fs::write(mtls_dir.join("renew-1.crt"), mtls_cert).unwrap();
     std::fs::copy(&key, mtls_dir.join("renew-1.key")).unwrap();

@@ -168,15 +168,12 @@ async fn devices_present_the_intermediate_and_trust_the_root_and_old_certificate
         );
         // CMP sends the intermediate in extraCerts and the root in caPubs: OpenSSL's
         // client, trusting the root alone for what it enrolls, accepts the certificate.
-        let code: serde_json::Value = reqwest::Client::new()
-            .post(format!("{base}/api/v1/onboarding"))
-            .json(&serde_json::json!({"device_id": "after-cmp"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let code: serde_json::Value = common::json_of(
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/onboarding"))
+                .json(&serde_json::json!({"device_id": "after-cmp"})),
+        )
+        .await;
         let key = moved.join("after-cmp.key");
         ok(Command::new("openssl")
             .args([

@@ -30,3 +30,9 @@ pub async fn within<F: std::future::Future>(limit: std::time::Duration, test: F)
 pub fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
+
+/// Sends `request` and reads its body as JSON, whatever the status (the callers assert
+/// on what came back).
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
