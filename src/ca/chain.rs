@@ -21,10 +21,9 @@ pub struct Chain {
     /// What follows a device certificate in what it presents: the chain without its
     /// root (empty without a root).
     pub intermediates_pem: String,
-    /// The same, DER, issuing CA first.
-    pub intermediates_der: Vec<Vec<u8>>,
-    /// What follows a device certificate, and the trust anchor, DER, shared with every
-    /// certificate handed out: [`Chain::delivered`] for doors that send DER (EST, CMP).
+    /// The intermediates (issuing CA first) and the trust anchor, DER, shared with every
+    /// certificate handed out: [`Chain::delivered`] for doors that send DER (EST, CMP)
+    /// and for OCSP responses.
     pub delivered_der: DeliveredDer,
 }
 
@@ -59,7 +58,6 @@ impl Chain {
                 full_pem,
                 root_pem: None,
                 intermediates_pem: String::new(),
-                intermediates_der: Vec::new(),
                 delivered_der: DeliveredDer {
                     intermediates: Arc::new([]),
                     anchors: ders.into(),
@@ -105,7 +103,6 @@ impl Chain {
             full_pem,
             root_pem: Some(certificate_pem(root)),
             intermediates_pem: below.iter().map(|der| certificate_pem(der)).collect(),
-            intermediates_der: below.to_vec(),
             delivered_der: DeliveredDer {
                 intermediates: below.into(),
                 anchors: Arc::new([root.clone()]),

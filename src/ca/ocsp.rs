@@ -303,7 +303,7 @@ impl CertificateAuthority {
                     w.next().write_tagged(YTag::context(0), |w| {
                         w.write_sequence(|w| {
                             w.next().write_der(&signer.cert_der);
-                            for der in &self.chain.intermediates_der {
+                            for der in self.chain.delivered_der.intermediates.iter() {
                                 w.next().write_der(der);
                             }
                         })
