@@ -258,7 +258,7 @@ async fn enroll(
     .await?;
     Ok(wire::server_key_answer(
         &key.serialize_der(),
-        &wire::certs_only(&[issued_der(&cert)?])?,
+        &wire::certs_only(std::slice::from_ref(issued_der(&cert)?))?,
     ))
 }
 
@@ -392,17 +392,19 @@ async fn reenroll(
 
 /// The certificate just issued, alone, certs-only (§4.2.3).
 fn issued(cert: &Certified) -> Result<HttpResponse, Refusal> {
-    Ok(wire::pkcs7_answer(&wire::certs_only(&[issued_der(cert)?])?))
+    Ok(wire::pkcs7_answer(&wire::certs_only(
+        std::slice::from_ref(issued_der(cert)?),
+    )?))
 }
 
 /// The certificate just issued, DER (empty only for a handover whose PEM did not read).
-fn issued_der(cert: &Certified) -> Result<Vec<u8>, ApiError> {
+fn issued_der(cert: &Certified) -> Result<&Vec<u8>, ApiError> {
     if cert.der.is_empty() {
         return Err(ApiError::from(anyhow::anyhow!(
             "an issued certificate without DER"
         )));
     }
-    Ok(cert.der.clone())
+    Ok(&cert.der)
 }
 
 /// `Authorization: Basic` (RFC 7617): the user is everything before the last `:` (a

@@ -55,9 +55,22 @@ pub(super) fn read_bodies(args: &BenchArgs) -> Result<Vec<Bytes>, CliError> {
         .collect()
 }
 
+/// How a replayed request's answer is judged: `Ok` when it counts, else the reason.
+pub(super) type Judge = fn(&[u8]) -> Result<(), String>;
+
+/// Whether an OCSP answer is an OCSPResponse whose `responseStatus` is `successful`;
+/// otherwise `ocsp_status_<N>` or `bad_response`, as the bench counts it.
+pub(super) fn ocsp_successful(body: &[u8]) -> Result<(), String> {
+    match ocsp_response_status(body) {
+        Some(0) => Ok(()),
+        Some(status) => Err(format!("ocsp_status_{status}")),
+        None => Err("bad_response".to_owned()),
+    }
+}
+
 /// An OCSPResponse's `responseStatus` (RFC 6960 4.2.1: 0 is successful), read without
 /// decoding the rest; `None` when the body is not one.
-pub(super) fn ocsp_response_status(body: &[u8]) -> Option<u8> {
+fn ocsp_response_status(body: &[u8]) -> Option<u8> {
     use der::{Tagged, asn1::AnyRef};
     let mut reader = der::SliceReader::new(body).ok()?;
     let header = der::Header::decode(&mut reader).ok()?;
